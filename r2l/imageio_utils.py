@@ -1,0 +1,106 @@
+"""Image reading, area resizing and alpha compositing shared by the scene loaders.
+
+Names: ``img: (H, W, C)`` float32 in [0, 1] with ``C`` 3 (RGB) or 4 (RGBA).
+Every reading problem becomes a :class:`r2l.errors.DataError` that names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from r2l.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# What decoders raise on a corrupt, truncated or non-image file.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, RuntimeError)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an 8- or 16-bit image file as float32 in [0, 1].
+
+    Returns ``img: (H, W, 3)`` or ``(H, W, 4)`` (grey is replicated to RGB, grey+alpha to RGBA).
+    Raises DataError naming the file if it is missing, unreadable or of an unsupported layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file not found")
+    try:
+        raw = iio.imread(path)
+    except _DECODE_ERRORS as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(path, f"cannot decode the image (corrupt, truncated or not an image): {reason}") from None
+    return _to_float_channels(path, np.asarray(raw))
+
+
+def _to_float_channels(path: Path, raw: np.ndarray) -> np.ndarray:
+    """raw: (H, W) or (H, W, C) integer/float pixels -> (H, W, 3|4) float32 in [0, 1]."""
+    if raw.dtype == np.uint8:
+        img = raw.astype(np.float32) / 255.0
+    elif raw.dtype == np.uint16:
+        img = raw.astype(np.float32) / 65535.0
+    elif raw.dtype.kind == "f":
+        img = raw.astype(np.float32)
+    else:
+        raise DataError(path, f"unsupported pixel type {raw.dtype} (expected 8- or 16-bit)")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4) or min(img.shape[:2]) < 1:
+        raise DataError(path, f"unsupported image layout {raw.shape} (expected H x W x 1..4 channels)")
+    if img.shape[2] in (1, 2):  # grey (+ alpha) -> RGB (+ alpha)
+        img = np.concatenate([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]], axis=2)
+    return np.ascontiguousarray(img)
+
+
+def composite(img: np.ndarray, background=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Alpha-composite over a constant background: ``rgb * a + bg * (1 - a)``.
+
+    img: (H, W, 3|4) float32. Returns (H, W, 3) float32; RGB input is returned unchanged.
+    """
+    if img.shape[-1] == 3:
+        return img.astype(np.float32, copy=False)
+    rgb, alpha = img[..., :3], img[..., 3:4]
+    bg = np.asarray(background, dtype=np.float32).reshape(1, 1, 3)
+    return (rgb * alpha + bg * (1.0 - alpha)).astype(np.float32)
+
+
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """Area-resampling matrix ``(n_out, n_in)`` along one axis.
+
+    Output sample ``i`` covers input interval ``[i * s, (i + 1) * s)`` with ``s = n_in / n_out``;
+    its weight on input sample ``j`` is the overlap of that interval with ``[j, j + 1)`` divided by ``s``
+    (rows sum to 1: a box filter of width ``s``).
+    """
+    s = n_in / n_out
+    lo = np.arange(n_out)[:, None] * s
+    hi = lo + s
+    j = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+    return (overlap / s).astype(np.float64)
+
+
+def area_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Resize by area averaging (box filter), like OpenCV's INTER_AREA when shrinking.
+
+    img: (H, W, C) float32. Returns (out_h, out_w, C) float32. Integer factors use an exact
+    block mean; other sizes use the overlap-weighted average of :func:`area_weights`.
+    """
+    H, W, C = img.shape
+    if (out_h, out_w) == (H, W):
+        return img
+    if H % out_h == 0 and W % out_w == 0:
+        fh, fw = H // out_h, W // out_w
+        return img.reshape(out_h, fh, out_w, fw, C).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    wh, ww = area_weights(H, out_h), area_weights(W, out_w)
+    return np.einsum("ih,hwc,jw->ijc", wh, img.astype(np.float64), ww).astype(np.float32)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files (png/jpg/jpeg, any case; hidden files skipped) directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
