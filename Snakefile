@@ -1,0 +1,24 @@
+# r2l: R2L (NeRF teacher -> deep residual-MLP neural light field) as a Snakemake pipeline.
+# Run everything: snakemake --cores 1 --resources gpu=1   (see README.md)
+
+import os
+
+from r2l.config import validate_config
+
+
+configfile: "config/config.yaml"
+
+
+validate_config(
+    config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), "the config"
+)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/scenes.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,84 @@
+"""The workflow config: validation against the JSON schema, per-scene merging, dataclass building.
+
+A config (``config/config.yaml``) has a ``scenes:`` mapping and one section per stage
+(``teacher``, ``pseudo_data``, ``student``, ``finetune``, ``evaluate``). A scene entry may override
+any stage setting under a key of the stage's name; :func:`stage_section` merges the two.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from r2l.errors import R2LError
+
+STAGES = ("teacher", "pseudo_data", "student", "finetune", "evaluate")
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _where(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _message(error) -> str:
+    """One readable line for a jsonschema error."""
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"unknown key(s) {', '.join(map(repr, extra))}; allowed here: {allowed}"
+    if error.validator == "oneOf" and isinstance(error.instance, dict):
+        return "a scene needs exactly one source: `path:` (a local folder), `url:` (an archive) or `format: builtin`"
+    return error.message
+
+
+def validate_config(config: dict, schema_path: str | Path = SCHEMA, source: str = "config") -> dict:
+    """Validate ``config`` against the schema, filling defaults; raise R2LError listing every problem."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  {_where(e)}: {_message(e)}" for e in errors]
+        raise R2LError(f"{source} is not valid:\n" + "\n".join(lines))
+    return config
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override`` merged in, recursively for nested dicts."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def stage_section(config: dict, stage: str, scene: str) -> dict:
+    """The settings of ``stage`` for ``scene``: the global section with the scene's overrides on top."""
+    if scene not in config.get("scenes", {}):
+        raise R2LError(f"scene {scene!r} is not in the config's `scenes:` (has {sorted(config.get('scenes', {}))})")
+    return deep_merge(config.get(stage, {}), config["scenes"][scene].get(stage, {}))
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from ``data``; nested dataclass fields from nested dicts; unknown keys fail."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise R2LError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value, f"{where}.{key}" if where else key)
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)

@@ -1,0 +1,85 @@
+"""Glue between Snakemake scripts and the package: logging to the rule's log, config, scene loading.
+
+The scripts in ``workflow/scripts`` stay thin: ``with stage(snakemake) as job:`` sends stderr and the
+``r2l`` logger to the rule's log, turns an :class:`~r2l.errors.R2LError` into one clear line and a
+non-zero exit, and offers ``job.section(name)`` (a stage's settings for this scene) and
+``job.scene()`` (the scene loaded as the config says).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from r2l.config import stage_section
+from r2l.errors import R2LError
+from r2l.scene import Scene, load_scene
+from r2l.train_utils import setup_logging
+
+log = logging.getLogger("r2l")
+
+
+def scene_source_dir(config: dict, scene: str) -> Path:
+    """Where a scene's files are: its ``path:``, else the folder the download/builtin rule makes."""
+    entry = config["scenes"][scene]
+    return Path(entry["path"]) if "path" in entry else Path("resources") / "scenes" / scene
+
+
+def scene_settings(config: dict, scene: str) -> dict:
+    """A scene's entry with ``scene_defaults`` filled in for the keys it does not set."""
+    return {**config.get("scene_defaults", {}), **config["scenes"][scene]}
+
+
+def scene_from_config(config: dict, scene: str, folder: str | Path | None = None) -> Scene:
+    """Load ``scene`` as its config entry says (format, resolution, factor, background, test_skip)."""
+    entry = scene_settings(config, scene)
+    fmt = entry["format"]
+    if fmt == "builtin":
+        fmt = "llff" if entry.get("builtin", {}).get("layout") == "forward_facing" else "blender"
+    return load_scene(
+        fmt,
+        folder or scene_source_dir(config, scene),
+        name=scene,
+        resolution=entry.get("resolution"),
+        factor=entry.get("factor", 8),
+        background=tuple(entry.get("background", (1.0, 1.0, 1.0))),
+        test_skip=entry.get("test_skip", 1),
+        llff_hold=entry.get("llff_hold", 8),
+    )
+
+
+@dataclass
+class Job:
+    """What a script needs from its Snakemake job."""
+
+    config: dict
+    scene_name: str
+    smk: object
+
+    def section(self, stage: str) -> dict:
+        return stage_section(self.config, stage, self.scene_name)
+
+    def scene(self) -> Scene:
+        folder = getattr(self.smk.input, "scene", None)
+        return scene_from_config(self.config, self.scene_name, folder)
+
+
+@contextlib.contextmanager
+def stage(smk):
+    """Run a stage inside a Snakemake script: log to the rule's log; user errors as one line, exit 1."""
+    log_path = Path(smk.log[0])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as stream:
+        sys.stderr = stream
+        setup_logging()
+        try:
+            yield Job(config=smk.config, scene_name=smk.wildcards.get("scene", ""), smk=smk)
+        except R2LError as err:
+            log.error("%s", err)
+            print(f"r2l: {err}", file=sys.__stderr__)
+            sys.exit(1)
+        finally:
+            sys.stderr = sys.__stderr__

@@ -1,0 +1,37 @@
+# Stage 2: pseudo views rendered by the teacher from random poses, and the real views in the same
+# storage format. Only meta.json is declared: it is written last, so the shards of a killed run stay
+# in place and a rerun renders only what is missing.
+
+
+rule pseudo_data:
+    input:
+        scene=scene_dir,
+        teacher="results/{scene}/teacher/model.pt",
+    output:
+        meta="results/{scene}/pseudo_data/meta.json",
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/{scene}/pseudo_data.log",
+    benchmark:
+        "benchmarks/{scene}/pseudo_data.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    script:
+        "../scripts/pseudo_data.py"
+
+
+rule real_data:
+    input:
+        scene=scene_dir,
+    output:
+        train="results/{scene}/real_data/train/meta.json",
+        val="results/{scene}/real_data/val/meta.json",
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/{scene}/real_data.log",
+    threads: 1
+    script:
+        "../scripts/real_data.py"

@@ -1,0 +1,47 @@
+# Stage 3: distil the pseudo views into the R2L student (hard-example mining), then finetune it on
+# the real training views, keeping the checkpoint that is best on the validation views.
+
+
+rule train_student:
+    input:
+        scene=scene_dir,
+        pseudo="results/{scene}/pseudo_data/meta.json",
+        val="results/{scene}/real_data/val/meta.json",
+    output:
+        model="results/{scene}/student/model.pt",
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/{scene}/train_student.log",
+    benchmark:
+        "benchmarks/{scene}/train_student.tsv"
+    params:
+        resume_dir="resources/resume/{scene}/student",
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    script:
+        "../scripts/train_student.py"
+
+
+rule finetune:
+    input:
+        scene=scene_dir,
+        student="results/{scene}/student/model.pt",
+        real="results/{scene}/real_data/train/meta.json",
+        val="results/{scene}/real_data/val/meta.json",
+    output:
+        model="results/{scene}/finetuned/model.pt",
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/{scene}/finetune.log",
+    benchmark:
+        "benchmarks/{scene}/finetune.tsv"
+    params:
+        resume_dir="resources/resume/{scene}/finetune",
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,11 @@
+"""Fetch a dataset scene (URL or local archive) and move it atomically into resources/scenes/."""
+
+from pathlib import Path
+
+from r2l.download import fetch_scene
+from r2l.workflow import stage
+
+with stage(snakemake) as job:
+    entry = snakemake.params.entry
+    fetch_scene(entry["url"], Path(snakemake.output[0]), member=entry.get("member"),
+                sha256=entry.get("sha256"), cache_dir=Path("resources/downloads"))
