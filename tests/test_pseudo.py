@@ -1,0 +1,284 @@
+"""View store and pseudo-data generation (r2l.pseudo): round trips, resumability, corruption, size."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from r2l.errors import DataError, R2LError
+from r2l.poses import look_at, sample_blender_poses
+from r2l.pseudo import (
+    META_NAME,
+    ViewStore,
+    convert_real_data,
+    generate_pseudo_data,
+    plan_pseudo_views,
+    shard_name,
+)
+from r2l.rays import get_rays, ndc_rays
+from r2l.scene import Scene
+
+H, W = 6, 10  # not square, so any H/W swap shows
+
+
+def _colour(rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
+    """Deterministic fake colours (n, 3) from rays (n, 3): direction-dependent, some out of [0, 1]."""
+    d = torch.nn.functional.normalize(rays_d, dim=-1)
+    return 0.6 * d + 0.5 + 0.05 * torch.sin(3.0 * rays_o)
+
+
+class FakeTeacher:
+    """A ray renderer that counts its work and can fail after ``fail_after`` calls (a killed run)."""
+
+    def __init__(self, fail_after: int | None = None, kind: str = "fake"):
+        self.calls, self.rays, self.fail_after = 0, 0, fail_after
+        self.meta = {"kind": kind, "train_seconds": 1.0, "step": 1, "device": "cpu"}
+        self.model = torch.nn.Linear(1, 1)
+
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise RuntimeError("killed")
+        self.calls += 1
+        self.rays += rays_o.shape[0]
+        return _colour(rays_o, rays_d)
+
+
+def _blender_scene(fmt: str = "blender") -> Scene:
+    poses, _ = sample_blender_poses(4, np.random.default_rng(5), radius=3.0, focal=1.0)
+    images = np.random.default_rng(6).random((4, 8, 8, 3)).astype(np.float32)
+    return Scene(name="toy", format=fmt, images=images, poses=poses, H=8, W=8, focal=9.0, near=2.0, far=6.0,
+                 splits={"train": np.arange(3), "val": np.arange(3, 4)})
+
+
+def _llff_scene() -> Scene:
+    rng = np.random.default_rng(8)
+    poses = np.stack([look_at(rng.uniform(-0.3, 0.3, 3), [0, 0, -5], [0, 1, 0]) for _ in range(5)])
+    images = rng.random((5, 4, 5, 3)).astype(np.float32)
+    return Scene(name="fwd", format="llff", images=images, poses=poses, H=4, W=5, focal=4.0, near=0.0, far=1.0,
+                 splits={"train": np.arange(4), "test": np.arange(4, 5)}, ndc=True, ndc_near=1.0)
+
+
+def _expected_uint8(rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
+    return torch.round(_colour(rays_o, rays_d).clamp(0, 1) * 255).to(torch.uint8)
+
+
+def _shard_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("shard_*.npz"))}
+
+
+def test_blender_store_round_trip(tmp_path):
+    scene = _blender_scene()
+    stats = generate_pseudo_data(FakeTeacher(), scene, tmp_path, n_views=5, H=H, W=W, seed=3, views_per_shard=2)
+    assert stats["n_views"] == 5 and stats["views_rendered"] == 5
+    store = ViewStore(tmp_path)
+    assert (store.H, store.W, store.n_views) == (H, W, 5)
+    assert store.colors.shape == (5, H * W, 3) and store.colors.dtype == torch.uint8
+    assert store.meta["source"] == "pseudo" and store.meta["radius"] == 4.0 and not store.meta["ndc"]
+    poses, focals, _ = plan_pseudo_views(scene, 5, W, 3, (1.0, 2.0))
+    np.testing.assert_array_equal(store.poses.numpy(), poses)
+    np.testing.assert_array_equal(store.focals.numpy(), focals)
+    base = 9.0 * W / 8  # scene focal scaled to the output width
+    assert ((store.focals >= base * (1 - 1e-6)) & (store.focals < 2 * base)).all()
+    assert (store.poses[:, 2, 3] >= 0).all()
+    view = torch.randint(0, 5, (200,), generator=torch.Generator().manual_seed(0))
+    pix = torch.randint(0, H * W, (200,), generator=torch.Generator().manual_seed(1))
+    rays_o, rays_d = store.rays_at(view, pix)
+    r_o, r_d = store.render_rays_at(view, pix)
+    assert torch.equal(r_o, rays_o) and torch.equal(r_d, rays_d)  # no NDC for a Blender scene
+    for v in range(5):
+        full_o, full_d = get_rays(store.poses[v], H, W, float(store.focals[v]))
+        sel = view == v
+        torch.testing.assert_close(rays_o[sel], full_o[pix[sel]], atol=1e-6, rtol=0)
+        torch.testing.assert_close(rays_d[sel], full_d[pix[sel]], atol=1e-6, rtol=0)
+        assert torch.equal(store.colors[v], _expected_uint8(full_o, full_d))  # colours stored exactly
+
+
+def test_radius_from_cameras_for_other_scenes(tmp_path):
+    generate_pseudo_data(FakeTeacher(), _blender_scene("builtin"), tmp_path, n_views=3, H=H, W=W, seed=0, views_per_shard=2)
+    store = ViewStore(tmp_path)
+    assert store.meta["radius"] == pytest.approx(3.0, abs=1e-5)
+    np.testing.assert_allclose(store.poses[:, :3, 3].norm(dim=-1).numpy(), 3.0, atol=1e-5)
+
+
+def test_ndc_store_round_trip(tmp_path):
+    scene = _llff_scene()
+    Hn, Wn = 8, 10  # twice the scene's size: NDC must use the output size and focal
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path, n_views=4, H=Hn, W=Wn, seed=1, views_per_shard=3)
+    store = ViewStore(tmp_path)
+    assert store.meta["ndc"] and store.meta["sampler"] == "llff"
+    np.testing.assert_allclose(store.focals.numpy(), 8.0)  # no focal scaling for LLFF; scaled to W
+    view = torch.arange(4).repeat_interleave(20)
+    pix = torch.randint(0, Hn * Wn, (80,), generator=torch.Generator().manual_seed(2))
+    r_o, r_d = store.render_rays_at(view, pix)
+    for v in range(4):
+        o, d = get_rays(store.poses[v], Hn, Wn, 8.0)
+        n_o, n_d = ndc_rays(Hn, Wn, 8.0, 1.0, o, d)
+        sel = view == v
+        torch.testing.assert_close(r_o[sel], n_o[pix[sel]], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(r_d[sel], n_d[pix[sel]], atol=1e-6, rtol=1e-6)
+        assert torch.equal(store.colors[v], _expected_uint8(n_o, n_d))  # the teacher saw NDC rays
+
+
+def test_sample_matches_stored_pixels(tmp_path):
+    generate_pseudo_data(FakeTeacher(), _blender_scene(), tmp_path, n_views=3, H=H, W=W, seed=0, views_per_shard=2)
+    store = ViewStore(tmp_path)
+    view, pix, rgb = store.sample(30_000, torch.Generator().manual_seed(0))
+    assert view.dtype == torch.int64 and pix.dtype == torch.int64 and rgb.dtype == torch.float32
+    assert torch.equal(rgb, store.colors[view, pix].float() / 255)
+    assert torch.equal(torch.round(rgb * 255).to(torch.uint8), store.colors[view, pix])
+    assert view.min() == 0 and view.max() == 2 and pix.min() == 0 and pix.max() == H * W - 1
+    counts = torch.bincount(view, minlength=3).float() / 30_000
+    torch.testing.assert_close(counts, torch.full((3,), 1 / 3), atol=0.02, rtol=0)
+    again = store.sample(30_000, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], view) and torch.equal(again[1], pix)
+
+
+def test_resume_renders_only_missing_views(tmp_path, caplog):
+    scene, kw = _blender_scene(), dict(n_views=7, H=H, W=W, seed=4, views_per_shard=2)
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path / "full", **kw)
+    reference = _shard_bytes(tmp_path / "full")
+    assert list(reference) == [shard_name(i) for i in range(4)]
+    out = tmp_path / "resumed"
+    with pytest.raises(RuntimeError, match="killed"):
+        generate_pseudo_data(FakeTeacher(fail_after=3), scene, out, **kw)  # dies inside shard 1
+    assert list(_shard_bytes(out)) == [shard_name(0)] and not (out / META_NAME).exists()
+    with pytest.raises(DataError, match="meta.json"):
+        ViewStore(out)
+    teacher = FakeTeacher()
+    generate_pseudo_data(teacher, scene, out, **kw)
+    assert teacher.calls == 5 and teacher.rays == 5 * H * W  # views 2..6 only
+    assert _shard_bytes(out) == reference and (out / META_NAME).exists()
+    teacher = FakeTeacher()
+    generate_pseudo_data(teacher, scene, out, **kw)
+    assert teacher.calls == 0
+    (out / shard_name(3)).unlink()
+    (out / META_NAME).unlink()
+    teacher = FakeTeacher()
+    generate_pseudo_data(teacher, scene, out, **kw)
+    assert teacher.calls == 1 and _shard_bytes(out) == reference  # the last shard holds one view
+    shard = out / shard_name(1)
+    shard.write_bytes(reference[shard_name(1)][:-100])  # truncated
+    teacher = FakeTeacher()
+    with caplog.at_level(logging.WARNING, logger="r2l"):
+        generate_pseudo_data(teacher, scene, out, **kw)
+    assert teacher.calls == 2 and _shard_bytes(out) == reference
+    assert shard_name(1) in caplog.text
+
+
+def test_changed_settings_or_teacher_rerender(tmp_path):
+    scene, kw = _blender_scene(), dict(n_views=4, H=H, W=W, views_per_shard=2)
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path, seed=0, **kw)
+    teacher = FakeTeacher(kind="another")
+    generate_pseudo_data(teacher, scene, tmp_path, seed=0, **kw)
+    assert teacher.calls == 4  # a new teacher never reuses old shards
+    teacher = FakeTeacher(kind="another")
+    generate_pseudo_data(teacher, scene, tmp_path, seed=1, **kw)
+    assert teacher.calls == 4
+    # fewer views: extra shards are removed, kept ones are reused
+    teacher = FakeTeacher(kind="another")
+    generate_pseudo_data(teacher, scene, tmp_path, seed=1, n_views=2, H=H, W=W, views_per_shard=2)
+    assert teacher.calls == 0 and list(_shard_bytes(tmp_path)) == [shard_name(0)]
+
+
+def test_teacher_path_recorded_and_fingerprinted(tmp_path):
+    ckpt = tmp_path / "teacher.pt"
+    ckpt.write_bytes(b"weights v1")
+    scene, kw = _blender_scene(), dict(n_views=2, H=H, W=W, seed=0, views_per_shard=2, teacher_path=ckpt)
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path / "store", **kw)
+    meta = json.loads((tmp_path / "store" / META_NAME).read_text())
+    assert meta["teacher"] == str(ckpt) and meta["teacher_id"].startswith("sha256:")
+    ckpt.write_bytes(b"weights v2")
+    teacher = FakeTeacher()
+    generate_pseudo_data(teacher, scene, tmp_path / "store", **kw)
+    assert teacher.calls == 2
+
+
+def test_store_errors_name_the_shard(tmp_path):
+    generate_pseudo_data(FakeTeacher(), _blender_scene(), tmp_path, n_views=4, H=H, W=W, seed=0, views_per_shard=2)
+    shard = tmp_path / shard_name(1)
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=shard_name(1)) as err:
+        ViewStore(tmp_path)
+    assert err.value.path == shard
+    corrupt = bytearray(data)
+    corrupt[len(data) // 2] ^= 0xFF  # one flipped colour byte: caught by the zip CRC
+    shard.write_bytes(bytes(corrupt))
+    with pytest.raises(DataError, match=shard_name(1)):
+        ViewStore(tmp_path)
+    shard.unlink()
+    with pytest.raises(DataError, match="missing"):
+        ViewStore(tmp_path)
+
+
+def test_bad_teacher_output(tmp_path):
+    class NaNTeacher(FakeTeacher):
+        def render_rays(self, rays_o, rays_d):
+            return torch.full((rays_o.shape[0], 3), float("nan"))
+
+    with pytest.raises(R2LError, match="non-finite"):
+        generate_pseudo_data(NaNTeacher(), _blender_scene(), tmp_path, n_views=1, H=H, W=W, seed=0, views_per_shard=1)
+
+
+def test_chunked_teacher_calls_give_same_bytes(tmp_path):
+    kw = dict(n_views=3, H=H, W=W, seed=0, views_per_shard=2)
+    generate_pseudo_data(FakeTeacher(), _blender_scene(), tmp_path / "a", **kw)
+    teacher = FakeTeacher()
+    generate_pseudo_data(teacher, _blender_scene(), tmp_path / "b", chunk=7, **kw)
+    assert teacher.calls == 3 * 9  # ceil(60 / 7) calls per view
+    assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
+
+
+def test_size_on_disk_is_under_a_tenth_of_the_authors(tmp_path):
+    stats = generate_pseudo_data(FakeTeacher(), _blender_scene(), tmp_path, n_views=8, H=64, W=64, seed=0, views_per_shard=4)
+    on_disk = sum(p.stat().st_size for p in tmp_path.glob("shard_*.npz"))
+    authors = 8 * 64 * 64 * 9 * 4  # 9 float32 per ray
+    assert stats["bytes_total"] == on_disk
+    assert on_disk <= authors / 10
+    assert on_disk >= 8 * (64 * 64 * 3 + 68)  # colours and cameras are all there
+    assert stats["ratio"] == pytest.approx(on_disk / authors)
+
+
+def test_convert_real_data_round_trip(tmp_path):
+    scene = _blender_scene()
+    stats = convert_real_data(scene, tmp_path / "train", views_per_shard=2)
+    store = ViewStore(tmp_path / "train")
+    assert store.meta["source"] == "real" and store.meta["split"] == "train" and store.n_views == 3
+    images, poses = scene.split("train")
+    expected = np.clip(np.round(images * 255), 0, 255).astype(np.uint8).reshape(3, 64, 3)
+    np.testing.assert_array_equal(store.colors.numpy(), expected)
+    np.testing.assert_array_equal(store.poses.numpy(), poses)
+    np.testing.assert_array_equal(store.focals.numpy(), np.full(3, 9.0, dtype=np.float32))
+    assert np.abs(store.colors.numpy() / 255.0 - images.reshape(3, 64, 3)).max() <= 0.5 / 255 + 1e-7
+    assert stats["n_views"] == 3
+    convert_real_data(scene, tmp_path / "val", split="val")
+    val = ViewStore(tmp_path / "val")
+    assert val.n_views == 1 and val.meta["split"] == "val"
+    with pytest.raises(R2LError, match="8x8"):
+        convert_real_data(scene, tmp_path / "bad", H=16, W=16)
+
+
+def test_convert_real_lego_100(tmp_path):
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic" / "lego_100"
+    if not data.is_dir():
+        pytest.skip(f"reference data not found at {data} (only present beside the development checkout)")
+    from r2l.scene import load_scene
+
+    scene = load_scene("blender", data)
+    stats = convert_real_data(scene, tmp_path, split="train")
+    store = ViewStore(tmp_path)
+    images, poses = scene.split("train")
+    assert store.n_views == len(images) == 100 and (store.H, store.W) == (100, 100)
+    np.testing.assert_array_equal(store.colors.numpy(), np.round(images * 255).astype(np.uint8).reshape(100, -1, 3))
+    np.testing.assert_array_equal(store.poses.numpy(), poses)
+    assert stats["ratio"] <= 0.1
+    # world rays rebuilt from the store equal the scene's own rays
+    o, d = scene.rays(poses[17])
+    r_o, r_d = store.rays_at(torch.full((5,), 17), torch.tensor([0, 99, 5050, 9900, 9999]))
+    torch.testing.assert_close(r_o, o[[0, 99, 5050, 9900, 9999]], atol=1e-6, rtol=0)
+    torch.testing.assert_close(r_d, d[[0, 99, 5050, 9900, 9999]], atol=1e-6, rtol=0)

@@ -1,0 +1,17 @@
+"""Render random views with the teacher into a resumable view store (results/{scene}/pseudo_data)."""
+
+from pathlib import Path
+
+from r2l.pseudo import generate_pseudo_data
+from r2l.teacher import load_teacher
+from r2l.workflow import stage
+
+with stage(snakemake) as job:
+    cfg = job.section("pseudo_data")
+    scene = job.scene()
+    W = cfg["resolution"] or scene.W
+    H = round(W * scene.H / scene.W)
+    teacher = load_teacher(snakemake.input.teacher, device=cfg["device"])
+    generate_pseudo_data(teacher, scene, Path(snakemake.output.meta).parent, n_views=cfg["n_views"], H=H, W=W,
+                         seed=cfg["seed"], views_per_shard=cfg["views_per_shard"],
+                         focal_scale=cfg["focal_scale"], chunk=cfg["chunk"], teacher_path=snakemake.input.teacher)
