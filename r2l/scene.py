@@ -105,7 +105,9 @@ def load_scene(
     if format in ("blender", "builtin"):
         from r2l.blender import load_blender
 
-        return load_blender(path, name=name, resolution=resolution, background=background, test_skip=test_skip)
+        scene = load_blender(path, name=name, resolution=resolution, background=background, test_skip=test_skip)
+        scene.format = format
+        return scene
     if format == "llff":
         from r2l.llff import load_llff
 
