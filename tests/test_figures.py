@@ -1,0 +1,114 @@
+"""Comparison figure layout and the fly-through video (MP4, or GIF without an encoder)."""
+
+from __future__ import annotations
+
+import imageio.v2 as iio2
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import r2l.figures as figures
+from r2l.errors import DataError
+from r2l.evaluate import evaluate_model
+from r2l.figures import SEPARATOR, colormap, comparison_figure, render_video, scene_comparison_figure, video_path_for
+from r2l.scene import Scene
+
+
+def make_scene(H: int = 16, W: int = 20, n_frames: int = 6) -> Scene:
+    """A small Blender-like scene with a smooth image per view and an orbit of ``n_frames`` poses."""
+    def pose(angle: float) -> np.ndarray:
+        c, s = np.cos(angle), np.sin(angle)
+        m = np.eye(4, dtype=np.float32)
+        m[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+        m[:3, 3] = [4 * s, 0, 4 * c]
+        return m
+
+    poses = np.stack([pose(a) for a in np.linspace(0, 1, 4)])
+    v, u = np.mgrid[0:H, 0:W]
+    base = np.stack([u / W, v / H, 0.5 * np.ones((H, W))], -1).astype(np.float32)
+    return Scene(
+        name="toy", format="builtin", images=np.stack([base] * 4), poses=poses, H=H, W=W, focal=18.0,
+        near=2.0, far=6.0, splits={"train": np.array([0]), "val": np.array([1]), "test": np.array([2, 3])},
+        render_poses=np.stack([pose(a) for a in np.linspace(0, 2 * np.pi, n_frames, endpoint=False)]),
+    )
+
+
+class DirRenderer:
+    """Colour = the ray direction mapped to [0, 1] (differs per pose), through an identity nn.Linear."""
+
+    def __init__(self, kind: str = "student"):
+        self.model = nn.Linear(3, 3)
+        with torch.no_grad():
+            self.model.weight.copy_(torch.eye(3) * 0.5)
+            self.model.bias.fill_(0.5)
+        self.meta = {"kind": kind, "train_seconds": 6.0, "step": 1, "device": "cpu"}
+
+    @torch.no_grad()
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) -> rgb (n, 3)."""
+        return self.model(rays_d / rays_d.norm(dim=-1, keepdim=True)).clamp(0, 1)
+
+
+def test_comparison_figure_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    H, W = 12, 17
+    gt = rng.random((H, W, 3)).astype(np.float32)
+    teacher, student = np.clip(gt + 0.05, 0, 1), np.zeros((H, W, 3), np.uint8)
+    out = comparison_figure(gt, teacher, student, gt, tmp_path / "fig" / "cmp.png")
+    img = iio.imread(out)
+    assert img.shape == (H, 5 * W + 4 * SEPARATOR, 3) and img.dtype == np.uint8
+    step = W + SEPARATOR
+    np.testing.assert_array_equal(img[:, :W], (gt * 255 + 0.5).astype(np.uint8))  # ground truth first
+    assert np.all(img[:, W:step] == 255)  # white separator
+    assert np.all(img[:, 2 * step : 2 * step + W] == 0)  # student panel (uint8 zeros)
+    # finetuned == gt: the error panel is the colormap's zero colour everywhere
+    zero = (colormap(np.zeros((1, 1)))[0, 0] * 255 + 0.5).astype(np.uint8)
+    assert np.all(img[:, 4 * step :] == zero)
+    with pytest.raises(ValueError, match="teacher"):
+        comparison_figure(gt, gt[:5], gt, gt, tmp_path / "x.png")
+
+
+def test_colormap_endpoints_and_monotone_brightness():
+    ramp = colormap(np.linspace(0, 1, 11)[None])[0]
+    assert ramp.shape == (11, 3)
+    assert ramp[0].sum() < 0.1 and ramp[-1].sum() > 2.5
+    assert np.all(np.diff(ramp.sum(-1)) > 0)  # brighter for larger errors
+    np.testing.assert_allclose(colormap(np.array([[2.0, -1.0]]))[0], ramp[[-1, 0]])  # clipped
+
+
+def test_scene_comparison_from_evaluation_renders(tmp_path):
+    scene = make_scene()
+    for model in ("teacher", "student", "finetuned"):
+        evaluate_model(DirRenderer(), scene, renders_dir=tmp_path / model, n_speed_frames=1, warmup=0, model=model)
+    out = scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=1)
+    assert iio.imread(out).shape == (16, 5 * 20 + 4 * SEPARATOR, 3)
+    with pytest.raises(DataError, match="outside"):
+        scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=5)
+    (tmp_path / "student" / "000.png").unlink()
+    with pytest.raises(DataError, match="student"):
+        scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=0)
+
+
+def test_render_video_mp4_frame_count(tmp_path):
+    if not figures.mp4_available():
+        pytest.skip("imageio-ffmpeg cannot find ffmpeg here")
+    scene = make_scene(n_frames=6)
+    out = render_video(DirRenderer(), scene, scene.render_poses, tmp_path / "video.mp4", fps=12)
+    assert out == tmp_path / "video.mp4" == video_path_for(tmp_path)
+    with iio2.get_reader(out, format="FFMPEG") as reader:
+        assert reader.count_frames() == 6
+        assert reader.get_data(0).shape == (16, 20, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["video.mp4"]  # no temp files left
+
+
+def test_render_video_falls_back_to_gif(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "mp4_available", lambda: False)
+    scene = make_scene(n_frames=5)
+    out = render_video(DirRenderer(), scene, scene.render_poses, tmp_path / "video.mp4", fps=10, H=8, W=10)
+    assert out == tmp_path / "video.gif" == video_path_for(tmp_path)
+    frames = iio.imread(out, index=None)
+    assert frames.shape[0] == 5 and frames.shape[1:3] == (8, 10)
+    with pytest.raises(ValueError, match="non-empty"):
+        render_video(DirRenderer(), scene, np.zeros((0, 4, 4)), tmp_path / "v.mp4")

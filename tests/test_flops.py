@@ -1,0 +1,168 @@
+"""FLOPs per ray: traced counts on hand-built modules, and the paper presets against their closed forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from r2l.flops import (
+    GRID_NOTE,
+    MLP_NOTE,
+    count_linear_macs,
+    flops_note,
+    flops_per_ray,
+    nerf_closed_form_flops,
+    nerf_macs_per_sample,
+    student_closed_form_flops,
+)
+from r2l.nerf import NeRF, NeRFConfig, nerf_flops_per_ray
+from r2l.render import render_rays_nerf
+from r2l.student import R2LNet, Student, StudentConfig
+from r2l.student import flops_per_ray as student_module_flops
+
+
+def rays(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n Blender-like rays from radius 4 towards the origin: (n, 3) each."""
+    g = torch.Generator().manual_seed(seed)
+    o = torch.tensor([0.0, 0.0, 4.0]).expand(n, 3).clone()
+    d = torch.cat([0.2 * (torch.rand(n, 2, generator=g) - 0.5), -torch.ones(n, 1)], dim=-1)
+    return o, d
+
+
+# ----------------------------------------------------------------------------- hand-built modules
+
+
+def test_sequential_macs_by_hand():
+    net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+    assert count_linear_macs(net, torch.zeros(7, 10)) == 7 * (10 * 20 + 20 * 5)  # 2100
+    # leading dimensions all count as rows
+    assert count_linear_macs(net, torch.zeros(2, 7, 10)) == 14 * 300
+
+
+def test_callable_and_repeated_modules():
+    a, b = nn.Linear(4, 3), nn.Linear(3, 2, bias=False)
+
+    def fn(x):
+        h = a(x)
+        return b(a(x) + h)  # a runs twice
+
+    assert count_linear_macs(fn, torch.zeros(5, 4)) == 5 * (2 * 4 * 3 + 3 * 2)
+    # hooks are removed afterwards: nothing is counted outside the call
+    assert count_linear_macs(lambda x: x, torch.zeros(1)) == 0
+
+
+def test_flops_per_ray_on_a_renderer_restores_mode():
+    class Toy:
+        def __init__(self):
+            self.model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+            self.meta = {"kind": "student"}
+            self.seen_training = None
+
+        def render_rays(self, o, d):
+            self.seen_training = self.model.training
+            return torch.sigmoid(self.model(torch.cat([o, d], -1)))
+
+    toy = Toy()
+    toy.model.train()
+    o, d = rays(9)
+    assert flops_per_ray(toy, o, d) == 2.0 * (6 * 16 + 16 * 3)
+    assert toy.seen_training is False and toy.model.training is True
+    assert flops_note(toy) == MLP_NOTE
+    toy.meta["kind"] = "grid"
+    assert flops_note(toy) == GRID_NOTE
+    with pytest.raises(ValueError):
+        flops_per_ray(toy, o[:0], d[:0])
+
+
+# ----------------------------------------------------------------------------- student
+
+
+def test_student_paper_preset_traced_equals_closed_form():
+    cfg = StudentConfig()
+    assert student_closed_form_flops(cfg) == 2 * 5_894_912
+    assert round(student_closed_form_flops(cfg) / 1e6, 2) == 11.79
+    renderer = Student(R2LNet(cfg), 2.0, 6.0, {"kind": "student", "train_seconds": 0.0, "step": 0, "device": "cpu"})
+    o, d = rays(3)
+    assert flops_per_ray(renderer, o, d) == student_closed_form_flops(cfg)
+    assert student_module_flops(renderer.model) == student_closed_form_flops(cfg)  # the student module agrees
+
+
+@pytest.mark.parametrize("cfg", [StudentConfig(n_points=4, n_freqs=2, depth=6, width=16),
+                                 StudentConfig(n_points=2, n_freqs=0, depth=4, width=8)])
+def test_student_small_configs(cfg):
+    o, d = rays(5)
+    traced = flops_per_ray(lambda a, b: R2LNet(cfg).eval()(a, b, 2.0, 6.0, train=False), o, d)
+    assert traced == student_closed_form_flops(cfg)
+
+
+# ----------------------------------------------------------------------------- NeRF teacher
+
+
+def nerf_renderer(cfg: NeRFConfig, ndc: bool = False):
+    """Coarse + fine NeRF rendering (r2l.render) as a callable f(rays_o, rays_d)."""
+    cfg = cfg.resolved(ndc)
+    coarse, fine = NeRF(cfg).eval(), NeRF(cfg).eval()
+    near, far = (0.0, 1.0) if ndc else (2.0, 6.0)
+
+    def fn(o, d):
+        return render_rays_nerf(coarse, fine, o, d, near, far, cfg.n_coarse, cfg.n_fine, (1.0, 1.0, 1.0), False)["rgb"]
+
+    return fn
+
+
+def test_nerf_paper_preset_traced_equals_closed_form():
+    cfg = NeRFConfig()
+    assert nerf_macs_per_sample(cfg) == 593_408
+    assert nerf_closed_form_flops(cfg) == 2 * 593_408 * 256
+    assert round(nerf_closed_form_flops(cfg) / 1e6, 2) == 303.82
+    o, d = rays(2)
+    assert flops_per_ray(nerf_renderer(cfg), o, d) == nerf_closed_form_flops(cfg)
+    assert nerf_flops_per_ray(cfg) == nerf_closed_form_flops(cfg)  # r2l.nerf's own count agrees
+
+
+def test_nerf_llff_preset_is_64_plus_64():
+    cfg = NeRFConfig()
+    assert nerf_closed_form_flops(cfg, ndc=True) == 2 * 593_408 * (64 + 64 + 64)
+    o = torch.tensor([[0.0, 0.0, -1.0], [0.1, 0.0, -1.0]])
+    d = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.1, 2.0]])
+    assert flops_per_ray(nerf_renderer(cfg, ndc=True), o, d) == nerf_closed_form_flops(cfg, ndc=True)
+
+
+@pytest.mark.parametrize("skip", [-1, 0, 2])  # -1: no skip; 2: the last layer reads it
+def test_nerf_small_configs(skip):
+    cfg = NeRFConfig(depth=4, width=16, skip=skip, pos_freqs=3, dir_freqs=2, head_width=8, n_coarse=8, n_fine=12)
+    o, d = rays(4)
+    assert flops_per_ray(nerf_renderer(cfg), o, d) == nerf_closed_form_flops(cfg)
+    assert nerf_flops_per_ray(cfg) == nerf_closed_form_flops(cfg)
+
+
+# ----------------------------------------------------------------------------- grid teacher
+
+
+def test_grid_teacher_counts_mlps_on_evaluated_samples_only():
+    from r2l.nerf import linear_macs
+    from r2l.teacher import Teacher, build_model, teacher_config_from_dict
+
+    grid = {"resolution": 8, "resolution_init": 8, "upsample_steps": [], "density_components": 2,
+            "app_components": 3, "app_dim": 4, "mlp_width": 8, "n_samples": 32, "occupancy_resolution": 4}
+    cfg = teacher_config_from_dict({"kind": "grid", "device": "cpu", "chunk": 64, "grid": grid})
+    info = {"name": "t", "near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0, "background": [1.0, 1.0, 1.0],
+            "H": 8, "W": 8, "focal": 10.0}
+    model = build_model(cfg, info).eval()
+    teacher = Teacher(model, cfg, info, {"kind": "grid", "train_seconds": 0.0, "step": 0, "device": "cpu"},
+                      torch.device("cpu"))
+    field = model["field"]
+    per_sample = linear_macs(field)  # basis + colour MLP, once per evaluated sample
+    assert per_sample == 3 * 3 * 4 + (4 * 5 + 3 * 5) * 8 + 8 * 8 + 8 * 3
+    o, d = rays(6)
+    o[0] = torch.tensor([3.0, 3.0, 4.0])  # this ray misses the box entirely
+    t = torch.linspace(2.0, 6.0, 32)
+    pts = (o[:, None] + t[None, :, None] * d[:, None]).reshape(-1, 3)
+    inside = ((pts >= field.aabb[0]) & (pts <= field.aabb[1])).all(-1)
+    assert flops_per_ray(teacher, o, d) == 2.0 * per_sample * int(inside.sum()) / 6  # all cells occupied
+    assert flops_note(teacher) == GRID_NOTE
+    field.occupancy[:, :, 2:] = False  # empty half the box: those samples are skipped and not counted
+    evaluated = int(field.occupied(pts).sum())
+    assert 0 < evaluated < int(inside.sum())
+    assert flops_per_ray(teacher, o, d) == 2.0 * per_sample * evaluated / 6

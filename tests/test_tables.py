@@ -1,0 +1,143 @@
+"""metrics.csv and the summary tables: columns, mean rows, gains, speed-ups, published numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from r2l.errors import DataError
+from r2l.published import BLENDER_PSNR, LLFF_PSNR, TABLE2, match_paper_scene, published_psnr
+from r2l.tables import COLUMNS, read_metrics, write_metrics_csv, write_summary
+
+
+def row(scene: str, model: str, psnr: float, ms: float, mflops: float, minutes: float, lpips=None) -> dict:
+    """A hand-made metrics row."""
+    return {
+        "scene": scene, "model": model, "psnr": psnr, "ssim": 0.9, "lpips": lpips, "mflops_per_ray": mflops,
+        "ms_per_frame": ms, "fps": 1000.0 / ms, "params": 5_917_187 if model != "teacher" else 1_191_688,
+        "size_mb": 23.7 if model != "teacher" else 4.8, "train_minutes": minutes, "device": "NVIDIA H100",
+    }
+
+
+@pytest.fixture
+def two_scenes(tmp_path):
+    """lego_100 (a paper scene) and toy (not one), three models each."""
+    a = tmp_path / "lego_100" / "metrics.csv"
+    b = tmp_path / "toy" / "metrics.csv"
+    write_metrics_csv([row("lego_100", "teacher", 30.0, 1000.0, 303.82, 60.0),
+                       row("lego_100", "student", 31.0, 40.0, 11.79, 30.0),
+                       row("lego_100", "finetuned", 32.0, 40.0, 11.79, 5.0)], a)
+    write_metrics_csv([row("toy", "teacher", 28.0, 600.0, 303.82, 50.0, lpips=0.2),
+                       row("toy", "student", 27.5, 30.0, 11.79, 20.0, lpips=0.1),
+                       row("toy", "finetuned", 29.0, 30.0, 11.79, 4.0, lpips=0.05)], b)
+    return [a, b]
+
+
+def test_metrics_csv_columns_and_empty_cells(two_scenes):
+    text = two_scenes[0].read_text().splitlines()
+    assert text[0] == ",".join(COLUMNS)
+    assert text[1].split(",")[4] == ""  # lpips None -> empty cell
+    df = pd.read_csv(two_scenes[0])
+    assert list(df.columns) == COLUMNS and list(df["model"]) == ["teacher", "student", "finetuned"]
+    assert df["lpips"].isna().all()
+
+
+def test_metrics_row_keys_are_checked(tmp_path):
+    bad = row("x", "teacher", 1, 1, 1, 1)
+    del bad["device"]
+    with pytest.raises(ValueError, match="differ from the columns"):
+        write_metrics_csv([bad], tmp_path / "m.csv")
+
+
+def test_summary_csv_one_row_per_model_and_scene(two_scenes, tmp_path):
+    write_summary(two_scenes, tmp_path / "summary.csv", tmp_path / "summary.md")
+    df = pd.read_csv(tmp_path / "summary.csv")
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 6
+    assert df.groupby("scene")["model"].apply(sorted).to_dict() == {
+        "lego_100": ["finetuned", "student", "teacher"], "toy": ["finetuned", "student", "teacher"]}
+
+
+def test_comparison_gains_speedups_and_paper_numbers(two_scenes, tmp_path):
+    table = write_summary(two_scenes, tmp_path / "s.csv", tmp_path / "s.md").set_index("scene")
+    lego, toy, mean, paper_mean = (table.loc[k] for k in ("lego_100", "toy", "mean", "mean (paper scenes)"))
+    assert lego["student_gain_db"] == pytest.approx(1.0) and toy["student_gain_db"] == pytest.approx(-0.5)
+    assert lego["finetuned_gain_db"] == pytest.approx(2.0) and toy["finetuned_gain_db"] == pytest.approx(1.0)
+    assert mean["student_gain_db"] == pytest.approx(0.25) and mean["finetuned_gain_db"] == pytest.approx(1.5)
+    assert lego["student_speedup"] == pytest.approx(25.0) and toy["student_speedup"] == pytest.approx(20.0)
+    assert mean["student_speedup"] == pytest.approx(22.5)  # mean of per-scene speed-ups
+    assert mean["teacher_psnr"] == pytest.approx(29.0) and mean["finetuned_psnr"] == pytest.approx(30.5)
+    assert lego["flops_reduction"] == pytest.approx(303.82 / 11.79)
+    assert lego["r2l_train_minutes"] == pytest.approx(35.0) and toy["r2l_train_minutes"] == pytest.approx(24.0)
+    assert lego["paper_scene"] == "lego"
+    assert (lego["paper_nerf_psnr"], lego["paper_r2l_psnr"]) == (31.42, 32.53)
+    assert lego["paper_gain_db"] == pytest.approx(1.11)
+    assert toy["paper_scene"] == "" and math.isnan(toy["paper_nerf_psnr"])
+    assert math.isnan(mean["paper_nerf_psnr"])  # not every scene is a paper scene
+    assert paper_mean["teacher_psnr"] == pytest.approx(30.0) and paper_mean["paper_r2l_psnr"] == 32.53
+
+
+def test_summary_markdown(two_scenes, tmp_path):
+    write_summary(two_scenes, tmp_path / "s.csv", tmp_path / "s.md")
+    md = (tmp_path / "s.md").read_text()
+    for heading in ("## teacher", "## student", "## finetuned", "## Student vs teacher"):
+        assert heading in md
+    assert "| lego_100 (lego) | 30.00 | 31.00 | +1.00 | 32.00 | +2.00 | 25.0 | 25.0 | 25.8 | 35.0 |" in md
+    assert "| 35.0 | 31.42 | 32.53 | +1.11 |" in md
+    assert "| toy | 28.00 | 27.50 | -0.50 |" in md
+    assert "| **mean** | 29.00 | 29.25 | +0.25 | 30.50 | +1.50 | 22.5 | 22.5 |" in md
+    # the teacher's mean row; LPIPS mean over the one scene that has it, params with separators
+    assert "| **mean** | 29.00 | 0.9000 | 0.2000 | 303.82 | 800.0 |" in md
+    assert "1,191,688" in md
+    assert "| lego_100 | 30.00 | 0.9000 |  | 303.82 |" in md  # missing LPIPS stays empty
+    assert "| paper NeRF | 2.4 | 303.82 | 30.47 | 27.68 |  |" in md
+    assert "| paper R2L | 23.7 | 11.79 | 31.87 | 27.79 |  |" in md
+    assert "2203.17261" in md
+
+
+def test_missing_model_leaves_cells_empty(tmp_path):
+    p = tmp_path / "m.csv"
+    write_metrics_csv([row("fern", "teacher", 26.0, 500.0, 227.87, 10.0)], p)
+    table = write_summary([p], tmp_path / "s.csv", tmp_path / "s.md").set_index("scene")
+    assert math.isnan(table.loc["fern", "student_gain_db"]) and math.isnan(table.loc["fern", "student_speedup"])
+    assert table.loc["mean", "paper_nerf_psnr"] == 26.86  # every scene is a paper scene: mean row has it
+    assert "mean (paper scenes)" not in table.index
+    md = (tmp_path / "s.md").read_text()
+    assert "| fern (fern) | 26.00 |  |  |  |  |  |  |  |  | 26.86 | 26.87 | +0.01 |" in md
+    assert "## student" not in md
+
+
+def test_paper_scene_mapping(two_scenes, tmp_path):
+    table = write_summary(two_scenes, tmp_path / "s.csv", tmp_path / "s.md",
+                          paper_scene={"toy": "fern", "lego_100": "not-a-paper-scene"}).set_index("scene")
+    assert table.loc["toy", "paper_nerf_psnr"] == 26.86
+    assert table.loc["lego_100", "paper_scene"] == ""
+
+
+def test_read_metrics_rejects_bad_files(tmp_path, two_scenes):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("scene,model,psnr\nx,teacher,30\n")
+    with pytest.raises(DataError, match="columns"):
+        read_metrics([bad])
+    with pytest.raises(DataError, match="not found"):
+        read_metrics([tmp_path / "nope.csv"])
+    with pytest.raises(DataError, match="duplicate"):
+        read_metrics([two_scenes[0], two_scenes[0]])
+    wrong = tmp_path / "wrong.csv"
+    write_metrics_csv([row("x", "teacher", 1, 1, 1, 1)], wrong)
+    wrong.write_text(wrong.read_text().replace("teacher", "nerf"))
+    with pytest.raises(DataError, match="unknown model"):
+        read_metrics([wrong])
+
+
+def test_published_numbers():
+    assert len(BLENDER_PSNR) == 8 and len(LLFF_PSNR) == 7
+    nerf_mean = sum(v[0] for v in BLENDER_PSNR.values()) / 8
+    r2l_mean = sum(v[1] for v in BLENDER_PSNR.values()) / 8
+    assert nerf_mean == pytest.approx(TABLE2["nerf"]["psnr_synthetic"], abs=0.01)
+    assert r2l_mean == pytest.approx(TABLE2["r2l"]["psnr_synthetic"], abs=0.01)
+    assert published_psnr("lego") == (31.42, 32.53)
+    assert match_paper_scene("lego_400") == "lego" and match_paper_scene("Lego") == "lego"
+    assert match_paper_scene("builtin") is None and published_psnr(None) is None
