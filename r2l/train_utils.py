@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def load_latest_checkpoint(resume_dir: str | Path, map_location="cpu") -> dict |
     for path in sorted(Path(resume_dir).glob("ckpt_*.pt"), reverse=True):
         try:
             return load_checkpoint(path, map_location)
-        except (RuntimeError, EOFError, OSError, ValueError) as err:  # truncated or garbled file
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:  # truncated or garbled
             log.warning("checkpoint %s is unreadable (%s); falling back to an older one", path, err)
     return None
 

@@ -2,9 +2,12 @@
 
 import re
 
-from r2l.workflow import scene_source_dir
+from r2l.figures import video_path_for
+from r2l.workflow import scene_settings, scene_source_dir
 
 SCENES = list(config["scenes"])
+RUN_SCENES = config.get("run_scenes") or SCENES
+VIDEO = str(video_path_for("results/{scene}"))
 
 
 def scenes_where(test):
@@ -23,9 +26,16 @@ def scene_dir(wildcards):
 
 
 def scene_entry(wildcards):
-    return config["scenes"][wildcards.scene]
+    """The scene's config entry with ``scene_defaults`` filled in."""
+    return scene_settings(config, wildcards.scene)
+
+
+def paper_scenes(wildcards):
+    """Which of R2L's published scenes each run scene is (None: matched by name)."""
+    return {name: scene_settings(config, name).get("paper_scene") for name in RUN_SCENES}
 
 
 def final_outputs():
     """The targets of the default run: every stage's product for every scene, then the summary."""
-    return expand("resources/scenes/{scene}", scene=SCENES)
+    per_scene = ["results/{scene}/metrics.csv", "results/{scene}/comparison.png", VIDEO]
+    return expand(per_scene, scene=RUN_SCENES) + ["results/summary.md"]

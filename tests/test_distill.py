@@ -1,0 +1,356 @@
+"""Student distillation: config, lr schedule, hard-example pool, a short real run, resume, NaN guard, finetuning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import r2l.distill as distill
+from r2l.builtin import BuiltinScene, blender_split_poses
+from r2l.distill import (
+    DistillConfig,
+    HardPool,
+    distill_config_from_dict,
+    finetune_student,
+    lr_at,
+    store_psnr,
+    train_step,
+    train_student,
+)
+from r2l.errors import R2LError
+from r2l.pseudo import ViewStore, generate_pseudo_data
+from r2l.scene import Scene
+from r2l.student import R2LNet, StudentConfig, load_student
+from r2l.train_utils import load_checkpoint, load_latest_checkpoint
+
+RES = 24
+
+
+# ----------------------------------------------------------------------------- config and schedule
+
+
+def test_config_defaults_are_the_paper_values():
+    cfg = DistillConfig()
+    assert (cfg.steps, cfg.batch_rays, cfg.hard_ratio, cfg.hard_mul) == (1_200_000, 81_920, 0.2, 20)
+    assert (cfg.lr, cfg.warmup_lr, cfg.warmup_steps, cfg.lr_decay_steps) == (5e-4, 1e-4, 200, 500_000)
+    assert cfg.n_hard == 16_384 and cfg.hard_mul * cfg.batch_rays == 1_638_400
+    assert cfg.student == StudentConfig()
+
+
+def test_config_from_dict():
+    cfg = distill_config_from_dict({"steps": 10, "lr": "5e-4", "amp": False, "student": {"depth": 8, "width": 32}})
+    assert cfg.steps == 10 and cfg.lr == 5e-4 and cfg.amp is False
+    assert cfg.student == StudentConfig(depth=8, width=32)
+    with pytest.raises(R2LError, match="unknown key.*stepz"):
+        distill_config_from_dict({"stepz": 1})
+    with pytest.raises(R2LError, match="student.student.*unknown key.*widht"):
+        distill_config_from_dict({"student": {"widht": 3}})
+    with pytest.raises(R2LError, match="hard_ratio"):
+        distill_config_from_dict({"hard_ratio": 1.5})
+    with pytest.raises(R2LError, match="steps"):
+        distill_config_from_dict({"steps": 2.5})
+    with pytest.raises(R2LError, match="depth"):
+        distill_config_from_dict({"student": {"depth": 7}})
+
+
+def test_lr_schedule_hand_values():
+    cfg = DistillConfig()
+    assert lr_at(0, cfg) == pytest.approx(1e-4, rel=1e-12)
+    assert lr_at(100, cfg) == pytest.approx(3e-4, rel=1e-12)
+    assert lr_at(200, cfg) == pytest.approx(5e-4, rel=1e-12)
+    assert lr_at(500_200, cfg) == pytest.approx(5e-5, rel=1e-12)
+    assert lr_at(1_000_200, cfg) == pytest.approx(5e-6, rel=1e-12)
+    assert lr_at(250_200, cfg) == pytest.approx(5e-4 / math.sqrt(10), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- hard-example pool
+
+
+def _rays(ids, loss=None):
+    """Rays tagged by id in rays_o[:, 0]; rgb chosen so that the squared error against 0.5 is ``loss``."""
+    ids = torch.as_tensor(ids, dtype=torch.float32)
+    o = torch.stack([ids, torch.zeros_like(ids), torch.zeros_like(ids)], -1)
+    d = torch.stack([torch.zeros_like(ids), torch.zeros_like(ids), -torch.ones_like(ids)], -1)
+    rgb = torch.full((len(ids), 3), 0.5)
+    if loss is not None:
+        rgb = rgb + torch.as_tensor(loss, dtype=torch.float32).sqrt()[:, None]
+    return o, d, rgb
+
+
+def test_pool_fill_phase_keeps_the_hardest():
+    pool = HardPool(capacity=6, n_hard=2)
+    losses = [[0.1, 0.9, 0.3, 0.8, 0.2], [0.5, 0.1, 0.7, 0.6, 0.0], [0.0, 0.2, 0.1, 0.3, 0.9]]
+    for b, loss in enumerate(losses):
+        assert pool.draw() is None  # nothing handed out before the pool is full
+        ids = [10 * b + i for i in range(5)]
+        o, d, rgb = _rays(ids)
+        slots = pool.add(o, d, rgb, torch.tensor(loss))
+        assert slots.tolist() == [2 * b, 2 * b + 1]  # appended
+    assert pool.full and pool.size == 6
+    # per batch the two highest losses, hardest first: (1, 3), (12, 13), (24, 23)
+    assert pool.rays_o[:, 0].tolist() == [1, 3, 12, 13, 24, 23]
+
+
+def test_pool_full_overwrites_exactly_the_drawn_slots():
+    pool = HardPool(capacity=8, n_hard=3, seed=3)
+    for b in range(3):  # 3 + 3 + 2 (the last add only fills the remaining 2 slots)
+        o, d, rgb = _rays([100 + 10 * b + i for i in range(4)])
+        pool.add(o, d, rgb, torch.tensor([4.0, 3.0, 2.0, 1.0]))
+    assert pool.full and pool.rays_o[:, 0].tolist() == [100, 101, 102, 110, 111, 112, 120, 121]
+    for round_ in range(4):
+        before = pool.rays_o.clone()
+        drawn_o, _, _ = pool.draw()
+        slots = pool.drawn.clone()
+        assert len(set(slots.tolist())) == 3  # distinct slots
+        assert torch.equal(drawn_o, before[slots])  # the drawn rays are those slots' rays
+        o, d, rgb = _rays([7, 8, 9, 6], loss=None)
+        pool.add(o, d, rgb, torch.tensor([0.1, 0.3, 0.2, 0.0]))
+        # exactly the drawn slots changed, hardest first: 8 (0.3), 9 (0.2), 7 (0.1)
+        assert pool.rays_o[slots, 0].tolist() == [8, 9, 7]
+        untouched = torch.ones(8, dtype=torch.bool)
+        untouched[slots] = False
+        assert torch.equal(pool.rays_o[untouched], before[untouched])
+        assert pool.drawn is None
+
+
+def test_train_step_uses_and_feeds_the_pool():
+    """With a zero output layer the prediction is exactly 0.5, so every per-ray loss is known by hand."""
+    torch.manual_seed(0)
+    cfg = DistillConfig(batch_rays=5, hard_ratio=0.4, hard_mul=1, amp=False, student=StudentConfig(depth=4, width=8))
+    model = R2LNet(cfg.student)
+    torch.nn.init.zeros_(model.tail.weight)
+    torch.nn.init.zeros_(model.tail.bias)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0)  # weights stay put
+    pool = HardPool(capacity=4, n_hard=2, seed=0)
+    geom = {"near": 2.0, "far": 6.0}
+    gen = torch.Generator().manual_seed(0)
+    # fill phase: two steps, no pool rays in the batch (loss = mean of the fresh losses)
+    for b in range(2):
+        batch = _rays([10 * b + i for i in range(5)], loss=[0.09, 0.09, 0.04, 0.01, 0.0])
+        loss = train_step(model, optimizer, batch, pool, geom, cfg, torch.device("cpu"), gen)
+        assert float(loss) == pytest.approx(0.23 / 5, rel=1e-5)
+    assert pool.full and sorted(pool.rays_o[:, 0].tolist()) == [0, 1, 10, 11]
+    before_o, before_rgb = pool.rays_o.clone(), pool.rgb.clone()
+    fresh_losses = [0.0, 0.01, 0.16, 0.04, 0.0025]
+    batch = _rays([20, 21, 22, 23, 24], loss=fresh_losses)
+    loss = train_step(model, optimizer, batch, pool, geom, cfg, torch.device("cpu"), gen)
+    # 5 fresh + 2 pool rays (each pool ray has loss 0.09)
+    assert float(loss) == pytest.approx((sum(fresh_losses) + 2 * 0.09) / 7, rel=1e-5)
+    changed = (pool.rays_o[:, 0] != before_o[:, 0]).nonzero().flatten()
+    assert len(changed) == 2 and sorted(pool.rays_o[changed, 0].tolist()) == [22, 23]
+    torch.testing.assert_close(pool.rgb[pool.rays_o[:, 0] == 22][0], torch.full((3,), 0.9))
+    keep = pool.rays_o[:, 0] == before_o[:, 0]
+    assert torch.equal(pool.rgb[keep], before_rgb[keep])
+
+
+# ----------------------------------------------------------------------------- data for real runs
+
+
+def _scene(n_train: int = 6) -> Scene:
+    """A Blender-format Scene of the built-in scene's training cameras (images unused: pseudo-data only)."""
+    poses = blender_split_poses(0, n_train, 0, 0)["train"].astype(np.float32)
+    focal = 0.5 * RES / math.tan(0.5 * 0.6911112070083618)
+    return Scene(name="builtin0", format="blender", images=np.zeros((n_train, RES, RES, 3), np.float32), poses=poses,
+                 H=RES, W=RES, focal=focal, near=2.0, far=6.0, splits={"train": np.arange(n_train)})
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[str, Path]:
+    """Pseudo-data (80 views) and held-out validation views (3, other cameras) of the built-in scene's ground truth."""
+    root = tmp_path_factory.mktemp("stores")
+    teacher, scene = BuiltinScene(0).as_teacher(), _scene()
+    generate_pseudo_data(teacher, scene, root / "pseudo", n_views=80, seed=0, views_per_shard=40)
+    generate_pseudo_data(teacher, scene, root / "val", n_views=3, seed=1, views_per_shard=10)
+    return {"pseudo": root / "pseudo", "val": root / "val"}
+
+
+def _tiny(**kw) -> DistillConfig:
+    base = dict(steps=8, batch_rays=256, warmup_steps=2, lr_decay_steps=1000, val_every=0, val_views=0, ckpt_every=3,
+                log_every=1, device="cpu", chunk=1024, student=StudentConfig(depth=4, width=16, n_freqs=4))
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def test_short_distillation_raises_val_psnr(stores, tmp_path):
+    """A small student distilled from the analytic ground truth: held-out PSNR rises well above the start."""
+    cfg = _tiny(steps=150, batch_rays=512, val_every=75, warmup_steps=10, lr=1e-3, warmup_lr=2e-4,
+                ckpt_every=1000, student=StudentConfig(depth=6, width=64, n_freqs=6))
+    out = tmp_path / "student.pt"
+    metrics = train_student([stores["pseudo"]], cfg, out, tmp_path / "resume", val_store=stores["val"])
+    start, end = metrics["val_psnr_before"], metrics["val_psnr"]
+    print(f"short distillation: val PSNR {start:.2f} -> {end:.2f} dB ({metrics['val_history']})")
+    assert metrics["finished"] and [s for s, _ in metrics["val_history"]] == [0, 75, 150]
+    assert end > start + 5.0
+    student = load_student(out, device="cpu")
+    assert student.meta["kind"] == "student" and student.meta["step"] == 150
+    assert student.meta["val_psnr"] == pytest.approx(end)
+    # the loaded renderer reproduces the validation number
+    val = ViewStore(stores["val"])
+    assert store_psnr(student.model, val, 2.0, 6.0, 0, 4096) == pytest.approx(end, abs=1e-4)
+    ckpt = load_checkpoint(out)
+    assert ckpt["near"] == 2.0 and ckpt["far"] == 6.0 and ckpt["ndc"] is False and "optimizer" in ckpt
+
+
+def test_resume_after_kill_continues_the_same_run(stores, tmp_path):
+    cfg = _tiny(val_every=1)
+    full = train_student([stores["pseudo"]], cfg, tmp_path / "a.pt", tmp_path / "ra", val_fn=lambda m: 10.0)
+
+    class Killed(Exception):
+        pass
+
+    def killer(model):  # dies during the validation after step 5 (the last checkpoint is at step 3)
+        if killer.calls == 5:
+            raise Killed
+        killer.calls += 1
+        return 10.0
+
+    killer.calls = 0
+    with pytest.raises(Killed):
+        train_student([stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=killer)
+    assert load_latest_checkpoint(tmp_path / "rb")["loop"]["step"] == 3
+    assert not (tmp_path / "b.pt").exists()
+    resumed = train_student([stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=lambda m: 10.0)
+    assert resumed["final_step"] == full["final_step"] == 8
+    a, b = np.array(full["loss_history"]), np.array(resumed["loss_history"])
+    assert a[:, 0].tolist() == b[:, 0].tolist() == list(range(1, 9))
+    np.testing.assert_allclose(b[:, 1], a[:, 1], rtol=1e-5)  # the same loss curve (pool not yet in use)
+    wa, wb = load_checkpoint(tmp_path / "a.pt")["weights"], load_checkpoint(tmp_path / "b.pt")["weights"]
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6)
+
+
+def test_max_steps_stops_and_resumes(stores, tmp_path):
+    cfg = _tiny(ckpt_every=100)
+    part = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0, max_steps=5)
+    assert part == {**part, "finished": False, "step": 5} and not (tmp_path / "s.pt").exists()
+    done = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
+    assert done["finished"] and done["final_step"] == 8 and [s for s, _ in done["loss_history"]] == list(range(1, 9))
+
+
+@pytest.mark.parametrize("ckpt_every, last_good", [(4, 4), (1, 5)])
+def test_nan_stops_with_checkpoint_kept(stores, tmp_path, monkeypatch, ckpt_every, last_good):
+    """A NaN learning rate from step 5 on poisons the weights: R2LError, the last finite checkpoint stays."""
+    real = distill.lr_at
+    monkeypatch.setattr(distill, "lr_at", lambda step, cfg: float("nan") if step >= 5 else real(step, cfg))
+    cfg = _tiny(ckpt_every=ckpt_every)
+    with pytest.raises(R2LError, match="non-finite|became nan"):
+        train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
+    ckpt = load_latest_checkpoint(tmp_path / "r")
+    assert ckpt["loop"]["step"] == last_good
+    assert all(torch.isfinite(v).all() for v in ckpt["weights"].values())
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_finetune_continues_step_and_optimizer_and_selects_on_val(stores, tmp_path):
+    cfg = _tiny(steps=6, val_every=2)
+    train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
+    student = load_checkpoint(tmp_path / "student.pt")
+    assert student["step"] == 6 and all(int(s["step"]) == 6 for s in student["optimizer"]["state"].values())
+
+    psnrs = iter([12.0, 13.0, 16.0, 14.0, 11.0])  # validations at steps 6 (before), 8, 10, 12, 14
+    seen = []
+
+    def val_fn(model):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(psnrs)
+
+    lrs = []
+    real = distill.lr_at
+    out = tmp_path / "finetuned.pt"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "lr_at", lambda step, c: lrs.append(step) or real(step, c))
+        metrics = finetune_student(tmp_path / "student.pt", stores["pseudo"], stores["val"], cfg, 8, out,
+                                   tmp_path / "rf", val_fn=val_fn)
+    assert lrs == list(range(6, 14))  # the schedule goes on from the student's step
+    assert [s for s, _ in metrics["val_history"]] == [6, 8, 10, 12, 14]
+    assert metrics["val_psnr"] == 16.0 and metrics["val_step"] == 10 and metrics["val_psnr_before"] == 12.0
+    assert metrics["final_step"] == 14
+    ckpt = load_latest_checkpoint(tmp_path / "rf")
+    # Adam's per-parameter step counters carried over: 6 student steps + 8 finetuning steps
+    assert ckpt["loop"]["step"] == 14 and all(int(s["step"]) == 14 for s in ckpt["optimizer"]["state"].values())
+    ft = load_checkpoint(out)
+    assert ft["kind"] == "finetuned" and ft["step"] == 10 and "optimizer" not in ft
+    for k, v in seen[2].items():  # the written weights are those validated at step 10
+        assert torch.equal(ft["weights"][k], v)
+    assert not torch.equal(ft["weights"]["tail.weight"], seen[-1]["tail.weight"])
+    renderer = load_student(out, device="cpu")
+    assert renderer.meta["kind"] == "finetuned" and renderer.meta["step"] == 10
+    assert renderer.meta["metrics"]["val_psnr_before"] == 12.0 and renderer.meta["val_psnr"] == 16.0
+
+
+def test_finetune_keeps_the_start_when_val_only_drops(stores, tmp_path):
+    cfg = _tiny(steps=3, val_every=2)
+    train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
+    start = load_checkpoint(tmp_path / "student.pt")["weights"]
+    psnrs = iter([20.0, 19.0, 18.0, 17.0])  # steps 3 (before), 4, 6, 7
+    metrics = finetune_student(tmp_path / "student.pt", stores["pseudo"], stores["val"], cfg, 4, tmp_path / "f.pt",
+                               tmp_path / "rf", val_fn=lambda m: next(psnrs))
+    assert metrics["val_step"] == 3 and metrics["val_psnr"] == 20.0
+    ft = load_checkpoint(tmp_path / "f.pt")
+    assert all(torch.equal(ft["weights"][k], start[k]) for k in start)
+
+
+def test_finetune_rejects_another_network(stores, tmp_path):
+    cfg = _tiny(steps=2)
+    train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 1.0)
+    other = dataclasses.replace(cfg, student=StudentConfig(depth=6, width=16, n_freqs=4))
+    with pytest.raises(R2LError, match="another student network"):
+        finetune_student(tmp_path / "student.pt", stores["pseudo"], stores["val"], other, 2, tmp_path / "f.pt",
+                         tmp_path / "rf")
+
+
+def test_split_counts_proportional_to_rays():
+    from types import SimpleNamespace
+
+    from r2l.distill import split_counts, view_indices
+
+    a = SimpleNamespace(n_views=30, H=10, W=10)  # 3000 rays
+    b = SimpleNamespace(n_views=10, H=10, W=10)  # 1000 rays
+    assert split_counts(1000, [a, b]) == [750, 250]
+    assert sum(split_counts(1001, [a, b, b])) == 1001
+    assert view_indices(10, 3) == [0, 4, 9] and view_indices(3, 0) == [0, 1, 2] and view_indices(3, 8) == [0, 1, 2]
+
+
+def test_two_stores_train_together(stores, tmp_path):
+    cfg = _tiny(steps=2)
+    m = train_student([stores["pseudo"], stores["val"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
+    assert m["finished"] and m["rays_per_step"] == 256 + 51
+
+
+def test_stores_with_other_geometry_rejected(stores, tmp_path):
+    import json
+    import shutil
+
+    from r2l.errors import DataError
+
+    other = tmp_path / "other"
+    shutil.copytree(stores["val"], other)
+    meta = json.loads((other / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "far": 8.0}))
+    with pytest.raises(DataError, match="render geometry"):
+        train_student([stores["pseudo"], other], _tiny(steps=1), tmp_path / "s.pt", tmp_path / "r")
+
+
+def test_forward_facing_student_samples_in_ndc(tmp_path):
+    """An LLFF scene: the student trains and finetunes on NDC rays with near 0, far 1."""
+    from r2l.builtin import write_llff
+    from r2l.pseudo import convert_real_data
+    from r2l.scene import load_scene
+
+    write_llff(tmp_path / "scene", seed=0, width=16, height=12, n_views=8)
+    scene = load_scene("llff", tmp_path / "scene")
+    convert_real_data(scene, tmp_path / "train", "train")
+    convert_real_data(scene, tmp_path / "val", "val")
+    cfg = _tiny(steps=2, batch_rays=64)
+    train_student([tmp_path / "train"], cfg, tmp_path / "s.pt", tmp_path / "rs", val_store=tmp_path / "val")
+    m = finetune_student(tmp_path / "s.pt", tmp_path / "train", tmp_path / "val", cfg, 2, tmp_path / "f.pt", tmp_path / "rf")
+    student = load_student(tmp_path / "f.pt", device="cpu")
+    assert (student.near, student.far, student.meta["ndc"]) == (0.0, 1.0, True)
+    assert m["base_step"] == 2 and m["final_step"] == 4
+    img = student.render_rays(*scene.rays(scene.poses[0])).reshape(scene.H, scene.W, 3)
+    assert img.shape == (12, 16, 3) and bool(torch.isfinite(img).all())

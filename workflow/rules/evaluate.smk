@@ -1,0 +1,97 @@
+# Stage 4: score teacher, student and finetuned student on the test views (quality, FLOPs, speed,
+# size) in one job on one device; then figures, a video and the tables.
+
+
+rule evaluate:
+    input:
+        scene=scene_dir,
+        teacher="results/{scene}/teacher/model.pt",
+        student="results/{scene}/student/model.pt",
+        finetuned="results/{scene}/finetuned/model.pt",
+    output:
+        metrics=report(
+            "results/{scene}/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Tables",
+            subcategory="{scene}",
+            labels={"scene": "{scene}", "figure": "metrics"},
+        ),
+        renders=directory("results/{scene}/renders"),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/{scene}/evaluate.log",
+    benchmark:
+        "benchmarks/{scene}/evaluate.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule comparison_figure:
+    input:
+        scene=scene_dir,
+        renders="results/{scene}/renders",
+    output:
+        report(
+            "results/{scene}/comparison.png",
+            caption="../report/comparison.rst",
+            category="Figures",
+            subcategory="{scene}",
+            labels={"scene": "{scene}", "figure": "comparison"},
+        ),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/{scene}/comparison_figure.log",
+    threads: 1
+    script:
+        "../scripts/comparison_figure.py"
+
+
+rule video:
+    input:
+        scene=scene_dir,
+        model="results/{scene}/finetuned/model.pt",
+    output:
+        report(
+            VIDEO,
+            caption="../report/video.rst",
+            category="Videos",
+            subcategory="{scene}",
+            labels={"scene": "{scene}", "figure": "video"},
+        ),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/{scene}/video.log",
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    script:
+        "../scripts/video.py"
+
+
+rule summary:
+    input:
+        expand("results/{scene}/metrics.csv", scene=RUN_SCENES),
+    output:
+        csv="results/summary.csv",
+        md=report(
+            "results/summary.md",
+            caption="../report/summary.rst",
+            category="Tables",
+            subcategory="All scenes",
+            labels={"scene": "all", "figure": "summary"},
+        ),
+    params:
+        paper_scene=paper_scenes,
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/summary.log",
+    localrule: True
+    script:
+        "../scripts/summary.py"

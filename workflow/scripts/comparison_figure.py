@@ -1,0 +1,8 @@
+"""Ground truth | teacher | student | finetuned | error map, for one test view of the scene."""
+
+from r2l.figures import scene_comparison_figure
+from r2l.workflow import stage
+
+with stage(snakemake) as job:
+    scene_comparison_figure(job.scene(), snakemake.input.renders, snakemake.output[0],
+                            view=job.section("evaluate")["figure_view"])

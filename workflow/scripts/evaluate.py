@@ -1,0 +1,11 @@
+"""Score teacher, student and finetuned student of one scene into results/{scene}/metrics.csv."""
+
+from r2l.evaluate import evaluate_scene
+from r2l.workflow import stage
+
+with stage(snakemake) as job:
+    cfg = job.section("evaluate")
+    models = {name: snakemake.input[name] for name in ("teacher", "student", "finetuned")}
+    evaluate_scene(job.scene(), models, snakemake.output.metrics, snakemake.output.renders, device=cfg["device"],
+                   use_lpips=cfg["lpips"], scene_name=job.scene_name, n_speed_frames=cfg["speed_frames"],
+                   warmup=cfg["warmup_frames"])

@@ -1,0 +1,11 @@
+"""Distil the teacher's pseudo views into the R2L student; validation PSNR on the real val views."""
+
+from pathlib import Path
+
+from r2l.distill import distill_config_from_dict, train_student
+from r2l.workflow import stage
+
+with stage(snakemake) as job:
+    cfg = distill_config_from_dict(job.section("student"))
+    train_student([Path(snakemake.input.pseudo).parent], cfg, snakemake.output.model, snakemake.params.resume_dir,
+                  val_store=Path(snakemake.input.val).parent)

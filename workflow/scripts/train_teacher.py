@@ -1,0 +1,8 @@
+"""Train the teacher (NeRF or grid) of one scene; resumes from resources/resume/{scene}/teacher."""
+
+from r2l.teacher import teacher_config_from_dict, train_teacher
+from r2l.workflow import stage
+
+with stage(snakemake) as job:
+    cfg = teacher_config_from_dict(job.section("teacher"))
+    train_teacher(job.scene(), cfg, snakemake.output.model, snakemake.params.resume_dir)
