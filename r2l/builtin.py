@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from r2l.train_utils import progress
 log = logging.getLogger("r2l")
 
 EPS = 1e-4  # smallest accepted hit distance (ray-parameter units)
-CHUNK = 1 << 16  # rays intersected at once
+CHUNK = 8192  # rays intersected at once
 AMBIENT = 0.25  # ambient light level
 DIFFUSE = 0.75  # diffuse light level
 LIGHT_DIR = (0.35, -0.45, 0.82)  # direction towards the light (normalised in code), z-up world
@@ -81,7 +82,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def _draw_shapes(rng: np.random.Generator) -> list[Shape]:
-    """3-5 non-overlapping spheres and boxes with centres within 0.8 and extents within ~1.3 of the origin."""
+    """3-5 spheres and boxes, inside radius 1.3 of the origin, kept apart by rejection sampling (200 tries)."""
     n = int(rng.integers(3, 6))
     kinds = [SPHERE, BOX] + [int(k) for k in rng.integers(0, 2, size=n - 2)]
     textures = rng.permutation(3)  # every texture kind appears
@@ -90,14 +91,11 @@ def _draw_shapes(rng: np.random.Generator) -> list[Shape]:
         for _ in range(200):  # rejection sampling for a centre that leaves room
             size = rng.uniform(0.28, 0.45) * np.ones(3) if kind == SPHERE else rng.uniform(0.18, 0.36, size=3)
             bound = float(np.linalg.norm(size)) if kind == BOX else float(size[0])
-            centre = rng.uniform(-1.0, 1.0, size=3)
-            centre *= rng.uniform(0.0, 0.8) / max(np.linalg.norm(centre), 1e-6)
-            if np.linalg.norm(centre) + bound > 1.3:
-                continue
+            centre = rng.normal(size=3)
+            centre *= rng.uniform(0.0, min(0.8, 1.3 - bound)) / max(np.linalg.norm(centre), 1e-6)
             if all(np.linalg.norm(centre - s.centre) > 0.9 * (bound + _bound(s)) for s in shapes):
                 break
-        colors = rng.uniform(0.05, 0.95, size=(2, 3))
-        colors[1] = 1.0 - 0.8 * colors[0]  # keep the two texture colours apart
+        colors = np.stack([rng.uniform(0.05, 0.45, size=3), rng.uniform(0.55, 0.95, size=3)])  # dark + light
         shapes.append(
             Shape(kind, centre, _random_rotation(rng), size, colors, int(textures[i % 3]),
                   float(rng.uniform(15.0, 40.0)), float(rng.uniform(0.3, 0.7)), float(rng.uniform(20.0, 80.0)))
@@ -137,14 +135,14 @@ def _hit_box(o: torch.Tensor, d: torch.Tensor, size: torch.Tensor) -> tuple[torc
     d = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
     t_a, t_b = (-size - o) / d, (size - o) / d
     t_lo, t_hi = torch.minimum(t_a, t_b), torch.maximum(t_a, t_b)
-    t_in, axis_in = t_lo.max(-1)
-    t_out, axis_out = t_hi.min(-1)
+    axis_in, axis_out = t_lo.argmax(-1), t_hi.argmin(-1)  # (Tensor.max(dim) is very slow on CPU under load)
+    t_in, t_out = t_lo.gather(1, axis_in[:, None])[:, 0], t_hi.gather(1, axis_out[:, None])[:, 0]
     entering = t_in > EPS
     t = torch.where(entering, t_in, t_out)
     t = torch.where((t_out >= t_in) & (t > EPS), t, torch.full_like(t, math.inf))
     axis = torch.where(entering, axis_in, axis_out)
-    sign = torch.where(entering, -torch.sign(d.gather(1, axis[:, None])), torch.sign(d.gather(1, axis[:, None])))
-    normal = torch.zeros_like(o).scatter(1, axis[:, None], sign)
+    d_axis = torch.sign(d.gather(1, axis[:, None]))  # (n, 1)
+    normal = torch.zeros_like(o).scatter(1, axis[:, None], torch.where(entering[:, None], -d_axis, d_axis))
     return t, normal
 
 
@@ -159,6 +157,21 @@ def _hit_plane(o: torch.Tensor, d: torch.Tensor, size: torch.Tensor) -> tuple[to
 
 
 _HIT = {SPHERE: _hit_sphere, BOX: _hit_box, PLANE: _hit_plane}
+
+
+@contextmanager
+def _one_thread():
+    """Run torch CPU ops on one thread inside the block (restored after).
+
+    The ops here are many and small; with intra-op threads on a busy machine each one waits for a
+    descheduled worker and rendering gets ~30x slower. One thread is fast and load-independent.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _texture(kind: int, freq: float, q: torch.Tensor) -> torch.Tensor:
@@ -198,8 +211,8 @@ class BuiltinScene:
             for s in self.shapes
         ]
 
-    def _all_hits(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hit distance with every shape. rays_o, rays_d: (n, 3). Returns t: (n, n_shapes), normals (n, n_shapes, 3) world."""
+    def _all_hits(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Hit distance with every shape. rays_o, rays_d: (n, 3). Returns t: (n, n_shapes), n_shapes world normals (n, 3)."""
         ts, normals = [], []
         for shape, p in zip(self.shapes, self._t):
             o = (rays_o - p["centre"]) @ p["rot"]  # world -> object: R^T (x - c)
@@ -207,7 +220,7 @@ class BuiltinScene:
             t, n = _HIT[shape.kind](o, d, p["size"])
             ts.append(t)
             normals.append(n @ p["rot"].T)
-        return torch.stack(ts, -1), torch.stack(normals, 1)
+        return torch.stack(ts, -1), normals
 
     def intersect(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Closest hit. rays_o, rays_d: (n, 3) world, float32.
@@ -215,17 +228,20 @@ class BuiltinScene:
         Returns ``t: (n,)`` (inf on a miss), ``obj: (n,)`` int64 shape index (-1 on a miss), ``normal: (n, 3)``
         unit outward world normal (zeros on a miss).
         """
-        t_all, n_all = self._all_hits(rays_o.float(), rays_d.float())
-        t, obj = t_all.min(-1)
-        normal = n_all[torch.arange(len(t)), obj]
-        miss = torch.isinf(t)
-        obj = torch.where(miss, torch.full_like(obj, -1), obj)
-        normal = torch.where(miss[:, None], torch.zeros_like(normal), normal)
+        with _one_thread():
+            t_all, normals = self._all_hits(rays_o.float(), rays_d.float())
+            obj = t_all.argmin(-1)
+            t = t_all.gather(1, obj[:, None])[:, 0]
+            obj = torch.where(torch.isinf(t), torch.full_like(obj, -1), obj)
+            normal = torch.zeros_like(normals[0])
+            for i, n in enumerate(normals):
+                normal = torch.where((obj == i)[:, None], n, normal)
         return t, obj, normal
 
     def hit_count(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
         """Number of distinct shapes each ray passes through (occlusion probe). rays_o, rays_d: (n, 3). Returns (n,) int64."""
-        t_all, _ = self._all_hits(rays_o.float(), rays_d.float())
+        with _one_thread():
+            t_all, _ = self._all_hits(rays_o.float(), rays_d.float())
         return torch.isfinite(t_all).sum(-1)
 
     def shade(self, pts: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
@@ -271,10 +287,11 @@ class BuiltinScene:
         rays_o, rays_d = rays_o.detach().float().cpu(), rays_d.detach().float().cpu()
         bg = torch.tensor(background, dtype=torch.float32)
         rgbs, alphas = [], []
-        for i in range(0, rays_o.shape[0], CHUNK):
-            rgb, hit = self._render_chunk(rays_o[i : i + CHUNK], rays_d[i : i + CHUNK])
-            rgbs.append(torch.where(hit[:, None], rgb, bg))
-            alphas.append(hit.float())
+        with _one_thread():
+            for i in range(0, rays_o.shape[0], CHUNK):
+                rgb, hit = self._render_chunk(rays_o[i : i + CHUNK], rays_d[i : i + CHUNK])
+                rgbs.append(torch.where(hit[:, None], rgb, bg))
+                alphas.append(hit.float())
         if not rgbs:
             return torch.zeros(0, 3), torch.zeros(0)
         return torch.cat(rgbs), torch.cat(alphas)
@@ -377,6 +394,13 @@ def _atomic_folder(out_dir: Path, fill) -> Path:
     return out_dir
 
 
+def _check_counts(**counts: tuple[int, int]) -> None:
+    """Each ``name=(value, minimum)`` must be an int >= minimum, else R2LError naming it."""
+    for name, (value, minimum) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise R2LError(f"built-in scene: {name} must be an integer >= {minimum}, got {value!r}")
+
+
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     """(H, W, C) float in [0, 1] -> uint8, rounded."""
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -396,6 +420,8 @@ def write_blender(
 
     Raises R2LError if ``out_dir`` exists. The folder appears complete or not at all.
     """
+    _check_counts(seed=(seed, 0), resolution=(resolution, 1), n_train=(n_train, 1), n_val=(n_val, 0),
+                  n_test=(n_test, 1), spp=(spp, 1))
     scene = BuiltinScene(seed)
     focal = 0.5 * resolution / math.tan(0.5 * camera_angle_x)
     poses = blender_split_poses(seed, n_train, n_val, n_test)
@@ -442,13 +468,13 @@ def llff_to_opengl(poses_bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 
 def llff_poses(seed: int, n_views: int) -> np.ndarray:
-    """Forward-facing cameras: centres jittered on a ~0.5-wide grid at z ~ 4, looking down -z (up +y). Returns (n, 4, 4)."""
+    """Forward-facing cameras: centres jittered on a ~0.5-wide grid at z ~ 3.5, looking down -z (up +y). Returns (n, 4, 4)."""
     rng = np.random.default_rng([seed, 2000])
     cols = int(math.ceil(math.sqrt(n_views * 4 / 3)))
     idx = np.arange(n_views)
     gx = (idx % cols) / max(cols - 1, 1) - 0.5
     gy = (idx // cols) / max((n_views - 1) // cols, 1) - 0.5
-    eyes = np.stack([0.5 * gx, 0.4 * gy, np.full(n_views, 4.0)], -1) + rng.normal(0.0, [0.03, 0.03, 0.05], (n_views, 3))
+    eyes = np.stack([0.5 * gx, 0.4 * gy, np.full(n_views, 3.5)], -1) + rng.normal(0.0, [0.03, 0.03, 0.05], (n_views, 3))
     targets = np.stack([0.2 * eyes[:, 0], 0.2 * eyes[:, 1], np.zeros(n_views)], -1) + rng.normal(0.0, 0.05, (n_views, 3))
     return np.stack([look_at(e, t, (0.0, 1.0, 0.0)) for e, t in zip(eyes, targets)])
 
@@ -467,8 +493,9 @@ def write_llff(out_dir: str | Path, seed: int = 0, width: int = 64, height: int 
     stored at LLFF_FACTOR x the image size (as real LLFF data describes its full-resolution images) and
     per-view bounds = (0.9 * 1st, 1.1 * 99th) percentile of the hit depths. Raises R2LError if ``out_dir`` exists.
     """
+    _check_counts(seed=(seed, 0), width=(width, 1), height=(height, 1), n_views=(n_views, 1), spp=(spp, 1))
     scene = BuiltinScene(seed, backdrop=True)
-    focal = 0.8 * width
+    focal = 1.1 * width
     poses = llff_poses(seed, n_views)
 
     def fill(tmp: Path) -> None:
