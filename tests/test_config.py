@@ -1,6 +1,7 @@
 """Config validation, per-scene merging, dataclass building and a dry run of the workflow."""
 
 import copy
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -94,10 +95,12 @@ def snakemake(*args, cwd=ROOT):
 
 
 def test_dry_run_plans_the_default_config():
-    result = snakemake("-n", "--quiet", "rules")
+    result = snakemake("-n", "--forceall")
     assert result.returncode == 0, result.stderr
-    for rule in ("builtin_scene", "all"):
-        assert rule in result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    for rule in ("builtin_scene", "real_data", "train_teacher", "pseudo_data", "train_student", "finetune",
+                 "evaluate", "comparison_figure", "video", "summary", "all"):
+        assert re.search(rf"^{rule}\s+1$", out, re.M), f"{rule} not planned once:\n{out}"
 
 
 def test_dry_run_rejects_a_bad_config_readably(tmp_path):
@@ -106,3 +109,55 @@ def test_dry_run_rejects_a_bad_config_readably(tmp_path):
     result = snakemake("-n", "--configfile", str(bad))
     assert result.returncode != 0
     assert "scenes.x.format: 'nerf' is not one of" in result.stdout + result.stderr
+
+
+def schema_keys(node: dict, defs: dict) -> dict:
+    """Nested key tree of an object schema (following local $refs)."""
+    if "$ref" in node:
+        node = defs[node["$ref"].split("/")[-1]]
+    props = node.get("properties", {})
+    return {k: schema_keys(v, defs) if "properties" in v or "$ref" in v and "properties" in defs[v["$ref"].split("/")[-1]] else None
+            for k, v in props.items()}
+
+
+def dataclass_keys(cls) -> dict:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return {f.name: dataclass_keys(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else None
+            for f in dataclasses.fields(cls)}
+
+
+def test_schema_stage_keys_match_the_dataclasses():
+    from r2l.distill import DistillConfig
+    from r2l.teacher import TeacherConfig
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    defs = schema["$defs"]
+    assert schema_keys(defs["teacher"], defs) == dataclass_keys(TeacherConfig)
+    assert schema_keys(defs["student"], defs) == dataclass_keys(DistillConfig)
+
+
+def test_default_config_lists_every_stage_key():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    defs = schema["$defs"]
+    for stage in ("teacher", "pseudo_data", "student", "finetune", "evaluate"):
+        assert _keys_of(DEFAULT[stage]) == _keys_of_schema(defs[stage], defs), stage
+
+
+def _keys_of(d):
+    return {k: _keys_of(v) if isinstance(v, dict) else None for k, v in d.items()}
+
+
+def _keys_of_schema(node, defs):
+    return schema_keys(node, defs)
+
+
+def test_stage_values_are_type_checked():
+    config = copy.deepcopy(DEFAULT)
+    config["teacher"]["kind"] = "tensorf"
+    config["student"]["student"]["depth"] = 87
+    config["pseudo_data"]["focal_scale"] = [1.0]
+    message = invalid(config)
+    assert "teacher.kind" in message and "student.student.depth" in message and "pseudo_data.focal_scale" in message

@@ -1,0 +1,223 @@
+"""Volume rendering along rays, independent of any network.
+
+A radiance field is any callable ``field(pts: (n, 3), dirs: (n, 3)) -> (sigma: (n,), rgb: (n, 3))``
+where ``sigma`` is the raw density (a ReLU is applied here; fields that already return a
+non-negative density are unaffected) and ``dirs`` are unit view directions.
+
+Sampling convention (the nerf-pytorch one, used everywhere in this module): the ``n_samples``
+deterministic distances are ``linspace(near, far, n_samples)`` *including* both ends; when
+jittering (training) each sample is drawn uniformly from its interval between the midpoints of
+its neighbours (the first from ``[near, mid_0]``, the last from ``[mid_{n-2}, far]``).
+
+Compositing follows NeRF: ``delta_i = t_{i+1} - t_i`` (the last one 1e10) times ``|rays_d|``,
+``alpha_i = 1 - exp(-relu(sigma_i) delta_i)``, weights ``w_i = alpha_i prod_{j<i}(1 - alpha_j)``,
+colour ``sum_i w_i c_i + (1 - sum_i w_i) background``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Field = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    """U[0, 1) samples of ``shape`` on ``device``, drawn from ``generator`` (on its own device) if given."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def _normal(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    """N(0, 1) samples of ``shape`` on ``device`` (see :func:`_uniform`)."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+def stratified_t(
+    near: float,
+    far: float,
+    n_rays: int,
+    n_samples: int,
+    jitter: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Distances along rays: ``linspace(near, far, n_samples)``, jittered between midpoints if ``jitter``.
+
+    Returns ``t: (n_rays, n_samples)`` sorted along each ray, within ``[near, far]``.
+    """
+    t = torch.linspace(near, far, n_samples, device=device).expand(n_rays, n_samples)
+    if not jitter:
+        return t.contiguous()
+    mids = 0.5 * (t[:, 1:] + t[:, :-1])
+    upper = torch.cat([mids, t[:, -1:]], dim=-1)
+    lower = torch.cat([t[:, :1], mids], dim=-1)
+    return lower + (upper - lower) * _uniform((n_rays, n_samples), generator, device)
+
+
+def sample_pdf(
+    bins: torch.Tensor,
+    weights: torch.Tensor,
+    n_samples: int,
+    deterministic: bool,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Inverse-CDF samples of the piecewise-constant density ``weights`` over ``bins``.
+
+    bins: (n_rays, n_bins + 1) bin edges; weights: (n_rays, n_bins) (1e-5 is added to each so empty
+    rays sample uniformly). ``deterministic`` uses evenly spaced ``u = linspace(0, 1, n_samples)``,
+    else ``u ~ U[0, 1)``. Returns ``(n_rays, n_samples)`` distances (not sorted when random).
+    """
+    weights = weights + 1e-5
+    pdf = weights / weights.sum(dim=-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, dim=-1)], dim=-1)
+    n_rays, n_edges = cdf.shape
+    if deterministic:
+        u = torch.linspace(0.0, 1.0, n_samples, device=cdf.device).expand(n_rays, n_samples)
+    else:
+        u = _uniform((n_rays, n_samples), generator, cdf.device)
+    u = u.contiguous()
+    idx = torch.searchsorted(cdf.contiguous(), u, right=True)
+    below = (idx - 1).clamp(0, n_edges - 1)
+    above = idx.clamp(0, n_edges - 1)
+    cdf_lo, cdf_hi = cdf.gather(1, below), cdf.gather(1, above)
+    bin_lo, bin_hi = bins.gather(1, below), bins.gather(1, above)
+    denom = cdf_hi - cdf_lo
+    denom = torch.where(denom < 1e-5, torch.ones_like(denom), denom)
+    return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
+
+
+def composite(
+    sigma: torch.Tensor,
+    rgb: torch.Tensor,
+    t: torch.Tensor,
+    rays_d: torch.Tensor,
+    background,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Alpha-composite samples along rays (in float32).
+
+    sigma: (n_rays, n_samples) raw density; rgb: (n_rays, n_samples, 3); t: (n_rays, n_samples) sorted;
+    rays_d: (n_rays, 3) (deltas are scaled by ``|rays_d|``); background: (3,) colour (tensor or tuple).
+    ``noise_std`` > 0 adds Gaussian noise to the raw density (NeRF's regulariser, training only).
+    Returns ``rgb: (n_rays, 3)``, ``weights: (n_rays, n_samples)``, ``acc: (n_rays,)``, ``depth: (n_rays,)``.
+    """
+    sigma, rgb, t = sigma.float(), rgb.float(), t.float()
+    deltas = torch.cat([t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], 1e10)], dim=-1)
+    deltas = deltas * torch.linalg.norm(rays_d.float(), dim=-1, keepdim=True)
+    if noise_std > 0:
+        sigma = sigma + noise_std * _normal(tuple(sigma.shape), generator, sigma.device)
+    alpha = 1.0 - torch.exp(-torch.relu(sigma) * deltas)
+    trans = torch.cumprod(1.0 - alpha + 1e-10, dim=-1)
+    trans = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=-1)
+    weights = alpha * trans
+    acc = weights.sum(dim=-1)
+    bg = torch.as_tensor(background, dtype=torch.float32, device=rgb.device)
+    color = (weights[..., None] * rgb).sum(dim=-2) + (1.0 - acc)[:, None] * bg
+    return {"rgb": color, "weights": weights, "acc": acc, "depth": (weights * t).sum(dim=-1)}
+
+
+def _points(rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattened sample points ``(n_rays * n_samples, 3)`` and their unit view directions (same shape)."""
+    pts = rays_o[:, None, :] + rays_d[:, None, :] * t[..., None]
+    dirs = torch.nn.functional.normalize(rays_d, dim=-1)[:, None, :].expand_as(pts)
+    return pts.reshape(-1, 3), dirs.reshape(-1, 3)
+
+
+def query_field(field: Field, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor):
+    """Evaluate ``field`` at every sample. t: (n_rays, n_samples).
+
+    Returns ``sigma: (n_rays, n_samples)``, ``rgb: (n_rays, n_samples, 3)``.
+    """
+    pts, dirs = _points(rays_o, rays_d, t)
+    sigma, rgb = field(pts, dirs)
+    return sigma.reshape(t.shape), rgb.reshape(*t.shape, 3)
+
+
+def render_rays_nerf(
+    coarse: Field,
+    fine: Field | None,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    near: float,
+    far: float,
+    n_coarse: int,
+    n_fine: int,
+    background,
+    train: bool,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Hierarchical NeRF rendering: coarse stratified samples, then fine importance samples.
+
+    rays_o, rays_d: (n_rays, 3) render-space rays. The fine network sees the union of the coarse
+    and the ``n_fine`` importance samples, sorted. ``train`` jitters samples, draws random ``u`` and adds
+    density noise; otherwise everything is deterministic.
+    Returns ``rgb_coarse, rgb_fine, rgb`` (the fine one when present): (n_rays, 3); ``acc, depth``: (n_rays,).
+    """
+    noise = noise_std if train else 0.0
+    t = stratified_t(near, far, rays_o.shape[0], n_coarse, train, generator, rays_o.device)
+    out_c = composite(*query_field(coarse, rays_o, rays_d, t), t, rays_d, background, noise, generator)
+    result = {"rgb_coarse": out_c["rgb"], "rgb": out_c["rgb"], "acc": out_c["acc"], "depth": out_c["depth"]}
+    if fine is None or n_fine <= 0:
+        return result
+    mids = 0.5 * (t[:, 1:] + t[:, :-1])
+    t_fine = sample_pdf(mids, out_c["weights"][:, 1:-1].detach(), n_fine, not train, generator)
+    t_all, _ = torch.sort(torch.cat([t, t_fine.detach()], dim=-1), dim=-1)
+    out_f = composite(*query_field(fine, rays_o, rays_d, t_all), t_all, rays_d, background, noise, generator)
+    result.update(rgb_fine=out_f["rgb"], rgb=out_f["rgb"], acc=out_f["acc"], depth=out_f["depth"])
+    return result
+
+
+def render_rays_grid(
+    field,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    near: float,
+    far: float,
+    n_samples: int,
+    background,
+    train: bool,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Dense uniform sampling with empty-space skipping, for a grid field.
+
+    ``field`` is a radiance field with ``field.aabb: (2, 3)`` and ``field.occupied(pts: (n, 3)) -> (n,) bool``.
+    Only samples inside the aabb whose occupancy cell is set are sent to the field (index masking, so
+    skipped samples cost nothing); the rest get zero density.
+    rays_o, rays_d: (n_rays, 3). Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
+    """
+    n_rays = rays_o.shape[0]
+    t = stratified_t(near, far, n_rays, n_samples, train, generator, rays_o.device)
+    pts, dirs = _points(rays_o, rays_d, t)
+    aabb = field.aabb.to(pts.device)
+    idx = ((pts >= aabb[0]) & (pts <= aabb[1])).all(dim=-1).nonzero().squeeze(1)
+    with torch.no_grad():
+        idx = idx[field.occupied(pts[idx])]
+    sigma = torch.zeros(pts.shape[0], device=pts.device)
+    rgb = torch.zeros(pts.shape[0], 3, device=pts.device)
+    if idx.numel() > 0:
+        s, c = field(pts[idx], dirs[idx])
+        sigma = sigma.index_put((idx,), s.float())
+        rgb = rgb.index_put((idx,), c.float())
+    out = composite(sigma.reshape(t.shape), rgb.reshape(*t.shape, 3), t, rays_d, background)
+    return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
+
+
+def chunked(fn, rays_o: torch.Tensor, rays_d: torch.Tensor, chunk: int):
+    """Apply ``fn(rays_o, rays_d)`` to slices of at most ``chunk`` rays and concatenate.
+
+    rays_o, rays_d: (n_rays, 3). ``fn`` returns a tensor ``(m, ...)`` or a dict of them; the result has
+    the same structure with the slices joined along the first axis.
+    """
+    outs = [fn(rays_o[i : i + chunk], rays_d[i : i + chunk]) for i in range(0, rays_o.shape[0], chunk)]
+    if not outs:
+        raise ValueError("chunked() needs at least one ray")
+    if isinstance(outs[0], dict):
+        return {k: torch.cat([o[k] for o in outs], dim=0) for k in outs[0]}
+    return torch.cat(outs, dim=0)

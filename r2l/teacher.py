@@ -1,0 +1,457 @@
+"""Train and load the teacher: a coarse + fine NeRF (the paper's) or a fast grid field (r2l.grid).
+
+:func:`train_teacher` is one readable loop: all training rays are built once; each step draws
+``batch_rays`` random rays across every training view (the centre crop only for the first
+``precrop_steps`` on Blender scenes), renders them, and takes an Adam step on the colour MSE
+(coarse + fine for NeRF; MSE + the field's regulariser for the grid) with the NeRF schedule
+``lr * 0.1 ** (step / lr_decay_steps)``. It validates every ``val_every`` steps, checkpoints every
+``ckpt_every`` steps into ``resume_dir`` and resumes from there on restart (weights, optimizer,
+step, RNG states and elapsed time), and stops with an :class:`R2LError` on a non-finite loss,
+keeping the last good checkpoint. The result is written atomically to ``out_path``.
+
+:func:`load_teacher` returns a :class:`Teacher`, the shared "ray renderer" interface:
+``render_rays(rays_o: (n, 3), rays_d: (n, 3)) -> rgb: (n, 3)`` on render-space rays, eval mode,
+deterministic, chunked, no grad, output on CPU; plus ``.model`` and ``.meta``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from r2l.config import from_dict
+from r2l.errors import DataError, R2LError
+from r2l.grid import GridConfig, GridField, scene_aabb
+from r2l.nerf import NeRF, NeRFConfig
+from r2l.rays import get_rays, ndc_rays
+from r2l.render import chunked, render_rays_grid, render_rays_nerf
+from r2l.scene import Scene
+from r2l.train_utils import (
+    atomic_torch_save,
+    autocast,
+    check_finite,
+    load_latest_checkpoint,
+    pick_device,
+    progress,
+    psnr_from_mse,
+    save_checkpoint,
+    seed_everything,
+    setup_fast_math,
+)
+
+log = logging.getLogger("r2l")
+
+KINDS = ("nerf", "grid")
+
+
+@dataclass
+class TeacherConfig:
+    """Teacher training; defaults are the paper / nerf-pytorch values where those exist."""
+
+    kind: str = "nerf"  # "nerf" (the paper's coarse + fine MLPs) or "grid" (r2l.grid, much faster)
+    steps: int = 200_000  # optimisation steps (nerf-pytorch trains Blender scenes 200k steps)
+    batch_rays: int = 1024  # rays per step, drawn across all training views
+    lr: float = 5e-4  # NeRF Adam learning rate at step 0 (the grid uses grid.lr_grid / grid.lr_mlp)
+    lr_decay_steps: int = 500_000  # lr = lr * 0.1 ** (step / lr_decay_steps)
+    precrop_steps: int = 500  # Blender scenes: sample only the image centre for these first steps
+    precrop_frac: float = 0.5  # side of that centre crop as a fraction of the image side
+    val_every: int = 10_000  # validate every n steps (0 = only at the end; not a paper setting)
+    val_views: int = 4  # validation views scored (evenly spread over the val split)
+    ckpt_every: int = 10_000  # checkpoint into resume_dir every n steps (nerf-pytorch: 10k)
+    log_every: int = 100  # loss/PSNR history interval in steps
+    seed: int = 0  # seeds network init and all sampling
+    device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    chunk: int = 4096  # rays per chunk when rendering without grad (validation, inference)
+    nerf: NeRFConfig = field(default_factory=NeRFConfig)  # the MLP teacher (kind "nerf")
+    grid: GridConfig = field(default_factory=GridConfig)  # the grid teacher (kind "grid")
+
+
+def teacher_config_from_dict(d: dict) -> TeacherConfig:
+    """Build a :class:`TeacherConfig` from a (possibly partial, nested) dict; unknown keys raise R2LError."""
+    cfg = from_dict(TeacherConfig, dict(d), "teacher")
+    if cfg.kind not in KINDS:
+        raise R2LError(f"teacher: kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- model and rendering
+
+
+def scene_info(scene: Scene) -> dict:
+    """What rendering needs to know about a scene (stored in the teacher file)."""
+    return {
+        "name": scene.name,
+        "near": float(scene.near),
+        "far": float(scene.far),
+        "ndc": bool(scene.ndc),
+        "ndc_near": float(scene.ndc_near),
+        "background": [float(c) for c in scene.background],
+        "H": int(scene.H),
+        "W": int(scene.W),
+        "focal": float(scene.focal),
+    }
+
+
+def build_model(cfg: TeacherConfig, info: dict) -> nn.ModuleDict:
+    """The teacher's networks: ``{"coarse", "fine"}`` NeRFs or ``{"field"}`` GridField."""
+    if cfg.kind == "nerf":
+        return nn.ModuleDict({"coarse": NeRF(cfg.nerf), "fine": NeRF(cfg.nerf)})
+    return nn.ModuleDict({"field": GridField(cfg.grid, scene_aabb(cfg.grid, info["ndc"]))})
+
+
+def render(model: nn.ModuleDict, cfg: TeacherConfig, info: dict, rays_o, rays_d, train: bool, generator=None) -> dict:
+    """Render render-space rays (n, 3) with either teacher; returns at least ``rgb: (n, 3)``."""
+    bg = info["background"]
+    if cfg.kind == "nerf":
+        n = cfg.nerf
+        return render_rays_nerf(
+            model["coarse"], model["fine"], rays_o, rays_d, info["near"], info["far"], n.n_coarse, n.n_fine,
+            bg, train, n.raw_noise_std, generator,
+        )
+    return render_rays_grid(
+        model["field"], rays_o, rays_d, info["near"], info["far"], cfg.grid.n_samples, bg, train, generator
+    )
+
+
+@torch.no_grad()
+def render_eval(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> torch.Tensor:
+    """Deterministic chunked rendering without grad: (n, 3) float32 on ``device``."""
+    was_training = model.training
+    model.eval()
+    try:
+        def fn(o, d):
+            with autocast(device, cfg.amp):
+                return render(model, cfg, info, o.to(device), d.to(device), train=False)["rgb"].float()
+
+        return chunked(fn, rays_o, rays_d, cfg.chunk).clamp(0.0, 1.0)
+    finally:
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- training pieces
+
+
+class TrainRays:
+    """Every training ray of a scene (render space) and its colour, kept on ``device``.
+
+    rays_o, rays_d, rgb: (n_views, H * W, 3).
+    """
+
+    def __init__(self, scene: Scene, device: torch.device):
+        images, poses = scene.split("train")
+        rays = [scene.rays(c2w) for c2w in poses]
+        self.rays_o = torch.stack([r[0] for r in rays]).to(device)
+        self.rays_d = torch.stack([r[1] for r in rays]).to(device)
+        self.rgb = torch.as_tensor(np.asarray(images, dtype=np.float32)).reshape(len(poses), -1, 3).to(device)
+        self.H, self.W, self.device = scene.H, scene.W, device
+
+    def sample_indices(self, n: int, generator: torch.Generator, crop_frac: float = 1.0):
+        """``n`` random (view, flat pixel ``v * W + u``) pairs, each ``(n,)`` int64 on the CPU.
+
+        With ``crop_frac < 1`` only the centre rows/columns ``[H//2 - dh, H//2 + dh)``,
+        ``dh = int(H//2 * crop_frac)`` (nerf-pytorch's precrop) are drawn.
+        """
+        H, W = self.H, self.W
+        dh, dw = (int(H // 2 * crop_frac), int(W // 2 * crop_frac)) if crop_frac < 1 else (H - H // 2, W - W // 2)
+        dh, dw = max(dh, 1), max(dw, 1)
+        view = torch.randint(0, self.rgb.shape[0], (n,), generator=generator)
+        v = torch.randint(max(H // 2 - dh, 0), min(H // 2 + dh, H), (n,), generator=generator)
+        u = torch.randint(max(W // 2 - dw, 0), min(W // 2 + dw, W), (n,), generator=generator)
+        return view, v * W + u
+
+    def sample(self, n: int, generator: torch.Generator, crop_frac: float = 1.0):
+        """``n`` random rays across all views (see :meth:`sample_indices`).
+
+        Returns ``rays_o, rays_d, rgb``: (n, 3) on the device.
+        """
+        view, pix = (x.to(self.device) for x in self.sample_indices(n, generator, crop_frac))
+        return self.rays_o[view, pix], self.rays_d[view, pix], self.rgb[view, pix]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: TeacherConfig, step: int) -> float:
+    """Exponential decay of every group's base lr: ``base * 0.1 ** (step / lr_decay_steps)``; returns the factor."""
+    factor = 0.1 ** (step / cfg.lr_decay_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return factor
+
+
+def make_optimizer(model: nn.ModuleDict, cfg: TeacherConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam (betas 0.9/0.999, no weight decay); grid fields choose their own groups and rates."""
+    if cfg.kind == "nerf":
+        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    else:
+        groups = model["field"].param_groups(1.0)
+    for group in groups:
+        group["base_lr"] = group.get("lr", cfg.lr)
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+
+
+def teacher_loss(model: nn.ModuleDict, cfg: TeacherConfig, out: dict, target: torch.Tensor):
+    """Training loss and the colour MSE of the final image (float32).
+
+    NeRF: MSE(coarse) + MSE(fine); grid: MSE + the field's regulariser (if it has one).
+    """
+    mse = torch.mean((out["rgb"].float() - target) ** 2)
+    if cfg.kind == "nerf":
+        return mse + torch.mean((out["rgb_coarse"].float() - target) ** 2), mse
+    regularizer = getattr(model["field"], "regularizer", None)
+    return (mse + regularizer().float() if regularizer is not None else mse), mse
+
+
+def validate(model, cfg: TeacherConfig, info: dict, scene: Scene, device) -> float | None:
+    """Mean per-image PSNR over ``cfg.val_views`` evenly spread validation views (None without a val split)."""
+    if "val" not in scene.splits or len(scene.splits["val"]) == 0 or cfg.val_views <= 0:
+        return None
+    images, poses = scene.split("val")
+    picks = np.unique(np.linspace(0, len(poses) - 1, min(cfg.val_views, len(poses))).round().astype(int))
+    psnrs = []
+    for i in picks:
+        rgb = render_eval(model, cfg, info, *scene.rays(poses[i]), device).cpu()
+        target = torch.as_tensor(np.asarray(images[i], dtype=np.float32)).reshape(-1, 3)
+        psnrs.append(psnr_from_mse(float(torch.mean((rgb - target) ** 2))))
+    return float(np.mean(psnrs))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state(batch_gen: torch.Generator, render_gen: torch.Generator, device: torch.device) -> dict:
+    """Every random state a step depends on (batch sampler, render jitter, torch global CPU/CUDA)."""
+    state = {"batch": batch_gen.get_state(), "render": render_gen.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, batch_gen, render_gen, device: torch.device) -> None:
+    batch_gen.set_state(state["batch"])
+    render_gen.set_state(state["render"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _arch(config: dict) -> dict:
+    """The parts of a config dict that must match to resume (kind and network)."""
+    return {"kind": config["kind"], "net": config[config["kind"]]}
+
+
+def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> dict:
+    """Restore the newest loadable checkpoint of ``resume_dir`` into model/optimizer/RNGs.
+
+    Returns the loop state ``{"step", "train_seconds", "history", "val_history"}`` (fresh when none).
+    """
+    fresh = {"step": 0, "train_seconds": 0.0, "history": [], "val_history": []}
+    ckpt = load_latest_checkpoint(resume_dir)
+    if ckpt is None:
+        return fresh
+    if _arch(ckpt["config"]) != _arch(dataclasses.asdict(cfg)):
+        raise R2LError(
+            f"{resume_dir}: its checkpoint was trained with another teacher kind/network "
+            f"({_arch(ckpt['config'])}); delete the folder to start over or restore the old config"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _set_rng_state(ckpt["rng"], *rngs, device)
+    log.info("resuming teacher from step %d of %s (%.0f s trained)", ckpt["step"], resume_dir, ckpt["train_seconds"])
+    return {k: ckpt[k] for k in fresh}
+
+
+def checkpoint(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device, loop: dict) -> None:
+    """Write the full training state; refuse to store non-finite weights."""
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise R2LError(
+                f"weights {name} became non-finite at step {loop['step']}; training stopped. The last good "
+                f"checkpoint is kept in {resume_dir}: lower the learning rate, then rerun to resume from it."
+            )
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "config": dataclasses.asdict(cfg),
+        "rng": _rng_state(*rngs, device),
+        **loop,
+    }
+    save_checkpoint(resume_dir, state, loop["step"])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_teacher(
+    scene: Scene,
+    cfg: TeacherConfig,
+    out_path: str | Path,
+    resume_dir: str | Path,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train a teacher on ``scene``'s train split; write ``out_path``; return its metrics.
+
+    Resumes from the newest checkpoint in ``resume_dir``. ``on_step(step, loss)`` (optional) is called
+    after every finished step (tests use it to simulate a kill).
+    """
+    cfg = dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc))
+    device = pick_device(cfg.device)
+    setup_fast_math(device)
+    batch_gen = seed_everything(cfg.seed)
+    render_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    rngs = (batch_gen, render_gen)
+    info = scene_info(scene)
+    model = build_model(cfg, info).to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    loop = resume(resume_dir, model, optimizer, cfg, rngs, device)
+    rays = TrainRays(scene, device)
+    n_rays = rays.rgb.shape[0] * rays.rgb.shape[1]
+    log.info("teacher %s on %s (%s): %d training rays, %d steps", cfg.kind, scene.name, device, n_rays, cfg.steps)
+    bar = progress(cfg.steps, initial=loop["step"], desc=f"teacher {cfg.kind} {scene.name}")
+    start = time.perf_counter() - loop["train_seconds"]
+    val_seconds = 0.0
+    while loop["step"] < cfg.steps:
+        step = loop["step"]
+        loss, mse = train_step(model, optimizer, cfg, info, rays, rngs, step, scene.ndc, device, resume_dir)
+        if cfg.kind == "grid" and model["field"].update_occupancy(step):
+            optimizer = make_optimizer(model, cfg, device)  # the grids were resampled to a new shape
+        loop["step"] = step + 1
+        loop["train_seconds"] = time.perf_counter() - start - val_seconds
+        record(loop, bar, cfg, step, loss, mse)
+        if cfg.val_every > 0 and loop["step"] % cfg.val_every == 0 and loop["step"] < cfg.steps:
+            t0 = time.perf_counter()
+            loop["val_history"].append([loop["step"], validate(model, cfg, info, scene, device)])
+            log.info("step %d: val PSNR %s", loop["step"], loop["val_history"][-1][1])
+            val_seconds += time.perf_counter() - t0
+        if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == cfg.steps:
+            checkpoint(resume_dir, model, optimizer, cfg, rngs, device, loop)
+        if on_step is not None:
+            on_step(loop["step"], loss)
+    bar.close()
+    return finish(model, cfg, info, scene, device, loop, out_path)
+
+
+def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device, resume_dir):
+    """One optimisation step; returns ``(loss, mse)`` as floats. Raises R2LError on a non-finite loss."""
+    batch_gen, render_gen = rngs
+    set_lr(optimizer, cfg, step)
+    crop = cfg.precrop_frac if (step < cfg.precrop_steps and not ndc) else 1.0
+    rays_o, rays_d, target = rays.sample(cfg.batch_rays, batch_gen, crop)
+    with autocast(device, cfg.amp):
+        out = render(model, cfg, info, rays_o, rays_d, train=True, generator=render_gen)
+    loss, mse = teacher_loss(model, cfg, out, target)
+    check_finite(loss.detach(), step, resume_dir)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), float(mse.detach())
+
+
+def record(loop: dict, bar, cfg: TeacherConfig, step: int, loss: float, mse: float) -> None:
+    """Append to the loss history every ``log_every`` steps (and the last); update the progress bar."""
+    if step % cfg.log_every == 0 or loop["step"] == cfg.steps:
+        loop["history"].append([step, loss, psnr_from_mse(mse)])
+    if step % 10 == 0:
+        bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", refresh=False)
+    bar.update(1)
+
+
+def _short(history: list, n: int = 200) -> list:
+    """At most ``n`` evenly spread entries of a history list (the last one kept)."""
+    if len(history) <= n:
+        return list(history)
+    idx = np.unique(np.linspace(0, len(history) - 1, n).round().astype(int))
+    return [history[i] for i in idx]
+
+
+def finish(model, cfg: TeacherConfig, info, scene: Scene, device, loop: dict, out_path) -> dict:
+    """Final validation, then write the teacher file atomically; returns its metrics."""
+    val_psnr = validate(model, cfg, info, scene, device)
+    metrics = {
+        "val_psnr": val_psnr,
+        "train_seconds": float(loop["train_seconds"]),
+        "steps": int(loop["step"]),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "loss_history": _short(loop["history"]),
+        "val_history": loop["val_history"],
+    }
+    out = {
+        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": dataclasses.asdict(cfg),
+        "kind": cfg.kind,
+        "scene": info,
+        "step": int(loop["step"]),
+        "metrics": metrics,
+    }
+    atomic_torch_save(out, out_path)
+    log.info("teacher written to %s: val PSNR %s after %d steps, %.0f s", out_path, val_psnr, loop["step"],
+             loop["train_seconds"])
+    return metrics
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+class Teacher:
+    """A trained teacher as a ray renderer (eval mode, deterministic, chunked, no grad)."""
+
+    def __init__(self, model: nn.ModuleDict, cfg: TeacherConfig, info: dict, meta: dict, device: torch.device):
+        self.model, self.cfg, self.info, self.meta, self.device = model, cfg, info, meta, device
+
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) render-space rays. Returns rgb: (n, 3) float32 in [0, 1] on CPU."""
+        rays_o, rays_d = torch.as_tensor(rays_o, dtype=torch.float32), torch.as_tensor(rays_d, dtype=torch.float32)
+        if rays_o.shape[0] == 0:
+            return torch.zeros(0, 3)
+        return render_eval(self.model, self.cfg, self.info, rays_o, rays_d, self.device).cpu()
+
+    def render_image(self, scene: Scene | None, c2w, H: int, W: int, focal: float) -> torch.Tensor:
+        """A full image (H, W, 3) at pose ``c2w`` (4, 4); render space from ``scene`` or the stored scene info."""
+        if scene is not None:
+            rays_o, rays_d = scene.rays(c2w, H, W, focal)
+        else:
+            rays_o, rays_d = get_rays(torch.as_tensor(np.asarray(c2w, dtype=np.float32)), H, W, focal)
+            if self.info["ndc"]:
+                rays_o, rays_d = ndc_rays(H, W, focal, self.info["ndc_near"], rays_o, rays_d)
+        return self.render_rays(rays_o, rays_d).reshape(H, W, 3)
+
+
+TEACHER_KEYS = ("weights", "config", "kind", "scene", "step", "metrics")
+
+
+def load_teacher(path: str | Path, device: str | torch.device | None = None) -> Teacher:
+    """Load a teacher file written by :func:`train_teacher` (``weights_only=True``) onto ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "teacher file not found (train the teacher first)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise DataError(path, f"unreadable teacher file ({str(err).splitlines()[0]})") from err
+    missing = [k for k in TEACHER_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise DataError(path, f"not a teacher file (missing {', '.join(missing)})")
+    cfg = teacher_config_from_dict(ckpt["config"])
+    device = pick_device(None if device is None else str(device))
+    model = build_model(cfg, ckpt["scene"])
+    model.load_state_dict(ckpt["weights"])
+    model.to(device).eval()
+    m = ckpt["metrics"]
+    meta = {
+        "kind": ckpt["kind"],
+        "train_seconds": float(m["train_seconds"]),
+        "step": int(ckpt["step"]),
+        "device": m["device"],
+        "device_name": m.get("device_name", m["device"]),
+        "val_psnr": m["val_psnr"],
+        "render_device": device.type,
+    }
+    return Teacher(model, cfg, ckpt["scene"], meta, device)

@@ -1,0 +1,284 @@
+"""The NeRF network (paper cost numbers) and the teacher training loop: learning, resume, NaN guard, loading."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import r2l.teacher as teacher_mod
+from r2l.builtin import write_blender, write_llff
+from r2l.errors import DataError, R2LError
+from r2l.nerf import NeRF, NeRFConfig, linear_macs, nerf_flops_per_ray, posenc
+from r2l.render import render_rays_nerf
+from r2l.scene import load_scene
+from r2l.teacher import (
+    TeacherConfig,
+    TrainRays,
+    load_teacher,
+    set_lr,
+    teacher_config_from_dict,
+    train_teacher,
+)
+from r2l.train_utils import load_checkpoint, load_latest_checkpoint, psnr_from_mse
+
+TINY_NERF = {
+    "depth": 2, "width": 32, "skip": 0, "pos_freqs": 4, "dir_freqs": 2, "head_width": 16, "n_coarse": 16, "n_fine": 16,
+}
+TINY_GRID = {
+    "resolution": 24, "resolution_init": 12, "upsample_steps": [15, 30], "density_components": 4, "app_components": 8,
+    "app_dim": 8, "mlp_width": 32, "n_samples": 48, "occupancy_resolution": 16, "occupancy_warmup": 10,
+    "occupancy_every": 5,
+}
+
+
+def tiny_cfg(kind: str, **over) -> TeacherConfig:
+    d = {
+        "kind": kind, "steps": 40, "batch_rays": 128, "lr": 1e-2, "lr_decay_steps": 1000, "precrop_steps": 10,
+        "val_every": 0, "val_views": 2, "ckpt_every": 10, "log_every": 5, "device": "cpu", "chunk": 100,
+        "nerf": TINY_NERF, "grid": TINY_GRID,
+    }
+    d.update(over)
+    return teacher_config_from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scene") / "builtin"
+    path = write_blender(folder, seed=0, resolution=16, n_train=8, n_val=2, n_test=1)
+    return load_scene("builtin", path)
+
+
+@pytest.fixture(scope="module")
+def trained(scene, tmp_path_factory):
+    """A tiny NeRF (200 steps) and a tiny grid (100 steps) teacher: kind -> (model.pt path, metrics)."""
+    out = {}
+    for kind, steps in (("nerf", 200), ("grid", 100)):
+        d = tmp_path_factory.mktemp(f"trained_{kind}")
+        metrics = train_teacher(scene, tiny_cfg(kind, steps=steps, ckpt_every=100), d / "model.pt", d / "resume")
+        out[kind] = (d / "model.pt", metrics)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(scene, tmp_path_factory):
+    """Reference 40-step runs without interruption: kind -> teacher file contents."""
+    out = {}
+    for kind in ("nerf", "grid"):
+        d = tmp_path_factory.mktemp(f"ref_{kind}")
+        train_teacher(scene, tiny_cfg(kind), d / "model.pt", d / "resume")
+        out[kind] = torch.load(d / "model.pt", weights_only=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- network and config
+
+
+def test_posenc_ordering():
+    x = torch.tensor([[0.3, -1.2]])
+    a, b = 0.3, -1.2
+    expected = [a, b, math.sin(a), math.sin(b), math.cos(a), math.cos(b)]
+    expected += [math.sin(2 * a), math.sin(2 * b), math.cos(2 * a), math.cos(2 * b)]
+    torch.testing.assert_close(posenc(x, 2), torch.tensor([expected]))
+    torch.testing.assert_close(posenc(x, 2, include_input=False), torch.tensor([expected[2:]]))
+    assert posenc(torch.zeros(4, 5, 3), 10).shape == (4, 5, 63)
+
+
+def test_paper_nerf_layer_sizes_and_cost():
+    net = NeRF(NeRFConfig())
+    assert net.trunk[0].in_features == 63 and net.head.in_features == 256 + 27
+    assert net.trunk[5].in_features == 256 + 63  # the skip feeds layer 5
+    # hand count: trunk 63x256, 4 x 256x256, 319x256, 2 x 256x256; sigma 256x1; feature 256x256;
+    # head 283x128; rgb 128x3
+    macs = 63 * 256 + 4 * 256 * 256 + 319 * 256 + 2 * 256 * 256 + 256 + 256 * 256 + 283 * 128 + 128 * 3
+    assert macs == 593_408
+    assert linear_macs(net) == 593_408  # counted from the module's nn.Linear weights
+    biases = 8 * 256 + 1 + 256 + 128 + 3
+    assert sum(p.numel() for p in net.parameters()) == 593_408 + biases == 595_844
+    assert round(nerf_flops_per_ray(NeRFConfig()) / 1e6, 2) == 303.82
+    assert nerf_flops_per_ray(NeRFConfig(), ndc=True) == 2 * 593_408 * (64 + 64 + 64)
+
+
+def test_paper_nerf_rendering_runs_256_network_evaluations_per_ray():
+    coarse, fine = NeRF(NeRFConfig()), NeRF(NeRFConfig())
+    macs = []  # rows x in x out of every nn.Linear call
+    hooks = [m.register_forward_hook(lambda m, a, o: macs.append(a[0].shape[0] * m.weight.numel()))
+             for net in (coarse, fine) for m in net.modules() if isinstance(m, nn.Linear)]
+    n_rays = 2
+    with torch.no_grad():
+        render_rays_nerf(coarse, fine, torch.zeros(n_rays, 3), torch.tensor([[0.0, 0.0, -1.0]] * n_rays), 2.0, 6.0,
+                         64, 128, (1, 1, 1), train=False)
+    for h in hooks:
+        h.remove()
+    assert 2 * sum(macs) / n_rays == 303_824_896  # FLOPs per ray, measured on a real render
+
+
+def test_config_defaults_and_unknown_keys():
+    cfg = TeacherConfig()
+    assert (cfg.steps, cfg.batch_rays, cfg.lr, cfg.lr_decay_steps) == (200_000, 1024, 5e-4, 500_000)
+    assert (cfg.precrop_steps, cfg.precrop_frac, cfg.nerf.depth, cfg.nerf.width, cfg.nerf.skip) == (500, 0.5, 8, 256, 4)
+    blender, llff = cfg.nerf.resolved(ndc=False), cfg.nerf.resolved(ndc=True)
+    assert (blender.n_fine, blender.raw_noise_std, llff.n_fine, llff.raw_noise_std) == (128, 0.0, 64, 1.0)
+    assert teacher_config_from_dict({"nerf": {"width": 64}, "steps": 5}).nerf.width == 64
+    with pytest.raises(R2LError, match="stpes"):
+        teacher_config_from_dict({"stpes": 5})
+    with pytest.raises(R2LError, match="widht"):
+        teacher_config_from_dict({"nerf": {"widht": 5}})
+    with pytest.raises(R2LError, match="kind"):
+        teacher_config_from_dict({"kind": "mlp"})
+
+
+def test_lr_schedule_and_precrop(scene):
+    net = nn.Linear(2, 2)
+    opt = torch.optim.Adam([{"params": net.parameters(), "lr": 5e-4, "base_lr": 5e-4}])
+    set_lr(opt, TeacherConfig(), 250_000)
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4 * 0.1**0.5)
+    rays = TrainRays(scene, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    view, pix = rays.sample_indices(4000, g, crop_frac=0.5)  # 16x16: centre rows/cols 4..11
+    assert set((pix // 16).tolist()) == set(range(4, 12)) and set((pix % 16).tolist()) == set(range(4, 12))
+    assert set(view.tolist()) == set(range(8))
+    view, pix = rays.sample_indices(4000, g)
+    assert set((pix // 16).tolist()) == set(range(16)) and set((pix % 16).tolist()) == set(range(16))
+    # the stored rays are the scene's own rays and colours
+    images, poses = scene.split("train")
+    o, d = scene.rays(poses[3])
+    torch.testing.assert_close(rays.rays_d[3], d)
+    torch.testing.assert_close(rays.rgb[3], torch.as_tensor(images[3]).reshape(-1, 3))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("kind", ["nerf", "grid"])
+def test_teacher_learns_and_loads_through_one_interface(kind, trained, scene):
+    path, metrics = trained[kind]
+    start_psnr = metrics["loss_history"][0][2]
+    assert metrics["val_psnr"] > start_psnr + 4.0, metrics["loss_history"]
+    assert metrics["steps"] == (200 if kind == "nerf" else 100) and metrics["device"] == "cpu"
+    teacher = load_teacher(path)
+    assert teacher.meta["kind"] == kind and teacher.meta["step"] == metrics["steps"]
+    assert teacher.meta["train_seconds"] == metrics["train_seconds"] > 0
+    assert isinstance(teacher.model, nn.ModuleDict) and not teacher.model.training
+    images, poses = scene.split("val")
+    psnrs = []
+    for img, c2w in zip(images, poses):
+        rgb = teacher.render_rays(*scene.rays(c2w))
+        assert rgb.shape == (256, 3) and rgb.dtype == torch.float32 and rgb.device.type == "cpu"
+        assert float(rgb.min()) >= 0.0 and float(rgb.max()) <= 1.0
+        torch.testing.assert_close(teacher.render_rays(*scene.rays(c2w)), rgb, atol=0, rtol=0)  # deterministic
+        psnrs.append(psnr_from_mse(float(((rgb - torch.as_tensor(img).reshape(-1, 3)) ** 2).mean())))
+    assert np.mean(psnrs) == pytest.approx(metrics["val_psnr"], abs=1e-3)  # the stored metric is reproducible
+    image = teacher.render_image(None, poses[0], 16, 16, scene.focal)
+    torch.testing.assert_close(image, teacher.render_rays(*scene.rays(poses[0])).reshape(16, 16, 3))
+    saved = torch.load(path, weights_only=True)
+    assert saved["scene"]["near"] == 2.0 and saved["scene"]["far"] == 6.0 and saved["kind"] == kind
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(step_to_die: int, seen: list):
+    def on_step(step, loss):
+        seen.append(step)
+        if step == step_to_die:
+            raise Killed()
+
+    return on_step
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+
+
+@pytest.mark.parametrize("kind", ["nerf", "grid"])
+def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tmp_path):
+    resume = tmp_path / "resume"
+    seen = []
+    with pytest.raises(Killed):
+        train_teacher(scene, tiny_cfg(kind), tmp_path / "model.pt", resume, on_step=kill_at(25, seen))
+    assert not (tmp_path / "model.pt").exists()
+    assert sorted(p.name for p in resume.glob("ckpt_*.pt")) == ["ckpt_000000010.pt", "ckpt_000000020.pt"]
+    ckpt = load_checkpoint(resume / "ckpt_000000020.pt")
+    assert ckpt["step"] == 20 and ckpt["train_seconds"] > 0 and ckpt["history"][-1][0] == 15
+    assert len(ckpt["optimizer"]["state"]) > 0  # Adam moments are saved
+    if kind == "grid":  # the grids were upsampled at step 15: resuming must restore the new shape
+        assert ckpt["model"]["field.density_planes"].shape[-1] not in (12, 24)
+    seen.clear()
+    metrics = train_teacher(scene, tiny_cfg(kind), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    assert seen[0] == 21 and seen[-1] == 40 and metrics["steps"] == 40
+    assert metrics["train_seconds"] >= ckpt["train_seconds"]
+    resumed, ref = torch.load(tmp_path / "model.pt", weights_only=True), uninterrupted[kind]
+    assert_same_weights(resumed["weights"], ref["weights"])
+    np.testing.assert_allclose(
+        np.array(resumed["metrics"]["loss_history"]), np.array(ref["metrics"]["loss_history"]), rtol=1e-5
+    )
+    other = tiny_cfg(kind, steps=50, nerf={**TINY_NERF, "width": 16}, grid={**TINY_GRID, "app_dim": 4})
+    with pytest.raises(R2LError, match="another teacher"):  # a different network cannot resume these weights
+        train_teacher(scene, other, tmp_path / "other.pt", resume)
+
+
+def test_corrupt_latest_checkpoint_falls_back(scene, uninterrupted, tmp_path):
+    resume = tmp_path / "resume"
+    with pytest.raises(Killed):
+        train_teacher(scene, tiny_cfg("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(25, []))
+    newest = resume / "ckpt_000000020.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a torn write
+    seen = []
+    train_teacher(scene, tiny_cfg("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    assert seen[0] == 11  # resumed from step 10
+    resumed = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert_same_weights(resumed["weights"], uninterrupted["nerf"]["weights"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene, tmp_path, monkeypatch):
+    real_loss, calls = teacher_mod.teacher_loss, []
+
+    def poisoned(model, cfg, out, target):
+        loss, mse = real_loss(model, cfg, out, target)
+        calls.append(1)
+        return (loss * float("nan"), mse) if len(calls) > 15 else (loss, mse)
+
+    monkeypatch.setattr(teacher_mod, "teacher_loss", poisoned)
+    resume = tmp_path / "resume"
+    with pytest.raises(R2LError, match="nan at step 15"):
+        train_teacher(scene, tiny_cfg("nerf", steps=30), tmp_path / "model.pt", resume)
+    assert not (tmp_path / "model.pt").exists()
+    ckpt = load_latest_checkpoint(resume)
+    assert ckpt["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    monkeypatch.setattr(teacher_mod, "teacher_loss", real_loss)  # fixed: the rerun resumes from step 10
+    seen = []
+    train_teacher(scene, tiny_cfg("nerf", steps=12), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    assert seen == [11, 12]
+
+
+def test_load_teacher_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_teacher(tmp_path / "missing.pt")
+    torch.save({"weights": {}}, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match="not a teacher file"):
+        load_teacher(tmp_path / "bad.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="unreadable"):
+        load_teacher(tmp_path / "garbage.pt")
+
+
+@pytest.mark.parametrize("kind", ["nerf", "grid"])
+def test_forward_facing_scene_trains_in_ndc(kind, tmp_path):
+    scene = load_scene("llff", write_llff(tmp_path / "llff", seed=0, width=32, height=24, n_views=10))
+    assert scene.ndc
+    metrics = train_teacher(scene, tiny_cfg(kind, steps=60, nerf={**TINY_NERF, "n_fine": None}), tmp_path / "m.pt",
+                            tmp_path / "resume")
+    assert metrics["val_psnr"] > metrics["loss_history"][0][2] + 4.0
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert saved["scene"]["ndc"] and saved["config"]["nerf"]["raw_noise_std"] == 1.0  # LLFF presets filled in
+    assert saved["config"]["nerf"]["n_fine"] == 64
+    teacher = load_teacher(tmp_path / "m.pt")
+    pose = scene.poses[scene.splits["val"][0]]
+    torch.testing.assert_close(teacher.render_image(None, pose, 24, 32, scene.focal),
+                               teacher.render_image(scene, pose, 24, 32, scene.focal), atol=0, rtol=0)
