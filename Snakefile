@@ -6,7 +6,7 @@ import os
 from r2l.config import validate_config
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate_config(
@@ -16,6 +16,10 @@ validate_config(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/scenes.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/pseudo_data.smk"
+include: "workflow/rules/student.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -40,7 +40,7 @@ from r2l.imageio_utils import area_resize
 from r2l.metrics import LpipsScorer, psnr, ssim
 from r2l.scene import Scene
 from r2l.tables import COLUMNS, MODELS, atomic_write_text, write_metrics_csv
-from r2l.train_utils import progress
+from r2l.train_utils import pick_device, progress
 
 log = logging.getLogger("r2l")
 
@@ -229,7 +229,8 @@ def evaluate_scene(
     from r2l.student import load_student  # noqa: PLC0415  (heavy imports only when evaluating)
     from r2l.teacher import load_teacher  # noqa: PLC0415
 
-    scorer = LpipsScorer(device or ("cuda" if torch.cuda.is_available() else "cpu")) if use_lpips else None
+    device = str(pick_device(device))
+    scorer = LpipsScorer(device) if use_lpips else None
     rows = []
     for name in [m for m in MODELS if m in model_paths]:
         path = Path(model_paths[name])

@@ -1,0 +1,69 @@
+"""The whole workflow end to end on a tiny config: both built-in layouts, every stage, every product."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = "scene,model,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,params,size_mb,train_minutes,device".split(",")
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(ROOT / "tests" / "data" / "tiny.yaml"), "--cores", "1", "--resources", "gpu=1",
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.parametrize("scene", ["builtin", "builtin_ff"])
+def test_every_product_exists(run, scene):
+    res = run / "results" / scene
+    for path in ["teacher/model.pt", "student/model.pt", "finetuned/model.pt", "pseudo_data/meta.json",
+                 "real_data/train/meta.json", "real_data/val/meta.json", "comparison.png", "metrics.csv"]:
+        assert (res / path).is_file(), path
+    assert (res / "video.mp4").is_file() or (res / "video.gif").is_file()
+    for model in ("teacher", "student", "finetuned"):
+        assert len(list((res / "renders" / model).glob("*.png"))) == (3 if scene == "builtin" else 2)
+    for rule in ("train_teacher", "pseudo_data", "train_student", "finetune", "evaluate"):
+        assert (run / "logs" / scene / f"{rule}.log").is_file()
+        assert (run / "benchmarks" / scene / f"{rule}.tsv").is_file()
+    figure = iio.imread(res / "comparison.png")
+    assert figure.shape[1] > 4 * figure.shape[0]  # five panels side by side
+
+
+@pytest.mark.parametrize("scene", ["builtin", "builtin_ff"])
+def test_metrics_rows(run, scene):
+    with open(run / "results" / scene / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == COLUMNS
+    assert [r["model"] for r in rows] == ["teacher", "student", "finetuned"]
+    for row in rows:
+        assert row["scene"] == scene
+        assert 5.0 < float(row["psnr"]) < 60.0
+        assert 0.0 < float(row["ssim"]) <= 1.0
+        assert float(row["ms_per_frame"]) > 0 and float(row["params"]) > 0
+    student = rows[1]
+    # depth 4, width 32, 16 points x 21 encodings x 3 = 1008 inputs: 2 x (1008*32 + 2*32*32 + 32*3) per ray
+    assert float(student["mflops_per_ray"]) == pytest.approx(2 * (1008 * 32 + 2 * 32 * 32 + 32 * 3) / 1e6, rel=1e-6)
+
+
+def test_summary_and_rerun_is_a_no_op(run):
+    text = (run / "results" / "summary.md").read_text()
+    assert "builtin" in text and "builtin_ff" in text
+    with open(run / "results" / "summary.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    again = snakemake(run, "-n")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
