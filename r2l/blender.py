@@ -9,8 +9,9 @@ RGBA and compositing after; it matches how the reduced reference copies (lego_40
 made. Averaging straight (un-premultiplied) RGBA would bleed the colour of transparent pixels into
 edges: loading lego_400 at 100 that way differs from lego_100 by up to 52/255, compared with 2/255 this way.
 
-Pose helpers (used elsewhere for render paths and pseudo-data cameras): :func:`look_at`,
-:func:`spherical_pose`, :func:`orbit_poses`. All poses are ``(4, 4)`` float32 camera-to-world.
+Pose helpers: :func:`orbit_poses` (the render path) and :func:`spherical_pose` (one pose of
+:func:`r2l.poses.spherical_poses`); :func:`r2l.poses.look_at` is importable from here too. All poses
+are ``(4, 4)`` float32 camera-to-world.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy as np
 
 from r2l.errors import DataError, R2LError
 from r2l.imageio_utils import area_resize, composite, read_image
+from r2l.poses import look_at as look_at  # re-exported: callers of r2l.blender use it
+from r2l.poses import spherical_poses
 from r2l.scene import Scene
 from r2l.train_utils import progress
 
@@ -39,43 +42,13 @@ NEAR, FAR = 2.0, 6.0  # sampling depths of the Blender scenes (NeRF / R2L)
 # ----------------------------------------------------------------------------------------------
 
 
-def _normalize(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
-
-
-def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """Camera-to-world pose (4, 4) of a camera at ``eye`` looking at ``target`` (OpenGL: looks down -z).
-
-    eye, target, up: 3-vectors in world coordinates; ``up`` must not be parallel to the viewing axis.
-    """
-    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
-    back = eye - target
-    if np.linalg.norm(back) < 1e-12:
-        raise R2LError("look_at: eye and target coincide")
-    back = _normalize(back)
-    right = np.cross(up, back)
-    if np.linalg.norm(right) < 1e-9 * max(np.linalg.norm(up), 1e-30):
-        raise R2LError(f"look_at: up {up.tolist()} is parallel to the viewing direction")
-    right = _normalize(right)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, np.cross(back, right), back, eye
-    return c2w.astype(np.float32)
-
-
 def spherical_pose(azimuth_deg: float, elevation_deg: float, radius: float) -> np.ndarray:
-    """Pose (4, 4) on a sphere around the origin, looking at it, z-up world (Blender scenes).
+    """One pose (4, 4) float32 of :func:`r2l.poses.spherical_poses` (NeRF's ``pose_spherical``, z-up world).
 
-    Follows NeRF's ``pose_spherical(theta, phi, radius)`` exactly, including its sign convention:
-    the camera centre is ``radius * (cos e sin a, cos e cos a, -sin e)``, so a NEGATIVE elevation puts
-    the camera ABOVE the ground plane (elevation -30 looks down at 30 degrees; -90 is straight above).
-    The camera's right axis stays horizontal, so every elevation, including +-90, is well defined.
+    NeRF's sign convention: a NEGATIVE elevation puts the camera ABOVE the ground plane (elevation -30
+    looks down at 30 degrees; -90 is straight above); every elevation, including +-90, is well defined.
     """
-    a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
-    back = np.array([math.cos(e) * math.sin(a), math.cos(e) * math.cos(a), -math.sin(e)])
-    right = np.array([-math.cos(a), math.sin(a), 0.0])
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, np.cross(back, right), back, radius * back
-    return c2w.astype(np.float32)
+    return spherical_poses([azimuth_deg], [elevation_deg], radius)[0]
 
 
 def orbit_poses(n: int = 40, radius: float = 4.0, elevation_deg: float = -30.0) -> np.ndarray:
@@ -84,7 +57,7 @@ def orbit_poses(n: int = 40, radius: float = 4.0, elevation_deg: float = -30.0) 
     Elevation uses the :func:`spherical_pose` convention (negative = above). Returns (n, 4, 4) float32.
     """
     azimuths = np.linspace(-180.0, 180.0, n + 1)[:-1]
-    return np.stack([spherical_pose(a, elevation_deg, radius) for a in azimuths]).astype(np.float32)
+    return spherical_poses(azimuths, np.full(n, elevation_deg), radius)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,9 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +31,11 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from r2l.atomic import atomic_folder
 from r2l.errors import R2LError
+from r2l.poses import llff_to_opengl as llff_to_opengl  # re-exported: callers of r2l.builtin use it
+from r2l.poses import look_at as poses_look_at
+from r2l.poses import opengl_to_llff
 from r2l.rays import camera_dirs, get_rays, pixel_centres, rays_from_dirs
 from r2l.train_utils import progress
 
@@ -345,20 +346,16 @@ class AnalyticRenderer:
 
 
 def look_at(eye, target, up) -> np.ndarray:
-    """OpenGL camera-to-world (4, 4) float64 at ``eye`` whose -z axis points at ``target``; ``up`` hints +y."""
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    z = eye - target
-    z /= np.linalg.norm(z)
-    x = np.cross(up, z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
-    return c2w
+    """:func:`r2l.poses.look_at` in float64: (4, 4) OpenGL c2w at ``eye`` looking at ``target``, ``up`` hints +y."""
+    return poses_look_at(eye, target, up, dtype=np.float64)
 
 
 def sphere_poses(azimuth_deg: np.ndarray, elevation_deg: np.ndarray, radius: float = 4.0) -> np.ndarray:
-    """Cameras on a sphere looking at the origin, z-up world. azimuth, elevation: (n,) degrees. Returns (n, 4, 4)."""
+    """Cameras on a sphere looking at the origin, z-up world. azimuth, elevation: (n,) degrees. Returns (n, 4, 4).
+
+    Not NeRF's ``pose_spherical`` convention: azimuth counts from +x towards +y and a POSITIVE elevation
+    is above the xy plane (this equals :func:`r2l.poses.spherical_poses` at ``(90 - az, -el)``, in float64).
+    """
     az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
     eyes = radius * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
     c2w = [look_at(e, (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)) for e in eyes]
@@ -378,20 +375,15 @@ def blender_split_poses(seed: int, n_train: int, n_val: int, n_test: int) -> dic
 # ---------------------------------------------------------------- writers
 
 
-def _atomic_folder(out_dir: Path, fill) -> Path:
-    """Run ``fill(tmp_dir)`` in a temp sibling of ``out_dir`` and rename it into place (complete or absent)."""
+def _new_folder(out_dir: str | Path, fill) -> Path:
+    """Build ``out_dir`` with ``fill(tmp_dir)`` in a temp folder renamed into place (complete or absent).
+
+    Raises R2LError if ``out_dir`` already exists.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise R2LError(f"{out_dir}: output folder already exists; remove it to write the built-in scene again")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        fill(tmp)
-        os.rename(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out_dir
+    return atomic_folder(out_dir, fill)
 
 
 def _check_counts(**counts: tuple[int, int]) -> None:
@@ -441,30 +433,7 @@ def write_blender(
         bar.close()
 
     log.info("writing built-in scene (seed %d, %dx%d) to %s", seed, resolution, resolution, out_dir)
-    return _atomic_folder(Path(out_dir), fill)
-
-
-def opengl_to_llff(c2w: np.ndarray, hwf, bounds: np.ndarray) -> np.ndarray:
-    """Pack OpenGL poses in the LLFF ``poses_bounds.npy`` layout.
-
-    c2w: (n, 4, 4) OpenGL camera-to-world; hwf: (H, W, focal); bounds: (n, 2) near/far depths.
-    Returns (n, 17): a row-major 3x5 ``[-y | x | z | centre | hwf]`` (LLFF's [down, right, back] axes) + bounds.
-    """
-    c2w = np.asarray(c2w, dtype=np.float64)
-    R, t = c2w[:, :3, :3], c2w[:, :3, 3]
-    mat = np.concatenate([-R[:, :, 1:2], R[:, :, 0:1], R[:, :, 2:3], t[:, :, None]], -1)
-    hwf_col = np.broadcast_to(np.asarray(hwf, dtype=np.float64).reshape(1, 3, 1), (len(c2w), 3, 1))
-    mat = np.concatenate([mat, hwf_col], -1)
-    return np.concatenate([mat.reshape(-1, 15), np.asarray(bounds, dtype=np.float64)], -1)
-
-
-def llff_to_opengl(poses_bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse of :func:`opengl_to_llff`. poses_bounds: (n, 17). Returns c2w (n, 4, 4), hwf (n, 3), bounds (n, 2)."""
-    mat = poses_bounds[:, :15].reshape(-1, 3, 5)
-    c2w = np.tile(np.eye(4), (len(mat), 1, 1))
-    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2] = mat[:, :, 1], -mat[:, :, 0], mat[:, :, 2]
-    c2w[:, :3, 3] = mat[:, :, 3]
-    return c2w, mat[:, :, 4], poses_bounds[:, 15:17]
+    return _new_folder(out_dir, fill)
 
 
 def llff_poses(seed: int, n_views: int) -> np.ndarray:
@@ -512,4 +481,4 @@ def write_llff(out_dir: str | Path, seed: int = 0, width: int = 64, height: int 
         np.save(tmp / "poses_bounds.npy", opengl_to_llff(poses, hwf, bounds))
 
     log.info("writing built-in forward-facing scene (seed %d, %dx%d) to %s", seed, width, height, out_dir)
-    return _atomic_folder(Path(out_dir), fill)
+    return _new_folder(out_dir, fill)

@@ -28,7 +28,6 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -43,6 +42,7 @@ try:
 except ImportError:  # Windows: no cross-process lock
     fcntl = None
 
+from r2l.atomic import atomic_folder
 from r2l.errors import DataError, R2LError
 from r2l.train_utils import progress
 
@@ -468,18 +468,6 @@ def _extract_into(archive: Path, root: Path, member: str | None = None, pick_sin
     return selected
 
 
-def _temp_beside(dest: Path) -> Path:
-    """A fresh empty folder next to ``dest`` (same filesystem, so a rename into place is atomic).
-
-    Leftovers of an interrupted earlier run for the same ``dest`` are removed first.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
-        log.info("removing %s left by an interrupted run", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-
-
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
@@ -492,14 +480,6 @@ def _claim(dest: Path, archive: Path) -> None:
         raise R2LError(f"{dest}: already exists; remove it to extract {archive.name} again")
 
 
-def _move_into_place(src: Path, dest: Path) -> None:
-    """Atomically rename the folder ``src`` to ``dest`` (R2LError if ``dest`` appeared meanwhile)."""
-    try:
-        os.replace(src, dest)
-    except OSError as exc:
-        raise R2LError(f"{dest}: cannot move the extracted folder into place ({exc})") from exc
-
-
 def safe_extract(archive: Path, dest: Path) -> Path:
     """Extract the whole archive into ``dest``: all members checked first, temp folder, atomic rename.
 
@@ -508,12 +488,7 @@ def safe_extract(archive: Path, dest: Path) -> Path:
     """
     archive, dest = Path(archive), Path(dest)
     _claim(dest, archive)
-    tmp = _temp_beside(dest)
-    try:
-        _extract_into(archive, tmp)
-        _move_into_place(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_folder(dest, lambda tmp: _extract_into(archive, tmp))
     log.info("extracted %s into %s", archive, dest)
     return dest
 
@@ -526,14 +501,14 @@ def extract_member(archive: Path, dest: Path, member: str | None = None) -> Path
     """
     archive, dest = Path(archive), Path(dest)
     _claim(dest, archive)
-    tmp = _temp_beside(dest)
-    try:
+
+    def fill(tmp: Path) -> Path:
         src = _extract_into(archive, tmp / "x", member, pick_single=True)
         if src.is_symlink() or not src.is_dir():
             raise R2LError(f"{archive}: member {member!r} is not a folder")
-        _move_into_place(src, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return src
+
+    atomic_folder(dest, fill)
     log.info("extracted %s from %s into %s", member or "the scene", archive, dest)
     return dest
 
@@ -551,14 +526,8 @@ def archive_path(url: str, cache_dir: Path = Path("resources/downloads")) -> Pat
 
 def _copy_folder(src: Path, dest: Path) -> Path:
     """Copy a local scene folder to ``dest`` via a temp folder and an atomic rename (no digest to check)."""
-    tmp = _temp_beside(dest)
-    try:
-        log.info("copying %s to %s", src, dest)
-        shutil.copytree(src, tmp / "x")
-        _move_into_place(tmp / "x", dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    log.info("copying %s to %s", src, dest)
+    return atomic_folder(dest, lambda tmp: Path(shutil.copytree(src, tmp / "x")))
 
 
 def fetch_scene(

@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from r2l.atomic import atomic_write, atomic_write_text
 from r2l.errors import R2LError
 from r2l.flops import flops_note, flops_per_ray
 from r2l.imageio_utils import area_resize
 from r2l.metrics import LpipsScorer, psnr, ssim
 from r2l.scene import Scene
-from r2l.tables import COLUMNS, MODELS, atomic_write_text, write_metrics_csv
+from r2l.tables import COLUMNS, MODELS, write_metrics_csv
 from r2l.train_utils import pick_device, progress
 
 log = logging.getLogger("r2l")
@@ -53,15 +54,8 @@ def save_png(img, path: str | Path) -> None:
     """Write ``img: (H, W, 3)`` float in [0, 1] as an 8-bit PNG, atomically (temp file + rename)."""
     import imageio.v3 as iio  # noqa: PLC0415
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = (np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        iio.imwrite(tmp, arr, extension=".png")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=".png"), suffix=Path(path).suffix)
 
 
 def renderer_device(renderer) -> torch.device:

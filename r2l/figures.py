@@ -24,6 +24,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from r2l.atomic import atomic_write
 from r2l.errors import DataError
 from r2l.evaluate import save_png
 from r2l.imageio_utils import area_resize, read_image
@@ -132,17 +133,16 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
             writer.append_data(frame)
 
 
-def _write_atomic(path: Path, frames: np.ndarray, fps: int) -> None:
+def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
     """Write an MP4 or GIF (by ``path``'s suffix) through a temp file and a rename."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+
+    def write(tmp: Path) -> None:
         if path.suffix == ".mp4":
             _write_mp4(tmp, frames, fps)
         else:
             iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write, suffix=path.suffix)
 
 
 def render_frames(renderer, scene: Scene, poses, H: int | None = None, W: int | None = None) -> np.ndarray:
@@ -174,10 +174,10 @@ def render_video(
     frames = render_frames(renderer, scene, poses, H, W)
     if out_path.suffix.lower() == ".mp4" and mp4_available():
         try:
-            _write_atomic(out_path, frames, fps)
+            _write_video(out_path, frames, fps)
             return out_path
         except (ImportError, RuntimeError) as err:  # plugin or encoder failure
             log.warning("MP4 encoding failed (%s); writing a GIF instead", err)
     gif = out_path.with_suffix(".gif")
-    _write_atomic(gif, frames, fps)
+    _write_video(gif, frames, fps)
     return gif

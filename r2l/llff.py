@@ -17,13 +17,14 @@ The scene is rendered in NDC with the near plane at depth 1 (``ndc=True``, near 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from r2l.atomic import atomic_write_stream
 from r2l.errors import DataError, R2LError
 from r2l.imageio_utils import area_resize, list_images, read_image
+from r2l.poses import llff_to_opengl, opengl_to_llff
 from r2l.scene import Scene
 from r2l.train_utils import progress
 
@@ -98,7 +99,7 @@ def spiral_path(
 
 
 def _read_poses_bounds(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stored poses (N, 3, 4) [down, right, back, t], hwf (N, 3) and bounds (N, 2), float64."""
+    """OpenGL c2w (N, 4, 4) (stored as [down, right, back, t]), hwf (N, 3) and bounds (N, 2), float64."""
     if not file.is_file():
         raise DataError(file, "poses file not found (an LLFF scene needs poses_bounds.npy)")
     try:
@@ -110,11 +111,10 @@ def _read_poses_bounds(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise DataError(file, "contains NaN or infinite values")
-    m = arr[:, :15].reshape(-1, 3, 5)
-    bounds = arr[:, 15:17]
+    c2w, hwf, bounds = llff_to_opengl(arr)
     if bounds.min() <= 0 or (bounds[:, 1] < bounds[:, 0]).any():
         raise DataError(file, "bounds (last two columns) must be positive with near <= far")
-    return m[:, :, :4], m[:, :, 4], bounds
+    return c2w, hwf, bounds
 
 
 def _missing_folder_error(folder: Path, factor: int) -> DataError:
@@ -214,19 +214,18 @@ def load_llff(path: str | Path, name: str, factor: int = 8, hold: int = 8) -> Sc
     if not root.is_dir():
         raise DataError(root, "scene folder not found")
     file = root / POSES_FILE
-    stored, hwf, bounds = _read_poses_bounds(file)
+    poses, hwf, bounds = _read_poses_bounds(file)
     files, shrink = _image_files(root, factor)
-    if len(files) != len(stored):
-        raise DataError(files[0].parent, f"has {len(files)} images but {file} has {len(stored)} poses")
-    if len(stored) < 2:
+    if len(files) != len(poses):
+        raise DataError(files[0].parent, f"has {len(files)} images but {file} has {len(poses)} poses")
+    if len(poses) < 2:
         raise DataError(file, "an LLFF scene needs at least 2 views (train and test)")
     images = _load_llff_images(files, shrink, factor)
     H, W = images.shape[1:3]
     _check_hwf(file, hwf, H, W, factor, files[0].parent)
     focal = float(hwf[0, 2]) / factor
-    poses = np.concatenate([stored[:, :, 1:2], -stored[:, :, 0:1], stored[:, :, 2:4]], axis=2)
     sc = 1.0 / (bounds.min() * BD_FACTOR)
-    poses[:, :, 3] *= sc
+    poses[:, :3, 3] *= sc
     bounds = bounds * sc
     poses = recenter(poses)
     log.info("loaded LLFF scene %s: %d views at %dx%d, focal %.3f, scale %.4g", name, len(files), W, H, focal, sc)
@@ -254,14 +253,5 @@ def write_poses_bounds(path: str | Path, c2w, hwf, bounds) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / POSES_FILE
-    n = len(c2w)
-    stored = np.empty((n, 3, 5))
-    stored[:, :, 0], stored[:, :, 1] = -c2w[:, :3, 1], c2w[:, :3, 0]
-    stored[:, :, 2:4] = c2w[:, :3, 2:4]
-    stored[:, :, 4] = np.asarray(hwf, dtype=np.float64).reshape(1, 3)
-    arr = np.concatenate([stored.reshape(n, 15), bounds], axis=1)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
-    return path
+    arr = opengl_to_llff(c2w, hwf, bounds)
+    return atomic_write_stream(path, lambda fh: np.save(fh, arr))

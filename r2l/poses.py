@@ -1,6 +1,9 @@
-"""Random camera poses for pseudo-data, as R2L's ``--create_data rand`` draws them.
+"""Camera pose helpers shared by every module, and random camera poses for pseudo-data.
 
-Two samplers, both driven by a ``numpy.random.Generator`` so a seed fixes every pose:
+Helpers: :func:`look_at`, :func:`spherical_poses` (nerf-pytorch's ``pose_spherical``), and the packing
+of OpenGL poses as LLFF ``poses_bounds.npy`` rows and back (:func:`opengl_to_llff`, :func:`llff_to_opengl`).
+
+Random poses as R2L's ``--create_data rand`` draws them. Two samplers, both driven by a ``numpy.random.Generator`` so a seed fixes every pose:
 
 - :func:`sample_blender_poses` (360-degree Blender scenes): cameras on a sphere around the origin,
   azimuth uniform in [-180, 180) deg and elevation uniform in [-90, 0) deg in nerf-pytorch's
@@ -13,7 +16,8 @@ Two samplers, both driven by a ``numpy.random.Generator`` so a seed fixes every 
 
 Each view draws its own row of uniforms, so the first k poses of a run with n > k views equal the poses
 of a run with k views: a resumed or extended run renders the same views.
-Poses are camera-to-world ``(4, 4)`` float32 in the OpenGL convention of :mod:`r2l.rays`.
+Poses are camera-to-world ``(4, 4)`` float32 in the OpenGL convention of :mod:`r2l.rays` (look_at can
+return float64, and the LLFF packing works in float64).
 """
 
 from __future__ import annotations
@@ -43,17 +47,18 @@ def _frame(z: np.ndarray, up: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def look_at(eye, target, up) -> np.ndarray:
-    """OpenGL camera-to-world ``(4, 4)`` float32 at ``eye: (3,)`` looking at ``target: (3,)``.
+def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0), dtype=np.float32) -> np.ndarray:
+    """OpenGL camera-to-world ``(4, 4)`` at ``eye: (3,)`` looking at ``target: (3,)`` (default the origin).
 
-    The camera's -z axis points at the target, x is horizontal (perpendicular to ``up: (3,)``) and y is
-    the part of ``up`` orthogonal to the viewing axis. Raises R2LError when ``up`` is parallel to it.
+    The camera's -z axis points at the target, x is horizontal (perpendicular to ``up: (3,)``, default
+    world +z) and y is the part of ``up`` orthogonal to the viewing axis. Computed in float64 and
+    returned as ``dtype``. Raises R2LError when eye and target coincide or ``up`` is parallel to the axis.
     """
     eye, target, up = (np.asarray(a, dtype=np.float64).reshape(3) for a in (eye, target, up))
     if np.linalg.norm(eye - target) < 1e-12:
         raise R2LError("look_at: eye and target coincide")
     z = _normalize(eye - target)[None]
-    return _frame(z, up, eye[None])[0].astype(np.float32)
+    return _frame(z, up, eye[None])[0].astype(dtype)
 
 
 def spherical_poses(azimuth_deg, elevation_deg, radius: float) -> np.ndarray:
@@ -73,6 +78,30 @@ def spherical_poses(azimuth_deg, elevation_deg, radius: float) -> np.ndarray:
     c2w[:, :3, 3] = radius * z
     c2w[:, 3, 3] = 1.0
     return c2w.astype(np.float32)
+
+
+def opengl_to_llff(c2w, hwf, bounds) -> np.ndarray:
+    """Pack OpenGL poses as the rows of an LLFF ``poses_bounds.npy``.
+
+    c2w: (n, 4, 4) or (n, 3, 4) OpenGL camera-to-world [right, up, back]; hwf: (H, W, focal); bounds:
+    (n, 2) near/far depths. Returns (n, 17) float64: a row-major 3x5 ``[-y | x | z | centre | hwf]``
+    (LLFF's [down, right, back] axes) followed by the bounds.
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    R, t = c2w[:, :3, :3], c2w[:, :3, 3]
+    mat = np.concatenate([-R[:, :, 1:2], R[:, :, 0:1], R[:, :, 2:3], t[:, :, None]], -1)
+    hwf_col = np.broadcast_to(np.asarray(hwf, dtype=np.float64).reshape(1, 3, 1), (len(c2w), 3, 1))
+    mat = np.concatenate([mat, hwf_col], -1)
+    return np.concatenate([mat.reshape(-1, 15), np.asarray(bounds, dtype=np.float64)], -1)
+
+
+def llff_to_opengl(poses_bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`opengl_to_llff`. poses_bounds: (n, 17). Returns c2w (n, 4, 4), hwf (n, 3), bounds (n, 2)."""
+    mat = poses_bounds[:, :15].reshape(-1, 3, 5)
+    c2w = np.tile(np.eye(4), (len(mat), 1, 1))
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2] = mat[:, :, 1], -mat[:, :, 0], mat[:, :, 2]
+    c2w[:, :3, 3] = mat[:, :, 3]
+    return c2w, mat[:, :, 4], poses_bounds[:, 15:17]
 
 
 def sample_blender_poses(

@@ -27,9 +27,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import struct
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from r2l.atomic import atomic_write_json, atomic_write_stream
 from r2l.errors import DataError, R2LError
 from r2l.poses import blender_radius_from_cameras, sample_blender_poses, sample_llff_poses
 from r2l.rays import get_rays, ndc_rays, rays_at_pixels
@@ -59,31 +58,6 @@ def shard_name(i: int) -> str:
     return f"shard_{i:05d}.npz"
 
 
-def _atomic_open(path: Path):
-    """``(file object, temp path)`` of a temp file beside ``path`` (rename it onto ``path`` when done)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    return os.fdopen(fd, "wb"), Path(tmp)
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file, fsync it and rename it onto ``path``."""
-    fh, tmp = _atomic_open(path)
-    try:
-        with fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: str | Path, obj: dict) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    _write_atomic(Path(path), lambda fh: fh.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
-
-
 def write_shard(path: str | Path, first_view: int, poses: np.ndarray, focals: np.ndarray, colors: np.ndarray, H: int, W: int) -> None:
     """Write one shard atomically (deterministic bytes).
 
@@ -104,7 +78,7 @@ def write_shard(path: str | Path, first_view: int, poses: np.ndarray, focals: np
                 with zf.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, arr, allow_pickle=False)
 
-    _write_atomic(Path(path), write)
+    atomic_write_stream(path, write)
 
 
 def read_shard(path: str | Path, H: int, W: int, n_expected: int, first_view: int) -> dict[str, np.ndarray]:
@@ -277,7 +251,7 @@ def _reset_if_replanned(out_dir: Path, plan: dict) -> None:
         log.warning("%s: settings or teacher changed since the last run; discarding %d old shards", out_dir, len(stale))
         for f in stale:
             f.unlink()
-    write_json(path, plan)
+    atomic_write_json(path, plan)
 
 
 def _tidy(out_dir: Path, n_shards: int) -> None:
@@ -369,7 +343,7 @@ def generate_pseudo_data(
     meta = _base_meta(scene, H, W, n_views, views_per_shard, n_shards, "pseudo")
     meta.update({"teacher": None if teacher_path is None else str(teacher_path), "teacher_id": plan["teacher"],
                  "seed": seed, "focal": scene.focal * W / scene.W, **info, "stats": stats})
-    write_json(out_dir / META_NAME, meta)
+    atomic_write_json(out_dir / META_NAME, meta)
     return stats
 
 
@@ -416,5 +390,5 @@ def convert_real_data(
     stats = store_stats(out_dir, n_shards, n_views, scene.H, scene.W)
     meta = _base_meta(scene, scene.H, scene.W, n_views, views_per_shard, n_shards, "real")
     meta.update({"split": split, "teacher": None, "focal": scene.focal, "stats": stats})
-    write_json(out_dir / META_NAME, meta)
+    atomic_write_json(out_dir / META_NAME, meta)
     return stats

@@ -15,12 +15,11 @@ value; the mean gain / speed-up is the mean of the per-scene gains / speed-ups.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from r2l.atomic import atomic_write_text
 from r2l.errors import DataError
 from r2l.published import SOURCE, TABLE2, match_paper_scene, published_psnr
 
@@ -35,20 +34,6 @@ _SHOW = {
     "mflops_per_ray": ("MFLOPs/ray", ".2f"), "ms_per_frame": ("ms/frame", ".1f"), "fps": ("fps", ".2f"),
     "params": ("params", ",.0f"), "size_mb": ("size (MB)", ".2f"), "train_minutes": ("train (min)", ".1f"),
 }
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def metrics_frame(rows: list[dict]) -> pd.DataFrame:

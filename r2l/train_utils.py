@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from r2l.atomic import atomic_write
 from r2l.errors import R2LError
 
 log = logging.getLogger("r2l")
@@ -57,16 +56,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def atomic_torch_save(obj, path: str | Path) -> None:
     """Write ``obj`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(resume_dir: str | Path, state: dict, step: int, keep: int = 2) -> Path:
