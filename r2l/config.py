@@ -66,19 +66,54 @@ def stage_section(config: dict, stage: str, scene: str) -> dict:
     return deep_merge(config.get(stage, {}), config["scenes"][scene].get(stage, {}))
 
 
+def coerce(value, hint, where: str):
+    """``value`` as the simple type ``hint`` (YAML reads ``5e-4`` as a string, ``1`` for ``1.0``).
+
+    int, float, bool and str are checked and converted; ``X | None`` allows None; tuples are built from
+    lists; other hints pass the value through.
+    """
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        return tuple(value)
+    if hint not in (int, float, bool, str):
+        return value
+    try:
+        if hint is bool or isinstance(value, bool):
+            if not (hint is bool and isinstance(value, bool)):
+                raise ValueError(f"expected {hint.__name__}")
+            return value
+        if hint is int:
+            if float(value) != int(float(value)):
+                raise ValueError("expected an integer")
+            return int(float(value))
+        if hint is float:
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    except (TypeError, ValueError) as err:
+        raise R2LError(f"{where}: {value!r} is not valid ({err})") from err
+
+
 def from_dict(cls, data: dict, where: str = ""):
     """Build dataclass ``cls`` from ``data``; nested dataclass fields from nested dicts; unknown keys fail."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise R2LError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise R2LError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        raise R2LError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value, f"{where}.{key}" if where else key)
-        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
-            value = tuple(value)
-        kwargs[key] = value
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = coerce(value, hint, f"{where}.{key}")
     return cls(**kwargs)

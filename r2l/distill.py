@@ -29,7 +29,6 @@ import logging
 import math
 import pickle
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from r2l.config import from_dict
 from r2l.errors import DataError, R2LError
 from r2l.pseudo import ViewStore
 from r2l.student import R2LNet, StudentConfig
@@ -98,47 +98,9 @@ class DistillConfig:
         return int(round(self.hard_ratio * self.batch_rays))
 
 
-def _coerce(value, hint, where: str):
-    """``value`` as type ``hint`` (int, float, bool, str); YAML gives "5e-4" as a string and 1 for 1.0."""
-    try:
-        if hint is bool:
-            if not isinstance(value, bool):
-                raise ValueError("expected true or false")
-            return value
-        if hint is int:
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError("expected an integer")
-            return int(float(value))
-        if hint is float and not isinstance(value, bool):
-            return float(value)
-        if hint is str and isinstance(value, str):
-            return value
-        raise ValueError(f"expected {hint.__name__}")
-    except (TypeError, ValueError) as err:
-        raise R2LError(f"{where}: {value!r} is not valid ({err})") from err
-
-
-def _from_dict(cls, d: dict, where: str):
-    """Dataclass ``cls`` from a partial dict; nested dataclasses from nested dicts; unknown keys raise R2LError."""
-    if not isinstance(d, dict):
-        raise R2LError(f"{where}: expected a mapping, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(names))
-    if unknown:
-        raise R2LError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
-    kwargs = {}
-    for key, value in d.items():
-        if dataclasses.is_dataclass(hints[key]):
-            kwargs[key] = _from_dict(hints[key], value, f"{where}.{key}")
-        else:
-            kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
-    return cls(**kwargs)
-
-
 def distill_config_from_dict(d: dict) -> DistillConfig:
     """Build a :class:`DistillConfig` from a (possibly partial, nested) dict; unknown keys raise R2LError."""
-    return _from_dict(DistillConfig, dict(d), "student")
+    return from_dict(DistillConfig, dict(d), "student")
 
 
 def lr_at(step: int, cfg: DistillConfig) -> float:
