@@ -10,7 +10,9 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate_config(
-    config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), "the config"
+    config,
+    os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
+    "the config",
 )
 
 
@@ -23,6 +25,6 @@ include: "workflow/rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

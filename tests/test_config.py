@@ -161,3 +161,15 @@ def test_stage_values_are_type_checked():
     config["pseudo_data"]["focal_scale"] = [1.0]
     message = invalid(config)
     assert "teacher.kind" in message and "student.student.depth" in message and "pseudo_data.focal_scale" in message
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_snakemake_files_are_snakefmt_formatted():
+    files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "workflow" / "rules").glob("*.smk")))]
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

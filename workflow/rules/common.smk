@@ -32,7 +32,9 @@ def scene_entry(wildcards):
 
 def paper_scenes(wildcards):
     """Which of R2L's published scenes each run scene is (None: matched by name)."""
-    return {name: scene_settings(config, name).get("paper_scene") for name in RUN_SCENES}
+    return {
+        name: scene_settings(config, name).get("paper_scene") for name in RUN_SCENES
+    }
 
 
 def final_outputs():

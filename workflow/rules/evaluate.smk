@@ -17,12 +17,12 @@ rule evaluate:
             labels={"scene": "{scene}", "figure": "metrics"},
         ),
         renders=directory("results/{scene}/renders"),
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/evaluate.log",
     benchmark:
         "benchmarks/{scene}/evaluate.tsv"
+    conda:
+        "../../environment.yml"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -42,10 +42,10 @@ rule comparison_figure:
             subcategory="{scene}",
             labels={"scene": "{scene}", "figure": "comparison"},
         ),
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/comparison_figure.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     script:
         "../scripts/comparison_figure.py"
@@ -63,10 +63,10 @@ rule video:
             subcategory="{scene}",
             labels={"scene": "{scene}", "figure": "video"},
         ),
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/video.log",
+    conda:
+        "../../environment.yml"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -86,12 +86,12 @@ rule summary:
             subcategory="All scenes",
             labels={"scene": "all", "figure": "summary"},
         ),
-    params:
-        paper_scene=paper_scenes,
-    conda:
-        "../../environment.yml"
     log:
         "logs/summary.log",
     localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        paper_scene=paper_scenes,
     script:
         "../scripts/summary.py"

@@ -9,12 +9,12 @@ rule pseudo_data:
         teacher="results/{scene}/teacher/model.pt",
     output:
         meta="results/{scene}/pseudo_data/meta.json",
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/pseudo_data.log",
     benchmark:
         "benchmarks/{scene}/pseudo_data.tsv"
+    conda:
+        "../../environment.yml"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -28,10 +28,10 @@ rule real_data:
     output:
         train="results/{scene}/real_data/train/meta.json",
         val="results/{scene}/real_data/val/meta.json",
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/real_data.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     script:
         "../scripts/real_data.py"

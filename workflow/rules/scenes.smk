@@ -5,15 +5,15 @@
 rule builtin_scene:
     output:
         directory("resources/scenes/{scene}"),
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/builtin_scene.log",
     wildcard_constraints:
         scene=BUILTIN_SCENES,
+    conda:
+        "../../environment.yml"
+    threads: 1
     params:
         entry=scene_entry,
-    threads: 1
     script:
         "../scripts/builtin_scene.py"
 
@@ -21,16 +21,16 @@ rule builtin_scene:
 rule download:
     output:
         directory("resources/scenes/{scene}"),
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/download.log",
     wildcard_constraints:
         scene=URL_SCENES,
-    params:
-        entry=scene_entry,
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         downloads=1,
+    params:
+        entry=scene_entry,
     script:
         "../scripts/download.py"

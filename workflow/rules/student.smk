@@ -9,17 +9,17 @@ rule train_student:
         val="results/{scene}/real_data/val/meta.json",
     output:
         model="results/{scene}/student/model.pt",
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/train_student.log",
     benchmark:
         "benchmarks/{scene}/train_student.tsv"
-    params:
-        resume_dir="resources/resume/{scene}/student",
+    conda:
+        "../../environment.yml"
     threads: workflow.cores
     resources:
         gpu=1,
+    params:
+        resume_dir="resources/resume/{scene}/student",
     script:
         "../scripts/train_student.py"
 
@@ -32,16 +32,16 @@ rule finetune:
         val="results/{scene}/real_data/val/meta.json",
     output:
         model="results/{scene}/finetuned/model.pt",
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/finetune.log",
     benchmark:
         "benchmarks/{scene}/finetune.tsv"
-    params:
-        resume_dir="resources/resume/{scene}/finetune",
+    conda:
+        "../../environment.yml"
     threads: workflow.cores
     resources:
         gpu=1,
+    params:
+        resume_dir="resources/resume/{scene}/finetune",
     script:
         "../scripts/finetune.py"

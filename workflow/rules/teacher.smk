@@ -6,16 +6,16 @@ rule train_teacher:
         scene=scene_dir,
     output:
         model="results/{scene}/teacher/model.pt",
-    conda:
-        "../../environment.yml"
     log:
         "logs/{scene}/train_teacher.log",
     benchmark:
         "benchmarks/{scene}/train_teacher.tsv"
-    params:
-        resume_dir="resources/resume/{scene}/teacher",
+    conda:
+        "../../environment.yml"
     threads: workflow.cores
     resources:
         gpu=1,
+    params:
+        resume_dir="resources/resume/{scene}/teacher",
     script:
         "../scripts/train_teacher.py"
