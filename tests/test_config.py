@@ -90,7 +90,7 @@ def test_from_dict_builds_nested_and_rejects_unknown():
 
 def snakemake(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "snakemake", "--nolock", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 
