@@ -67,3 +67,12 @@ def test_summary_and_rerun_is_a_no_op(run):
     again = snakemake(run, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_report_is_built(run):
+    result = snakemake(run, "--report", str(run / "report.html"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = (run / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000
+    for name in ("comparison.png", "metrics.csv", "summary.md"):
+        assert name in html
