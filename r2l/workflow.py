@@ -60,6 +60,10 @@ class Job:
     smk: object
 
     def section(self, stage: str) -> dict:
+        """The stage's settings for this scene (the rule's ``settings`` param where it has one)."""
+        settings = getattr(self.smk.params, "settings", None)
+        if settings and stage in settings:
+            return settings[stage]
         return stage_section(self.config, stage, self.scene_name)
 
     def scene(self) -> Scene:

@@ -3,6 +3,7 @@
 import re
 
 from r2l.figures import video_path_for
+from r2l.config import stage_section
 from r2l.workflow import scene_settings, scene_source_dir
 
 SCENES = list(config["scenes"])
@@ -28,6 +29,16 @@ def scene_dir(wildcards):
 def scene_entry(wildcards):
     """The scene's config entry with ``scene_defaults`` filled in."""
     return scene_settings(config, wildcards.scene)
+
+
+def settings(*stages):
+    """A rule's settings for its scene as a ``params:`` entry, so that changing them reruns the rule."""
+
+    def for_scene(wildcards):
+        out = {stage: stage_section(config, stage, wildcards.scene) for stage in stages}
+        return {"scene": scene_settings(config, wildcards.scene), **out}
+
+    return for_scene
 
 
 def paper_scenes(wildcards):

@@ -26,6 +26,8 @@ rule evaluate:
     threads: workflow.cores
     resources:
         gpu=1,
+    params:
+        settings=settings("evaluate"),
     script:
         "../scripts/evaluate.py"
 
@@ -47,6 +49,8 @@ rule comparison_figure:
     conda:
         "../../environment.yml"
     threads: 1
+    params:
+        settings=settings("evaluate"),
     script:
         "../scripts/comparison_figure.py"
 
@@ -70,6 +74,8 @@ rule video:
     threads: workflow.cores
     resources:
         gpu=1,
+    params:
+        settings=settings("evaluate"),
     script:
         "../scripts/video.py"
 

@@ -18,6 +18,8 @@ rule pseudo_data:
     threads: workflow.cores
     resources:
         gpu=1,
+    params:
+        settings=settings("pseudo_data"),
     script:
         "../scripts/pseudo_data.py"
 
@@ -33,5 +35,7 @@ rule real_data:
     conda:
         "../../environment.yml"
     threads: 1
+    params:
+        settings=settings(),
     script:
         "../scripts/real_data.py"

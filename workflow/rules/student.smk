@@ -19,6 +19,7 @@ rule train_student:
     resources:
         gpu=1,
     params:
+        settings=settings("student"),
         resume_dir="resources/resume/{scene}/student",
     script:
         "../scripts/train_student.py"
@@ -42,6 +43,7 @@ rule finetune:
     resources:
         gpu=1,
     params:
+        settings=settings("student", "finetune"),
         resume_dir="resources/resume/{scene}/finetune",
     script:
         "../scripts/finetune.py"

@@ -16,6 +16,7 @@ rule train_teacher:
     resources:
         gpu=1,
     params:
+        settings=settings("teacher"),
         resume_dir="resources/resume/{scene}/teacher",
     script:
         "../scripts/train_teacher.py"
