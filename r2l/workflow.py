@@ -9,11 +9,14 @@ non-zero exit, and offers ``job.section(name)`` (a stage's settings for this sce
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from r2l.atomic import atomic_write_json
 from r2l.config import stage_section
 from r2l.errors import R2LError
 from r2l.scene import Scene, load_scene
@@ -51,6 +54,43 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
     )
 
 
+# Settings that may change between runs without invalidating a stage's checkpoints.
+RESUMABLE_KEYS = ("steps", "val_every", "val_views", "ckpt_every", "log_every", "device", "chunk")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_resume_dir(resume_dir: str | Path, sections: dict[str, dict], inputs: list[str | Path]) -> Path:
+    """Keep a stage's checkpoints only if they were made with the same settings and input files.
+
+    sections: the settings the stage depends on, by name. Changing anything in them but
+    :data:`RESUMABLE_KEYS` (more steps continue the old run), or changing an input file (a new teacher, new
+    pseudo-data), removes the old checkpoints, so a rerun never resumes stale weights.
+    """
+    resume_dir = Path(resume_dir)
+    identity = {
+        "settings": {name: {k: v for k, v in sec.items() if k not in RESUMABLE_KEYS} for name, sec in sections.items()},
+        "inputs": {str(p): file_digest(p) for p in inputs},
+    }
+    identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    path = resume_dir / "identity.json"
+    if path.exists() and json.loads(path.read_text()) != identity:
+        stale = sorted(resume_dir.glob("ckpt_*.pt"))
+        log.warning("settings or inputs changed since %s was written: starting over (%d checkpoints removed)",
+                    resume_dir, len(stale))
+        for ckpt in stale:
+            ckpt.unlink()
+    atomic_write_json(path, identity)
+    return resume_dir
+
+
 @dataclass
 class Job:
     """What a script needs from its Snakemake job."""
@@ -65,6 +105,12 @@ class Job:
         if settings and stage in settings:
             return settings[stage]
         return stage_section(self.config, stage, self.scene_name)
+
+    def resume_dir(self, stages: tuple[str, ...], inputs: list[str | Path] = ()) -> Path:
+        """The rule's resume folder, emptied first if the ``stages``' settings or ``inputs`` changed."""
+        sections = {stage: self.section(stage) for stage in stages}
+        sections["scene"] = scene_settings(self.config, self.scene_name)
+        return prepare_resume_dir(self.smk.params.resume_dir, sections, list(inputs))
 
     def scene(self) -> Scene:
         folder = getattr(self.smk.input, "scene", None)

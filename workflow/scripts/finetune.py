@@ -12,4 +12,4 @@ with stage(snakemake) as job:
     cfg = replace(cfg, val_every=ft["val_every"], val_views=ft["val_views"], ckpt_every=ft["ckpt_every"])
     finetune_student(Path(snakemake.input.student), Path(snakemake.input.real).parent,
                      Path(snakemake.input.val).parent, cfg, ft["steps"], snakemake.output.model,
-                     snakemake.params.resume_dir)
+                     job.resume_dir(("student", "finetune"), [snakemake.input.student, snakemake.input.real]))

@@ -7,5 +7,6 @@ from r2l.workflow import stage
 
 with stage(snakemake) as job:
     cfg = distill_config_from_dict(job.section("student"))
-    train_student([Path(snakemake.input.pseudo).parent], cfg, snakemake.output.model, snakemake.params.resume_dir,
+    resume_dir = job.resume_dir(("student",), [snakemake.input.pseudo])
+    train_student([Path(snakemake.input.pseudo).parent], cfg, snakemake.output.model, resume_dir,
                   val_store=Path(snakemake.input.val).parent)

@@ -5,4 +5,4 @@ from r2l.workflow import stage
 
 with stage(snakemake) as job:
     cfg = teacher_config_from_dict(job.section("teacher"))
-    train_teacher(job.scene(), cfg, snakemake.output.model, snakemake.params.resume_dir)
+    train_teacher(job.scene(), cfg, snakemake.output.model, job.resume_dir(("teacher",)))
