@@ -13,17 +13,6 @@ from r2l.errors import R2LError
 from r2l.grid import GridConfig, GridField, scene_aabb, upsample_schedule
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run a test single-threaded (small ops on a busy 2-core machine are far faster that way)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def small_cfg(**changes) -> GridConfig:
     """A tiny configuration (fast on CPU)."""
     base = dict(
