@@ -81,10 +81,10 @@ def prepare_resume_dir(resume_dir: str | Path, sections: dict[str, dict], inputs
     }
     identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
     path = resume_dir / "identity.json"
-    if path.exists() and json.loads(path.read_text()) != identity:
-        stale = sorted(resume_dir.glob("ckpt_*.pt"))
-        log.warning("settings or inputs changed since %s was written: starting over (%d checkpoints removed)",
-                    resume_dir, len(stale))
+    stale = sorted(resume_dir.glob("ckpt_*.pt"))
+    if stale and (not path.exists() or json.loads(path.read_text()) != identity):
+        log.warning("settings or inputs changed since the checkpoints in %s were written (or are unknown): "
+                    "starting over (%d checkpoints removed)", resume_dir, len(stale))
         for ckpt in stale:
             ckpt.unlink()
     atomic_write_json(path, identity)

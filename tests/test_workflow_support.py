@@ -39,3 +39,11 @@ def test_resume_dir_keeps_checkpoints_for_more_steps_and_drops_them_on_other_cha
     make_ckpts(resume, 1)
     prepare_resume_dir(resume, {**other_lr, "scene": {"resolution": 100}}, [data])
     assert ckpts(resume) == []
+
+
+def test_checkpoints_of_unknown_origin_are_not_resumed(tmp_path):
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    make_ckpts(resume)  # left by a run that recorded no identity
+    prepare_resume_dir(resume, {"teacher": {"steps": 10}}, [])
+    assert ckpts(resume) == [] and (resume / "identity.json").is_file()
