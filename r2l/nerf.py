@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from r2l.errors import R2LError
+
 
 def posenc(x: torch.Tensor, n_freqs: int, include_input: bool = True) -> torch.Tensor:
     """NeRF positional encoding with frequencies 2^0 .. 2^(n_freqs-1) (no pi factor).
@@ -65,6 +67,8 @@ class NeRF(nn.Module):
 
     def __init__(self, cfg: NeRFConfig):
         super().__init__()
+        if not -1 <= cfg.skip <= cfg.depth - 2:
+            raise R2LError(f"nerf: skip={cfg.skip} must lie in [-1, depth - 2] = [-1, {cfg.depth - 2}] (-1: no skip)")
         self.cfg = cfg
         in_pts = posenc_dim(3, cfg.pos_freqs, cfg.include_input)
         in_dirs = posenc_dim(3, cfg.dir_freqs, cfg.include_input)

@@ -282,3 +282,12 @@ def test_forward_facing_scene_trains_in_ndc(kind, tmp_path):
     pose = scene.poses[scene.splits["val"][0]]
     torch.testing.assert_close(teacher.render_image(None, pose, 24, 32, scene.focal),
                                teacher.render_image(scene, pose, 24, 32, scene.focal), atol=0, rtol=0)
+
+
+def test_nerf_skip_outside_the_trunk_is_refused():
+    from r2l.nerf import NeRF, NeRFConfig
+
+    with pytest.raises(R2LError, match=r"skip=3 must lie in \[-1, depth - 2\]"):
+        NeRF(NeRFConfig(depth=4, skip=3))
+    sigma, rgb = NeRF(NeRFConfig(depth=4, width=16, skip=2))(torch.zeros(5, 3), torch.ones(5, 3))
+    assert sigma.shape == (5,) and rgb.shape == (5, 3)
