@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r2l.atomic import atomic_write_json
-from r2l.config import stage_section
+from r2l.config import deep_merge, stage_section
 from r2l.errors import R2LError
 from r2l.scene import Scene, load_scene
 from r2l.train_utils import setup_logging
@@ -32,8 +32,8 @@ def scene_source_dir(config: dict, scene: str) -> Path:
 
 
 def scene_settings(config: dict, scene: str) -> dict:
-    """A scene's entry with ``scene_defaults`` filled in for the keys it does not set."""
-    return {**config.get("scene_defaults", {}), **config["scenes"][scene]}
+    """A scene's entry with ``scene_defaults`` filled in for the keys it does not set (``builtin`` key by key)."""
+    return deep_merge(config["scene_defaults"], config["scenes"][scene])
 
 
 def scene_from_config(config: dict, scene: str, folder: str | Path | None = None) -> Scene:
@@ -41,16 +41,16 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
     entry = scene_settings(config, scene)
     fmt = entry["format"]
     if fmt == "builtin":
-        fmt = "llff" if entry.get("builtin", {}).get("layout") == "forward_facing" else "blender"
+        fmt = "llff" if entry["builtin"]["layout"] == "forward_facing" else "blender"
     return load_scene(
         fmt,
         folder or scene_source_dir(config, scene),
         name=scene,
-        resolution=entry.get("resolution"),
-        factor=entry.get("factor", 8),
-        background=tuple(entry.get("background", (1.0, 1.0, 1.0))),
-        test_skip=entry.get("test_skip", 1),
-        llff_hold=entry.get("llff_hold", 8),
+        resolution=entry["resolution"],
+        factor=entry["factor"],
+        background=tuple(entry["background"]),
+        test_skip=entry["test_skip"],
+        llff_hold=entry["llff_hold"],
     )
 
 
