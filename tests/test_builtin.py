@@ -1,4 +1,4 @@
-"""The built-in analytic scene: geometry, shading, the two render paths and the Blender/LLFF writers."""
+"""The built-in analytic scenes: geometry, shading, the two render paths, the two layouts and the Blender/LLFF writers."""
 
 import json
 import math
@@ -11,10 +11,17 @@ import torch
 from r2l.builtin import (
     AMBIENT,
     BOX,
+    CYLINDER,
     DIFFUSE,
+    FF_CAMERA_Z,
+    LLFF_FOCAL,
+    PLANE,
     SPHERE,
     BuiltinScene,
+    _hit_cylinder,
+    _to_uint8,
     blender_split_poses,
+    llff_exposures,
     llff_poses,
     llff_to_opengl,
     look_at,
@@ -118,7 +125,7 @@ def test_ray_along_box_axis_hits_its_face(scene):
     rays_d = torch.tensor(np.concatenate([-normals, normals[:1]]), dtype=torch.float32)
     t_all, shape_normals = scene._all_hits(rays_o, rays_d)
     np.testing.assert_allclose(t_all[:, k].numpy(), [3.05] * 6 + [box.size[0]], atol=1e-5)
-    np.testing.assert_allclose(shape_normals[k].numpy(), np.concatenate([normals, normals[:1]]), atol=1e-5)
+    np.testing.assert_allclose(shape_normals[:, k].numpy(), np.concatenate([normals, normals[:1]]), atol=1e-5)
 
 
 def test_objects_occlude_each_other(scene):
@@ -150,7 +157,7 @@ def test_specular_makes_colour_view_dependent(scene):
             continue
         hit = o + t[:, None] * d
         np.testing.assert_allclose(hit[0].numpy(), p, atol=1e-4)  # the same surface point
-        q = (hit - scene._t[k]["centre"]) @ scene._t[k]["tex_rot"]
+        q = (hit - torch.tensor(shape.centre, dtype=torch.float32)) @ torch.tensor(shape.rot, dtype=torch.float32)
         w = _texture(shape.texture, shape.freq, q).item()
         albedo = (1 - w) * shape.colors[0] + w * shape.colors[1]
         n_dot_h = math.cos(math.radians(angle) / 2)  # h bisects l (= n) and v
@@ -265,16 +272,15 @@ def test_write_llff_folder(tmp_path):
     mat = pb[:, :15].reshape(n, 3, 5)
     np.testing.assert_allclose(mat[:, :, 4], np.tile([8 * height, 8 * width, 8 * 1.1 * width], (n, 1)))
     near, far = pb[:, 15], pb[:, 16]
-    assert np.all(near > 0) and np.all(far > near)
+    assert np.all(near > 0) and np.all(far > 3 * near)
     c2w, _, _ = llff_to_opengl(pb)
     np.testing.assert_allclose(c2w, llff_poses(2, n), atol=1e-12)
     assert np.all(c2w[:, 2, 2] > 0.95)  # forward-facing: every camera looks down world -z
     files = sorted((out / "images_8").iterdir())
-    assert [f.name for f in files] == [f"image{i:03d}.png" for i in range(n)] and sorted(p.name for p in out.iterdir()) == ["images_8", "poses_bounds.npy"]
+    assert [f.name for f in files] == [f"image{i:03d}.png" for i in range(n)]
+    assert sorted(p.name for p in out.iterdir()) == ["exposure.json", "images_8", "poses_bounds.npy"]
     img = iio.imread(files[0])
     assert img.shape == (height, width, 3) and img.dtype == np.uint8
-    axis_depth = (c2w[:, 2, 3] + 1.6) / c2w[:, 2, 2]  # depth of the backdrop plane z = -1.6 on each optical axis
-    assert np.all((near < axis_depth) & (axis_depth < far))
     scene = load_scene("llff", out, factor=8, llff_hold=3)
     assert scene.images.shape == (n, height, width, 3) and scene.ndc
     assert scene.focal == pytest.approx(1.1 * width)
@@ -282,9 +288,159 @@ def test_write_llff_folder(tmp_path):
         write_llff(out, seed=2, width=width, height=height, n_views=n)
 
 
+# ---------------------------------------------------------------- the forward-facing layout
+
+FF_W, FF_H, FF_VIEWS = 64, 48, 24  # the default forward-facing size (config: resolution 64, n_views 24)
+
+
+@pytest.fixture(scope="module")
+def ff_scene() -> BuiltinScene:
+    return BuiltinScene(0, layout="forward_facing")
+
+
+@pytest.fixture(scope="module")
+def ff_views(ff_scene):
+    """Every 4th default view of seed 0 at 64x48: spp-2 rgba, subsample depths and pixel-centre hit objects."""
+    views = []
+    for c2w in llff_poses(0, FF_VIEWS)[::4]:
+        rgba, depth = ff_scene.render_with_depth(c2w, FF_H, FF_W, LLFF_FOCAL * FF_W, spp=2)
+        _, obj, _ = ff_scene.intersect(*get_rays(torch.as_tensor(c2w, dtype=torch.float32), FF_H, FF_W, LLFF_FOCAL * FF_W))
+        views.append((rgba, depth, obj.reshape(FF_H, FF_W).numpy()))
+    return views
+
+
+def test_ray_hits_capped_cylinder_at_hand_computed_points():
+    size = torch.tensor([[0.5, 0.5, 2.0]])  # radius 0.5 around z, capped at z = -2 and 2
+    cases = [  # origin, direction, expected t, expected normal
+        ((3.0, 0.3, 1.0), (-2.0, 0.0, 0.0), 1.3, (0.8, 0.6, 0.0)),  # side: x = sqrt(0.25 - 0.09) = 0.4, t = 2.6 / 2
+        ((0.1, -0.2, 5.0), (0.0, 0.0, -1.0), 3.0, (0.0, 0.0, 1.0)),  # along the axis onto the top cap
+        ((0.0, 0.0, -3.0), (0.3, 0.0, 1.0), 1.0, (0.0, 0.0, -1.0)),  # slanted through the bottom cap at x = 0.3
+        ((0.0, 0.0, 0.0), (0.0, 1.0, 0.0), 0.5, (0.0, 1.0, 0.0)),  # from inside: leaves through the side
+        ((0.0, -3.0, 2.5), (0.0, 1.0, 0.0), math.inf, (0.0, 0.0, 0.0)),  # passes over the top cap
+        ((0.6, 0.0, 5.0), (0.0, 0.0, -1.0), math.inf, (0.0, 0.0, 0.0)),  # parallel to the axis, outside the radius
+    ]
+    o = torch.tensor([c[0] for c in cases])
+    d = torch.tensor([c[1] for c in cases])
+    t, normal = _hit_cylinder(o, d, size)
+    np.testing.assert_allclose(t.numpy()[:4], [c[2] for c in cases[:4]], atol=1e-6)
+    np.testing.assert_allclose(normal.numpy()[:4], [c[3] for c in cases[:4]], atol=1e-6)
+    assert torch.isinf(t[4:6]).all()
+
+
+def test_ray_across_a_stem_hits_at_hand_computed_distance(ff_scene):
+    stems = [i for i, s in enumerate(ff_scene.shapes) if s.kind == CYLINDER]
+    assert len(stems) >= 5
+    for k in stems:
+        s = ff_scene.shapes[k]
+        r, across = s.size[0], s.rot[:, 0]  # an object axis perpendicular to the stem's axis (rot[:, 2])
+        p = s.centre + 0.3 * s.size[2] * s.rot[:, 2]  # on the axis, 0.3 h from the middle
+        o = torch.tensor(p + (r + 0.01) * across, dtype=torch.float32)[None]
+        t, obj, normal = ff_scene.intersect(o, torch.tensor(-across, dtype=torch.float32)[None])
+        assert obj.item() == k and t.item() == pytest.approx(0.01, abs=1e-5)
+        np.testing.assert_allclose(normal[0].numpy(), across, atol=1e-4)
+        t_all, _ = ff_scene._all_hits(o + torch.tensor(2.0 * across, dtype=torch.float32), torch.tensor(-across, dtype=torch.float32)[None])
+        assert t_all[0, k].item() == pytest.approx(2.01, abs=1e-5)
+
+
+def test_culled_intersection_equals_exhaustive(scene, ff_scene):
+    for sc, c2w, (H, W, f) in [(scene, _view(1), (32, 32, _focal(32))),
+                               (ff_scene, llff_poses(0, 4)[3], (24, 32, LLFF_FOCAL * 32))]:
+        rays_o, rays_d = get_rays(torch.as_tensor(c2w, dtype=torch.float32), H, W, f)
+        culled, n_culled = sc._hit_table(rays_o, rays_d, cull=True)
+        full, n_full = sc._hit_table(rays_o, rays_d, cull=False)
+        assert (torch.isfinite(full).sum(-1) >= 2).sum() > 20  # occlusion: many rays pass through several shapes
+        torch.testing.assert_close(culled, full, atol=0, rtol=0)
+        torch.testing.assert_close(n_culled[torch.isfinite(full)], n_full[torch.isfinite(full)], atol=0, rtol=0)
+
+
+def test_layouts_are_seeded_and_checked(ff_scene):
+    assert ff_scene.layout == "forward_facing" and BuiltinScene(0).layout == "orbit"
+    again, other = BuiltinScene(0, layout="forward_facing"), BuiltinScene(1, layout="forward_facing")
+    c2w = llff_poses(0, 2)[1]
+    a = ff_scene.render(c2w, 12, 16, LLFF_FOCAL * 16)
+    np.testing.assert_array_equal(a, again.render(c2w, 12, 16, LLFF_FOCAL * 16))
+    assert not np.array_equal(a, other.render(c2w, 12, 16, LLFF_FOCAL * 16))
+    kinds = [s.kind for s in ff_scene.shapes]
+    assert kinds.count(PLANE) == 1 and kinds.count(CYLINDER) >= 5 and len(kinds) >= 30
+    with pytest.raises(R2LError, match="layout"):
+        BuiltinScene(0, layout="spiral")
+
+
+def test_forward_facing_views_are_full_and_deep(ff_views, ff_scene):
+    ground = next(i for i, s in enumerate(ff_scene.shapes) if s.kind == PLANE)
+    for rgba, depth, obj in ff_views:
+        assert np.all(rgba[..., 3] == 1.0) and np.all(np.isfinite(depth))  # every subsample ray hits something
+        assert depth.max() / depth.min() > 3.0  # like a real capture: far content > 3x as deep as near content
+        for lo, hi in ((0.0, 2.0), (2.0, 3.5), (3.5, 5.0), (5.0, np.inf)):  # content at every depth
+            assert ((depth >= lo) & (depth < hi)).mean() > 0.03, (lo, hi)
+        share = np.bincount(obj.reshape(-1), minlength=len(ff_scene.shapes)) / obj.size
+        assert share.max() < 0.4 and share[ground] < 0.3  # no shape (the ground included) dominates
+        assert (share > 0).sum() >= 20  # many distinct shapes in every view
+
+
+def test_forward_facing_views_have_thin_stems(ff_views, ff_scene):
+    stem = np.array([s.kind == CYLINDER for s in ff_scene.shapes])
+    for rgba, _, obj in ff_views:
+        m = stem[obj]  # pixel centres on a stem
+        assert 0.005 < m.mean() < 0.1  # visible, yet a small part of the frame
+        inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+        assert inner.sum() <= 0.15 * m.sum()  # 1-2 pixels wide: hardly any stem pixel has stem on all 4 sides
+    widths = [s.size[0] * 2 / ((FF_CAMERA_Z - s.centre[2]) / (LLFF_FOCAL * FF_W)) for s in ff_scene.shapes if s.kind == CYLINDER]
+    assert 0.9 < min(widths) and max(widths) < 2.0  # diameters in pixels at 64x48 (depth of the stem's centre)
+
+
+def test_forward_facing_views_are_dark_and_saturated(ff_views):
+    for rgba, _, _ in ff_views:
+        rgb = rgba[..., :3]
+        assert (rgb.max(-1) < 0.1).mean() > 0.05  # near-black pixels
+        assert (rgb.max(-1) - rgb.min(-1) > 0.6).mean() > 0.05  # strongly saturated pixels
+
+
+@pytest.fixture(scope="module")
+def ff_dir(tmp_path_factory):
+    return write_llff(tmp_path_factory.mktemp("ff") / "scene", seed=0, width=FF_W, height=FF_H, n_views=10)
+
+
+def test_write_llff_exposure_gains(ff_dir, ff_scene):
+    gains = llff_exposures(0, 10)
+    meta = json.loads((ff_dir / "exposure.json").read_text())
+    assert meta["gains"] == gains.tolist() and meta["hold"] == 8
+    assert gains[0] == gains[8] == 1.0  # the test views (llff_hold 8) are at exposure 1
+    train = np.delete(gains, [0, 8])
+    assert np.all((train >= 0.85) & (train <= 1.15)) and train.max() - train.min() > 0.1
+    assert not np.array_equal(gains, llff_exposures(1, 10))  # drawn from the seed
+    poses, measured = llff_poses(0, 10), {}
+    for i in range(10):
+        rgb = ff_scene.render(poses[i], FF_H, FF_W, LLFF_FOCAL * FF_W)[..., :3]  # the exposure-1 ground truth
+        img = iio.imread(ff_dir / "images_8" / f"image{i:03d}.png")
+        np.testing.assert_array_equal(img, _to_uint8(gains[i] * rgb))
+        ok = gains[i] * rgb.max(-1) < 0.98  # not clipped
+        x, y = rgb[ok].reshape(-1), img[ok].reshape(-1) / 255.0
+        measured[i] = float((x * y).sum() / (x * x).sum())  # least-squares gain of the written image
+        assert measured[i] == pytest.approx(gains[i], abs=0.005)
+    i, j = int(np.argmax(gains)), int(np.argmin(gains))
+    assert measured[i] / measured[j] == pytest.approx(gains[i] / gains[j], abs=0.01) and gains[i] / gains[j] > 1.1
+
+
+def test_write_llff_bounds_hold_every_hit(ff_dir, ff_scene):
+    pb = np.load(ff_dir / "poses_bounds.npy")
+    near, far = pb[:, 15], pb[:, 16]
+    for i, c2w in enumerate(llff_poses(0, 10)):
+        _, sub = ff_scene.render_with_depth(c2w, FF_H, FF_W, LLFF_FOCAL * FF_W, spp=2)  # the rays of the images
+        t, _, _ = ff_scene.intersect(*get_rays(torch.as_tensor(c2w, dtype=torch.float32), FF_H, FF_W, LLFF_FOCAL * FF_W))
+        for depth in (sub.reshape(-1), t.numpy()):
+            assert np.all(np.isfinite(depth)) and near[i] <= depth.min() and depth.max() <= far[i]
+        assert near[i] >= 0.85 * sub.min() and far[i] <= 1.15 * sub.max()  # honest: nearest and farthest hit
+        assert far[i] / near[i] > 3.0 * 1.1 / 0.9
+
+
 def test_writers_reject_bad_sizes(tmp_path):
     with pytest.raises(R2LError, match="resolution"):
         write_blender(tmp_path / "a", resolution=0)
     with pytest.raises(R2LError, match="spp"):
         write_llff(tmp_path / "b", spp=1.5)
+    with pytest.raises(R2LError, match="hold"):
+        write_llff(tmp_path / "c", hold=1)
+    with pytest.raises(R2LError, match="exposure"):
+        write_llff(tmp_path / "d", exposure=1.5)
     assert not any(tmp_path.iterdir())
