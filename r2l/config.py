@@ -1,8 +1,8 @@
 """The workflow config: validation against the JSON schema, per-scene merging, dataclass building.
 
-A config (``config/config.yaml``) has a ``scenes:`` mapping and one section per stage
-(``teacher``, ``pseudo_data``, ``student``, ``finetune``, ``evaluate``). A scene entry may override
-any stage setting under a key of the stage's name; :func:`stage_section` merges the two.
+A config (``config/config.yaml``) has a ``scenes:`` mapping and one section per stage (``colmap`` for
+photos scenes, ``teacher``, ``pseudo_data``, ``student``, ``finetune``, ``evaluate``). A scene entry may
+override any stage setting under a key of the stage's name; :func:`stage_section` merges the two.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 
 from r2l.errors import R2LError
 
-STAGES = ("teacher", "pseudo_data", "student", "finetune", "evaluate")
+STAGES = ("colmap", "teacher", "pseudo_data", "student", "finetune", "evaluate")
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -31,7 +31,8 @@ def _message(error) -> str:
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         return f"unknown key(s) {', '.join(map(repr, extra))}; allowed here: {allowed}"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
-        return "a scene needs exactly one source: `path:` (a local folder), `url:` (an archive) or `format: builtin`"
+        return ("a scene needs exactly one source: `path:` (a local folder; for `format: photos` a folder of photos), "
+                "`url:` (an archive, blender or llff) or `format: builtin`")
     return error.message
 
 

@@ -18,7 +18,7 @@ import torch
 from r2l.errors import R2LError
 from r2l.rays import get_rays, ndc_rays
 
-FORMATS = ("builtin", "blender", "llff")
+FORMATS = ("builtin", "blender", "llff", "photos")
 
 
 @dataclass
@@ -95,13 +95,18 @@ def load_scene(
 ) -> Scene:
     """Load a scene folder of a known format.
 
-    format: ``blender`` (and ``builtin``, which is written in the Blender format) or ``llff``.
+    format: ``blender`` (and ``builtin``, which is written in the Blender format), ``llff``, or ``photos``
+    (a folder written by :func:`r2l.colmap.photos_to_scene`, read as the llff or blender scene it holds).
     resolution: Blender side in pixels (area-averaged resize); None keeps the files' size.
     factor: LLFF ``images_{factor}`` folder. test_skip: keep every n-th Blender test view.
     llff_hold: every n-th LLFF image is held out for test.
     """
     path = Path(path)
     name = name or path.name
+    if format == "photos":
+        from r2l.colmap import scene_format
+
+        format = scene_format(path)
     if format in ("blender", "builtin"):
         from r2l.blender import load_blender
 

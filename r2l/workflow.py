@@ -26,9 +26,14 @@ log = logging.getLogger("r2l")
 
 
 def scene_source_dir(config: dict, scene: str) -> Path:
-    """Where a scene's files are: its ``path:``, else the folder the download/builtin rule makes."""
+    """Where a scene's files are: its ``path:``, else the folder the download/builtin/colmap rule makes.
+
+    A ``format: photos`` scene's ``path:`` holds the photos; its scene folder is made by the colmap rule.
+    """
     entry = config["scenes"][scene]
-    return Path(entry["path"]) if "path" in entry else Path("resources") / "scenes" / scene
+    if "path" in entry and entry["format"] != "photos":
+        return Path(entry["path"])
+    return Path("resources") / "scenes" / scene
 
 
 def scene_settings(config: dict, scene: str) -> dict:
@@ -37,7 +42,10 @@ def scene_settings(config: dict, scene: str) -> dict:
 
 
 def scene_from_config(config: dict, scene: str, folder: str | Path | None = None) -> Scene:
-    """Load ``scene`` as its config entry says (format, resolution, factor, background, test_skip)."""
+    """Load ``scene`` as its config entry says (format, resolution, factor, background, test_skip).
+
+    A photos scene is read as the format the colmap rule wrote (``r2l_colmap.json``: llff or blender).
+    """
     entry = scene_settings(config, scene)
     fmt = entry["format"]
     if fmt == "builtin":

@@ -130,6 +130,7 @@ def dataclass_keys(cls) -> dict:
 
 
 def test_schema_stage_keys_match_the_dataclasses():
+    from r2l.colmap import ColmapConfig
     from r2l.distill import DistillConfig
     from r2l.teacher import TeacherConfig
 
@@ -137,12 +138,32 @@ def test_schema_stage_keys_match_the_dataclasses():
     defs = schema["$defs"]
     assert schema_keys(defs["teacher"], defs) == dataclass_keys(TeacherConfig)
     assert schema_keys(defs["student"], defs) == dataclass_keys(DistillConfig)
+    assert schema_keys(defs["colmap"], defs) == dataclass_keys(ColmapConfig)
+
+
+def test_default_colmap_section_is_the_dataclass_default():
+    from r2l.colmap import ColmapConfig, colmap_config_from_dict
+
+    assert colmap_config_from_dict(DEFAULT["colmap"]) == ColmapConfig()
+
+
+def test_photos_scenes_need_a_path_and_take_layout_and_colmap_overrides():
+    config = copy.deepcopy(DEFAULT)
+    config["scenes"]["mine"] = {"format": "photos", "path": "photos/", "layout": "object",
+                                "colmap": {"matcher": "sequential"}}
+    validate_config(config)
+    assert stage_section(config, "colmap", "mine")["matcher"] == "sequential"
+    config["scenes"]["mine"] = {"format": "photos", "url": "https://example.org/photos.zip"}
+    assert "exactly one source" in invalid(config)
+    config["scenes"]["mine"] = {"format": "photos", "path": "p", "layout": "360", "colmap": {"matcher": "vocab"}}
+    message = invalid(config)
+    assert "scenes.mine.layout" in message and "scenes.mine.colmap.matcher" in message
 
 
 def test_default_config_lists_every_stage_key():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     defs = schema["$defs"]
-    for stage in ("teacher", "pseudo_data", "student", "finetune", "evaluate"):
+    for stage in ("teacher", "pseudo_data", "student", "finetune", "evaluate", "colmap"):
         assert _keys_of(DEFAULT[stage]) == _keys_of_schema(defs[stage], defs), stage
 
 
