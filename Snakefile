@@ -18,6 +18,7 @@ validate_config(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/scenes.smk"
+include: "workflow/rules/colmap.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/pseudo_data.smk"
 include: "workflow/rules/student.smk"

@@ -1,8 +1,10 @@
 # Config handling and input functions shared by every stage.
 
 import re
+from pathlib import Path
 
 from r2l.figures import video_path_for
+from r2l.imageio_utils import list_images
 from r2l.config import stage_section
 from r2l.workflow import scene_settings, scene_source_dir
 
@@ -19,11 +21,30 @@ def scenes_where(test):
 
 BUILTIN_SCENES = scenes_where(lambda entry: entry["format"] == "builtin")
 URL_SCENES = scenes_where(lambda entry: "url" in entry)
+PHOTO_SCENES = scenes_where(lambda entry: entry["format"] == "photos")
 
 
 def scene_dir(wildcards):
     """The scene's folder: its configured ``path:`` or the one the builtin/download rule makes."""
     return str(scene_source_dir(config, wildcards.scene))
+
+
+def photos_dir(wildcards):
+    """The folder of a photos scene's photos (its ``path:``)."""
+    return config["scenes"][wildcards.scene]["path"]
+
+
+def photo_files(wildcards):
+    """The photos themselves, so that changing one reruns COLMAP (none yet if the folder is missing)."""
+    folder = Path(photos_dir(wildcards))
+    return [str(p) for p in list_images(folder)] if folder.is_dir() else []
+
+
+def colmap_settings(wildcards):
+    """What the colmap rule's output depends on, as a ``params:`` entry (a change reruns COLMAP)."""
+    entry = scene_settings(config, wildcards.scene)
+    scene = {key: entry[key] for key in ("path", "layout", "factor", "llff_hold")}
+    return {"scene": scene, "colmap": stage_section(config, "colmap", wildcards.scene)}
 
 
 def scene_entry(wildcards):
