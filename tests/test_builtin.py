@@ -300,9 +300,9 @@ def ff_scene() -> BuiltinScene:
 
 @pytest.fixture(scope="module")
 def ff_views(ff_scene):
-    """Every 4th default view of seed 0 at 64x48: spp-2 rgba, subsample depths and pixel-centre hit objects."""
+    """The 24 default views of seed 0 at 64x48: spp-2 rgba, subsample depths and pixel-centre hit objects."""
     views = []
-    for c2w in llff_poses(0, FF_VIEWS)[::4]:
+    for c2w in llff_poses(0, FF_VIEWS):
         rgba, depth = ff_scene.render_with_depth(c2w, FF_H, FF_W, LLFF_FOCAL * FF_W, spp=2)
         _, obj, _ = ff_scene.intersect(*get_rays(torch.as_tensor(c2w, dtype=torch.float32), FF_H, FF_W, LLFF_FOCAL * FF_W))
         views.append((rgba, depth, obj.reshape(FF_H, FF_W).numpy()))
