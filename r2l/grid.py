@@ -15,9 +15,14 @@ about 27 M for a dense 12-channel grid plus density, and their gradients land in
 lego 100x100 with one CPU thread (1024 rays x 128 samples a step, R 64 -> 128, 16/32 components,
 MLP width 64): 29.9 dB test PSNR after 1500 steps, about 3.5 minutes.
 
-- Density: ``sigma = density_scale * softplus(sum_{k,c} P^d_k[c] L^d_k[c] + density_shift)``
-  (``density_components`` channels per plane; TensoRF's shift -10 and distance scale 25 folded in),
-  so ``sigma`` is in world units (alpha = 1 - exp(-sigma * delta), delta a world distance).
+- Density: ``sigma = density_scale * act(sum_{k,c} P^d_k[c] L^d_k[c])`` (``density_components`` channels
+  per plane; TensoRF's distance scale 25 folded in), so ``sigma`` is in world units (alpha =
+  1 - exp(-sigma * delta), delta a world distance). ``act`` is ``softplus(x + density_shift)`` (shift -10:
+  empty space starts empty, right for Blender scenes with a background to see through) or ``relu(x)``
+  (TensoRF's LLFF choice: the random initial features give a thin fog everywhere, so every sample gets a
+  gradient; with softplus(-10) a forward-facing scene, which has no empty background, learns nothing but
+  a texture on the far plane and the occupancy grid then prunes it away). :meth:`GridConfig.resolved`
+  picks the format's choice.
 - Colour: the ``3 * app_components`` appearance products go through a linear "basis" matrix to
   ``app_dim`` features; an MLP ``[f, PE(f), d, PE(d)] -> width -> width -> 3`` (ReLU, sigmoid) adds
   the unit view direction ``d`` (TensoRF's ``MLP_Fea`` render module).
@@ -58,8 +63,9 @@ product), the density sum and softplus, positional encodings, activations and oc
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -68,10 +74,13 @@ from torch import nn
 from r2l.errors import R2LError
 from r2l.nerf import posenc, posenc_dim
 
+log = logging.getLogger("r2l")
+
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # the axis pair (W index, H index) of each plane
 LINE_AXES = (2, 1, 0)  # the axis of the line paired with each plane
 GRID_PARAMS = ("density_planes", "density_lines", "app_planes", "app_lines")
 OCCUPANCY_CHUNK = 1 << 16  # cells per chunk when refreshing the occupancy grid
+ACTIVATIONS = ("softplus", "relu")  # density activations (TensoRF fea2denseAct)
 CPU_CHANNEL_CHUNK = 4  # grid channels per grid_sample batch entry on CPU (see _interpolate)
 
 
@@ -90,9 +99,11 @@ class GridConfig:
     feature_freqs: int = 2  # positional-encoding frequencies of the appearance features (TensoRF fea_pe)
     view_freqs: int = 2  # positional-encoding frequencies of the view direction (TensoRF view_pe)
     init_scale: float = 0.1  # std of the normal initialisation of planes and lines
-    density_shift: float = -10.0  # added before the softplus (TensoRF density_shift)
+    density_activation: str | None = None  # softplus | relu; None = softplus (Blender) / relu (LLFF, NDC), as TensoRF
+    density_shift: float = -10.0  # added before the softplus (TensoRF density_shift; unused by relu)
     density_scale: float = 25.0  # multiplies the softplus (TensoRF distance_scale)
     n_samples: int = 512  # samples per ray between near and far for the renderer
+    weight_threshold: float = 1e-4  # samples with a smaller compositing weight get no colour (TensoRF)
     aabb_scale: float = 1.5  # half side of the scene box (Blender; NDC scenes use z in [-1, 1])
     occupancy_resolution: int = 128  # side G of the occupancy grid
     occupancy_threshold: float = 1e-3  # alpha (over one sampling step) below which a cell is empty
@@ -101,8 +112,18 @@ class GridConfig:
     occupancy_warmup: int = 500  # ... from this step on (all cells occupied before)
     lr_grid: float = 0.02  # Adam learning rate of the planes and lines (TensoRF lr_init)
     lr_mlp: float = 1e-3  # Adam learning rate of the basis matrix and MLP (TensoRF lr_basis)
-    l1_weight: float = 8e-5  # L1 on the density planes and lines (TensoRF L1_weight_inital, lego)
-    tv_weight: float = 0.0  # total variation on all planes (Blender 0; ~0.02 = TensoRF's LLFF setting)
+    occupancy_floor: float = 1e-3  # a refresh never keeps fewer than this fraction of cells (the densest; warns)
+    l1_weight: float | None = None  # L1 on the density planes and lines; None = 8e-5 (Blender, TensoRF lego) / 0 (LLFF)
+    tv_weight: float | None = None  # total variation on all planes; None = 0 (Blender) / 0.02 (LLFF, TensoRF's 1.0)
+
+    def resolved(self, ndc: bool) -> "GridConfig":
+        """The config with format-dependent ``None`` fields filled in (TensoRF's LLFF values when ``ndc``)."""
+        return replace(
+            self,
+            density_activation=self.density_activation or ("relu" if ndc else "softplus"),
+            l1_weight=self.l1_weight if self.l1_weight is not None else (0.0 if ndc else 8e-5),
+            tv_weight=self.tv_weight if self.tv_weight is not None else (0.02 if ndc else 0.0),
+        )
 
 
 def scene_aabb(cfg: GridConfig, ndc: bool) -> torch.Tensor:
@@ -134,6 +155,13 @@ def _replace_data(tensor: torch.Tensor, new: torch.Tensor) -> None:
 def _check_config(cfg: GridConfig, aabb: torch.Tensor) -> None:
     """Raise R2LError on settings the field cannot work with."""
     problems = []
+    unresolved = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None]
+    if unresolved:
+        problems.append(f"{', '.join(unresolved)} unresolved: build the field from GridConfig.resolved(ndc)")
+    if cfg.density_activation not in (None, *ACTIVATIONS):
+        problems.append(f"density_activation must be one of {', '.join(ACTIVATIONS)} (got {cfg.density_activation!r})")
+    if not 0.0 <= cfg.occupancy_floor <= 1.0:
+        problems.append(f"occupancy_floor must be in [0, 1] (got {cfg.occupancy_floor})")
     if min(cfg.resolution, cfg.resolution_init) < 2:
         problems.append(f"resolution and resolution_init must be >= 2 (got {cfg.resolution}, {cfg.resolution_init})")
     if not 0.0 < cfg.occupancy_threshold < 1.0:
@@ -227,8 +255,10 @@ class GridField(nn.Module):
         return _interpolate(planes, pc) * _interpolate(lines, lc)
 
     def _sigma(self, pc: torch.Tensor, lc: torch.Tensor) -> torch.Tensor:
-        """Density (n,) from grid coordinates (see :meth:`_coords`)."""
+        """Density (n,) from grid coordinates (see :meth:`_coords`) through ``density_activation``."""
         raw = self._vm(self.density_planes, self.density_lines, pc, lc).sum(dim=(0, 1))
+        if self.cfg.density_activation == "relu":
+            return self.cfg.density_scale * F.relu(raw)
         return self.cfg.density_scale * F.softplus(raw + self.cfg.density_shift)
 
     def density(self, pts: torch.Tensor) -> torch.Tensor:
@@ -309,12 +339,26 @@ class GridField(nn.Module):
 
     @torch.no_grad()
     def refresh_occupancy(self, seed: int = 0) -> None:
-        """Recompute the occupancy grid from the current density (see module doc); ``seed`` fixes the jitter."""
+        """Recompute the occupancy grid from the current density (see module doc); ``seed`` fixes the jitter.
+
+        Never keeps fewer than ``occupancy_floor`` of the cells: when the test would, the densest cells are
+        kept instead and a warning says so (a field that prunes itself empty can never recover).
+        """
         dens = self.cell_max_density(seed)
         sigma_thr = -math.log(1.0 - self.cfg.occupancy_threshold) / self.sample_step
         thr = min(sigma_thr, float(dens.mean()))
-        occ = (dens >= thr).float()[None, None]
-        occ = F.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+        keep = dens >= thr
+        floor = max(1, math.ceil(self.cfg.occupancy_floor * dens.numel()))
+        if int(keep.sum()) < floor:
+            log.warning(
+                "occupancy refresh would keep %d of %d cells (max density %.3g, threshold %.3g): keeping the %d "
+                "densest instead; the field has little density, check the scene and the density settings",
+                int(keep.sum()), dens.numel(), float(dens.max()), thr, floor,
+            )
+            keep = torch.zeros_like(keep).flatten()
+            keep[dens.flatten().topk(floor).indices] = True
+            keep = keep.reshape(dens.shape)
+        occ = F.max_pool3d(keep.float()[None, None], kernel_size=3, stride=1, padding=1)[0, 0] > 0
         self.occupancy.copy_(occ)
 
     def update_occupancy(self, step: int) -> bool:
@@ -341,6 +385,8 @@ class GridField(nn.Module):
         if target == self.resolution and torch.equal(box, self.grid_aabb):
             return False
         self.resample(box, target)
+        log.info("step %d: grid side %d over box %s (%.1f%% of occupancy cells kept)", step, target,
+                 [[round(v, 3) for v in corner] for corner in box.tolist()], 100 * self.occupied_fraction())
         return True
 
     def occupied_box(self) -> torch.Tensor:

@@ -11,7 +11,9 @@ full-resolution images) followed by the near and far scene depths. Loading does 
 4. recentred: every pose left-multiplied by the inverse of the average pose (:func:`poses_avg`);
 5. a 120-frame, 2-turn spiral render path (:func:`spiral_path`).
 
-The scene is rendered in NDC with the near plane at depth 1 (``ndc=True``, near 0, far 1).
+The scene is rendered in NDC with the near plane at depth 1 (``ndc=True``, near 0, far 1). Rays that
+end with transmittance left show a black background, as in nerf-pytorch (``white_bkgd`` is off for LLFF:
+a real capture fills the frame, so a trained field leaves almost nothing to the background).
 """
 
 from __future__ import annotations
@@ -232,6 +234,7 @@ def load_llff(path: str | Path, name: str, factor: int = 8, hold: int = 8) -> Sc
     return Scene(
         name=name, format="llff", images=images, poses=poses.astype(np.float32), H=int(H), W=int(W),
         focal=focal, near=0.0, far=1.0, splits=split_indices(len(files), hold), ndc=True, ndc_near=1.0,
+        background=(0.0, 0.0, 0.0),
         render_poses=spiral_path(poses, bounds).astype(np.float32), bounds=bounds.astype(np.float32),
         files=[str(f) for f in files],
     )

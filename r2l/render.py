@@ -91,6 +91,36 @@ def sample_pdf(
     return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
 
 
+def alpha_weights(
+    sigma: torch.Tensor, t: torch.Tensor, rays_d: torch.Tensor, noise_std: float = 0.0, generator=None
+) -> torch.Tensor:
+    """Compositing weights ``w_i = alpha_i prod_{j<i}(1 - alpha_j)`` (float32), see the module doc.
+
+    sigma: (n_rays, n_samples) raw density; t: (n_rays, n_samples) sorted; rays_d: (n_rays, 3).
+    ``noise_std`` > 0 adds Gaussian noise to the raw density first. Returns (n_rays, n_samples).
+    """
+    sigma, t = sigma.float(), t.float()
+    deltas = torch.cat([t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], 1e10)], dim=-1)
+    deltas = deltas * torch.linalg.norm(rays_d.float(), dim=-1, keepdim=True)
+    if noise_std > 0:
+        sigma = sigma + noise_std * _normal(tuple(sigma.shape), generator, sigma.device)
+    alpha = 1.0 - torch.exp(-torch.relu(sigma) * deltas)
+    trans = torch.cumprod(1.0 - alpha + 1e-10, dim=-1)
+    trans = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=-1)
+    return alpha * trans
+
+
+def blend(weights: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, background) -> dict[str, torch.Tensor]:
+    """Colour, opacity and depth from weights (n_rays, n_samples) and sample colours rgb (n_rays, n_samples, 3).
+
+    Returns ``rgb: (n_rays, 3)`` (``sum w c + (1 - acc) background``), ``weights``, ``acc, depth: (n_rays,)``.
+    """
+    acc = weights.sum(dim=-1)
+    bg = torch.as_tensor(background, dtype=torch.float32, device=rgb.device)
+    color = (weights[..., None] * rgb.float()).sum(dim=-2) + (1.0 - acc)[:, None] * bg
+    return {"rgb": color, "weights": weights, "acc": acc, "depth": (weights * t.float()).sum(dim=-1)}
+
+
 def composite(
     sigma: torch.Tensor,
     rgb: torch.Tensor,
@@ -107,19 +137,7 @@ def composite(
     ``noise_std`` > 0 adds Gaussian noise to the raw density (NeRF's regulariser, training only).
     Returns ``rgb: (n_rays, 3)``, ``weights: (n_rays, n_samples)``, ``acc: (n_rays,)``, ``depth: (n_rays,)``.
     """
-    sigma, rgb, t = sigma.float(), rgb.float(), t.float()
-    deltas = torch.cat([t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], 1e10)], dim=-1)
-    deltas = deltas * torch.linalg.norm(rays_d.float(), dim=-1, keepdim=True)
-    if noise_std > 0:
-        sigma = sigma + noise_std * _normal(tuple(sigma.shape), generator, sigma.device)
-    alpha = 1.0 - torch.exp(-torch.relu(sigma) * deltas)
-    trans = torch.cumprod(1.0 - alpha + 1e-10, dim=-1)
-    trans = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=-1)
-    weights = alpha * trans
-    acc = weights.sum(dim=-1)
-    bg = torch.as_tensor(background, dtype=torch.float32, device=rgb.device)
-    color = (weights[..., None] * rgb).sum(dim=-2) + (1.0 - acc)[:, None] * bg
-    return {"rgb": color, "weights": weights, "acc": acc, "depth": (weights * t).sum(dim=-1)}
+    return blend(alpha_weights(sigma, t, rays_d, noise_std, generator), rgb, t, background)
 
 
 def _points(rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,13 +202,16 @@ def render_rays_grid(
     background,
     train: bool,
     generator: torch.Generator | None = None,
+    weight_threshold: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Dense uniform sampling with empty-space skipping, for a grid field.
+    """Dense uniform sampling with empty-space skipping and colour only where it is seen, for a grid field.
 
-    ``field`` is a radiance field with ``field.aabb: (2, 3)`` and ``field.occupied(pts: (n, 3)) -> (n,) bool``.
-    Only samples inside the aabb whose occupancy cell is set are sent to the field (index masking, so
-    skipped samples cost nothing); the rest get zero density.
-    rays_o, rays_d: (n_rays, 3). Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
+    ``field`` has ``aabb: (2, 3)``, ``occupied(pts: (n, 3)) -> (n,) bool``, ``density(pts) -> (n,)`` and
+    ``color(pts, dirs) -> (n, 3)``. Only samples inside the aabb whose occupancy cell is set get a density
+    (index masking: skipped samples cost nothing; the rest have zero density); only samples whose
+    compositing weight exceeds ``weight_threshold`` get a colour (TensoRF's ``rayMarch_weight_thres``;
+    the others are black, which changes a pixel by less than the sum of their weights; 0 shades every
+    sample with density). rays_o, rays_d: (n_rays, 3). Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
     """
     n_rays = rays_o.shape[0]
     t = stratified_t(near, far, n_rays, n_samples, train, generator, rays_o.device)
@@ -200,12 +221,16 @@ def render_rays_grid(
     with torch.no_grad():
         idx = idx[field.occupied(pts[idx])]
     sigma = torch.zeros(pts.shape[0], device=pts.device)
-    rgb = torch.zeros(pts.shape[0], 3, device=pts.device)
     if idx.numel() > 0:
-        s, c = field(pts[idx], dirs[idx])
-        sigma = sigma.index_put((idx,), s.float())
-        rgb = rgb.index_put((idx,), c.float())
-    out = composite(sigma.reshape(t.shape), rgb.reshape(*t.shape, 3), t, rays_d, background)
+        sigma = sigma.index_put((idx,), field.density(pts[idx]).float())
+    weights = alpha_weights(sigma.reshape(t.shape), t, rays_d)
+    with torch.no_grad():
+        flat = weights.detach().reshape(-1)
+        seen = idx[flat[idx] > weight_threshold] if weight_threshold > 0 else idx[flat[idx] > 0]
+    rgb = torch.zeros(pts.shape[0], 3, device=pts.device)
+    if seen.numel() > 0:
+        rgb = rgb.index_put((seen,), field.color(pts[seen], dirs[seen]).float())
+    out = blend(weights, rgb.reshape(*t.shape, 3), t, background)
     return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
 
 

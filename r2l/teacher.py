@@ -72,6 +72,7 @@ class TeacherConfig:
     device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     chunk: int = 4096  # rays per chunk when rendering without grad (validation, inference)
+    check_learned: bool = True  # stop with an error when val PSNR is below that of a mean-colour image
     nerf: NeRFConfig = field(default_factory=NeRFConfig)  # the MLP teacher (kind "nerf")
     grid: GridConfig = field(default_factory=GridConfig)  # the grid teacher (kind "grid")
 
@@ -85,6 +86,19 @@ def teacher_config_from_dict(d: dict) -> TeacherConfig:
 
 
 # ----------------------------------------------------------------------------- model and rendering
+
+
+def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
+    """Fill in the settings that depend on the scene's format (``None`` in the config) and log them."""
+    kind_cfg = getattr(cfg, cfg.kind)
+    resolved = kind_cfg.resolved(scene.ndc)
+    filled = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(kind_cfg) if getattr(kind_cfg, f.name) is None}
+    space = "NDC (forward-facing)" if scene.ndc else "world (object-centric)"
+    log.info("teacher %s settings for a %s %s scene: %s", cfg.kind, scene.format, space,
+             ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(resolved).items()))
+    if filled:
+        log.info("resolved from the scene format: %s", ", ".join(f"{k}={v}" for k, v in filled.items()))
+    return dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc), grid=cfg.grid.resolved(scene.ndc))
 
 
 def scene_info(scene: Scene) -> dict:
@@ -106,7 +120,7 @@ def build_model(cfg: TeacherConfig, info: dict) -> nn.ModuleDict:
     """The teacher's networks: ``{"coarse", "fine"}`` NeRFs or ``{"field"}`` GridField."""
     if cfg.kind == "nerf":
         return nn.ModuleDict({"coarse": NeRF(cfg.nerf), "fine": NeRF(cfg.nerf)})
-    return nn.ModuleDict({"field": GridField(cfg.grid, scene_aabb(cfg.grid, info["ndc"]))})
+    return nn.ModuleDict({"field": GridField(cfg.grid.resolved(info["ndc"]), scene_aabb(cfg.grid, info["ndc"]))})
 
 
 def render(model: nn.ModuleDict, cfg: TeacherConfig, info: dict, rays_o, rays_d, train: bool, generator=None) -> dict:
@@ -119,23 +133,32 @@ def render(model: nn.ModuleDict, cfg: TeacherConfig, info: dict, rays_o, rays_d,
             bg, train, n.raw_noise_std, generator,
         )
     return render_rays_grid(
-        model["field"], rays_o, rays_d, info["near"], info["far"], cfg.grid.n_samples, bg, train, generator
+        model["field"], rays_o, rays_d, info["near"], info["far"], cfg.grid.n_samples, bg, train, generator,
+        cfg.grid.weight_threshold,
     )
 
 
 @torch.no_grad()
-def render_eval(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> torch.Tensor:
-    """Deterministic chunked rendering without grad: (n, 3) float32 on ``device``."""
+def render_eval_outputs(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> dict[str, torch.Tensor]:
+    """Deterministic chunked rendering without grad: ``rgb: (n, 3)`` in [0, 1], ``acc, depth: (n,)``, float32."""
     was_training = model.training
     model.eval()
     try:
         def fn(o, d):
             with autocast(device, cfg.amp):
-                return render(model, cfg, info, o.to(device), d.to(device), train=False)["rgb"].float()
+                out = render(model, cfg, info, o.to(device), d.to(device), train=False)
+            return {k: out[k].float() for k in ("rgb", "acc", "depth")}
 
-        return chunked(fn, rays_o, rays_d, cfg.chunk).clamp(0.0, 1.0)
+        out = chunked(fn, rays_o, rays_d, cfg.chunk)
+        out["rgb"] = out["rgb"].clamp(0.0, 1.0)
+        return out
     finally:
         model.train(was_training)
+
+
+def render_eval(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> torch.Tensor:
+    """Deterministic chunked rendering without grad: rgb (n, 3) float32 in [0, 1] on ``device``."""
+    return render_eval_outputs(model, cfg, info, rays_o, rays_d, device)["rgb"]
 
 
 # ----------------------------------------------------------------------------- training pieces
@@ -144,7 +167,7 @@ def render_eval(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -
 class TrainRays:
     """Every training ray of a scene (render space) and its colour, kept on ``device``.
 
-    rays_o, rays_d, rgb: (n_views, H * W, 3).
+    rays_o, rays_d, rgb: (n_views, H * W, 3); mean_rgb: (3,) the mean training colour.
     """
 
     def __init__(self, scene: Scene, device: torch.device):
@@ -153,6 +176,7 @@ class TrainRays:
         self.rays_o = torch.stack([r[0] for r in rays]).to(device)
         self.rays_d = torch.stack([r[1] for r in rays]).to(device)
         self.rgb = torch.as_tensor(np.asarray(images, dtype=np.float32)).reshape(len(poses), -1, 3).to(device)
+        self.mean_rgb = self.rgb.reshape(-1, 3).mean(dim=0)
         self.H, self.W, self.device = scene.H, scene.W, device
 
     def sample_indices(self, n: int, generator: torch.Generator, crop_frac: float = 1.0):
@@ -209,18 +233,61 @@ def teacher_loss(model: nn.ModuleDict, cfg: TeacherConfig, out: dict, target: to
     return (mse + regularizer().float() if regularizer is not None else mse), mse
 
 
-def validate(model, cfg: TeacherConfig, info: dict, scene: Scene, device) -> float | None:
-    """Mean per-image PSNR over ``cfg.val_views`` evenly spread validation views (None without a val split)."""
+def validate(model, cfg: TeacherConfig, info: dict, scene: Scene, device, mean_rgb: torch.Tensor) -> dict | None:
+    """Score ``cfg.val_views`` evenly spread validation views (None without a val split).
+
+    mean_rgb: (3,) the training images' mean colour. Returns ``psnr`` (mean per-image PSNR),
+    ``baseline_psnr`` (the same for a constant image of ``mean_rgb``) and ``miss`` (fraction of rays whose
+    accumulated opacity stays below 0.5, i.e. that hit nothing and show the background).
+    """
     if "val" not in scene.splits or len(scene.splits["val"]) == 0 or cfg.val_views <= 0:
         return None
     images, poses = scene.split("val")
     picks = np.unique(np.linspace(0, len(poses) - 1, min(cfg.val_views, len(poses))).round().astype(int))
-    psnrs = []
+    psnrs, baselines, misses = [], [], []
     for i in picks:
-        rgb = render_eval(model, cfg, info, *scene.rays(poses[i]), device).cpu()
+        out = render_eval_outputs(model, cfg, info, *scene.rays(poses[i]), device)
         target = torch.as_tensor(np.asarray(images[i], dtype=np.float32)).reshape(-1, 3)
-        psnrs.append(psnr_from_mse(float(torch.mean((rgb - target) ** 2))))
-    return float(np.mean(psnrs))
+        psnrs.append(psnr_from_mse(float(torch.mean((out["rgb"].cpu() - target) ** 2))))
+        baselines.append(psnr_from_mse(float(torch.mean((mean_rgb.cpu() - target) ** 2))))
+        misses.append(float((out["acc"] < 0.5).float().mean()))
+    return {"psnr": float(np.mean(psnrs)), "baseline_psnr": float(np.mean(baselines)), "miss": float(np.mean(misses))}
+
+
+def check_learned(cfg: TeacherConfig, val: dict | None, step: int, scene_name: str) -> None:
+    """Stop with an R2LError when the teacher scores below a constant mean-colour image on the val views."""
+    if not cfg.check_learned or val is None or val["psnr"] >= val["baseline_psnr"]:
+        return
+    raise R2LError(
+        f"teacher of scene {scene_name!r} has not learned the scene: validation PSNR {val['psnr']:.2f} dB at step "
+        f"{step} is below the {val['baseline_psnr']:.2f} dB of an image painted in the mean training colour. "
+        "Stopping before later stages distil it; check the scene's poses and format, and the log's density and "
+        "occupancy lines, then rerun (the last checkpoints are kept)."
+    )
+
+
+def field_stats(model: nn.ModuleDict, cfg: TeacherConfig, seed: int) -> str:
+    """One log line on the grid field: occupied cells, grid box, density percentiles in the box ('' for NeRF)."""
+    if cfg.kind != "grid":
+        return ""
+    f = model["field"]
+    gen = torch.Generator(device=f.aabb.device).manual_seed(seed)
+    pts = f.aabb[0] + torch.rand(8192, 3, generator=gen, device=f.aabb.device) * (f.aabb[1] - f.aabb[0])
+    with torch.no_grad():
+        sigma = f.density(pts).float()
+    q = torch.quantile(sigma, torch.tensor([0.5, 0.9, 0.99], device=sigma.device)).tolist()
+    box = [[round(v, 3) for v in corner] for corner in f.grid_aabb.tolist()]
+    return (f"occupancy {100 * f.occupied_fraction():.1f}% of cells, grid side {f.resolution} over box {box}, "
+            f"density p50/p90/p99 {q[0]:.3g}/{q[1]:.3g}/{q[2]:.3g} (max {float(sigma.max()):.3g})")
+
+
+def log_validation(step: int, val: dict | None, stats: str) -> None:
+    """The validation line of the log: PSNR against the mean-colour baseline, missed rays, field statistics."""
+    if val is not None:
+        log.info("step %d: val PSNR %.2f dB (mean-colour image %.2f dB), %.1f%% of rays hit nothing",
+                 step, val["psnr"], val["baseline_psnr"], 100 * val["miss"])
+    if stats:
+        log.info("step %d: %s", step, stats)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -301,7 +368,7 @@ def train_teacher(
     Resumes from the newest checkpoint in ``resume_dir``. ``on_step(step, loss)`` (optional) is called
     after every finished step (tests use it to simulate a kill).
     """
-    cfg = dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc))
+    cfg = resolve_for_scene(cfg, scene)
     device = pick_device(cfg.device)
     setup_fast_math(device)
     batch_gen = seed_everything(cfg.seed)
@@ -314,6 +381,7 @@ def train_teacher(
     rays = TrainRays(scene, device)
     n_rays = rays.rgb.shape[0] * rays.rgb.shape[1]
     log.info("teacher %s on %s (%s): %d training rays, %d steps", cfg.kind, scene.name, device, n_rays, cfg.steps)
+    log_sampling(cfg, info, rays)
     bar = progress(cfg.steps, initial=loop["step"], desc=f"teacher {cfg.kind} {scene.name}")
     start = time.perf_counter() - loop["train_seconds"]
     val_seconds = 0.0
@@ -327,15 +395,17 @@ def train_teacher(
         record(loop, bar, cfg, step, loss, mse)
         if cfg.val_every > 0 and loop["step"] % cfg.val_every == 0 and loop["step"] < cfg.steps:
             t0 = time.perf_counter()
-            loop["val_history"].append([loop["step"], validate(model, cfg, info, scene, device)])
-            log.info("step %d: val PSNR %s", loop["step"], loop["val_history"][-1][1])
+            val = validate(model, cfg, info, scene, device, rays.mean_rgb)
+            log_validation(loop["step"], val, field_stats(model, cfg, loop["step"]))
+            check_learned(cfg, val, loop["step"], scene.name)
+            loop["val_history"].append([loop["step"], None if val is None else val["psnr"]])
             val_seconds += time.perf_counter() - t0
         if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == cfg.steps:
             checkpoint(resume_dir, model, optimizer, cfg, rngs, device, loop)
         if on_step is not None:
             on_step(loop["step"], loss)
     bar.close()
-    return finish(model, cfg, info, scene, device, loop, out_path)
+    return finish(model, cfg, info, scene, rays, device, loop, out_path)
 
 
 def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device, resume_dir):
@@ -352,6 +422,17 @@ def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs
     loss.backward()
     optimizer.step()
     return float(loss.detach()), float(mse.detach())
+
+
+def log_sampling(cfg: TeacherConfig, info: dict, rays: TrainRays) -> None:
+    """Log the samples per ray and their spacing in the field's space (NDC units for forward-facing scenes)."""
+    n = cfg.nerf.n_coarse if cfg.kind == "nerf" else cfg.grid.n_samples
+    norms = torch.linalg.norm(rays.rays_d[0].float(), dim=-1)
+    step = (info["far"] - info["near"]) / max(n - 1, 1)
+    lo, med, hi = torch.quantile(norms.cpu(), torch.tensor([0.0, 0.5, 1.0])).tolist()
+    space = "NDC" if info["ndc"] else "world"
+    log.info("%d samples per ray over t in [%g, %g]: step %.4g in t, %.4g / %.4g / %.4g %s units (min/median/max "
+             "over a training view)", n, info["near"], info["far"], step, step * lo, step * med, step * hi, space)
 
 
 def record(loop: dict, bar, cfg: TeacherConfig, step: int, loss: float, mse: float) -> None:
@@ -371,9 +452,12 @@ def _short(history: list, n: int = 200) -> list:
     return [history[i] for i in idx]
 
 
-def finish(model, cfg: TeacherConfig, info, scene: Scene, device, loop: dict, out_path) -> dict:
+def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: "TrainRays", device, loop: dict, out_path) -> dict:
     """Final validation, then write the teacher file atomically; returns its metrics."""
-    val_psnr = validate(model, cfg, info, scene, device)
+    val = validate(model, cfg, info, scene, device, rays.mean_rgb)
+    log_validation(loop["step"], val, field_stats(model, cfg, loop["step"]))
+    check_learned(cfg, val, loop["step"], scene.name)
+    val_psnr = None if val is None else val["psnr"]
     metrics = {
         "val_psnr": val_psnr,
         "train_seconds": float(loop["train_seconds"]),

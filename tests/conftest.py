@@ -18,3 +18,12 @@ def lego_100() -> Path:
     if not path.is_dir():
         pytest.skip(f"real lego data not found at {path} (only present beside the developers' checkout)")
     return path
+
+
+@pytest.fixture
+def flower() -> Path:
+    """The real forward-facing LLFF capture flower from ../shared/data (skipped where a clone has none)."""
+    path = SHARED_DATA / "nerf_llff_data" / "flower"
+    if not (path / "poses_bounds.npy").is_file():
+        pytest.skip(f"real LLFF capture not found at {path} (only present beside the developers' checkout)")
+    return path

@@ -21,7 +21,7 @@ def small_cfg(**changes) -> GridConfig:
         occupancy_warmup=4, n_samples=64,
     )
     base.update(changes)
-    return GridConfig(**base)
+    return GridConfig(**base).resolved(ndc=False)
 
 
 def make_field(seed: int = 0, **changes) -> GridField:
@@ -215,6 +215,52 @@ def test_regularizer_by_hand():
         field.app_planes.copy_(torch.arange(R).float().expand_as(field.app_planes))
     torch.testing.assert_close(field.regularizer(), torch.tensor(2.0 * (3 * 1.0 + 3 * 1.0)))
     assert make_field(l1_weight=0.0, tv_weight=0.0).regularizer().item() == 0.0
+
+
+def test_format_dependent_settings_resolve_as_tensorf():
+    """Unset (None) settings take TensoRF's Blender values, or its LLFF values for NDC scenes; set ones stay."""
+    blender, llff = GridConfig().resolved(ndc=False), GridConfig().resolved(ndc=True)
+    assert (blender.density_activation, blender.l1_weight, blender.tv_weight) == ("softplus", 8e-5, 0.0)
+    assert (llff.density_activation, llff.l1_weight, llff.tv_weight) == ("relu", 0.0, 0.02)
+    mine = GridConfig(density_activation="softplus", tv_weight=0.5).resolved(ndc=True)
+    assert (mine.density_activation, mine.l1_weight, mine.tv_weight) == ("softplus", 0.0, 0.5)
+    with pytest.raises(R2LError, match="unresolved"):
+        GridField(GridConfig(), scene_aabb(GridConfig(), ndc=True))
+    with pytest.raises(R2LError, match="density_activation"):
+        make_field(density_activation="tanh")
+
+
+def test_relu_density_by_hand():
+    """relu: sigma = density_scale * max(raw, 0), no shift."""
+    field = make_field(density_components=2, density_activation="relu")
+    pts = torch.tensor([[0.3, -0.7, 1.1]])
+    with torch.no_grad():
+        field.density_planes.fill_(0.5)
+        field.density_lines.fill_(2.0)
+    torch.testing.assert_close(field.density(pts), torch.tensor([25.0 * 3 * 2 * 0.5 * 2.0]))
+    with torch.no_grad():
+        field.density_lines.fill_(-2.0)
+    assert field.density(pts).item() == 0.0
+
+
+def test_occupancy_never_prunes_below_the_floor(caplog, monkeypatch):
+    """When the test would keep fewer than the floor, the densest cells are kept (then dilated), with a warning."""
+    field = make_field(occupancy_floor=0.0025)  # G = 16: 4096 cells, floor ceil(10.24) = 11
+    G = field.occupancy.shape[0]
+    dens = torch.arange(G**3, dtype=torch.float32) * 1e-9  # a tiny ramp ...
+    dens[100] = 1e3  # ... and one dense cell: the mean cap lets only that one through
+    monkeypatch.setattr(field, "cell_max_density", lambda seed: dens.reshape(G, G, G))
+    with caplog.at_level("WARNING", logger="r2l"):
+        field.refresh_occupancy(seed=0)
+    assert "would keep 1 of 4096 cells" in caplog.text and "keeping the 11 densest" in caplog.text
+    kept = torch.zeros(G**3)
+    kept[[100, *range(G**3 - 10, G**3)]] = 1.0
+    expect = torch.nn.functional.max_pool3d(kept.reshape(1, 1, G, G, G), 3, 1, 1)[0, 0] > 0
+    assert torch.equal(field.occupancy, expect)
+    caplog.clear()
+    dens[:] = 1.0  # uniform density: every cell passes the mean cap, no warning
+    field.refresh_occupancy(seed=0)
+    assert bool(field.occupancy.all()) and "keeping" not in caplog.text
 
 
 def test_linear_layers_are_nn_linear():

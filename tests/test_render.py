@@ -111,20 +111,32 @@ class BallField:
     def __init__(self):
         self.aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
         self.queried = 0
+        self.shaded = 0
 
     def occupied(self, pts):
         return pts.norm(dim=-1) < 0.55
 
-    def __call__(self, pts, dirs):
+    def density(self, pts):
         self.queried += pts.shape[0]
-        inside = pts.norm(dim=-1) < 0.5
-        return 20.0 * inside.float(), torch.sigmoid(pts + dirs)
+        return 20.0 * (pts.norm(dim=-1) < 0.5).float()
+
+    def color(self, pts, dirs):
+        self.shaded += pts.shape[0]
+        return torch.sigmoid(pts + dirs)
+
+    def __call__(self, pts, dirs):
+        return self.density(pts), self.color(pts, dirs)
 
 
-def test_render_rays_grid_skips_empty_space_without_changing_the_image():
+def ball_rays():
     g = torch.Generator().manual_seed(1)
     rays_o = torch.randn(64, 3, generator=g) * 0.1 + torch.tensor([0.0, 0.0, 3.0])
     rays_d = torch.randn(64, 3, generator=g) * 0.1 + torch.tensor([0.0, 0.0, -1.0])
+    return rays_o, rays_d
+
+
+def test_render_rays_grid_skips_empty_space_without_changing_the_image():
+    rays_o, rays_d = ball_rays()
     field = BallField()
     out = render_rays_grid(field, rays_o, rays_d, 1.0, 5.0, 64, (1.0, 1.0, 1.0), train=False)
     t = stratified_t(1.0, 5.0, 64, 64, jitter=False)
@@ -134,7 +146,26 @@ def test_render_rays_grid_skips_empty_space_without_changing_the_image():
     pts = rays_o[:, None] + rays_d[:, None] * t[..., None]
     assert field.queried == int((pts.norm(dim=-1) < 0.55).sum())  # only occupied samples were evaluated
     assert 0 < field.queried < 64 * 64 // 2
+    inside = pts.norm(dim=-1) < 0.5
+    assert field.shaded == int(inside.sum())  # threshold 0: every sample with density (weight > 0) is shaded
     assert out["acc"].max() > 0.99
+
+
+def test_render_rays_grid_shades_only_samples_that_are_seen():
+    """With a weight threshold, samples hidden behind the ball's front get no colour; the image moves by less
+    than the weight left out (colours are in [0, 1])."""
+    rays_o, rays_d = ball_rays()
+    exact, field = BallField(), BallField()
+    ref = render_rays_grid(exact, rays_o, rays_d, 1.0, 5.0, 64, (1.0, 1.0, 1.0), train=False)
+    out = render_rays_grid(field, rays_o, rays_d, 1.0, 5.0, 64, (1.0, 1.0, 1.0), False, None, 1e-4)
+    assert field.queried == exact.queried  # density is still evaluated for every occupied sample
+    t = stratified_t(1.0, 5.0, 64, 64, jitter=False)
+    w = composite(*query_field(BallField(), rays_o, rays_d, t), t, rays_d, (1.0, 1.0, 1.0))["weights"]
+    assert field.shaded == int((w > 1e-4).sum()) < 0.7 * exact.shaded  # alpha 0.72 a step: opaque after ~7
+    left_out = (w * (w <= 1e-4)).sum(dim=-1)
+    assert float(left_out.max()) < 1e-2
+    assert bool(((out["rgb"] - ref["rgb"]).abs().amax(dim=-1) <= left_out + 1e-6).all())
+    torch.testing.assert_close(out["acc"], ref["acc"], atol=0, rtol=0)
 
 
 def test_chunked_matches_one_call():

@@ -8,7 +8,7 @@ with stage(snakemake) as job:
     opts, width, out = entry["builtin"], entry["resolution"], snakemake.output[0]
     if opts["layout"] == "forward_facing":
         write_llff(out, seed=opts["seed"], width=width, height=opts["height"] or width * 3 // 4,
-                   n_views=opts["n_views"], spp=opts["spp"])
+                   n_views=opts["n_views"], spp=opts["spp"], hold=entry["llff_hold"])
     else:
         write_blender(out, seed=opts["seed"], resolution=width, n_train=opts["n_train"], n_val=opts["n_val"],
                       n_test=opts["n_test"], spp=opts["spp"])
