@@ -10,9 +10,10 @@ It then writes a scene folder that the ordinary loaders read:
   (the registered photos area-averaged to ``(H // factor, W // factor)``).
 - ``layout: object`` (Blender / NeRF-synthetic): ``transforms_{train,val,test}.json`` and ``images/``
   (copies of the registered photos). The world is normalised as NeRF-synthetic's: the origin at the point
-  nearest to every optical axis, the mean camera up direction rotated onto +z (cameras above the object
-  look down at it, as r2l's Blender pseudo-data and orbit video expect), scaled so the mean camera
-  distance from the origin is 4.0 (so Blender's near 2 / far 6 hold). Every ``hold``-th photo is a test
+  nearest to every optical axis, the capture's up direction (the one perpendicular to the cameras' level
+  x axes) rotated onto +z (cameras above the object look down at it, as r2l's Blender pseudo-data and
+  orbit video expect), scaled so the mean camera distance from the origin is 4.0 (so Blender's near 2 /
+  far 6 hold). Every ``hold``-th photo is a test
   view; every 8th training view is also written as a validation view (as LLFF scenes do).
 - ``layout: auto`` picks forward-facing when every camera's viewing axis is within
   ``forward_facing_max_angle`` degrees of the mean axis, else object; the decision is logged.
@@ -79,7 +80,7 @@ class ColmapConfig:
     min_registered: float = 0.5  # fewer registered photos than this fraction is an error
     min_points: int = 100  # fewer triangulated 3-D points than this is an error
     forward_facing_max_angle: float = 45.0  # layout auto: forward-facing if every axis is this close to the mean
-    seed: int = 0  # COLMAP's random seed (RANSAC, mapper); the run is repeatable up to thread timing
+    seed: int = 0  # COLMAP's random seed (RANSAC, mapper); threaded runs still differ a little from run to run
     trials: int = 2  # mapping attempts (seed, seed + 1, ...) while fewer than min_registered photos register
 
 
@@ -216,16 +217,44 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
+def world_up(c2w: np.ndarray, level_tol_deg: float = 5.0, max_pairs: int = 20000) -> np.ndarray:
+    """The capture's up direction (3,): the direction perpendicular to the x (right) axes of most cameras.
+
+    Photographers (and NeRF-synthetic's renders) keep the horizon level, so the x axes are horizontal even
+    where the cameras look up or down; the mean camera up (+y) axis leans towards the cameras' side of the
+    object when they do not surround it evenly. A consensus: each pair of distinct x axes proposes their
+    normal; the one that leaves the most x axes within ``level_tol_deg`` of level wins, and is refined as
+    the direction least seen by those x axes (so a few mis-registered or rolled views do not tilt it). The
+    sign follows the mean camera up, which is returned itself when the x axes are all nearly parallel.
+    c2w: (n, 4, 4) OpenGL. At most ``max_pairs`` pairs (drawn with a fixed seed) are tried.
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    mean_up, x = c2w[:, :3, 1].mean(axis=0), c2w[:, :3, 0]
+    i, j = np.triu_indices(len(x), k=1)
+    if len(i) > max_pairs:
+        keep = np.random.default_rng(0).choice(len(i), max_pairs, replace=False)
+        i, j = i[keep], j[keep]
+    normals = np.cross(x[i], x[j])
+    length = np.linalg.norm(normals, axis=-1)
+    normals = normals[length > 0.1] / length[length > 0.1, None]  # x axes at least ~6 degrees apart
+    if len(normals) == 0:
+        return mean_up / np.linalg.norm(mean_up)
+    level = np.abs(normals @ x.T) < np.sin(np.radians(level_tol_deg))  # (pairs, n)
+    inliers = x[level[level.sum(axis=1).argmax()]]
+    up = np.linalg.eigh(inliers.T @ inliers)[1][:, 0]  # the direction the level x axes see least
+    return up if up @ mean_up >= 0 else -up
+
+
 def normalise_object(c2w: np.ndarray, radius: float = BLENDER_RADIUS) -> tuple[np.ndarray, dict]:
     """Move an object-centric capture into NeRF-synthetic's frame: ``x' = scale * rot @ (x - centre)``.
 
-    c2w: (n, 4, 4) OpenGL. centre: :func:`nearest_point_to_axes` of the optical axes; rot: the mean camera
-    up (+y) direction onto world +z; scale: mean camera distance from the centre -> ``radius``.
+    c2w: (n, 4, 4) OpenGL. centre: :func:`nearest_point_to_axes` of the optical axes; rot: the capture's up
+    (:func:`world_up`) onto world +z; scale: mean camera distance from the centre -> ``radius``.
     Returns the new c2w (n, 4, 4) float64 and ``{"centre", "rotation", "scale"}`` (lists, for the marker).
     """
     c2w = np.asarray(c2w, dtype=np.float64)
     centre = nearest_point_to_axes(c2w[:, :3, 3], viewing_axes(c2w))
-    rot = rotation_between(c2w[:, :3, 1].mean(axis=0), np.array([0.0, 0.0, 1.0]))
+    rot = rotation_between(world_up(c2w), np.array([0.0, 0.0, 1.0]))
     scale = radius / float(np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1).mean())
     out = c2w.copy()
     out[:, :3, :3] = rot @ c2w[:, :3, :3]
@@ -349,7 +378,7 @@ def _map(pc, db: Path, folder: Path, out: Path, cfg: ColmapConfig, threads: int,
     """One incremental mapping run; returns the reconstruction with most registered photos, or None."""
     options = pc.IncrementalPipelineOptions()
     options.num_threads, options.random_seed = threads, seed
-    options.multiple_models, options.extract_colors = False, False
+    options.multiple_models, options.extract_colors = True, False  # keeps trying initial pairs; largest wins
     options.mapper.init_min_tri_angle = cfg.init_min_tri_angle
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
