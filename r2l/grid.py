@@ -96,8 +96,8 @@ class GridConfig:
     app_components: int = 48  # VM channels per plane for appearance (TensoRF n_lamb_sh)
     app_dim: int = 27  # appearance features after the basis matrix (TensoRF data_dim_color)
     mlp_width: int = 128  # hidden width of the colour MLP (two hidden layers)
-    feature_freqs: int = 2  # positional-encoding frequencies of the appearance features (TensoRF fea_pe)
-    view_freqs: int = 2  # positional-encoding frequencies of the view direction (TensoRF view_pe)
+    feature_freqs: int | None = None  # PE frequencies of the appearance features; None = 2 (Blender) / 0 (LLFF), TensoRF fea_pe
+    view_freqs: int | None = None  # PE frequencies of the view direction; None = 2 (Blender) / 0 (LLFF), TensoRF view_pe
     init_scale: float = 0.1  # std of the normal initialisation of planes and lines
     density_activation: str | None = None  # softplus | relu; None = softplus (Blender) / relu (LLFF, NDC), as TensoRF
     density_shift: float = -10.0  # added before the softplus (TensoRF density_shift; unused by relu)
@@ -123,6 +123,8 @@ class GridConfig:
             density_activation=self.density_activation or ("relu" if ndc else "softplus"),
             l1_weight=self.l1_weight if self.l1_weight is not None else (0.0 if ndc else 8e-5),
             tv_weight=self.tv_weight if self.tv_weight is not None else (0.02 if ndc else 0.0),
+            feature_freqs=self.feature_freqs if self.feature_freqs is not None else (0 if ndc else 2),
+            view_freqs=self.view_freqs if self.view_freqs is not None else (0 if ndc else 2),
         )
 
 

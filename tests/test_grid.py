@@ -222,6 +222,7 @@ def test_format_dependent_settings_resolve_as_tensorf():
     blender, llff = GridConfig().resolved(ndc=False), GridConfig().resolved(ndc=True)
     assert (blender.density_activation, blender.l1_weight, blender.tv_weight) == ("softplus", 8e-5, 0.0)
     assert (llff.density_activation, llff.l1_weight, llff.tv_weight) == ("relu", 0.0, 0.02)
+    assert (blender.feature_freqs, blender.view_freqs, llff.feature_freqs, llff.view_freqs) == (2, 2, 0, 0)
     mine = GridConfig(density_activation="softplus", tv_weight=0.5).resolved(ndc=True)
     assert (mine.density_activation, mine.l1_weight, mine.tv_weight) == ("softplus", 0.0, 0.5)
     with pytest.raises(R2LError, match="unresolved"):
