@@ -57,6 +57,11 @@ class Scene:
         idx = self.splits[name]
         return self.images[idx], self.poses[idx]
 
+    def size_at_width(self, width: int | None) -> tuple[int, int]:
+        """``(H, W)`` of views ``width`` pixels wide, at most the scene's width (None: the scene's), same aspect."""
+        W = self.W if width is None else max(1, min(int(width), self.W))
+        return max(1, round(W * self.H / self.W)), W
+
     def to_render_space(
         self, rays_o: torch.Tensor, rays_d: torch.Tensor, focal: float | torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

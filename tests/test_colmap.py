@@ -401,7 +401,7 @@ def compare_with_published(scene_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def flower_full(tmp_path_factory):
-    """All 34 flower photos at 1008x756, default settings (exhaustive): about 1.6 min on 2 idle cores."""
+    """All 34 flower photos at 1008x756, default settings (exhaustive): 5.3 min of CPU on 2 shared cores."""
     photos = flower_photos("images_4")
     pytest.importorskip("pycolmap")
     out = tmp_path_factory.mktemp("flower") / "scene"

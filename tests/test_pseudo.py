@@ -282,3 +282,13 @@ def test_convert_real_lego_100(tmp_path):
     r_o, r_d = store.rays_at(torch.full((5,), 17), torch.tensor([0, 99, 5050, 9900, 9999]))
     torch.testing.assert_close(r_o, o[[0, 99, 5050, 9900, 9999]], atol=1e-6, rtol=0)
     torch.testing.assert_close(r_d, d[[0, 99, 5050, 9900, 9999]], atol=1e-6, rtol=0)
+
+
+def test_view_size_at_a_width_is_capped_at_the_scene_and_keeps_the_aspect():
+    """pseudo_data.resolution and evaluate.video_resolution: a width, at most the scene's (504x378 -> 128x96)."""
+    scene = _llff_scene()
+    scene.H, scene.W = 378, 504
+    assert scene.size_at_width(128) == (96, 128)
+    assert scene.size_at_width(None) == (378, 504)
+    assert scene.size_at_width(1000) == (378, 504)  # never upsampled
+    assert scene.size_at_width(100) == (75, 100)

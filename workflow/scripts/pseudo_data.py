@@ -9,8 +9,7 @@ from r2l.workflow import stage
 with stage(snakemake) as job:
     cfg = job.section("pseudo_data")
     scene = job.scene()
-    W = cfg["resolution"] or scene.W
-    H = round(W * scene.H / scene.W)
+    H, W = scene.size_at_width(cfg["resolution"])
     teacher = load_teacher(snakemake.input.teacher, device=cfg["device"])
     generate_pseudo_data(teacher, scene, Path(snakemake.output.meta).parent, n_views=cfg["n_views"], H=H, W=W,
                          seed=cfg["seed"], views_per_shard=cfg["views_per_shard"],

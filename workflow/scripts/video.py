@@ -8,5 +8,6 @@ with stage(snakemake) as job:
     cfg = job.section("evaluate")
     scene = job.scene()
     poses = scene.render_poses[:: cfg["video_stride"]]
+    H, W = scene.size_at_width(cfg["video_resolution"])
     render_video(load_student(snakemake.input.model, device=cfg["device"]), scene, poses, snakemake.output[0],
-                 fps=cfg["video_fps"])
+                 fps=cfg["video_fps"], H=H, W=W)
