@@ -96,8 +96,8 @@ class GridConfig:
     app_components: int = 48  # VM channels per plane for appearance (TensoRF n_lamb_sh)
     app_dim: int = 27  # appearance features after the basis matrix (TensoRF data_dim_color)
     mlp_width: int = 128  # hidden width of the colour MLP (two hidden layers)
-    feature_freqs: int | None = None  # PE frequencies of the appearance features; None = 2 (Blender) / 0 (LLFF), TensoRF fea_pe
-    view_freqs: int | None = None  # PE frequencies of the view direction; None = 2 (Blender) / 0 (LLFF), TensoRF view_pe
+    feature_freqs: int | None = None  # PE frequencies of the appearance features; None = 2 Blender / 0 LLFF (fea_pe)
+    view_freqs: int | None = None  # PE frequencies of the view direction; None = 2 Blender / 0 LLFF (TensoRF view_pe)
     init_scale: float = 0.1  # std of the normal initialisation of planes and lines
     density_activation: str | None = None  # softplus | relu; None = softplus (Blender) / relu (LLFF, NDC), as TensoRF
     density_shift: float = -10.0  # added before the softplus (TensoRF density_shift; unused by relu)

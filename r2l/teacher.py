@@ -92,7 +92,8 @@ def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
     """Fill in the settings that depend on the scene's format (``None`` in the config) and log them."""
     kind_cfg = getattr(cfg, cfg.kind)
     resolved = kind_cfg.resolved(scene.ndc)
-    filled = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(kind_cfg) if getattr(kind_cfg, f.name) is None}
+    unset = [f.name for f in dataclasses.fields(kind_cfg) if getattr(kind_cfg, f.name) is None]
+    filled = {name: getattr(resolved, name) for name in unset}
     space = "NDC (forward-facing)" if scene.ndc else "world (object-centric)"
     log.info("teacher %s settings for a %s %s scene: %s", cfg.kind, scene.format, space,
              ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(resolved).items()))

@@ -331,7 +331,8 @@ def test_format_dependent_settings_are_resolved_and_logged(tmp_path, caplog):
         train_teacher(scene, tiny_cfg("grid", steps=5, check_learned=False), tmp_path / "m.pt", tmp_path / "r")
     saved = torch.load(tmp_path / "m.pt", weights_only=True)["config"]["grid"]
     assert (saved["density_activation"], saved["l1_weight"], saved["tv_weight"]) == ("relu", 0.0, 0.02)
-    assert "resolved from the scene format: density_activation=relu, l1_weight=0.0, tv_weight=0.02" in caplog.text
+    assert ("resolved from the scene format: feature_freqs=0, view_freqs=0, density_activation=relu, l1_weight=0.0, "
+            "tv_weight=0.02") in caplog.text
     assert "48 samples per ray over t in [0, 1]" in caplog.text and "NDC units" in caplog.text
     assert "% of rays hit nothing" in caplog.text and "occupancy " in caplog.text
     assert scene.background == (0.0, 0.0, 0.0)  # LLFF is not composited on white (nerf-pytorch)
@@ -347,19 +348,33 @@ def shipped_teacher_section(**over) -> dict:
     return deep_merge(config["teacher"], over)
 
 
-def test_grid_teacher_learns_a_real_forward_facing_capture(flower, tmp_path):
-    """flower (real LLFF, factor 8) with the shipped grid settings, shortened: density must grow in front of the
-    far plane and the score climb well past a mean-colour image. Before the format-dependent settings
-    (softplus(-10) density, L1, white background) this run sat at the far plane: 14 dB, then fell to 9 dB."""
-    scene = load_scene("llff", flower, factor=8)
-    short = {"steps": 300, "batch_rays": 256, "val_every": 0, "val_views": 2, "ckpt_every": 300, "device": "cpu",
-             "grid": {"upsample_steps": [100, 200], "occupancy_warmup": 50}}
-    cfg = teacher_config_from_dict(shipped_teacher_section(**short))
+SHORT_GRID_RUN = {"steps": 300, "batch_rays": 256, "val_every": 0, "val_views": 2, "ckpt_every": 300, "device": "cpu",
+                  "grid": {"upsample_steps": [100, 200], "occupancy_warmup": 50}}
+
+
+def short_val(scene, tmp_path) -> dict:
+    """Train the shipped grid teacher settings, shortened to 300 steps of 256 rays; score the val views."""
+    cfg = teacher_config_from_dict(shipped_teacher_section(**SHORT_GRID_RUN, check_learned=False))
     metrics = train_teacher(scene, cfg, tmp_path / "m.pt", tmp_path / "resume")
     teacher = load_teacher(tmp_path / "m.pt")
     val = teacher_mod.validate(teacher.model, teacher.cfg, teacher.info, scene, torch.device("cpu"),
                                TrainRays(scene, torch.device("cpu")).mean_rgb)
-    assert val["psnr"] == pytest.approx(metrics["val_psnr"], abs=1e-4)
-    assert val["psnr"] > val["baseline_psnr"] + 4.0, val  # measured: 17.9 dB against 12.2 dB (softplus: 12.x)
+    assert val["psnr"] == pytest.approx(metrics["val_psnr"], abs=1e-4) and teacher.meta["step"] == 300
+    return val
+
+
+def test_grid_teacher_learns_the_builtin_forward_facing_scene(tmp_path):
+    """The built-in forward-facing scene (clutter at every depth, no empty background) with the shipped settings.
+    Measured (300 steps, one thread): 21.89 dB against a mean-colour image's 13.99 dB; with the Blender-style
+    settings LLFF scenes used to get (softplus(-10) density, L1 8e-5, no TV, PE 2/2, white background) 18.94 dB."""
+    val = short_val(load_scene("llff", write_llff(tmp_path / "ff", seed=0, width=64, height=48, n_views=24)), tmp_path)
+    assert val["psnr"] > val["baseline_psnr"] + 6.5, val
+
+
+def test_grid_teacher_learns_a_real_forward_facing_capture(flower, tmp_path):
+    """flower (real LLFF, factor 8) with the shipped grid settings, shortened. Measured (300 steps, one thread):
+    19.61 dB against a mean-colour image's 12.71 dB, 1.1% of rays hitting nothing; with the Blender-style
+    settings LLFF scenes used to get 17.25 dB (their collapse to 5 dB needs the full 1000 steps' pruning)."""
+    val = short_val(load_scene("llff", flower, factor=8), tmp_path)
+    assert val["psnr"] > val["baseline_psnr"] + 5.8, val
     assert val["miss"] < 0.02, val  # rays end on the scene, not on the background
-    assert teacher.meta["step"] == 300
