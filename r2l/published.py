@@ -59,10 +59,11 @@ def published_psnr(paper_scene: str | None) -> tuple[float, float] | None:
 def match_paper_scene(name: str, mapping: dict[str, str] | None = None) -> str | None:
     """The paper scene a scene of ours corresponds to, or None.
 
-    An explicit ``mapping[name]`` wins; otherwise the name itself, then the name with a trailing
-    ``_<digits>`` (a resolution tag such as ``lego_100``) removed, lower-cased.
+    An explicit ``mapping[name]`` wins; otherwise (absent or None, the config's "matched by name") the name
+    itself, then the name with a trailing ``_<digits>`` (a resolution tag such as ``lego_100``) removed,
+    lower-cased.
     """
-    if mapping and name in mapping:
+    if mapping and mapping.get(name) is not None:
         return mapping[name] if published_psnr(mapping[name]) else None
     for candidate in (name.lower(), re.sub(r"_\d+$", "", name.lower())):
         if published_psnr(candidate):

@@ -141,3 +141,6 @@ def test_published_numbers():
     assert published_psnr("lego") == (31.42, 32.53)
     assert match_paper_scene("lego_400") == "lego" and match_paper_scene("Lego") == "lego"
     assert match_paper_scene("builtin") is None and published_psnr(None) is None
+    # the workflow passes every run scene's paper_scene, None meaning "match by name" (the config default)
+    assert match_paper_scene("flower", {"flower": None}) == "flower"
+    assert match_paper_scene("my_fern", {"my_fern": "fern"}) == "fern"
