@@ -50,6 +50,7 @@ import torch
 
 from r2l.atomic import atomic_folder
 from r2l.errors import R2LError
+from r2l.imageio_utils import to_uint8
 from r2l.poses import llff_to_opengl as llff_to_opengl  # re-exported: callers of r2l.builtin use it
 from r2l.poses import look_at as poses_look_at
 from r2l.poses import opengl_to_llff
@@ -661,11 +662,6 @@ def _check_counts(**counts: tuple[int, int]) -> None:
             raise R2LError(f"built-in scene: {name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """(H, W, C) float in [0, 1] -> uint8, rounded."""
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def write_blender(
     out_dir: str | Path,
     seed: int = 0,
@@ -693,7 +689,7 @@ def write_blender(
             frames = []
             for i, c2w in enumerate(split_poses):
                 rgba = scene.render(c2w, resolution, resolution, focal, spp=spp)
-                iio.imwrite(tmp / split / f"r_{i}.png", _to_uint8(rgba))
+                iio.imwrite(tmp / split / f"r_{i}.png", to_uint8(rgba))
                 frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
                 bar.update(1)
             meta = {"camera_angle_x": camera_angle_x, "frames": frames}
@@ -739,7 +735,7 @@ def write_llff(
         for i, c2w in enumerate(poses):
             rgba, depth = scene.render_with_depth(c2w, height, width, focal, spp=spp)
             rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
-            iio.imwrite(img_dir / f"image{i:03d}.png", _to_uint8(gains[i] * rgb))
+            iio.imwrite(img_dir / f"image{i:03d}.png", to_uint8(gains[i] * rgb))
             depth = depth[np.isfinite(depth)]
             if depth.size == 0:
                 raise R2LError(f"built-in scene: forward-facing view {i} sees nothing")

@@ -53,8 +53,8 @@ import numpy as np
 from r2l.atomic import atomic_folder
 from r2l.config import from_dict
 from r2l.errors import DataError, R2LError
-from r2l.imageio_utils import area_resize, list_images, read_image
-from r2l.llff import write_poses_bounds
+from r2l.imageio_utils import area_resize, list_images, read_image, to_uint8
+from r2l.llff import split_indices, write_poses_bounds
 
 log = logging.getLogger("r2l")
 
@@ -474,10 +474,6 @@ def check_registration(rec, folder: Path, names: list[str], cfg: ColmapConfig) -
 # ----------------------------------------------------------------------------------------------
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
 def write_llff(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, int], factor: int) -> dict:
     """``poses_bounds.npy`` + ``images_{factor}/image{i:04d}.png`` of the registered photos; returns name map.
 
@@ -493,31 +489,23 @@ def write_llff(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, in
     names = {}
     for i, name in enumerate(sparse.names):
         names[f"image{i:04d}.png"] = name
-        iio.imwrite(img_dir / f"image{i:04d}.png", _to_uint8(area_resize(read_image(folder / name)[..., :3], h, w)))
+        iio.imwrite(img_dir / f"image{i:04d}.png", to_uint8(area_resize(read_image(folder / name)[..., :3], h, w)))
     write_poses_bounds(out, c2w, (H, W, sparse.focal), bounds)
     log.info("wrote an LLFF scene: %d views, images_%d at %dx%d, bounds %.3g .. %.3g (COLMAP units)",
              len(names), factor, w, h, bounds[:, 0].min(), bounds[:, 1].max())
     return names
 
 
-def split_views(n: int, hold: int) -> dict[str, np.ndarray]:
-    """test: every ``hold``-th view (0, hold, ...); train: the rest; val: every 8th training view (>= 1)."""
-    idx = np.arange(n)
-    test = idx[::hold]
-    train = np.setdiff1d(idx, test)
-    return {"train": train, "val": train[::8], "test": test}
-
-
 def write_blender(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, int], hold: int) -> dict:
     """``transforms_{train,val,test}.json`` + ``images/`` (copies of the registered photos); returns the
-    normalisation (:func:`normalise_object`). The val views are training views (see :func:`split_views`)."""
+    normalisation (:func:`normalise_object`). The val views are training views (:func:`r2l.llff.split_indices`)."""
     W = size[1]
     c2w, transform = normalise_object(opencv_w2c_to_opengl_c2w(sparse.w2c))
     (out / "images").mkdir(parents=True)
     for name in sparse.names:
         shutil.copy2(folder / name, out / "images" / name)
     angle = 2.0 * math.atan(0.5 * W / sparse.focal)
-    for split, idx in split_views(len(sparse.names), hold).items():
+    for split, idx in split_indices(len(sparse.names), hold).items():
         frames = [{"file_path": f"./images/{sparse.names[i]}", "transform_matrix": c2w[i].tolist()} for i in idx]
         (out / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=2))
     pts = transform["scale"] * np.linalg.norm(sparse.points - np.asarray(transform["centre"]), axis=-1)

@@ -37,7 +37,7 @@ import torch
 from r2l.atomic import atomic_write, atomic_write_text
 from r2l.errors import R2LError
 from r2l.flops import flops_note, flops_per_ray
-from r2l.imageio_utils import area_resize
+from r2l.imageio_utils import area_resize, to_uint8
 from r2l.metrics import LpipsScorer, psnr, ssim
 from r2l.scene import Scene
 from r2l.tables import COLUMNS, MODELS, write_metrics_csv
@@ -54,7 +54,7 @@ def save_png(img, path: str | Path) -> None:
     """Write ``img: (H, W, 3)`` float in [0, 1] as an 8-bit PNG, atomically (temp file + rename)."""
     import imageio.v3 as iio  # noqa: PLC0415
 
-    arr = (np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    arr = to_uint8(img)
     atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=".png"), suffix=Path(path).suffix)
 
 

@@ -113,6 +113,11 @@ def _block_mean(img: np.ndarray, fh: int, fw: int) -> np.ndarray:
     return out
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] (any shape) -> uint8, clipped and rounded half up."""
+    return (np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files (png/jpg/jpeg, any case; hidden files skipped) directly in ``folder``, sorted by name."""
     folder = Path(folder)

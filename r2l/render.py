@@ -226,7 +226,7 @@ def render_rays_grid(
     weights = alpha_weights(sigma.reshape(t.shape), t, rays_d)
     with torch.no_grad():
         flat = weights.detach().reshape(-1)
-        seen = idx[flat[idx] > weight_threshold] if weight_threshold > 0 else idx[flat[idx] > 0]
+        seen = idx[flat[idx] > weight_threshold]
     rgb = torch.zeros(pts.shape[0], 3, device=pts.device)
     if seen.numel() > 0:
         rgb = rgb.index_put((seen,), field.color(pts[seen], dirs[seen]).float())

@@ -291,6 +291,14 @@ def log_validation(step: int, val: dict | None, stats: str) -> None:
         log.info("step %d: %s", step, stats)
 
 
+def validate_and_check(model, cfg: TeacherConfig, info: dict, scene: Scene, rays: TrainRays, device, step: int):
+    """:func:`validate`, log it with :func:`field_stats`, then :func:`check_learned`; returns the scores."""
+    val = validate(model, cfg, info, scene, device, rays.mean_rgb)
+    log_validation(step, val, field_stats(model, cfg, step))
+    check_learned(cfg, val, step, scene.name)
+    return val
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -396,9 +404,7 @@ def train_teacher(
         record(loop, bar, cfg, step, loss, mse)
         if cfg.val_every > 0 and loop["step"] % cfg.val_every == 0 and loop["step"] < cfg.steps:
             t0 = time.perf_counter()
-            val = validate(model, cfg, info, scene, device, rays.mean_rgb)
-            log_validation(loop["step"], val, field_stats(model, cfg, loop["step"]))
-            check_learned(cfg, val, loop["step"], scene.name)
+            val = validate_and_check(model, cfg, info, scene, rays, device, loop["step"])
             loop["val_history"].append([loop["step"], None if val is None else val["psnr"]])
             val_seconds += time.perf_counter() - t0
         if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == cfg.steps:
@@ -453,11 +459,9 @@ def _short(history: list, n: int = 200) -> list:
     return [history[i] for i in idx]
 
 
-def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: "TrainRays", device, loop: dict, out_path) -> dict:
+def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: TrainRays, device, loop: dict, out_path) -> dict:
     """Final validation, then write the teacher file atomically; returns its metrics."""
-    val = validate(model, cfg, info, scene, device, rays.mean_rgb)
-    log_validation(loop["step"], val, field_stats(model, cfg, loop["step"]))
-    check_learned(cfg, val, loop["step"], scene.name)
+    val = validate_and_check(model, cfg, info, scene, rays, device, loop["step"])
     val_psnr = None if val is None else val["psnr"]
     metrics = {
         "val_psnr": val_psnr,

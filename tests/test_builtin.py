@@ -19,7 +19,6 @@ from r2l.builtin import (
     SPHERE,
     BuiltinScene,
     _hit_cylinder,
-    _to_uint8,
     blender_split_poses,
     llff_exposures,
     llff_poses,
@@ -31,6 +30,7 @@ from r2l.builtin import (
     _texture,
 )
 from r2l.errors import R2LError
+from r2l.imageio_utils import to_uint8
 from r2l.rays import camera_dirs, get_rays, pixel_centres, rays_from_dirs
 from r2l.scene import load_scene
 
@@ -413,7 +413,7 @@ def test_write_llff_exposure_gains(ff_dir, ff_scene):
     for i in range(10):
         rgb = ff_scene.render(poses[i], FF_H, FF_W, LLFF_FOCAL * FF_W)[..., :3]  # the exposure-1 ground truth
         img = iio.imread(ff_dir / "images_8" / f"image{i:03d}.png")
-        np.testing.assert_array_equal(img, _to_uint8(gains[i] * rgb))
+        np.testing.assert_array_equal(img, to_uint8(gains[i] * rgb))
         ok = gains[i] * rgb.max(-1) < 0.98  # not clipped
         x, y = rgb[ok].reshape(-1), img[ok].reshape(-1) / 255.0
         measured[i] = float((x * y).sum() / (x * x).sum())  # least-squares gain of the written image
