@@ -2,18 +2,22 @@
 # Run everything: snakemake --cores 1 --resources gpu=1   (see README.md)
 
 import os
+import sys
 
-from r2l.config import validate_config
+from snakemake.utils import min_version
+
+min_version("9")
+
+# r2l is imported from this checkout, installed or not (rule scripts do the same via workflow/scripts/_checkout.py).
+sys.path.insert(0, workflow.basedir)
+
+from r2l.core.config import validate_config
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-validate_config(
-    config,
-    os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
-    "the config",
-)
+validate_config(config, "the config")
 
 
 include: "workflow/rules/common.smk"

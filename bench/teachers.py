@@ -22,10 +22,11 @@ import numpy as np
 import torch
 import yaml
 
-from r2l.atomic import atomic_write_json
-from r2l.metrics import mean_psnr
-from r2l.scene import load_scene
-from r2l.teacher import load_teacher, teacher_config_from_dict, train_teacher
+from r2l.core.atomic import atomic_write_json
+from r2l.core.metrics import mean_psnr
+from r2l.data.scene import load_scene
+from r2l.models.teacher import load_teacher, teacher_config_from_dict
+from r2l.stages.teacher import train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 

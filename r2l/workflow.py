@@ -1,7 +1,7 @@
 """Glue between Snakemake scripts and the package: logging to the rule's log, config, scene loading.
 
 The scripts in ``workflow/scripts`` stay thin: ``with stage(snakemake) as job:`` sends stderr and the
-``r2l`` logger to the rule's log, turns an :class:`~r2l.errors.R2LError` into one clear line and a
+``r2l`` logger to the rule's log, turns an :class:`~r2l.core.errors.R2LError` into one clear line and a
 non-zero exit, and offers ``job.section(name)`` (a stage's settings for this scene) and
 ``job.scene()`` (the scene loaded as the config says).
 """
@@ -16,11 +16,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from r2l.atomic import atomic_write_json
-from r2l.config import deep_merge, stage_section
-from r2l.errors import R2LError
-from r2l.scene import Scene, load_scene
-from r2l.train_utils import setup_logging
+from r2l.core.atomic import atomic_write_json
+from r2l.core.config import deep_merge, stage_section
+from r2l.core.errors import R2LError
+from r2l.core.log import setup_logging
+from r2l.data.registry import load_scene
+from r2l.data.scene import Scene
 
 log = logging.getLogger("r2l")
 

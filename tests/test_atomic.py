@@ -1,4 +1,4 @@
-"""Tests of r2l.atomic: outputs appear complete or not at all, temps never stay behind."""
+"""Tests of r2l.core.atomic: outputs appear complete or not at all, temps never stay behind."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from r2l.atomic import atomic_folder, atomic_write, atomic_write_json, atomic_write_text
-from r2l.errors import R2LError
+from r2l.core.atomic import atomic_folder, atomic_write, atomic_write_json, atomic_write_text
+from r2l.core.errors import R2LError
 
 
 def _umask() -> int:

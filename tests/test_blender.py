@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from r2l.blender import load_blender, look_at, orbit_poses, spherical_pose
-from r2l.errors import DataError, R2LError
-from r2l.imageio_utils import area_resize, area_weights
-from r2l.rays import project
-from r2l.scene import load_scene
+from r2l.core.errors import DataError, R2LError
+from r2l.core.imageio import area_resize, area_weights
+from r2l.data.blender import load_blender, look_at, orbit_poses, spherical_pose
+from r2l.data.registry import load_scene
+from r2l.geometry.rays import project
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic"
 ANGLE = 2 * math.atan(0.5)  # tan(angle / 2) = 0.5, so focal = 0.5 * W / 0.5 = W

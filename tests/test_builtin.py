@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from r2l.builtin import (
+from r2l.core.errors import R2LError
+from r2l.core.imageio import to_uint8
+from r2l.data.builtin import (
     AMBIENT,
     BOX,
     CYLINDER,
@@ -19,6 +21,7 @@ from r2l.builtin import (
     SPHERE,
     BuiltinScene,
     _hit_cylinder,
+    _texture,
     blender_split_poses,
     llff_exposures,
     llff_poses,
@@ -27,12 +30,9 @@ from r2l.builtin import (
     opengl_to_llff,
     write_blender,
     write_llff,
-    _texture,
 )
-from r2l.errors import R2LError
-from r2l.imageio_utils import to_uint8
-from r2l.rays import camera_dirs, get_rays, pixel_centres, rays_from_dirs
-from r2l.scene import load_scene
+from r2l.data.registry import load_scene
+from r2l.geometry.rays import camera_dirs, get_rays, pixel_centres, rays_from_dirs
 
 ANGLE = 0.6911112070083618
 

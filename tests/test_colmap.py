@@ -10,8 +10,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
-from r2l.colmap import (
+from r2l.core.errors import DataError, R2LError
+from r2l.core.imageio import composite, read_image
+from r2l.data.colmap import (
     ColmapConfig,
     SparseModel,
     axis_spread_deg,
@@ -32,13 +35,9 @@ from r2l.colmap import (
     write_blender,
     write_llff,
 )
-from r2l.errors import DataError, R2LError
-from r2l.imageio_utils import composite, read_image
-from r2l.poses import llff_to_opengl, look_at
-from r2l.rays import get_rays
-from r2l.scene import load_scene
-
-from conftest import SHARED_DATA
+from r2l.data.registry import load_scene
+from r2l.geometry.poses import llff_to_opengl, look_at
+from r2l.geometry.rays import get_rays
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER = SHARED_DATA / "nerf_llff_data" / "flower"

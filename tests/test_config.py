@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from r2l.config import deep_merge, from_dict, stage_section, validate_config
-from r2l.errors import R2LError
+from r2l.core.config import deep_merge, from_dict, load_schema, stage_section, validate_config
+from r2l.core.errors import R2LError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -130,11 +130,11 @@ def dataclass_keys(cls) -> dict:
 
 
 def test_schema_stage_keys_match_the_dataclasses():
-    from r2l.colmap import ColmapConfig
-    from r2l.distill import DistillConfig
-    from r2l.teacher import TeacherConfig
+    from r2l.data.colmap import ColmapConfig
+    from r2l.models.teacher import TeacherConfig
+    from r2l.stages.student import DistillConfig
 
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = load_schema()
     defs = schema["$defs"]
     assert schema_keys(defs["teacher"], defs) == dataclass_keys(TeacherConfig)
     assert schema_keys(defs["student"], defs) == dataclass_keys(DistillConfig)
@@ -142,7 +142,7 @@ def test_schema_stage_keys_match_the_dataclasses():
 
 
 def test_default_colmap_section_is_the_dataclass_default():
-    from r2l.colmap import ColmapConfig, colmap_config_from_dict
+    from r2l.data.colmap import ColmapConfig, colmap_config_from_dict
 
     assert colmap_config_from_dict(DEFAULT["colmap"]) == ColmapConfig()
 
@@ -161,7 +161,7 @@ def test_photos_scenes_need_a_path_and_take_layout_and_colmap_overrides():
 
 
 def test_default_config_lists_every_stage_key():
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = load_schema()
     defs = schema["$defs"]
     for stage in ("teacher", "pseudo_data", "student", "finetune", "evaluate", "colmap"):
         assert _keys_of(DEFAULT[stage]) == _keys_of_schema(defs[stage], defs), stage
@@ -178,10 +178,10 @@ def _keys_of_schema(node, defs):
 def test_stage_values_are_type_checked():
     config = copy.deepcopy(DEFAULT)
     config["teacher"]["kind"] = "tensorf"
-    config["student"]["student"]["depth"] = 87
+    config["student"]["network"]["depth"] = 87
     config["pseudo_data"]["focal_scale"] = [1.0]
     message = invalid(config)
-    assert "teacher.kind" in message and "student.student.depth" in message and "pseudo_data.focal_scale" in message
+    assert "teacher.kind" in message and "student.network.depth" in message and "pseudo_data.focal_scale" in message
 
 
 def test_lint_is_clean():

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-import r2l.distill as distill
-from r2l.builtin import BuiltinScene, blender_split_poses
-from r2l.distill import (
+import r2l.stages.student as distill
+from r2l.core.checkpoint import load_checkpoint, load_latest_checkpoint
+from r2l.core.errors import R2LError
+from r2l.data.builtin import BuiltinScene, blender_split_poses
+from r2l.data.scene import Scene
+from r2l.data.views import ViewStore
+from r2l.models.r2lnet import R2LNet, R2LNetConfig, load_student
+from r2l.stages.pseudo_data import generate_pseudo_data
+from r2l.stages.student import (
     DistillConfig,
     HardPool,
     distill_config_from_dict,
@@ -22,11 +28,6 @@ from r2l.distill import (
     train_step,
     train_student,
 )
-from r2l.errors import R2LError
-from r2l.pseudo import ViewStore, generate_pseudo_data
-from r2l.scene import Scene
-from r2l.student import R2LNet, StudentConfig, load_student
-from r2l.train_utils import load_checkpoint, load_latest_checkpoint
 
 RES = 24
 
@@ -39,23 +40,23 @@ def test_config_defaults_are_the_paper_values():
     assert (cfg.steps, cfg.batch_rays, cfg.hard_ratio, cfg.hard_mul) == (1_200_000, 81_920, 0.2, 20)
     assert (cfg.lr, cfg.warmup_lr, cfg.warmup_steps, cfg.lr_decay_steps) == (5e-4, 1e-4, 200, 500_000)
     assert cfg.n_hard == 16_384 and cfg.hard_mul * cfg.batch_rays == 1_638_400
-    assert cfg.student == StudentConfig()
+    assert cfg.network == R2LNetConfig()
 
 
 def test_config_from_dict():
-    cfg = distill_config_from_dict({"steps": 10, "lr": "5e-4", "amp": False, "student": {"depth": 8, "width": 32}})
+    cfg = distill_config_from_dict({"steps": 10, "lr": "5e-4", "amp": False, "network": {"depth": 8, "width": 32}})
     assert cfg.steps == 10 and cfg.lr == 5e-4 and cfg.amp is False
-    assert cfg.student == StudentConfig(depth=8, width=32)
+    assert cfg.network == R2LNetConfig(depth=8, width=32)
     with pytest.raises(R2LError, match="unknown key.*stepz"):
         distill_config_from_dict({"stepz": 1})
-    with pytest.raises(R2LError, match="student.student.*unknown key.*widht"):
-        distill_config_from_dict({"student": {"widht": 3}})
+    with pytest.raises(R2LError, match="student.network.*unknown key.*widht"):
+        distill_config_from_dict({"network": {"widht": 3}})
     with pytest.raises(R2LError, match="hard_ratio"):
         distill_config_from_dict({"hard_ratio": 1.5})
     with pytest.raises(R2LError, match="steps"):
         distill_config_from_dict({"steps": 2.5})
     with pytest.raises(R2LError, match="depth"):
-        distill_config_from_dict({"student": {"depth": 7}})
+        distill_config_from_dict({"network": {"depth": 7}})
 
 
 def test_lr_schedule_hand_values():
@@ -121,8 +122,8 @@ def test_pool_full_overwrites_exactly_the_drawn_slots():
 def test_train_step_uses_and_feeds_the_pool():
     """With a zero output layer the prediction is exactly 0.5, so every per-ray loss is known by hand."""
     torch.manual_seed(0)
-    cfg = DistillConfig(batch_rays=5, hard_ratio=0.4, hard_mul=1, amp=False, student=StudentConfig(depth=4, width=8))
-    model = R2LNet(cfg.student)
+    cfg = DistillConfig(batch_rays=5, hard_ratio=0.4, hard_mul=1, amp=False, network=R2LNetConfig(depth=4, width=8))
+    model = R2LNet(cfg.network)
     torch.nn.init.zeros_(model.tail.weight)
     torch.nn.init.zeros_(model.tail.bias)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0)  # weights stay put
@@ -171,7 +172,7 @@ def stores(tmp_path_factory) -> dict[str, Path]:
 
 def _tiny(**kw) -> DistillConfig:
     base = dict(steps=8, batch_rays=256, warmup_steps=2, lr_decay_steps=1000, val_every=0, val_views=0, ckpt_every=3,
-                log_every=1, device="cpu", chunk=1024, student=StudentConfig(depth=4, width=16, n_freqs=4))
+                log_every=1, device="cpu", chunk=1024, network=R2LNetConfig(depth=4, width=16, n_freqs=4))
     base.update(kw)
     return DistillConfig(**base)
 
@@ -179,7 +180,7 @@ def _tiny(**kw) -> DistillConfig:
 def test_short_distillation_raises_val_psnr(stores, tmp_path):
     """A small student distilled from the analytic ground truth: held-out PSNR rises well above the start."""
     cfg = _tiny(steps=150, batch_rays=512, val_every=75, warmup_steps=10, lr=1e-3, warmup_lr=2e-4,
-                ckpt_every=1000, student=StudentConfig(depth=6, width=64, n_freqs=6))
+                ckpt_every=1000, network=R2LNetConfig(depth=6, width=64, n_freqs=6))
     out = tmp_path / "student.pt"
     metrics = train_student([stores["pseudo"]], cfg, out, tmp_path / "resume", val_store=stores["val"])
     start, end = metrics["val_psnr_before"], metrics["val_psnr"]
@@ -298,7 +299,7 @@ def test_finetune_keeps_the_start_when_val_only_drops(stores, tmp_path):
 def test_finetune_rejects_another_network(stores, tmp_path):
     cfg = _tiny(steps=2)
     train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 1.0)
-    other = dataclasses.replace(cfg, student=StudentConfig(depth=6, width=16, n_freqs=4))
+    other = dataclasses.replace(cfg, network=R2LNetConfig(depth=6, width=16, n_freqs=4))
     with pytest.raises(R2LError, match="another student network"):
         finetune_student(tmp_path / "student.pt", stores["pseudo"], stores["val"], other, 2, tmp_path / "f.pt",
                          tmp_path / "rf")
@@ -307,7 +308,7 @@ def test_finetune_rejects_another_network(stores, tmp_path):
 def test_split_counts_proportional_to_rays():
     from types import SimpleNamespace
 
-    from r2l.distill import split_counts, view_indices
+    from r2l.stages.student import split_counts, view_indices
 
     a = SimpleNamespace(n_views=30, H=10, W=10)  # 3000 rays
     b = SimpleNamespace(n_views=10, H=10, W=10)  # 1000 rays
@@ -326,7 +327,7 @@ def test_stores_with_other_geometry_rejected(stores, tmp_path):
     import json
     import shutil
 
-    from r2l.errors import DataError
+    from r2l.core.errors import DataError
 
     other = tmp_path / "other"
     shutil.copytree(stores["val"], other)
@@ -338,9 +339,9 @@ def test_stores_with_other_geometry_rejected(stores, tmp_path):
 
 def test_forward_facing_student_samples_in_ndc(tmp_path):
     """An LLFF scene: the student trains and finetunes on NDC rays with near 0, far 1."""
-    from r2l.builtin import write_llff
-    from r2l.pseudo import convert_real_data
-    from r2l.scene import load_scene
+    from r2l.data.builtin import write_llff
+    from r2l.data.registry import load_scene
+    from r2l.stages.pseudo_data import convert_real_data
 
     write_llff(tmp_path / "scene", seed=0, width=16, height=12, n_views=8)
     scene = load_scene("llff", tmp_path / "scene")

@@ -1,4 +1,4 @@
-"""Tests of r2l.download against a real HTTP server on 127.0.0.1 (no internet needed)."""
+"""Tests of r2l.data.download against a real HTTP server on 127.0.0.1 (no internet needed)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from r2l import download as dl
-from r2l.errors import R2LError
+import r2l.data.download as dl
+from r2l.core.errors import R2LError
 
 # ------------------------------------------------------------------------------------------ server
 
@@ -504,7 +504,7 @@ def test_example_datasets_config_lists_the_paper_scenes():
         assert entry["member"] == f"{top}/{name}"
         assert entry["url"].startswith(("http://", "https://", "file:///"))
         assert entry.get("resolution" if name in blender else "factor") == (400 if name in blender else 8)
-    config = pytest.importorskip("r2l.config")
+    config = pytest.importorskip("r2l.core.config")
     merged = config.deep_merge(yaml.safe_load((root / "config" / "config.yaml").read_text()), example)
     config.validate_config(merged)  # raises R2LError listing problems if the schema rejects an entry
 

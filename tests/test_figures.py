@@ -9,11 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-import r2l.figures as figures
-from r2l.errors import DataError
-from r2l.evaluate import evaluate_model
-from r2l.figures import SEPARATOR, colormap, comparison_figure, render_video, scene_comparison_figure, video_path_for
-from r2l.scene import Scene
+import r2l.report.figures as figures
+from r2l.core.errors import DataError
+from r2l.data.scene import Scene
+from r2l.report.figures import (
+    SEPARATOR,
+    colormap,
+    comparison_figure,
+    render_video,
+    scene_comparison_figure,
+    video_path_for,
+)
+from r2l.stages.evaluate import evaluate_model
 
 
 def make_scene(H: int = 16, W: int = 20, n_frames: int = 6) -> Scene:

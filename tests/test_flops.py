@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from r2l.flops import (
+from r2l.models.flops import (
     GRID_NOTE,
     MLP_NOTE,
     count_linear_macs,
@@ -16,10 +16,10 @@ from r2l.flops import (
     nerf_macs_per_sample,
     student_closed_form_flops,
 )
-from r2l.nerf import NeRF, NeRFConfig, nerf_flops_per_ray
-from r2l.render import render_rays_nerf
-from r2l.student import R2LNet, Student, StudentConfig
-from r2l.student import flops_per_ray as student_module_flops
+from r2l.models.nerf import NeRF, NeRFConfig, nerf_flops_per_ray
+from r2l.models.r2lnet import R2LNet, R2LNetConfig, Student
+from r2l.models.r2lnet import flops_per_ray as student_module_flops
+from r2l.models.render import render_rays_nerf
 
 
 def rays(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +79,7 @@ def test_flops_per_ray_on_a_renderer_restores_mode():
 
 
 def test_student_paper_preset_traced_equals_closed_form():
-    cfg = StudentConfig()
+    cfg = R2LNetConfig()
     assert student_closed_form_flops(cfg) == 2 * 5_894_912
     assert round(student_closed_form_flops(cfg) / 1e6, 2) == 11.79
     renderer = Student(R2LNet(cfg), 2.0, 6.0, {"kind": "student", "train_seconds": 0.0, "step": 0, "device": "cpu"})
@@ -88,8 +88,8 @@ def test_student_paper_preset_traced_equals_closed_form():
     assert student_module_flops(renderer.model) == student_closed_form_flops(cfg)  # the student module agrees
 
 
-@pytest.mark.parametrize("cfg", [StudentConfig(n_points=4, n_freqs=2, depth=6, width=16),
-                                 StudentConfig(n_points=2, n_freqs=0, depth=4, width=8)])
+@pytest.mark.parametrize("cfg", [R2LNetConfig(n_points=4, n_freqs=2, depth=6, width=16),
+                                 R2LNetConfig(n_points=2, n_freqs=0, depth=4, width=8)])
 def test_student_small_configs(cfg):
     o, d = rays(5)
     traced = flops_per_ray(lambda a, b: R2LNet(cfg).eval()(a, b, 2.0, 6.0, train=False), o, d)
@@ -100,7 +100,7 @@ def test_student_small_configs(cfg):
 
 
 def nerf_renderer(cfg: NeRFConfig, ndc: bool = False):
-    """Coarse + fine NeRF rendering (r2l.render) as a callable f(rays_o, rays_d)."""
+    """Coarse + fine NeRF rendering (r2l.models.render) as a callable f(rays_o, rays_d)."""
     cfg = cfg.resolved(ndc)
     coarse, fine = NeRF(cfg).eval(), NeRF(cfg).eval()
     near, far = (0.0, 1.0) if ndc else (2.0, 6.0)
@@ -118,7 +118,7 @@ def test_nerf_paper_preset_traced_equals_closed_form():
     assert round(nerf_closed_form_flops(cfg) / 1e6, 2) == 303.82
     o, d = rays(2)
     assert flops_per_ray(nerf_renderer(cfg), o, d) == nerf_closed_form_flops(cfg)
-    assert nerf_flops_per_ray(cfg) == nerf_closed_form_flops(cfg)  # r2l.nerf's own count agrees
+    assert nerf_flops_per_ray(cfg) == nerf_closed_form_flops(cfg)  # r2l.models.nerf's own count agrees
 
 
 def test_nerf_llff_preset_is_64_plus_64():
@@ -141,8 +141,8 @@ def test_nerf_small_configs(skip):
 
 
 def test_grid_teacher_counts_mlps_on_evaluated_samples_only():
-    from r2l.nerf import linear_macs
-    from r2l.teacher import Teacher, build_model, teacher_config_from_dict
+    from r2l.models.nerf import linear_macs
+    from r2l.models.teacher import Teacher, build_model, teacher_config_from_dict
 
     grid = {"resolution": 8, "resolution_init": 8, "upsample_steps": [], "density_components": 2,
             "app_components": 3, "app_dim": 4, "mlp_width": 8, "n_samples": 32, "occupancy_resolution": 4}

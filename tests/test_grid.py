@@ -1,4 +1,4 @@
-"""Tests of the TensoRF-VM grid field (r2l/grid.py): outputs, occupancy, resampling, checkpoints, fitting."""
+"""Tests of the TensoRF-VM grid field (r2l/models/grid.py): outputs, occupancy, resampling, checkpoints, fitting."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from r2l.errors import R2LError
-from r2l.grid import GridConfig, GridField, scene_aabb, upsample_schedule
+from r2l.core.errors import R2LError
+from r2l.models.grid import GridConfig, GridField, scene_aabb, upsample_schedule
 
 
 def small_cfg(**changes) -> GridConfig:
@@ -310,10 +310,10 @@ def test_regression_fit_to_an_analytic_field():
 
 
 def test_end_to_end_fit_through_the_renderer():
-    """A tiny analytic scene (r2l.builtin) fitted through r2l.render.render_rays_grid."""
-    render = pytest.importorskip("r2l.render")
-    builtin = pytest.importorskip("r2l.builtin")
-    from r2l.rays import get_rays
+    """A tiny analytic scene (r2l.data.builtin) fitted through r2l.models.render.render_rays_grid."""
+    render = pytest.importorskip("r2l.models.render")
+    builtin = pytest.importorskip("r2l.data.builtin")
+    from r2l.geometry.rays import get_rays
 
     torch.manual_seed(0)
     scene = builtin.BuiltinScene(seed=0)

@@ -6,9 +6,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from r2l.errors import DataError, R2LError
-from r2l.llff import load_llff, poses_avg, split_indices, write_poses_bounds
-from r2l.scene import load_scene
+from r2l.core.errors import DataError, R2LError
+from r2l.data.llff import load_llff, poses_avg, split_indices, write_poses_bounds
+from r2l.data.registry import load_scene
 
 H, W, FACTOR = 6, 8, 8
 

@@ -12,11 +12,11 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from r2l.errors import R2LError
-from r2l.evaluate import evaluate_model, stage_seconds, time_frames, weights_bytes
-from r2l.metrics import LpipsScorer, mean_psnr, psnr, ssim
-from r2l.scene import Scene
-from r2l.tables import COLUMNS
+from r2l.core.errors import R2LError
+from r2l.core.metrics import LpipsScorer, mean_psnr, psnr, ssim
+from r2l.data.scene import Scene
+from r2l.report.tables import COLUMNS
+from r2l.stages.evaluate import evaluate_model, stage_seconds, time_frames, weights_bytes
 
 
 def sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -243,12 +243,13 @@ def test_time_frames_counts_calls():
 def test_evaluate_scene_with_real_model_files(tmp_path):
     import dataclasses
 
-    from r2l.builtin import write_blender
-    from r2l.evaluate import evaluate_scene
-    from r2l.scene import load_scene
-    from r2l.student import R2LNet, StudentConfig
-    from r2l.teacher import teacher_config_from_dict, train_teacher
-    from r2l.train_utils import atomic_torch_save
+    from r2l.core.checkpoint import atomic_torch_save
+    from r2l.data.builtin import write_blender
+    from r2l.data.registry import load_scene
+    from r2l.models.r2lnet import R2LNet, R2LNetConfig
+    from r2l.models.teacher import teacher_config_from_dict
+    from r2l.stages.evaluate import evaluate_scene
+    from r2l.stages.teacher import train_teacher
 
     scene = load_scene("builtin", write_blender(tmp_path / "toy", seed=0, resolution=12, n_train=2, n_val=1, n_test=2))
     grid = {"resolution": 8, "resolution_init": 8, "upsample_steps": [], "density_components": 2,
@@ -256,7 +257,7 @@ def test_evaluate_scene_with_real_model_files(tmp_path):
     tcfg = teacher_config_from_dict({"kind": "grid", "steps": 3, "batch_rays": 32, "val_every": 0, "ckpt_every": 100,
                                      "device": "cpu", "grid": grid, "check_learned": False})  # 3 steps learn little
     train_teacher(scene, tcfg, tmp_path / "teacher.pt", tmp_path / "resume")
-    scfg = StudentConfig(depth=4, width=8, n_points=4, n_freqs=2)
+    scfg = R2LNetConfig(depth=4, width=8, n_points=4, n_freqs=2)
     for kind, seconds in (("student", 120.0), ("finetuned", 30.0)):
         atomic_torch_save({
             "weights": R2LNet(scfg).state_dict(), "config": {"student": dataclasses.asdict(scfg)}, "kind": kind,

@@ -1,4 +1,4 @@
-"""Random pose samplers: conventions, ranges and distributions (r2l.poses)."""
+"""Random pose samplers: conventions, ranges and distributions (r2l.geometry.poses)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from r2l.errors import R2LError
-from r2l.poses import (
+from r2l.core.errors import R2LError
+from r2l.geometry.poses import (
     blender_radius_from_cameras,
     look_at,
     sample_blender_poses,
     sample_llff_poses,
     spherical_poses,
 )
-from r2l.rays import project
+from r2l.geometry.rays import project
 
 
 def _reference_pose_spherical(theta: float, phi: float, radius: float) -> np.ndarray:

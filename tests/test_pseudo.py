@@ -1,4 +1,4 @@
-"""View store and pseudo-data generation (r2l.pseudo): round trips, resumability, corruption, size."""
+"""View store and pseudo-data generation (r2l.stages.pseudo_data): round trips, resumability, corruption, size."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from r2l.errors import DataError, R2LError
-from r2l.poses import look_at, sample_blender_poses
-from r2l.pseudo import (
-    META_NAME,
-    ViewStore,
-    convert_real_data,
-    generate_pseudo_data,
-    plan_pseudo_views,
-    shard_name,
-)
-from r2l.rays import get_rays, ndc_rays
-from r2l.scene import Scene
+from r2l.core.errors import DataError, R2LError
+from r2l.data.scene import Scene
+from r2l.data.views import META_NAME, ViewStore, shard_name
+from r2l.geometry.poses import look_at, sample_blender_poses
+from r2l.geometry.rays import get_rays, ndc_rays
+from r2l.stages.pseudo_data import convert_real_data, generate_pseudo_data, plan_pseudo_views
 
 H, W = 6, 10  # not square, so any H/W swap shows
 
@@ -267,7 +261,7 @@ def test_convert_real_lego_100(tmp_path):
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic" / "lego_100"
     if not data.is_dir():
         pytest.skip(f"reference data not found at {data} (only present beside the development checkout)")
-    from r2l.scene import load_scene
+    from r2l.data.registry import load_scene
 
     scene = load_scene("blender", data)
     stats = convert_real_data(scene, tmp_path, split="train")

@@ -1,11 +1,11 @@
-"""Camera and ray conventions of r2l.rays, checked against hand-computed projections."""
+"""Camera and ray conventions of r2l.geometry.rays, checked against hand-computed projections."""
 
 import numpy as np
 import pytest
 import torch
 
-from r2l.rays import camera_dirs, get_rays, ndc_rays, pixel_centres, project, rays_at_pixels
-from r2l.scene import Scene
+from r2l.data.scene import Scene
+from r2l.geometry.rays import camera_dirs, get_rays, ndc_rays, pixel_centres, project, rays_at_pixels
 
 H = W = 100
 FOCAL = 50.0

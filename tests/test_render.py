@@ -1,11 +1,11 @@
-"""Volume rendering (r2l.render) against hand-computed values and cross-checks."""
+"""Volume rendering (r2l.models.render) against hand-computed values and cross-checks."""
 
 import math
 
 import pytest
 import torch
 
-from r2l.render import (
+from r2l.models.render import (
     chunked,
     composite,
     query_field,

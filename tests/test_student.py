@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from r2l.errors import DataError, R2LError
-from r2l.nerf import posenc
-from r2l.student import R2LNet, StudentConfig, flops_per_ray, linear_layers, load_student, sample_t
-from r2l.train_utils import atomic_torch_save
+from r2l.core.checkpoint import atomic_torch_save
+from r2l.core.errors import DataError, R2LError
+from r2l.models.nerf import posenc
+from r2l.models.r2lnet import R2LNet, R2LNetConfig, flops_per_ray, linear_layers, load_student, sample_t
 
 
 def _traced_flops(model: nn.Module, n_rays: int = 5) -> float:
@@ -32,7 +32,7 @@ def _traced_flops(model: nn.Module, n_rays: int = 5) -> float:
 
 def test_paper_preset_size_and_flops():
     with torch.device("meta"):
-        model = R2LNet(StudentConfig())
+        model = R2LNet(R2LNetConfig())
     cfg = model.cfg
     assert (cfg.n_points, cfg.n_freqs, cfg.depth, cfg.width, cfg.n_blocks, cfg.in_dim) == (16, 10, 88, 256, 43, 1008)
     linears = linear_layers(model)
@@ -45,20 +45,20 @@ def test_paper_preset_size_and_flops():
 
 
 def test_traced_flops_match_module_count():
-    model = R2LNet(StudentConfig(depth=6, width=32, n_points=4, n_freqs=3))
+    model = R2LNet(R2LNetConfig(depth=6, width=32, n_points=4, n_freqs=3))
     assert _traced_flops(model) == flops_per_ray(model) == 2 * (4 * 3 * 7 * 32 + 4 * 32 * 32 + 32 * 3)
 
 
 @pytest.mark.parametrize("depth", [3, 2, 87, 0])
 def test_bad_depth_rejected(depth):
     with pytest.raises(R2LError, match="depth"):
-        StudentConfig(depth=depth)
+        R2LNetConfig(depth=depth)
 
 
 def test_structure_is_residual_with_global_skip():
     """Hand-evaluate the network from its layers and compare with forward()."""
     torch.manual_seed(0)
-    model = R2LNet(StudentConfig(depth=6, width=16, n_points=3, n_freqs=2))
+    model = R2LNet(R2LNetConfig(depth=6, width=16, n_points=3, n_freqs=2))
     rays_o, rays_d = torch.randn(7, 3), torch.randn(7, 3)
     t = torch.linspace(2.0, 6.0, 3)
     pts = rays_o[:, None] + t[None, :, None] * rays_d[:, None]
@@ -75,7 +75,7 @@ def test_structure_is_residual_with_global_skip():
 
 def test_output_shape_and_range():
     torch.manual_seed(0)
-    model = R2LNet(StudentConfig(depth=4, width=32))
+    model = R2LNet(R2LNetConfig(depth=4, width=32))
     rgb = model(torch.randn(100, 3) * 3, torch.randn(100, 3), 2.0, 6.0, train=True)
     assert rgb.shape == (100, 3) and rgb.dtype == torch.float32
     assert bool((rgb > 0).all() and (rgb < 1).all())
@@ -109,14 +109,14 @@ def test_train_points_within_their_intervals():
 def test_no_view_direction_dependence_beyond_points():
     """Only the 16 points enter: scaling rays_d while rescaling near/far gives the same points and colour."""
     torch.manual_seed(0)
-    model = R2LNet(StudentConfig(depth=4, width=16))
+    model = R2LNet(R2LNetConfig(depth=4, width=16))
     o, d = torch.randn(9, 3), torch.randn(9, 3)
     a = model(o, d, 2.0, 6.0, train=False)
     b = model(o, 2.0 * d, 1.0, 3.0, train=False)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _student_file(path, cfg: StudentConfig, model: R2LNet, kind="student"):
+def _student_file(path, cfg: R2LNetConfig, model: R2LNet, kind="student"):
     atomic_torch_save({
         "weights": model.state_dict(), "config": {"student": dataclasses.asdict(cfg)}, "kind": kind,
         "near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0, "step": 7,
@@ -126,7 +126,7 @@ def _student_file(path, cfg: StudentConfig, model: R2LNet, kind="student"):
 
 def test_load_student_renderer(tmp_path):
     torch.manual_seed(0)
-    cfg = StudentConfig(depth=4, width=32, n_points=8, n_freqs=4)
+    cfg = R2LNetConfig(depth=4, width=32, n_points=8, n_freqs=4)
     model = R2LNet(cfg)
     _student_file(tmp_path / "s.pt", cfg, model)
     student = load_student(tmp_path / "s.pt", device="cpu", chunk=7)

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from r2l.errors import DataError
-from r2l.published import BLENDER_PSNR, LLFF_PSNR, TABLE2, match_paper_scene, published_psnr
-from r2l.tables import COLUMNS, read_metrics, write_metrics_csv, write_summary
+from r2l.core.errors import DataError
+from r2l.report.published import BLENDER_PSNR, LLFF_PSNR, TABLE2, match_paper_scene, published_psnr
+from r2l.report.tables import COLUMNS, read_metrics, write_metrics_csv, write_summary
 
 
 def row(scene: str, model: str, psnr: float, ms: float, mflops: float, minutes: float, lpips=None) -> dict:

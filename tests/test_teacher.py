@@ -8,21 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-import r2l.teacher as teacher_mod
-from r2l.builtin import write_blender, write_llff
-from r2l.errors import DataError, R2LError
-from r2l.nerf import NeRF, NeRFConfig, linear_macs, nerf_flops_per_ray, posenc
-from r2l.render import render_rays_nerf
-from r2l.scene import load_scene
-from r2l.teacher import (
-    TeacherConfig,
-    TrainRays,
-    load_teacher,
-    set_lr,
-    teacher_config_from_dict,
-    train_teacher,
-)
-from r2l.train_utils import load_checkpoint, load_latest_checkpoint, psnr_from_mse
+import r2l.stages.teacher as teacher_mod
+from r2l.core.checkpoint import load_checkpoint, load_latest_checkpoint
+from r2l.core.errors import DataError, R2LError
+from r2l.core.metrics import psnr_from_mse
+from r2l.data.builtin import write_blender, write_llff
+from r2l.data.registry import load_scene
+from r2l.models.nerf import NeRF, NeRFConfig, linear_macs, nerf_flops_per_ray, posenc
+from r2l.models.render import render_rays_nerf
+from r2l.models.teacher import TeacherConfig, load_teacher, teacher_config_from_dict
+from r2l.stages.teacher import TrainRays, decay_lr, train_teacher
 
 TINY_NERF = {
     "depth": 2, "width": 32, "skip": 0, "pos_freqs": 4, "dir_freqs": 2, "head_width": 16, "n_coarse": 16, "n_fine": 16,
@@ -133,7 +128,7 @@ def test_config_defaults_and_unknown_keys():
 def test_lr_schedule_and_precrop(scene):
     net = nn.Linear(2, 2)
     opt = torch.optim.Adam([{"params": net.parameters(), "lr": 5e-4, "base_lr": 5e-4}])
-    set_lr(opt, TeacherConfig(), 250_000)
+    decay_lr(opt, TeacherConfig(), 250_000)
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4 * 0.1**0.5)
     rays = TrainRays(scene, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
@@ -287,7 +282,7 @@ def test_forward_facing_scene_trains_in_ndc(kind, tmp_path):
 
 
 def test_nerf_skip_outside_the_trunk_is_refused():
-    from r2l.nerf import NeRF, NeRFConfig
+    from r2l.models.nerf import NeRF, NeRFConfig
 
     with pytest.raises(R2LError, match=r"skip=3 must lie in \[-1, depth - 2\]"):
         NeRF(NeRFConfig(depth=4, skip=3))
@@ -342,7 +337,7 @@ def shipped_teacher_section(**over) -> dict:
     """The teacher section of config/config.yaml (the defaults users get), with ``over`` merged in."""
     import yaml
 
-    from r2l.config import deep_merge
+    from r2l.core.config import deep_merge
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
     return deep_merge(config["teacher"], over)

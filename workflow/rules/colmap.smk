@@ -15,7 +15,7 @@ rule colmap:
     wildcard_constraints:
         scene=PHOTO_SCENES,
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: workflow.cores
     params:
         settings=colmap_settings,

@@ -3,9 +3,9 @@
 import re
 from pathlib import Path
 
-from r2l.figures import video_path_for
-from r2l.imageio_utils import list_images
-from r2l.config import stage_section
+from r2l.report.figures import video_path_for
+from r2l.core.imageio import list_images
+from r2l.core.config import stage_section
 from r2l.workflow import scene_settings, scene_source_dir
 
 SCENES = list(config["scenes"])

@@ -22,7 +22,7 @@ rule evaluate:
     benchmark:
         "benchmarks/{scene}/evaluate.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -47,7 +47,7 @@ rule comparison_figure:
     log:
         "logs/{scene}/comparison_figure.log",
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: 1
     params:
         settings=settings("evaluate"),
@@ -70,7 +70,7 @@ rule video:
     log:
         "logs/{scene}/video.log",
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -96,7 +96,7 @@ rule summary:
         "logs/summary.log",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     params:
         paper_scene=paper_scenes,
     script:

@@ -14,7 +14,7 @@ rule pseudo_data:
     benchmark:
         "benchmarks/{scene}/pseudo_data.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -33,7 +33,7 @@ rule real_data:
     log:
         "logs/{scene}/real_data.log",
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: 1
     params:
         settings=settings(),

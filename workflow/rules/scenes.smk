@@ -10,7 +10,7 @@ rule builtin_scene:
     wildcard_constraints:
         scene=BUILTIN_SCENES,
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: 1
     params:
         entry=scene_entry,
@@ -26,7 +26,7 @@ rule download:
     wildcard_constraints:
         scene=URL_SCENES,
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: 1
     resources:
         downloads=1,

@@ -14,7 +14,7 @@ rule train_student:
     benchmark:
         "benchmarks/{scene}/train_student.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -38,7 +38,7 @@ rule finetune:
     benchmark:
         "benchmarks/{scene}/finetune.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: workflow.cores
     resources:
         gpu=1,

@@ -11,7 +11,7 @@ rule train_teacher:
     benchmark:
         "benchmarks/{scene}/train_teacher.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/r2l.yaml"
     threads: workflow.cores
     resources:
         gpu=1,

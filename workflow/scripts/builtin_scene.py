@@ -1,6 +1,7 @@
 """Render the built-in analytic scene into a Blender-format (or LLFF-format) folder."""
 
-from r2l.builtin import write_blender, write_llff
+import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.data.builtin import write_blender, write_llff
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

@@ -1,6 +1,7 @@
 """Pose a photos scene with COLMAP and write it (LLFF or Blender layout) atomically into resources/scenes/."""
 
-from r2l.colmap import colmap_config_from_dict, photos_to_scene
+import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.data.colmap import colmap_config_from_dict, photos_to_scene
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

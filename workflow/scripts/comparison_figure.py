@@ -1,6 +1,7 @@
 """Ground truth | teacher | student | finetuned | error map, for one test view of the scene."""
 
-from r2l.figures import scene_comparison_figure
+import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.report.figures import scene_comparison_figure
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

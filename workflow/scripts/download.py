@@ -1,8 +1,9 @@
 """Fetch a dataset scene (URL or local archive) and move it atomically into resources/scenes/."""
 
+import _checkout  # noqa: F401  (r2l from this checkout; first)
 from pathlib import Path
 
-from r2l.download import fetch_scene
+from r2l.data.download import fetch_scene
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

@@ -1,6 +1,7 @@
 """Score teacher, student and finetuned student of one scene into results/{scene}/metrics.csv."""
 
-from r2l.evaluate import evaluate_scene
+import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.stages.evaluate import evaluate_scene
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

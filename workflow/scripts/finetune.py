@@ -1,9 +1,10 @@
 """Finetune the distilled student on the real training views; keep the checkpoint best on validation."""
 
+import _checkout  # noqa: F401  (r2l from this checkout; first)
 from dataclasses import replace
 from pathlib import Path
 
-from r2l.distill import distill_config_from_dict, finetune_student
+from r2l.stages.student import distill_config_from_dict, finetune_student
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

@@ -1,9 +1,10 @@
 """Render random views with the teacher into a resumable view store (results/{scene}/pseudo_data)."""
 
+import _checkout  # noqa: F401  (r2l from this checkout; first)
 from pathlib import Path
 
-from r2l.pseudo import generate_pseudo_data
-from r2l.teacher import load_teacher
+from r2l.models.teacher import load_teacher
+from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

@@ -1,8 +1,9 @@
 """Write the real training and validation views into the view-store format used for finetuning."""
 
+import _checkout  # noqa: F401  (r2l from this checkout; first)
 from pathlib import Path
 
-from r2l.pseudo import convert_real_data
+from r2l.stages.pseudo_data import convert_real_data
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

@@ -1,6 +1,7 @@
 """All scenes' metrics in results/summary.csv and a readable results/summary.md beside R2L's Table 2."""
 
-from r2l.tables import write_summary
+import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.report.tables import write_summary
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

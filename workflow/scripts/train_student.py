@@ -1,8 +1,9 @@
 """Distil the teacher's pseudo views into the R2L student; validation PSNR on the real val views."""
 
+import _checkout  # noqa: F401  (r2l from this checkout; first)
 from pathlib import Path
 
-from r2l.distill import distill_config_from_dict, train_student
+from r2l.stages.student import distill_config_from_dict, train_student
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

@@ -1,6 +1,8 @@
 """Train the teacher (NeRF or grid) of one scene; resumes from resources/resume/{scene}/teacher."""
 
-from r2l.teacher import teacher_config_from_dict, train_teacher
+import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.models.teacher import teacher_config_from_dict
+from r2l.stages.teacher import train_teacher
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

@@ -1,7 +1,8 @@
 """The finetuned student along the scene's camera path (orbit or spiral), as MP4 (GIF without ffmpeg)."""
 
-from r2l.figures import render_video
-from r2l.student import load_student
+import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.models.r2lnet import load_student
+from r2l.report.figures import render_video
 from r2l.workflow import stage
 
 with stage(snakemake) as job:

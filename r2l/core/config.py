@@ -1,0 +1,124 @@
+"""The workflow config: validation against the JSON schema, per-scene merging, dataclass building.
+
+A config (``config/config.yaml``) has a ``scenes:`` mapping and one section per stage (``colmap`` for
+photos scenes, ``teacher``, ``pseudo_data``, ``student``, ``finetune``, ``evaluate``). A scene entry may
+override any stage setting under a key of the stage's name; :func:`stage_section` merges the two.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from importlib import resources
+
+import yaml
+
+from r2l.core.errors import R2LError
+
+SCHEMA = resources.files("r2l.schemas") / "config.schema.yaml"  # package data: the workflow validates with it too
+
+
+def _where(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _message(error) -> str:
+    """One readable line for a jsonschema error."""
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"unknown key(s) {', '.join(map(repr, extra))}; allowed here: {allowed}"
+    if error.validator == "oneOf" and isinstance(error.instance, dict):
+        return ("a scene needs exactly one source: `path:` (a local folder; for `format: photos` a folder of photos), "
+                "`url:` (an archive, blender or llff) or `format: builtin`")
+    return error.message
+
+
+def load_schema() -> dict:
+    """The config's JSON schema, read from the installed package (``r2l/schemas/config.schema.yaml``)."""
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` against the schema, filling defaults; raise R2LError listing every problem."""
+    import jsonschema
+
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  {_where(e)}: {_message(e)}" for e in errors]
+        raise R2LError(f"{source} is not valid:\n" + "\n".join(lines))
+    return config
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override`` merged in, recursively for nested dicts."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def stage_section(config: dict, stage: str, scene: str) -> dict:
+    """The settings of ``stage`` for ``scene``: the global section with the scene's overrides on top."""
+    if scene not in config.get("scenes", {}):
+        raise R2LError(f"scene {scene!r} is not in the config's `scenes:` (has {sorted(config.get('scenes', {}))})")
+    return deep_merge(config.get(stage, {}), config["scenes"][scene].get(stage, {}))
+
+
+def coerce(value, hint, where: str):
+    """``value`` as the simple type ``hint`` (YAML reads ``5e-4`` as a string, ``1`` for ``1.0``).
+
+    int, float, bool and str are checked and converted; ``X | None`` allows None; tuples are built from
+    lists; other hints pass the value through.
+    """
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        return tuple(value)
+    if hint not in (int, float, bool, str):
+        return value
+    try:
+        if hint is bool or isinstance(value, bool):
+            if not (hint is bool and isinstance(value, bool)):
+                raise ValueError(f"expected {hint.__name__}")
+            return value
+        if hint is int:
+            if float(value) != int(float(value)):
+                raise ValueError("expected an integer")
+            return int(float(value))
+        if hint is float:
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    except (TypeError, ValueError) as err:
+        raise R2LError(f"{where}: {value!r} is not valid ({err})") from err
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from ``data``; nested dataclass fields from nested dicts; unknown keys fail."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise R2LError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise R2LError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = coerce(value, hint, f"{where}.{key}")
+    return cls(**kwargs)

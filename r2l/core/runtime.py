@@ -1,0 +1,94 @@
+"""What every training loop shares besides checkpoints: device choice, fast maths, seeding, random-state
+capture, learning-rate setting, the non-finite guard and history thinning."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from r2l.core.errors import R2LError
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` ("cuda", "cpu", "cuda:1", or None/"auto" for CUDA when present, else CPU)."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise R2LError(f"device {name!r} was asked for but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def setup_fast_math(device: torch.device) -> None:
+    """TF32 matmuls on GPU (quality holds for these networks); no-op on CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when ``enabled``; a disabled context elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns a CPU generator for ray sampling."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def rng_state(generators: dict[str, torch.Generator], device: torch.device) -> dict:
+    """The states of ``generators`` (by name) and of torch's global CPU (and CUDA) generators."""
+    state = {name: gen.get_state() for name, gen in generators.items()}
+    state["torch"] = torch.get_rng_state()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, generators: dict[str, torch.Generator], device: torch.device) -> None:
+    """Restore what :func:`rng_state` captured (the global states only where they were stored)."""
+    for name, gen in generators.items():
+        gen.set_state(state[name])
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def set_group_lr(optimizer: torch.optim.Optimizer, lr_of_group) -> None:
+    """Set every parameter group's ``lr`` to ``lr_of_group(group)``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_of_group(group)
+
+
+def check_finite(loss: torch.Tensor, step: int, resume_dir: str | Path) -> None:
+    """Stop with a clear error when the loss is NaN or infinite (the last good checkpoint stays)."""
+    value = float(loss)
+    if not math.isfinite(value):
+        raise R2LError(
+            f"loss became {value} at step {step}; training stopped. The last good checkpoint is kept in "
+            f"{resume_dir}: lower the learning rate or check the data, then rerun to resume from it."
+        )
+
+
+def check_finite_weights(model: torch.nn.Module, step: int, resume_dir: str | Path) -> None:
+    """Refuse to checkpoint non-finite weights: stop with a clear error (the last good checkpoint stays)."""
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise R2LError(
+                f"weights {name} became non-finite at step {step}; training stopped. The last good checkpoint is "
+                f"kept in {resume_dir}: lower the learning rate, then rerun to resume from it."
+            )
+
+
+def thin(history: list, n: int = 200) -> list:
+    """At most ``n`` evenly spread entries of a history list (first and last kept)."""
+    if len(history) <= n:
+        return list(history)
+    return [history[i] for i in sorted(set(np.linspace(0, len(history) - 1, n).round().astype(int).tolist()))]

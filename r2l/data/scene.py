@@ -1,0 +1,87 @@
+"""The scene type shared by every stage (the loaders make it; :mod:`r2l.data.registry` picks the loader).
+
+A :class:`Scene` holds every view of a capture (all splits), already composited on its background
+and resized to the working resolution. Camera conventions are those of :mod:`r2l.geometry.rays`.
+
+Names: ``images: (n_views, H, W, 3)`` float32 in [0, 1]; ``poses: (n_views, 4, 4)`` float32
+camera-to-world; ``splits`` maps ``"train" | "val" | "test"`` to int64 view indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from r2l.core.errors import R2LError
+from r2l.geometry.rays import get_rays, ndc_rays
+
+
+@dataclass
+class Scene:
+    """Posed images of one scene, every split, at the working resolution.
+
+    images: (n_views, H, W, 3) float32, composited on ``background``.
+    poses: (n_views, 4, 4) float32 camera-to-world (OpenGL convention, see :mod:`r2l.geometry.rays`).
+    near, far: sampling range along rays (world depths; for ``ndc`` scenes 0 and 1 in NDC).
+    ndc: forward-facing scene rendered in NDC with the near plane at depth ``ndc_near``.
+    render_poses: (n_frames, 4, 4) a camera path for videos (orbit or spiral).
+    bounds: (n_views, 2) per-view depth bounds after scaling (LLFF only), else None.
+    """
+
+    name: str
+    format: str
+    images: np.ndarray
+    poses: np.ndarray
+    H: int
+    W: int
+    focal: float
+    near: float
+    far: float
+    splits: dict[str, np.ndarray]
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ndc: bool = False
+    ndc_near: float = 1.0
+    render_poses: np.ndarray | None = None
+    bounds: np.ndarray | None = None
+    files: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(n, H, W, 3)`` and poses ``(n, 4, 4)`` of one split."""
+        if name not in self.splits:
+            raise R2LError(f"scene {self.name!r} has no split {name!r} (has {sorted(self.splits)})")
+        idx = self.splits[name]
+        return self.images[idx], self.poses[idx]
+
+    def size_at_width(self, width: int | None) -> tuple[int, int]:
+        """``(H, W)`` of views ``width`` pixels wide, at most the scene's width (None: the scene's), same aspect."""
+        W = self.W if width is None else max(1, min(int(width), self.W))
+        return max(1, round(W * self.H / self.W)), W
+
+
+    def camera(self) -> dict:
+        """What rendering the scene needs, as plain JSON-ready values (stored in view stores and model files).
+
+        ``H, W, focal`` (pixels), ``near, far``, ``ndc, ndc_near``, ``background`` (3 floats) and
+        ``render_poses``: the video camera path as a list of 4x4 nested lists (empty when the scene has none).
+        """
+        path = [] if self.render_poses is None else np.asarray(self.render_poses, dtype=np.float64).round(6).tolist()
+        return {
+            "H": int(self.H), "W": int(self.W), "focal": float(self.focal), "near": float(self.near),
+            "far": float(self.far), "ndc": bool(self.ndc), "ndc_near": float(self.ndc_near),
+            "background": [float(c) for c in self.background], "render_poses": path,
+        }
+
+    def rays(self, c2w, H: int | None = None, W: int | None = None, focal: float | None = None):
+        """Render-space rays of a full image at a pose: ``rays_o, rays_d`` each (H*W, 3).
+
+        c2w: (4, 4) array or tensor. H, W, focal default to the scene's own intrinsics.
+        """
+        H, W = H or self.H, W or self.W
+        focal = focal or self.focal
+        c2w = torch.as_tensor(np.asarray(c2w, dtype=np.float32))
+        rays_o, rays_d = get_rays(c2w, H, W, focal)
+        if not self.ndc:
+            return rays_o, rays_d
+        return ndc_rays(H, W, focal, self.ndc_near, rays_o, rays_d)

@@ -1,0 +1,195 @@
+"""The R2L student: a deep residual MLP "neural light field" that renders a ray in one network pass.
+
+A ray is represented by ``n_points`` points between ``near`` and ``far`` in render space (NDC for
+forward-facing scenes, where near = 0 and far = 1; the authors sampled world-space rays there).
+Their xyz coordinates are concatenated (48 values), positionally encoded (``[x, sin(2^k x),
+cos(2^k x)]``, k < 10, no pi factor: 48 x 21 = 1008 inputs) and mapped to a colour; no view direction
+goes in.
+
+Sampling convention (the same as the teacher's, :mod:`r2l.models.render`, and the authors' code): the
+deterministic distances are ``linspace(near, far, n_points)``, both ends included; while training
+each point is drawn uniformly, independently per ray and per point, from its interval between the
+midpoints of its neighbours (the first from ``[near, mid_0]``, the last from ``[mid_{n-2}, far]``).
+Rendering uses the deterministic points, so a trained student is a deterministic function of the ray.
+
+Network (paper preset): ``Linear(1008, 256) + ReLU``; 43 residual blocks
+``x + Linear(256, 256)(ReLU(Linear(256, 256)(x)))`` without an activation after the sum; a skip around
+the whole body (body output + its input); ``Linear(256, 3) + sigmoid``. 88 linear layers,
+5,917,187 parameters, 11.79 MFLOPs per ray (2 x multiply-adds of the linear weights).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from r2l.core.errors import DataError, R2LError
+from r2l.models.nerf import posenc
+
+
+@dataclass
+class R2LNetConfig:
+    """R2L student network; defaults are the paper's (nerf_v3.2 in the authors' code)."""
+
+    n_points: int = 16  # points sampled along each ray (xyz concatenated -> 3 * n_points inputs)
+    n_freqs: int = 10  # positional-encoding frequencies 2^0 .. 2^(n_freqs-1) per coordinate
+    depth: int = 88  # number of linear layers: head + 2 per residual block + tail
+    width: int = 256  # hidden width of every layer
+
+    def __post_init__(self):
+        if self.depth < 4 or self.depth % 2:
+            raise R2LError(f"student depth must be even and >= 4 (head + 2 per block + tail), got {self.depth}")
+        if self.n_points < 2 or self.n_freqs < 0 or self.width < 1:
+            raise R2LError(
+                f"student needs n_points >= 2, n_freqs >= 0, width >= 1 (got {self.n_points}, {self.n_freqs}, {self.width})"
+            )
+
+    @property
+    def n_blocks(self) -> int:
+        """Residual blocks: (depth - 2) // 2 (43 for the paper's 88 layers)."""
+        return (self.depth - 2) // 2
+
+    @property
+    def in_dim(self) -> int:
+        """Network input width: 3 * n_points * (1 + 2 * n_freqs) (1008 for the paper)."""
+        return 3 * self.n_points * (1 + 2 * self.n_freqs)
+
+
+def sample_t(
+    near: float, far: float, n_rays: int, n_points: int, train: bool,
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Distances along rays: ``linspace(near, far, n_points)``, jittered within midpoint intervals if ``train``.
+
+    The jitter is drawn from ``generator`` on its own device (then moved), or the global RNG if None.
+    Returns ``t: (n_rays, n_points)`` sorted along each ray, within ``[near, far]``.
+    """
+    t = torch.linspace(near, far, n_points, device=device).expand(n_rays, n_points)
+    if not train:
+        return t.contiguous()
+    mids = 0.5 * (t[:, 1:] + t[:, :-1])
+    lower = torch.cat([t[:, :1], mids], dim=-1)
+    upper = torch.cat([mids, t[:, -1:]], dim=-1)
+    if generator is None:
+        u = torch.rand((n_rays, n_points), device=device)
+    else:
+        u = torch.rand((n_rays, n_points), generator=generator, device=generator.device).to(device)
+    return lower + (upper - lower) * u
+
+
+class ResBlock(nn.Module):
+    """``x + Linear(ReLU(Linear(x)))``: two linear layers, no activation after the sum."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n, width) -> (n, width)."""
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class R2LNet(nn.Module):
+    """The R2L residual MLP on the encoded points of a ray (see the module docstring)."""
+
+    def __init__(self, cfg: R2LNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.head = nn.Linear(cfg.in_dim, cfg.width)
+        self.blocks = nn.Sequential(*[ResBlock(cfg.width) for _ in range(cfg.n_blocks)])
+        self.tail = nn.Linear(cfg.width, 3)
+
+    def encode(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float, train: bool,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) render-space rays. Returns the network input (n, in_dim)."""
+        t = sample_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
+        pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (n, n_points, 3)
+        return posenc(pts.reshape(rays_o.shape[0], -1), self.cfg.n_freqs)
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n, in_dim) encoded points. Returns rgb: (n, 3) in (0, 1)."""
+        h = torch.relu(self.head(x))
+        h = h + self.blocks(h)  # the global skip around the residual body
+        return torch.sigmoid(self.tail(h))
+
+    def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float, train: bool,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``. Returns rgb: (n, 3)."""
+        return self.mlp(self.encode(rays_o.float(), rays_d.float(), near, far, train, generator))
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    """Every ``nn.Linear`` in ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def flops_per_ray(model: nn.Module) -> float:
+    """FLOPs per ray in the paper's convention: 2 x multiply-adds of the linear weights (one call each)."""
+    return 2.0 * sum(m.in_features * m.out_features for m in linear_layers(model))
+
+
+class Student:
+    """A trained student loaded for inference: a "ray renderer" (see the BRIEF).
+
+    ``render_rays`` runs the deterministic (eval) network in float32 on ``device`` in chunks, without
+    gradients, and returns CPU float32 colours. ``near``/``far``: the render-space sampling range.
+    """
+
+    def __init__(self, model: R2LNet, near: float, far: float, meta: dict, chunk: int = 32768):
+        self.model = model.eval()
+        self.near, self.far = float(near), float(far)
+        self.meta = meta
+        self.chunk = chunk
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) render-space rays. Returns rgb: (n, 3) float32 on CPU in [0, 1]."""
+        out = torch.empty(rays_o.shape[0], 3, dtype=torch.float32)
+        for i in range(0, rays_o.shape[0], self.chunk):
+            o = rays_o[i : i + self.chunk].to(self.device, torch.float32)
+            d = rays_d[i : i + self.chunk].to(self.device, torch.float32)
+            out[i : i + self.chunk] = self.model(o, d, self.near, self.far, train=False).float().cpu()
+        return out
+
+
+def load_student(path: str | Path, device: str | torch.device | None = None, chunk: int = 32768) -> Student:
+    """Load a student or finetuned-student file written by :mod:`r2l.stages.student` as a ray renderer.
+
+    device: None/"auto" picks CUDA when present. Raises DataError for a missing or malformed file.
+    """
+    from r2l.core.checkpoint import load_checkpoint
+    from r2l.core.runtime import pick_device
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "student model file not found")
+    try:
+        ckpt = load_checkpoint(path)
+        config = ckpt["config"]
+        cfg = R2LNetConfig(**config.get("network", config.get("student", {})))  # "student": files before 0.2
+        weights, kind = ckpt["weights"], ckpt["kind"]
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
+        raise DataError(path, f"not a readable r2l student file ({err})") from err
+    dev = pick_device(None if device is None else str(device))
+    model = R2LNet(cfg)
+    model.load_state_dict(weights)
+    metrics = ckpt.get("metrics", {})
+    meta = {
+        "kind": kind,
+        "train_seconds": float(metrics.get("train_seconds", 0.0)),  # this stage only (finetune excludes the student's)
+        "step": int(ckpt["step"]),
+        "device": str(dev),
+        "val_psnr": metrics.get("val_psnr"),
+        "near": float(ckpt["near"]),
+        "far": float(ckpt["far"]),
+        "ndc": bool(ckpt["ndc"]),
+        "metrics": metrics,
+        "scene": ckpt.get("scene"),  # name, format and camera (H, W, focal, render_poses, ...); None before 0.2
+    }
+    return Student(model.to(dev), ckpt["near"], ckpt["far"], meta, chunk)

@@ -1,0 +1,167 @@
+"""The teacher as a model: its config, its networks, rendering with them, and loading a trained one.
+
+A teacher is either the paper's coarse + fine NeRF (:mod:`r2l.models.nerf`) or a TensoRF-style grid field
+(:mod:`r2l.models.grid`); :func:`render` draws rays through either with :mod:`r2l.models.render`.
+:func:`load_teacher` returns a :class:`Teacher`, the shared "ray renderer" interface:
+``render_rays(rays_o: (n, 3), rays_d: (n, 3)) -> rgb: (n, 3)`` on render-space rays, eval mode,
+deterministic, chunked, no grad, output on CPU; plus ``.model``, ``.meta`` and ``.render_image``.
+The stage that trains it is :mod:`r2l.stages.teacher`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from r2l.core.config import from_dict
+from r2l.core.errors import DataError, R2LError
+from r2l.core.runtime import autocast, pick_device
+from r2l.geometry.rays import get_rays, ndc_rays
+from r2l.models.grid import GridConfig, GridField, scene_aabb
+from r2l.models.nerf import NeRF, NeRFConfig
+from r2l.models.render import chunked, render_rays_grid, render_rays_nerf
+
+if TYPE_CHECKING:  # annotations only: models never import the data layer at run time
+    from r2l.data.scene import Scene
+
+KINDS = ("nerf", "grid")
+
+
+@dataclass
+class TeacherConfig:
+    """Teacher training; defaults are the paper / nerf-pytorch values where those exist."""
+
+    kind: str = "nerf"  # "nerf" (the paper's coarse + fine MLPs) or "grid" (r2l.models.grid, much faster)
+    steps: int = 200_000  # optimisation steps (nerf-pytorch trains Blender scenes 200k steps)
+    batch_rays: int = 1024  # rays per step, drawn across all training views
+    lr: float = 5e-4  # NeRF Adam learning rate at step 0 (the grid uses grid.lr_grid / grid.lr_mlp)
+    lr_decay_steps: int = 500_000  # lr = lr * 0.1 ** (step / lr_decay_steps)
+    precrop_steps: int = 500  # Blender scenes: sample only the image centre for these first steps
+    precrop_frac: float = 0.5  # side of that centre crop as a fraction of the image side
+    val_every: int = 10_000  # validate every n steps (0 = only at the end; not a paper setting)
+    val_views: int = 4  # validation views scored (evenly spread over the val split)
+    ckpt_every: int = 10_000  # checkpoint into resume_dir every n steps (nerf-pytorch: 10k)
+    log_every: int = 100  # loss/PSNR history interval in steps
+    seed: int = 0  # seeds network init and all sampling
+    device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    chunk: int = 4096  # rays per chunk when rendering without grad (validation, inference)
+    check_learned: bool = True  # stop with an error when val PSNR is below that of a mean-colour image
+    nerf: NeRFConfig = field(default_factory=NeRFConfig)  # the MLP teacher (kind "nerf")
+    grid: GridConfig = field(default_factory=GridConfig)  # the grid teacher (kind "grid")
+
+
+def teacher_config_from_dict(d: dict) -> TeacherConfig:
+    """Build a :class:`TeacherConfig` from a (possibly partial, nested) dict; unknown keys raise R2LError."""
+    cfg = from_dict(TeacherConfig, dict(d), "teacher")
+    if cfg.kind not in KINDS:
+        raise R2LError(f"teacher: kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}")
+    return cfg
+
+
+def build_model(cfg: TeacherConfig, info: dict) -> nn.ModuleDict:
+    """The teacher's networks: ``{"coarse", "fine"}`` NeRFs or ``{"field"}`` GridField."""
+    if cfg.kind == "nerf":
+        return nn.ModuleDict({"coarse": NeRF(cfg.nerf), "fine": NeRF(cfg.nerf)})
+    return nn.ModuleDict({"field": GridField(cfg.grid.resolved(info["ndc"]), scene_aabb(cfg.grid, info["ndc"]))})
+
+
+def render(model: nn.ModuleDict, cfg: TeacherConfig, info: dict, rays_o, rays_d, train: bool, generator=None) -> dict:
+    """Render render-space rays (n, 3) with either teacher; returns at least ``rgb: (n, 3)``."""
+    bg = info["background"]
+    if cfg.kind == "nerf":
+        n = cfg.nerf
+        return render_rays_nerf(
+            model["coarse"], model["fine"], rays_o, rays_d, info["near"], info["far"], n.n_coarse, n.n_fine,
+            bg, train, n.raw_noise_std, generator,
+        )
+    return render_rays_grid(
+        model["field"], rays_o, rays_d, info["near"], info["far"], cfg.grid.n_samples, bg, train, generator,
+        cfg.grid.weight_threshold,
+    )
+
+
+@torch.no_grad()
+def render_eval_outputs(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> dict[str, torch.Tensor]:
+    """Deterministic chunked rendering without grad: ``rgb: (n, 3)`` in [0, 1], ``acc, depth: (n,)``, float32."""
+    was_training = model.training
+    model.eval()
+    try:
+        def fn(o, d):
+            with autocast(device, cfg.amp):
+                out = render(model, cfg, info, o.to(device), d.to(device), train=False)
+            return {k: out[k].float() for k in ("rgb", "acc", "depth")}
+
+        out = chunked(fn, rays_o, rays_d, cfg.chunk)
+        out["rgb"] = out["rgb"].clamp(0.0, 1.0)
+        return out
+    finally:
+        model.train(was_training)
+
+
+def render_eval(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> torch.Tensor:
+    """Deterministic chunked rendering without grad: rgb (n, 3) float32 in [0, 1] on ``device``."""
+    return render_eval_outputs(model, cfg, info, rays_o, rays_d, device)["rgb"]
+
+
+class Teacher:
+    """A trained teacher as a ray renderer (eval mode, deterministic, chunked, no grad)."""
+
+    def __init__(self, model: nn.ModuleDict, cfg: TeacherConfig, info: dict, meta: dict, device: torch.device):
+        self.model, self.cfg, self.info, self.meta, self.device = model, cfg, info, meta, device
+
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) render-space rays. Returns rgb: (n, 3) float32 in [0, 1] on CPU."""
+        rays_o, rays_d = torch.as_tensor(rays_o, dtype=torch.float32), torch.as_tensor(rays_d, dtype=torch.float32)
+        if rays_o.shape[0] == 0:
+            return torch.zeros(0, 3)
+        return render_eval(self.model, self.cfg, self.info, rays_o, rays_d, self.device).cpu()
+
+    def render_image(self, scene: Scene | None, c2w, H: int, W: int, focal: float) -> torch.Tensor:
+        """A full image (H, W, 3) at pose ``c2w`` (4, 4); render space from ``scene`` or the stored scene info."""
+        if scene is not None:
+            rays_o, rays_d = scene.rays(c2w, H, W, focal)
+        else:
+            rays_o, rays_d = get_rays(torch.as_tensor(np.asarray(c2w, dtype=np.float32)), H, W, focal)
+            if self.info["ndc"]:
+                rays_o, rays_d = ndc_rays(H, W, focal, self.info["ndc_near"], rays_o, rays_d)
+        return self.render_rays(rays_o, rays_d).reshape(H, W, 3)
+
+
+TEACHER_KEYS = ("weights", "config", "kind", "scene", "step", "metrics")
+
+
+def load_teacher(path: str | Path, device: str | torch.device | None = None) -> Teacher:
+    """Load a teacher file written by :func:`train_teacher` (``weights_only=True``) onto ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "teacher file not found (train the teacher first)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise DataError(path, f"unreadable teacher file ({str(err).splitlines()[0]})") from err
+    missing = [k for k in TEACHER_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise DataError(path, f"not a teacher file (missing {', '.join(missing)})")
+    cfg = teacher_config_from_dict(ckpt["config"])
+    device = pick_device(None if device is None else str(device))
+    model = build_model(cfg, ckpt["scene"])
+    model.load_state_dict(ckpt["weights"])
+    model.to(device).eval()
+    m = ckpt["metrics"]
+    meta = {
+        "kind": ckpt["kind"],
+        "train_seconds": float(m["train_seconds"]),
+        "step": int(ckpt["step"]),
+        "device": m["device"],
+        "device_name": m.get("device_name", m["device"]),
+        "val_psnr": m["val_psnr"],
+        "render_device": device.type,
+    }
+    return Teacher(model, cfg, ckpt["scene"], meta, device)

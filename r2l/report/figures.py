@@ -1,0 +1,182 @@
+"""Figures and videos: a side-by-side comparison strip and a fly-through video of a renderer.
+
+- :func:`comparison_figure`: one PNG row ``ground truth | teacher | student | finetuned | error map``
+  separated by thin white bars, no text (panel order is fixed; caption it where it is shown). The error
+  map is ``|finetuned - gt|`` averaged over the colour channels, scaled so that ``err_max`` (default
+  0.2) and above is the top colour, through a hand-made inferno-like colormap (black - purple - red -
+  orange - pale yellow); matplotlib is not needed.
+- :func:`render_video`: frames along a camera path (``scene.render_poses``: an orbit for Blender, a
+  spiral for LLFF) written as H.264 MP4 through imageio's ffmpeg plugin (imageio-ffmpeg ships the
+  binary); when no encoder is available it falls back to an animated GIF and the file's suffix becomes
+  ``.gif``. It returns the path actually written. :func:`video_path_for` tells beforehand which name
+  that will be, so a workflow can declare the output: ``video_path_for("results/lego")`` is
+  ``results/lego/video.mp4`` wherever imageio-ffmpeg can find ffmpeg, else ``results/lego/video.gif``.
+
+Every file is written to a temp name in its folder and renamed (atomic).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from r2l.core.atomic import atomic_write
+from r2l.core.errors import DataError
+from r2l.core.imageio import area_resize, read_image, save_png
+from r2l.core.log import progress
+from r2l.data.scene import Scene
+
+log = logging.getLogger("r2l")
+
+SEPARATOR = 2  # width in pixels of the white bar between panels
+# Colormap anchors (position, RGB in [0, 1]): an inferno-like ramp, dark = small error.
+_CMAP = np.array([
+    [0.00, 0.00, 0.00, 0.02],
+    [0.25, 0.34, 0.06, 0.43],
+    [0.50, 0.74, 0.22, 0.33],
+    [0.75, 0.98, 0.56, 0.04],
+    [1.00, 0.99, 1.00, 0.64],
+])
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """values: (H, W) in [0, 1] (clipped) -> (H, W, 3) float32 colours of the error ramp."""
+    v = np.clip(values, 0.0, 1.0)
+    return np.stack([np.interp(v, _CMAP[:, 0], _CMAP[:, c]) for c in (1, 2, 3)], axis=-1).astype(np.float32)
+
+
+def error_map(pred: np.ndarray, gt: np.ndarray, err_max: float = 0.2) -> np.ndarray:
+    """pred, gt: (H, W, 3) in [0, 1] -> (H, W, 3) colour-mapped mean absolute error (err_max = top colour)."""
+    err = np.abs(np.asarray(pred, np.float32) - np.asarray(gt, np.float32)).mean(axis=-1)
+    return colormap(err / err_max)
+
+
+def _panel(img, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """One (H, W, 3) image as float32, checked against the ground truth's shape."""
+    arr = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    if arr.shape != shape:
+        raise ValueError(f"{name} image has shape {arr.shape}, the ground truth {shape}")
+    return arr
+
+
+def comparison_figure(gt, teacher, student, finetuned, out_png: str | Path, err_max: float = 0.2) -> Path:
+    """Write ``gt | teacher | student | finetuned | error(finetuned)`` as one PNG row.
+
+    Each image: (H, W, 3) float in [0, 1] (or uint8). The PNG is (H, 5 W + 4 SEPARATOR, 3).
+    """
+    gt = _panel(gt, "ground truth", np.shape(gt))
+    if gt.ndim != 3 or gt.shape[-1] != 3:
+        raise ValueError(f"ground truth must be (H, W, 3), got {gt.shape}")
+    panels = [gt] + [_panel(x, n, gt.shape) for x, n in ((teacher, "teacher"), (student, "student"),
+                                                           (finetuned, "finetuned"))]
+    panels.append(error_map(panels[3], gt, err_max))
+    bar = np.ones((gt.shape[0], SEPARATOR, 3), np.float32)
+    row = [p for panel in panels for p in (panel, bar)][:-1]
+    save_png(np.concatenate(row, axis=1), out_png)
+    return Path(out_png)
+
+
+def scene_comparison_figure(
+    scene: Scene, renders_root: str | Path, out_png: str | Path, view: int = 0, split: str = "test"
+) -> Path:
+    """Comparison figure of one view from PNGs written by :func:`r2l.stages.evaluate.evaluate_model`.
+
+    Reads ``renders_root/{teacher,student,finetuned}/{view:03d}.png``; the ground truth is the scene's
+    ``split`` view ``view``, area-resized to the renders' size if needed.
+    """
+    gts, _ = scene.split(split)
+    if not 0 <= view < len(gts):
+        raise DataError(renders_root, f"view {view} is outside the {len(gts)} {split} views of {scene.name!r}")
+    imgs = []
+    for model in ("teacher", "student", "finetuned"):
+        path = Path(renders_root) / model / f"{view:03d}.png"
+        if not path.is_file():
+            raise DataError(path, f"render of view {view} by the {model} not found (run the evaluation first)")
+        imgs.append(read_image(path)[..., :3])
+    H, W = imgs[0].shape[:2]
+    gt = area_resize(gts[view], H, W)
+    return comparison_figure(gt, *imgs, out_png)
+
+
+def mp4_available() -> bool:
+    """Whether imageio-ffmpeg can find an ffmpeg binary (then videos are MP4, else GIF)."""
+    try:
+        import imageio_ffmpeg  # noqa: PLC0415
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+def video_path_for(out_dir: str | Path, stem: str = "video") -> Path:
+    """What :func:`render_video` writes when asked for ``out_dir/{stem}.mp4``: that, or ``.gif`` without ffmpeg."""
+    return Path(out_dir) / f"{stem}.{'mp4' if mp4_available() else 'gif'}"
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    """frames: (n, H, W, 3) uint8 -> H.264 MP4 (yuv420p; an odd side is padded by one repeated edge pixel)."""
+    import imageio.v2 as iio2  # noqa: PLC0415  (the ffmpeg plugin's writer API)
+
+    _, H, W, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
+
+    with iio2.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
+                         macro_block_size=2, pixelformat="yuv420p") as writer:
+        for frame in frames:
+            writer.append_data(frame)
+
+
+def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
+    """Write an MP4 or GIF (by ``path``'s suffix) through a temp file and a rename."""
+
+    def write(tmp: Path) -> None:
+        if path.suffix == ".mp4":
+            _write_mp4(tmp, frames, fps)
+        else:
+            iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+
+    atomic_write(path, write, suffix=path.suffix)
+
+
+def render_frames(renderer, scene: Scene, poses, H: int | None = None, W: int | None = None) -> np.ndarray:
+    """Render ``poses: (n, 4, 4)`` at H x W (default the scene's; focal scaled). Returns (n, H, W, 3) uint8."""
+    H, W = H or scene.H, W or scene.W
+    focal = scene.focal * W / scene.W
+    frames = []
+    with progress(len(poses), desc=f"video {scene.name}") as bar:
+        for pose in poses:
+            rgb = renderer.render_rays(*scene.rays(pose, H, W, focal)).reshape(H, W, 3).numpy()
+            frames.append((np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+            bar.update(1)
+    return np.stack(frames)
+
+
+def render_video(
+    renderer, scene: Scene, poses, out_path: str | Path, fps: int = 24, H: int | None = None, W: int | None = None
+) -> Path:
+    """Render a camera path and write it as a video; returns the path written.
+
+    poses: (n, 4, 4) camera-to-world (e.g. ``scene.render_poses``). out_path: the wanted ``.mp4``; when
+    no MP4 encoder can run, a GIF is written at ``out_path`` with suffix ``.gif`` instead (logged).
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    poses = np.asarray(poses, dtype=np.float32)
+    if poses.ndim != 3 or len(poses) == 0:
+        raise ValueError(f"poses must be a non-empty (n, 4, 4) stack, got shape {poses.shape}")
+    frames = render_frames(renderer, scene, poses, H, W)
+    if out_path.suffix.lower() == ".mp4" and mp4_available():
+        try:
+            _write_video(out_path, frames, fps)
+            return out_path
+        except (ImportError, RuntimeError) as err:  # plugin or encoder failure
+            log.warning("MP4 encoding failed (%s); writing a GIF instead", err)
+    gif = out_path.with_suffix(".gif")
+    _write_video(gif, frames, fps)
+    return gif

@@ -1,0 +1,227 @@
+"""Result tables: the per-scene ``metrics.csv`` files and the all-scene summary (CSV + Markdown).
+
+``results/{scene}/metrics.csv`` has exactly the columns :data:`COLUMNS`, one row per model
+(``teacher``, ``student`` = trained on pseudo-data only, ``finetuned`` = then finetuned on the real
+training views). Missing values (LPIPS without offline weights, size without a model file) are empty
+cells, never invented.
+
+:func:`write_summary` concatenates them into ``summary.csv`` (same columns) and writes ``summary.md``:
+one table per model with a mean row over scenes, a student-vs-teacher table (PSNR gain in dB,
+speed-up = teacher ms / student ms, FLOPs reduction) beside R2L's published per-scene PSNR where the
+paper reports the scene, and R2L's Table 2 next to our means. Means are over the scenes that have a
+value; the mean gain / speed-up is the mean of the per-scene gains / speed-ups.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from r2l.core.atomic import atomic_write_text
+from r2l.core.errors import DataError
+from r2l.report.published import SOURCE, TABLE2, match_paper_scene, published_psnr
+
+COLUMNS = [
+    "scene", "model", "psnr", "ssim", "lpips", "mflops_per_ray", "ms_per_frame",
+    "fps", "params", "size_mb", "train_minutes", "device",
+]
+MODELS = ("teacher", "student", "finetuned")
+# column -> (Markdown header, format spec); params get thousands separators.
+_SHOW = {
+    "psnr": ("PSNR (dB)", ".2f"), "ssim": ("SSIM", ".4f"), "lpips": ("LPIPS", ".4f"),
+    "mflops_per_ray": ("MFLOPs/ray", ".2f"), "ms_per_frame": ("ms/frame", ".1f"), "fps": ("fps", ".2f"),
+    "params": ("params", ",.0f"), "size_mb": ("size (MB)", ".2f"), "train_minutes": ("train (min)", ".1f"),
+}
+
+
+def metrics_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows (dicts with exactly :data:`COLUMNS`; None = missing) -> a DataFrame in column order."""
+    for row in rows:
+        if set(row) != set(COLUMNS):
+            raise ValueError(f"metric row keys {sorted(row)} differ from the columns {COLUMNS}")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_metrics_csv(rows: list[dict], path: str | Path) -> None:
+    """Write metric rows (see :func:`metrics_frame`) to ``path`` atomically; missing values are empty cells."""
+    atomic_write_text(path, metrics_frame(rows).to_csv(index=False, na_rep=""))
+
+
+def read_metrics(paths: list[str | Path]) -> pd.DataFrame:
+    """Concatenate metrics CSVs, checking columns, model names and one row per (scene, model)."""
+    frames = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(path, "metrics file not found")
+        df = pd.read_csv(path, dtype={"scene": str, "model": str, "device": str}, keep_default_na=True)
+        if list(df.columns) != COLUMNS:
+            raise DataError(path, f"columns {list(df.columns)} differ from the expected {COLUMNS}")
+        bad = sorted(set(df["model"]) - set(MODELS))
+        if bad:
+            raise DataError(path, f"unknown model name(s) {bad}; expected {list(MODELS)}")
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    dup = df[df.duplicated(["scene", "model"], keep=False)]
+    if len(dup):
+        pairs = sorted(set(zip(dup["scene"], dup["model"])))
+        raise DataError(paths[0] if paths else ".", f"duplicate (scene, model) rows across the inputs: {pairs}")
+    return df
+
+
+def _value(df: pd.DataFrame, scene: str, model: str, col: str) -> float:
+    """One numeric cell, NaN when the row or the value is missing."""
+    hit = df[(df["scene"] == scene) & (df["model"] == model)]
+    return float(hit[col].iloc[0]) if len(hit) and pd.notna(hit[col].iloc[0]) else math.nan
+
+
+def _ratio(num: float, den: float) -> float:
+    """num / den, NaN when either is missing or den is not positive."""
+    return num / den if (den > 0 and not math.isnan(num)) else math.nan
+
+
+def _scene_comparison(df: pd.DataFrame, scene: str, paper_scene: dict[str, str] | None) -> dict:
+    """One row of :func:`comparison_table`."""
+
+    def v(model: str, col: str) -> float:
+        return _value(df, scene, model, col)
+
+    paper = match_paper_scene(scene, paper_scene)
+    pub = published_psnr(paper) or (math.nan, math.nan)
+    return {
+        "scene": scene, "paper_scene": paper or "",
+        "teacher_psnr": v("teacher", "psnr"), "student_psnr": v("student", "psnr"),
+        "student_gain_db": v("student", "psnr") - v("teacher", "psnr"),
+        "finetuned_psnr": v("finetuned", "psnr"),
+        "finetuned_gain_db": v("finetuned", "psnr") - v("teacher", "psnr"),
+        "student_speedup": _ratio(v("teacher", "ms_per_frame"), v("student", "ms_per_frame")),
+        "finetuned_speedup": _ratio(v("teacher", "ms_per_frame"), v("finetuned", "ms_per_frame")),
+        "flops_reduction": _ratio(v("teacher", "mflops_per_ray"), v("finetuned", "mflops_per_ray")),
+        "r2l_train_minutes": v("student", "train_minutes") + v("finetuned", "train_minutes"),
+        "paper_nerf_psnr": pub[0], "paper_r2l_psnr": pub[1], "paper_gain_db": pub[1] - pub[0],
+    }
+
+
+def comparison_table(df: pd.DataFrame, paper_scene: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per scene, then mean rows: our PSNRs, gains over the teacher, speed-ups, FLOPs ratio, paper PSNRs.
+
+    df: concatenated metrics (see :func:`read_metrics`). Row ``mean`` averages each column over the
+    scenes that have a value; its paper columns are filled only when the paper reports every scene.
+    When it reports some but not all, a row ``mean (paper scenes)`` averages over those scenes only,
+    so that our means and the paper's cover the same scenes.
+    """
+    table = pd.DataFrame([_scene_comparison(df, s, paper_scene) for s in dict.fromkeys(df["scene"])])
+    if not len(table):
+        return table
+    paper_cols = ["paper_nerf_psnr", "paper_r2l_psnr", "paper_gain_db"]
+    matched = table[table["paper_scene"] != ""]
+    means = [_mean_row(table, "mean")]
+    if len(matched) < len(table):
+        means[0].update({c: math.nan for c in paper_cols})
+        if len(matched):
+            means.append(_mean_row(matched, "mean (paper scenes)"))
+    return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
+
+
+def _mean_row(table: pd.DataFrame, label: str) -> dict:
+    """Column means (skipping missing values) of comparison rows, labelled ``label``."""
+    mean = table.drop(columns=["scene", "paper_scene"]).mean(numeric_only=True, skipna=True)
+    return {"scene": label, "paper_scene": "", **mean.to_dict()}
+
+
+def _fmt(value, spec: str) -> str:
+    """A Markdown cell: formatted number, or empty for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def model_table(df: pd.DataFrame, model: str) -> str:
+    """Markdown table of one model over scenes, with a mean row (means over the scenes with a value)."""
+    sub = df[df["model"] == model]
+    rows = [[str(r["scene"])] + [_fmt(float(r[c]), s) for c, (_, s) in _SHOW.items()] + [_fmt(r["device"], "")]
+            for _, r in sub.iterrows()]
+    means = sub[list(_SHOW)].apply(pd.to_numeric, errors="coerce").mean(skipna=True)
+    devices = sub["device"].dropna().unique()
+    rows.append(["**mean**"] + [_fmt(float(means[c]), s) for c, (_, s) in _SHOW.items()]
+                + [devices[0] if len(devices) == 1 else ""])
+    return _md_table(["scene"] + [h for h, _ in _SHOW.values()] + ["device"], rows)
+
+
+def _comparison_md(table: pd.DataFrame) -> str:
+    """Markdown of :func:`comparison_table`."""
+    cols = [
+        ("teacher_psnr", "teacher PSNR", ".2f"), ("student_psnr", "student PSNR", ".2f"),
+        ("student_gain_db", "student gain (dB)", "+.2f"), ("finetuned_psnr", "finetuned PSNR", ".2f"),
+        ("finetuned_gain_db", "finetuned gain (dB)", "+.2f"), ("student_speedup", "speed-up student", ".1f"),
+        ("finetuned_speedup", "speed-up finetuned", ".1f"), ("flops_reduction", "FLOPs reduction", ".1f"),
+        ("r2l_train_minutes", "R2L train (min, student+finetune)", ".1f"),
+        ("paper_nerf_psnr", "paper NeRF PSNR", ".2f"), ("paper_r2l_psnr", "paper R2L PSNR", ".2f"),
+        ("paper_gain_db", "paper gain (dB)", "+.2f"),
+    ]
+    rows = []
+    for _, r in table.iterrows():
+        if str(r["scene"]).startswith("mean"):
+            name = f"**{r['scene']}**"
+        else:
+            name = str(r["scene"]) + (f" ({r['paper_scene']})" if r["paper_scene"] else "")
+        rows.append([name] + [_fmt(r[c], s) for c, _, s in cols])
+    return _md_table(["scene (paper scene)"] + [h for _, h, _ in cols], rows)
+
+
+def _table2_md(df: pd.DataFrame) -> str:
+    """R2L's Table 2 beside our teacher / finetuned means over scenes."""
+    rows = [[f"paper {name}", _fmt(t["size_mb"], ".1f"), _fmt(t["mflops_per_ray"], ".2f"),
+             _fmt(t["psnr_synthetic"], ".2f"), _fmt(t["psnr_real"], ".2f"), ""] for name, t in
+            (("NeRF", TABLE2["nerf"]), ("R2L", TABLE2["r2l"]))]
+    for model in MODELS:
+        sub = df[df["model"] == model]
+        if len(sub):
+            m = sub[["size_mb", "mflops_per_ray", "psnr"]].apply(pd.to_numeric, errors="coerce").mean()
+            rows.append([f"ours {model} (mean)", _fmt(float(m["size_mb"]), ".1f"),
+                         _fmt(float(m["mflops_per_ray"]), ".2f"), "", "", _fmt(float(m["psnr"]), ".2f")])
+    header = ["model", "size (MB)", "MFLOPs/ray", "PSNR synthetic (mean)", "PSNR real/LLFF (mean)",
+              "PSNR (mean over our scenes)"]
+    return _md_table(header, rows)
+
+
+def summary_markdown(df: pd.DataFrame, paper_scene: dict[str, str] | None = None) -> str:
+    """The whole ``summary.md`` text for the concatenated metrics ``df``."""
+    parts = [
+        "# r2l results", "",
+        "PSNR and SSIM: higher is better; LPIPS (AlexNet): lower is better, empty when its weights were not "
+        "available offline. MFLOPs/ray: 2 x linear-layer multiply-adds per ray (R2L's convention). "
+        "ms/frame: median full-frame render time after warm-up on the listed device. Empty cells are "
+        "missing values.", "",
+    ]
+    for model in MODELS:
+        if (df["model"] == model).any():
+            parts += [f"## {model}", "", model_table(df, model), ""]
+    parts += ["## Student vs teacher (read beside R2L Table 2)", "",
+              "Gain = student PSNR - teacher PSNR; speed-up = teacher ms / student ms; FLOPs reduction = "
+              "teacher MFLOPs / finetuned MFLOPs. Paper columns: R2L's published PSNR for the matching scene.", "",
+              _comparison_md(comparison_table(df, paper_scene)), "",
+              "## R2L Table 2 (published) and our means", "", _table2_md(df), "", f"Source: {SOURCE}.", ""]
+    return "\n".join(parts)
+
+
+def write_summary(
+    metric_csvs: list[str | Path], out_csv: str | Path, out_md: str | Path, paper_scene: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """Concatenate per-scene metrics into ``out_csv`` and write the readable ``out_md``; returns the comparison table.
+
+    paper_scene: optional map from our scene names to the paper's (e.g. ``{"lego_100": "lego"}``);
+    unmapped names match themselves, then without a trailing ``_<digits>``.
+    """
+    df = read_metrics(list(metric_csvs))
+    atomic_write_text(out_csv, df.to_csv(index=False, na_rep=""))
+    atomic_write_text(out_md, summary_markdown(df, paper_scene))
+    return comparison_table(df, paper_scene)

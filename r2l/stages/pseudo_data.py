@@ -1,0 +1,250 @@
+"""The pseudo_data stage: the teacher renders random views into a view store (:mod:`r2l.data.views`),
+and the real_data rule writes the scene's own views into the same format.
+
+Generation is resumable: valid shards of the same plan are kept, only missing or unreadable ones are
+rendered again (a shard is written only when all its views are done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from r2l.core.atomic import atomic_write_json
+from r2l.core.errors import DataError, R2LError
+from r2l.core.log import progress
+from r2l.data.scene import Scene
+from r2l.data.views import (
+    AUTHORS_BYTES_PER_RAY,
+    FORMAT_VERSION,
+    META_NAME,
+    PLAN_NAME,
+    read_shard,
+    shard_name,
+    write_shard,
+)
+from r2l.geometry.poses import blender_radius_from_cameras, sample_blender_poses, sample_llff_poses
+from r2l.geometry.rays import get_rays, ndc_rays
+
+log = logging.getLogger("r2l")
+
+def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    """Colours ``(..., 3)`` in [0, 1] -> uint8, rounded and clamped."""
+    return torch.round(rgb.float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
+def _train_poses(scene: Scene) -> np.ndarray:
+    """Training poses ``(m, 4, 4)`` of ``scene``."""
+    if "train" not in scene.splits or len(scene.splits["train"]) == 0:
+        raise R2LError(f"scene {scene.name!r} has no training views to derive pseudo-data cameras from")
+    return np.asarray(scene.poses[scene.splits["train"]], dtype=np.float32)
+
+
+def plan_pseudo_views(scene: Scene, n_views: int, W: int, seed: int, focal_scale) -> tuple[np.ndarray, np.ndarray, dict]:
+    """All pseudo-data cameras, drawn up front from ``seed`` (the first k are the same for any n_views >= k).
+
+    Returns ``poses (n_views, 4, 4)`` float32, ``focals (n_views,)`` float32 (scene focal scaled to width
+    ``W``) and a dict describing the sampler.
+    """
+    rng = np.random.default_rng(seed)
+    focal = scene.focal * W / scene.W
+    train = _train_poses(scene)
+    if scene.ndc:
+        poses = sample_llff_poses(train, n_views, rng)
+        return poses, np.full(n_views, focal, dtype=np.float32), {"sampler": "llff", "focal_scale": None}
+    radius = 4.0 if scene.format == "blender" else blender_radius_from_cameras(train)
+    poses, focals = sample_blender_poses(n_views, rng, radius=radius, focal=focal, focal_scale=focal_scale)
+    scale = None if focal_scale is None else list(focal_scale)
+    return poses, focals, {"sampler": "blender", "radius": radius, "focal_scale": scale}
+
+
+def render_view(teacher, c2w: np.ndarray, focal: float, H: int, W: int, ndc: bool, ndc_near: float, chunk: int | None) -> torch.Tensor:
+    """Render one view with a ray renderer: uint8 colours ``(H*W, 3)``.
+
+    c2w: (4, 4). Rays come from :func:`r2l.geometry.rays.get_rays` at this view's own ``(H, W, focal)`` (and NDC at
+    this size when ``ndc``). chunk: rays per ``render_rays`` call (None: the whole view in one call).
+    """
+    rays_o, rays_d = get_rays(torch.as_tensor(c2w, dtype=torch.float32), H, W, focal)
+    if ndc:
+        rays_o, rays_d = ndc_rays(H, W, focal, ndc_near, rays_o, rays_d)
+    step = chunk or H * W
+    with torch.no_grad():
+        rgb = torch.cat([teacher.render_rays(rays_o[i : i + step], rays_d[i : i + step]).cpu() for i in range(0, H * W, step)])
+    if rgb.shape != (H * W, 3):
+        raise R2LError(f"the teacher returned colours of shape {tuple(rgb.shape)} for {H * W} rays")
+    if not torch.isfinite(rgb).all():
+        raise R2LError("the teacher returned non-finite colours; check the teacher checkpoint")
+    return _to_uint8(rgb)
+
+
+def _teacher_id(teacher, teacher_path) -> str:
+    """A fingerprint of the teacher: sha256 of its file, else of its meta (device left out)."""
+    if teacher_path is not None and Path(teacher_path).is_file():
+        return "sha256:" + hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()
+    meta = {k: v for k, v in dict(getattr(teacher, "meta", {})).items() if k != "device"}
+    return "meta:" + hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reset_if_replanned(out_dir: Path, plan: dict) -> None:
+    """Drop shards rendered under a different plan (settings or teacher); record the current plan."""
+    path = out_dir / PLAN_NAME
+    old = None
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            old = {}
+    if old is not None and old != plan:
+        stale = sorted(out_dir.glob("shard_*.npz"))
+        log.warning("%s: settings or teacher changed since the last run; discarding %d old shards", out_dir, len(stale))
+        for f in stale:
+            f.unlink()
+    atomic_write_json(path, plan)
+
+
+def _tidy(out_dir: Path, n_shards: int) -> None:
+    """Remove leftover temp files of killed runs and shards beyond ``n_shards``."""
+    for f in out_dir.glob(".shard_*.tmp"):
+        f.unlink(missing_ok=True)
+    for f in out_dir.glob("shard_*.npz"):
+        stem = f.stem.removeprefix("shard_")
+        if not stem.isdigit() or int(stem) >= n_shards:
+            log.info("removing %s (beyond the %d shards of this store)", f, n_shards)
+            f.unlink()
+
+
+def _shard_done(path: Path, H: int, W: int, first: int, poses: np.ndarray, focals: np.ndarray) -> bool:
+    """True when ``path`` is a valid shard holding exactly the planned ``poses (k,4,4)``, ``focals (k,)``."""
+    if not path.exists():
+        return False
+    try:
+        arrs = read_shard(path, H, W, len(poses), first)
+    except DataError as err:
+        log.warning("%s; rendering it again", err)
+        return False
+    if np.array_equal(arrs["poses"], poses) and np.array_equal(arrs["focals"], focals):
+        return True
+    log.warning("%s holds other cameras than planned; rendering it again", path)
+    return False
+
+
+def store_stats(out_dir: Path, n_shards: int, n_views: int, H: int, W: int) -> dict:
+    """Sizes on disk of a store's shards against the authors' 36 bytes per ray."""
+    total = sum((out_dir / shard_name(i)).stat().st_size for i in range(n_shards))
+    authors = H * W * AUTHORS_BYTES_PER_RAY
+    per_view = total / max(n_views, 1)
+    return {"bytes_total": total, "bytes_per_view": per_view, "authors_bytes_per_view": authors,
+            "ratio": per_view / authors, "n_views": n_views}
+
+
+def generate_pseudo_data(
+    teacher,
+    scene: Scene,
+    out_dir: str | Path,
+    n_views: int = 10_000,
+    H: int | None = None,
+    W: int | None = None,
+    seed: int = 0,
+    views_per_shard: int = 100,
+    focal_scale: tuple[float, float] | None = (1.0, 2.0),
+    chunk: int | None = None,
+    teacher_path: str | Path | None = None,
+) -> dict:
+    """Render ``n_views`` random views with ``teacher`` (a ray renderer) into the view store ``out_dir``.
+
+    Cameras: :func:`plan_pseudo_views` (Blender: radius 4 for format "blender", else the training cameras'
+    mean radius, focal scaled by ``focal_scale``; LLFF: :func:`r2l.geometry.poses.sample_llff_poses`). H, W default
+    to the scene's. Resumable: valid shards of the same plan are kept, only missing ones are rendered.
+    chunk: rays per teacher call (None: one view). teacher_path: recorded in meta.json; its hash
+    fingerprints the teacher so a new teacher never reuses old shards.
+    Returns stats ``{bytes_total, bytes_per_view, authors_bytes_per_view, ratio, n_views, seconds, views_rendered}``.
+    """
+    H, W = H or scene.H, W or scene.W
+    if n_views < 1 or views_per_shard < 1:
+        raise R2LError(f"n_views ({n_views}) and views_per_shard ({views_per_shard}) must be positive")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / META_NAME).unlink(missing_ok=True)  # the store is incomplete until meta.json comes back
+    poses, focals, info = plan_pseudo_views(scene, n_views, W, seed, focal_scale)
+    plan = {"format_version": FORMAT_VERSION, "teacher": _teacher_id(teacher, teacher_path), "H": H, "W": W,
+            "seed": seed, "views_per_shard": views_per_shard, "scene": scene.name, "ndc": scene.ndc,
+            "ndc_near": scene.ndc_near, **info}
+    _reset_if_replanned(out_dir, plan)
+    n_shards = math.ceil(n_views / views_per_shard)
+    _tidy(out_dir, n_shards)
+    spans = [(i * views_per_shard, min(n_views, (i + 1) * views_per_shard)) for i in range(n_shards)]
+    todo = [i for i, (lo, hi) in enumerate(spans)
+            if not _shard_done(out_dir / shard_name(i), H, W, lo, poses[lo:hi], focals[lo:hi])]
+    n_todo = sum(spans[i][1] - spans[i][0] for i in todo)
+    log.info("pseudo-data %s: %d of %d views to render (%d shards kept)", out_dir, n_todo, n_views, n_shards - len(todo))
+    start = time.time()
+    with progress(total=n_views, initial=n_views - n_todo, desc="pseudo-data") as bar:
+        bar.unit = "view"
+        for i in todo:
+            lo, hi = spans[i]
+            colors = []
+            for v in range(lo, hi):
+                colors.append(render_view(teacher, poses[v], float(focals[v]), H, W, scene.ndc, scene.ndc_near, chunk).numpy())
+                bar.update(1)
+            write_shard(out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi], np.stack(colors), H, W)
+    stats = {**store_stats(out_dir, n_shards, n_views, H, W), "seconds": time.time() - start, "views_rendered": n_todo}
+    meta = _base_meta(scene, H, W, n_views, views_per_shard, n_shards, "pseudo")
+    meta.update({"teacher": None if teacher_path is None else str(teacher_path), "teacher_id": plan["teacher"],
+                 "seed": seed, "focal": scene.focal * W / scene.W, **info, "stats": stats})
+    atomic_write_json(out_dir / META_NAME, meta)
+    return stats
+
+
+def _base_meta(scene: Scene, H: int, W: int, n_views: int, views_per_shard: int, n_shards: int, source: str) -> dict:
+    """The meta.json fields every view store has."""
+    return {"format_version": FORMAT_VERSION, "source": source, "H": H, "W": W, "n_views": n_views,
+            "views_per_shard": views_per_shard, "n_shards": n_shards, "near": scene.near, "far": scene.far,
+            "ndc": scene.ndc, "ndc_near": scene.ndc_near, "scene": scene.name, "scene_format": scene.format,
+            "camera": scene.camera()}
+
+
+def convert_real_data(
+    scene: Scene,
+    out_dir: str | Path,
+    split: str = "train",
+    H: int | None = None,
+    W: int | None = None,
+    views_per_shard: int = 100,
+) -> dict:
+    """Write the real views of one split into a view store (meta source "real").
+
+    The loader has already composited and resized the images; H, W must equal the scene's (resizing is the
+    loader's job). Colours are stored as uint8 (rounded; at most 0.5/255 from the float images).
+    Returns the size stats (as :func:`generate_pseudo_data`, without timing).
+    """
+    if (H or scene.H) != scene.H or (W or scene.W) != scene.W:
+        raise R2LError(f"real views of {scene.name!r} are {scene.H}x{scene.W}, not {H}x{W}: load the scene at that resolution instead")
+    if views_per_shard < 1:
+        raise R2LError(f"views_per_shard must be positive, got {views_per_shard}")
+    images, poses = scene.split(split)
+    n_views = len(images)
+    if n_views == 0:
+        raise R2LError(f"scene {scene.name!r} has no views in split {split!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / META_NAME).unlink(missing_ok=True)
+    n_shards = math.ceil(n_views / views_per_shard)
+    _tidy(out_dir, n_shards)
+    colors = np.clip(np.round(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    colors = colors.reshape(n_views, scene.H * scene.W, 3)
+    focals = np.full(n_views, scene.focal, dtype=np.float32)
+    for i in range(n_shards):
+        lo, hi = i * views_per_shard, min(n_views, (i + 1) * views_per_shard)
+        write_shard(out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi], colors[lo:hi], scene.H, scene.W)
+    stats = store_stats(out_dir, n_shards, n_views, scene.H, scene.W)
+    meta = _base_meta(scene, scene.H, scene.W, n_views, views_per_shard, n_shards, "real")
+    meta.update({"split": split, "teacher": None, "focal": scene.focal, "stats": stats})
+    atomic_write_json(out_dir / META_NAME, meta)
+    return stats

@@ -1,0 +1,508 @@
+"""Train the R2L student: distillation on pseudo-data with hard-example mining, then finetuning on real views.
+
+:func:`train_student` is one readable loop (nanoGPT style). Each step draws ``batch_rays`` fresh rays
+uniformly over every pixel of every view of the given view stores (:class:`r2l.data.views.ViewStore`,
+render-space rays rebuilt from the stored cameras), adds ``hard_ratio * batch_rays`` rays drawn from the
+hard-example pool once it is full (:class:`HardPool`), and takes an Adam step on the colour MSE under the
+paper's schedule (:func:`lr_at`). The ``hard_ratio`` highest-loss FRESH rays of the step then enter the
+pool. It validates every ``val_every`` steps (mean per-image PSNR of full views, deterministic rendering),
+checkpoints every ``ckpt_every`` steps into ``resume_dir`` and resumes from the newest checkpoint on
+restart (weights, optimizer, step, generator states, elapsed seconds, histories). The hard pool is NOT
+checkpointed (as in the authors' code): after a resume it fills again over the next ``1 / hard_ratio *
+hard_mul`` steps (100 with the paper's values). A non-finite loss or weights stop training with an
+R2LError and the last good checkpoint stays. The result is written atomically to ``out_path``.
+
+:func:`finetune_student` continues a trained student on the REAL training rays with the same loop
+(weights, optimizer state and step carried over, so the learning-rate schedule goes on from that step).
+Unlike the authors (who stopped on test-set PSNR) it selects on the validation split: the PSNR of the
+val store is measured before finetuning and every ``val_every`` steps, the best weights (the unfinetuned
+start included) are kept, and those are written with their val PSNR and step.
+
+Timing: ``train_seconds`` is wall time of the stage's training steps (validation excluded), accumulated
+over resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from r2l.core.checkpoint import atomic_torch_save, load_checkpoint, load_latest_checkpoint, save_checkpoint
+from r2l.core.config import from_dict
+from r2l.core.errors import DataError, R2LError
+from r2l.core.log import progress
+from r2l.core.metrics import psnr_from_mse
+from r2l.core.runtime import (
+    autocast,
+    check_finite,
+    check_finite_weights,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_group_lr,
+    set_rng_state,
+    setup_fast_math,
+    thin,
+)
+from r2l.data.views import ViewStore
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+
+log = logging.getLogger("r2l")
+
+
+@dataclass
+class DistillConfig:
+    """Student distillation and finetuning; defaults are the paper's / the authors' code values."""
+
+    steps: int = 1_200_000  # optimiser steps on pseudo-data (authors' code; the paper text says 600k)
+    batch_rays: int = 81_920  # fresh rays per step (authors: 20 files x 4096 rays)
+    hard_ratio: float = 0.2  # share of the fresh rays (highest loss) entering the pool; pool rays added per step
+    hard_mul: int = 20  # hard-example pool capacity in batches: hard_mul * batch_rays rays
+    lr: float = 5e-4  # Adam learning rate after warm-up (betas 0.9, 0.999, no weight decay)
+    warmup_lr: float = 1e-4  # learning rate at step 0, rising linearly to ``lr``
+    warmup_steps: int = 200  # length of the linear warm-up
+    lr_decay_steps: int = 500_000  # after warm-up: lr * lr_decay_factor ** ((step - warmup_steps) / lr_decay_steps)
+    lr_decay_factor: float = 0.1  # decay per lr_decay_steps
+    val_every: int = 10_000  # validate every n steps (0 = only at start and end; not a paper setting)
+    val_views: int = 8  # views scored per validation, evenly spread over the store (0 = all)
+    ckpt_every: int = 5_000  # checkpoint into resume_dir every n steps (not a paper setting)
+    log_every: int = 100  # loss history interval in steps
+    seed: int = 0  # seeds network init, ray sampling and jitter
+    device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
+    amp: bool = True  # bf16 autocast on CUDA for training steps (ignored on CPU; validation is float32)
+    chunk: int = 32_768  # rays per chunk when rendering without grad (validation)
+    network: R2LNetConfig = field(default_factory=R2LNetConfig)  # the student network
+
+    def __post_init__(self):
+        positive = ("batch_rays", "hard_mul", "lr_decay_steps", "ckpt_every", "log_every", "chunk")
+        bad = [f"{k}={getattr(self, k)}" for k in positive if getattr(self, k) < 1]
+        bad += [f"{k}={getattr(self, k)}" for k in ("steps", "warmup_steps", "val_every", "val_views")
+                if getattr(self, k) < 0]
+        if not 0.0 <= self.hard_ratio <= 1.0:
+            bad.append(f"hard_ratio={self.hard_ratio} (must be in [0, 1])")
+        if not (self.lr > 0 and self.warmup_lr > 0 and self.lr_decay_factor > 0):
+            bad.append(f"lr={self.lr}, warmup_lr={self.warmup_lr}, lr_decay_factor={self.lr_decay_factor} (must be > 0)")
+        if bad:
+            raise R2LError(f"student config: invalid value(s): {', '.join(bad)}")
+
+    @property
+    def n_hard(self) -> int:
+        """Hard rays per step: round(hard_ratio * batch_rays) (16,384 for the paper)."""
+        return int(round(self.hard_ratio * self.batch_rays))
+
+
+def distill_config_from_dict(d: dict) -> DistillConfig:
+    """Build a :class:`DistillConfig` from a (possibly partial, nested) dict; unknown keys raise R2LError."""
+    return from_dict(DistillConfig, dict(d), "student")
+
+
+def lr_at(step: int, cfg: DistillConfig) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then exponential decay.
+
+    ``warmup_lr + (lr - warmup_lr) * step / warmup_steps`` for ``step < warmup_steps``, else
+    ``lr * lr_decay_factor ** ((step - warmup_steps) / lr_decay_steps)``.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / cfg.warmup_steps
+    return cfg.lr * cfg.lr_decay_factor ** ((step - cfg.warmup_steps) / cfg.lr_decay_steps)
+
+
+# ----------------------------------------------------------------------------- hard-example mining
+
+
+class HardPool:
+    """A fixed-capacity pool of hard rays ``(rays_o, rays_d, rgb)``, render space, on ``device``.
+
+    Fill phase: :meth:`add` appends the ``n_hard`` highest-loss rays of each step until ``capacity`` rays
+    are held. Once full, :meth:`draw` returns ``n_hard`` distinct random slots' rays for the next batch
+    and remembers those slots; the following :meth:`add` overwrites exactly those slots with the step's
+    newest hardest rays. The pool draws from its own generator on ``device`` (not checkpointed).
+    """
+
+    def __init__(self, capacity: int, n_hard: int, device: torch.device | str = "cpu", seed: int = 0):
+        self.capacity, self.n_hard, self.device = int(capacity), int(n_hard), torch.device(device)
+        self.rays_o = torch.zeros(self.capacity, 3, device=self.device)
+        self.rays_d = torch.zeros(self.capacity, 3, device=self.device)
+        self.rgb = torch.zeros(self.capacity, 3, device=self.device)
+        self.size = 0
+        self.drawn: torch.Tensor | None = None  # slots handed out by the last draw(), overwritten by add()
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``n_hard`` random distinct pool rays ``(rays_o, rays_d, rgb)`` each (n_hard, 3), or None until full."""
+        if not self.full or self.n_hard == 0:
+            return None
+        perm = torch.randperm(self.capacity, generator=self.generator, device=self.device)
+        self.drawn = perm[: self.n_hard]
+        return self.rays_o[self.drawn], self.rays_d[self.drawn], self.rgb[self.drawn]
+
+    @torch.no_grad()
+    def add(self, rays_o: torch.Tensor, rays_d: torch.Tensor, rgb: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """Put the ``n_hard`` highest-``loss`` rays in the pool; returns the slots written (int64).
+
+        rays_o, rays_d, rgb: (n, 3) the step's fresh rays; loss: (n,) their per-ray loss.
+        """
+        k = min(self.n_hard, loss.shape[0])
+        if k == 0:
+            return torch.zeros(0, dtype=torch.long, device=self.device)
+        hardest = torch.topk(loss.float(), k).indices.to(self.device)
+        if not self.full:
+            n = min(k, self.capacity - self.size)
+            slots = torch.arange(self.size, self.size + n, device=self.device)
+            self.size += n
+        else:
+            slots = self.drawn
+            if slots is None:  # full but nothing drawn this step (add() without draw()): random slots
+                slots = torch.randperm(self.capacity, generator=self.generator, device=self.device)[:k]
+            n = slots.shape[0]
+        self.drawn = None
+        self.rays_o[slots] = rays_o[hardest[:n]].to(self.device, torch.float32)
+        self.rays_d[slots] = rays_d[hardest[:n]].to(self.device, torch.float32)
+        self.rgb[slots] = rgb[hardest[:n]].to(self.device, torch.float32)
+        return slots
+
+
+# ----------------------------------------------------------------------------- data and evaluation
+
+
+def open_stores(store_dirs: list[Path], device: torch.device) -> tuple[list[ViewStore], dict]:
+    """Load view stores onto ``device``; returns them and their shared render geometry.
+
+    Geometry: ``{"near", "far", "ndc", "ndc_near"}``; stores that disagree raise DataError.
+    """
+    if not store_dirs:
+        raise R2LError("train_student needs at least one view store folder")
+    stores = [ViewStore(Path(p), device=device) for p in store_dirs]
+    geom = store_geometry(stores[0])
+    for store in stores[1:]:
+        _check_geometry(store_geometry(store), geom, store.folder)
+    return stores, geom
+
+
+def store_geometry(store: ViewStore) -> dict:
+    """``{"near", "far", "ndc", "ndc_near"}`` of a store (render-space sampling range)."""
+    m = store.meta
+    if "near" not in m or "far" not in m:
+        raise DataError(store.folder / "meta.json", "lacks near/far")
+    return {"near": float(m["near"]), "far": float(m["far"]), "ndc": bool(m["ndc"]),
+            "ndc_near": float(m.get("ndc_near", 1.0))}
+
+
+def _check_geometry(got: dict, want: dict, where) -> None:
+    """Raise DataError when two render geometries differ."""
+    same = got["ndc"] == want["ndc"] and all(math.isclose(got[k], want[k], abs_tol=1e-6) for k in ("near", "far", "ndc_near"))
+    if not same:
+        raise DataError(where, f"render geometry {got} differs from the other data's {want}")
+
+
+def split_counts(n_rays: int, stores: list[ViewStore]) -> list[int]:
+    """Fresh rays per store, proportional to each store's number of rays (sums to ``n_rays``)."""
+    sizes = np.array([s.n_views * s.H * s.W for s in stores], dtype=np.float64)
+    counts = np.floor(n_rays * sizes / sizes.sum()).astype(int)
+    counts[-1] += n_rays - counts.sum()
+    return counts.tolist()
+
+
+def fresh_batch(stores: list[ViewStore], counts: list[int], generator: torch.Generator):
+    """Fresh random rays: ``rays_o, rays_d, rgb`` each (sum(counts), 3) on the stores' device."""
+    parts = []
+    for store, n in zip(stores, counts):
+        if n > 0:
+            view, pix, rgb = store.sample(n, generator)
+            rays_o, rays_d = store.render_rays_at(view, pix)
+            parts.append((rays_o, rays_d, rgb))
+    return tuple(torch.cat(p, dim=0) for p in zip(*parts))
+
+
+def view_indices(n_total: int, n_views: int) -> list[int]:
+    """``n_views`` view indices evenly spread over ``n_total`` (all when n_views is 0 or >= n_total)."""
+    if n_views <= 0 or n_views >= n_total:
+        return list(range(n_total))
+    return sorted(set(np.linspace(0, n_total - 1, n_views).round().astype(int).tolist()))
+
+
+@torch.no_grad()
+def store_psnr(model: R2LNet, store: ViewStore, near: float, far: float, n_views: int, chunk: int) -> float:
+    """Mean per-image PSNR (dB) of ``model`` on full views of ``store`` (deterministic points, float32).
+
+    n_views: views scored, evenly spread (0 = all). chunk: rays per forward pass.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pix = torch.arange(store.H * store.W)
+    psnrs = []
+    for v in view_indices(store.n_views, n_views):
+        rays_o, rays_d = store.render_rays_at(torch.full_like(pix, v), pix)
+        pred = torch.cat([
+            model(rays_o[i : i + chunk].to(device), rays_d[i : i + chunk].to(device), near, far, train=False).float().cpu()
+            for i in range(0, pix.shape[0], chunk)
+        ])
+        gt = store.colors[v].float().cpu() / 255.0
+        psnrs.append(psnr_from_mse(float((pred - gt).square().mean())))
+    model.train(was_training)
+    return float(np.mean(psnrs))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _cpu_weights(model: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _check_arch(config: dict, cfg: DistillConfig, where) -> None:
+    """Raise R2LError when a stored config's network differs from ``cfg.network``."""
+    stored = config.get("network", config.get("student")) if isinstance(config, dict) else None  # "student": r2l 0.1
+    if stored != dataclasses.asdict(cfg.network):
+        raise R2LError(
+            f"{where}: was trained with another student network ({stored}); the config asks for "
+            f"{dataclasses.asdict(cfg.network)}. Restore the old network settings or delete it to start over."
+        )
+
+
+def _load_init(path: Path, cfg: DistillConfig, geom: dict) -> dict:
+    """A student file (or checkpoint) to continue from: weights, optimizer, step; checked against cfg."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "student file to continue from not found")
+    try:
+        ckpt = load_checkpoint(path)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise DataError(path, f"unreadable student file ({err})") from err
+    missing = [k for k in ("weights", "optimizer", "step", "config") if k not in ckpt]
+    if missing:
+        raise DataError(path, f"cannot continue from it: missing {', '.join(missing)}")
+    _check_arch(ckpt["config"], cfg, path)
+    if "near" in ckpt:
+        _check_geometry({k: ckpt[k] for k in ("near", "far", "ndc", "ndc_near")}, geom, path)
+    return ckpt
+
+
+def _generators(gens: tuple[torch.Generator, torch.Generator]) -> dict[str, torch.Generator]:
+    """The loop's generators by name: ray sampling (CPU) and point jitter (training device)."""
+    return {"batch": gens[0], "jitter": gens[1]}
+
+
+def _checkpoint(resume_dir, model, optimizer, cfg: DistillConfig, rng: dict, loop: dict, best: dict) -> None:
+    """Write the full training state; refuse to store non-finite weights."""
+    check_finite_weights(model, loop["step"], resume_dir)
+    state = {"weights": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dataclasses.asdict(cfg),
+             "rng": rng, "loop": dict(loop), "best": best}
+    save_checkpoint(resume_dir, state, loop["step"])
+
+
+def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | None) -> tuple[dict, dict]:
+    """Restore the newest checkpoint of ``resume_dir``, else the ``init`` student, else a fresh start.
+
+    Returns ``(loop, best)``: loop state ``{step, base_step, train_seconds, init_seconds, history,
+    val_history, resumed}`` and the best validated weights ``{psnr, step, weights}`` (empty when none).
+    """
+    base = int(init["step"]) if init else 0
+    init_seconds = float(init.get("metrics", {}).get("train_seconds", 0.0)) if init else 0.0
+    ckpt = load_latest_checkpoint(resume_dir)
+    if ckpt is not None:
+        _check_arch(ckpt["config"], cfg, resume_dir)
+        if ckpt["loop"]["base_step"] != base:
+            raise R2LError(f"{resume_dir}: its checkpoints continue a run started at step {ckpt['loop']['base_step']}, "
+                           f"not {base}; use another resume folder or delete it")
+        model.load_state_dict(ckpt["weights"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"], _generators(gens), gens[1].device)
+        log.info("resuming student from step %d of %s (%.0f s trained)", ckpt["loop"]["step"], resume_dir,
+                 ckpt["loop"]["train_seconds"])
+        return {**ckpt["loop"], "resumed": True}, ckpt["best"]
+    if init:
+        model.load_state_dict(init["weights"])
+        optimizer.load_state_dict(init["optimizer"])
+    loop = {"step": base, "base_step": base, "train_seconds": 0.0, "init_seconds": init_seconds,
+            "history": [], "val_history": [], "resumed": False}
+    return loop, {}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: DistillConfig, device, gen) -> torch.Tensor:
+    """One Adam step on fresh + pool rays; feeds the pool. Returns the loss (a tensor, not synchronised).
+
+    batch: fresh ``(rays_o, rays_d, rgb)`` each (batch_rays, 3) on ``device``. gen: the point-jitter generator.
+    """
+    rays_o, rays_d, rgb = batch
+    n_fresh = rays_o.shape[0]
+    hard = pool.draw()
+    if hard is not None:
+        rays_o, rays_d, rgb = (torch.cat([a, b], dim=0) for a, b in zip((rays_o, rays_d, rgb), hard))
+    with autocast(device, cfg.amp):
+        pred = model(rays_o, rays_d, geom["near"], geom["far"], train=True, generator=gen)
+    per_ray = (pred.float() - rgb).square().mean(dim=-1)
+    loss = per_ray.mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    pool.add(rays_o[:n_fresh], rays_d[:n_fresh], rgb[:n_fresh], per_ray[:n_fresh].detach())
+    return loss.detach()
+
+
+def _validate(val_fn, model, loop: dict, best: dict, select_on_val: bool) -> float:
+    """Record a validation PSNR at the current step; keep the best weights when selecting on validation."""
+    psnr = float(val_fn(model))
+    loop["val_history"].append([loop["step"], psnr])
+    log.info("step %d: val PSNR %.2f dB", loop["step"], psnr)
+    if select_on_val and (not best or psnr > best["psnr"]):
+        best.update({"psnr": psnr, "step": loop["step"], "weights": _cpu_weights(model)})
+    return psnr
+
+
+def _record(loop: dict, loss: float, bar, cfg: DistillConfig, end_step: int) -> None:
+    """Loss history every ``log_every`` steps (and the last), progress bar with loss and training PSNR."""
+    step = loop["step"] - 1
+    if step % cfg.log_every == 0 or loop["step"] == end_step:
+        loop["history"].append([loop["step"], loss])
+    if step % 10 == 0:
+        bar.set_postfix(loss=f"{loss:.2e}", psnr=f"{psnr_from_mse(loss):.2f}", refresh=False)
+    bar.update(1)
+
+
+def _pick_val_fn(val_fn, val_store, stores, geom, cfg: DistillConfig, device) -> tuple[Callable, str]:
+    """``(val_fn, description)``: the given one, else PSNR on ``val_store`` (a view-store folder), else on
+    the first training store."""
+    if val_fn is not None:
+        return val_fn, "val_fn"
+    if val_store is not None:
+        store = ViewStore(Path(val_store), device=device)
+        _check_geometry(store_geometry(store), geom, store.folder)
+        source = f"val store {store.folder}"
+    else:
+        store = stores[0]
+        source = f"training store {store.folder} (fit, not held out)"
+    return (lambda model: store_psnr(model, store, geom["near"], geom["far"], cfg.val_views, cfg.chunk)), source
+
+
+def train_student(
+    store_dirs: list[Path],
+    cfg: DistillConfig,
+    out_path: str | Path,
+    resume_dir: str | Path,
+    init_from: Path | None = None,
+    val_fn: Callable[[R2LNet], float] | None = None,
+    max_steps: int | None = None,
+    val_store: Path | None = None,
+    n_steps: int | None = None,
+    select_on_val: bool = False,
+    kind: str = "student",
+) -> dict:
+    """Train (or continue) a student on the rays of ``store_dirs``; write ``out_path``; return its metrics.
+
+    init_from: a student file to continue from (weights, optimizer, step); the stage then trains ``n_steps``
+    (default ``cfg.steps``) steps beyond its step. val_fn(model) -> PSNR overrides the default validation
+    (``store_psnr`` on ``val_store``, else on the first training store). select_on_val: write the
+    best-validated weights instead of the last. max_steps: stop at this global step with a checkpoint and
+    return ``{"finished": False, ...}`` without writing ``out_path`` (the next call resumes).
+    """
+    device = pick_device(cfg.device)
+    setup_fast_math(device)
+    gen = seed_everything(cfg.seed)  # ray sampling (CPU)
+    jitter_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # points along rays (on the device)
+    stores, geom = open_stores(store_dirs, device)
+    init = _load_init(init_from, cfg, geom) if init_from is not None else None
+    model = R2LNet(cfg.network).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+    loop, best = _start(resume_dir, model, optimizer, (gen, jitter_gen), cfg, init)
+    end_step = loop["base_step"] + (cfg.steps if n_steps is None else int(n_steps))
+    stop = end_step if max_steps is None else min(end_step, int(max_steps))
+    val_fn, val_source = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
+    pool = HardPool(cfg.hard_mul * cfg.batch_rays, cfg.n_hard, device, seed=cfg.seed + 2 + loop["step"])
+    counts = split_counts(cfg.batch_rays, stores)
+    log.info("%s on %s (%s): steps %d -> %d, %d fresh + %d hard rays a step", kind,
+             ", ".join(str(s.folder) for s in stores), device, loop["step"], end_step, cfg.batch_rays, cfg.n_hard)
+    if not loop["resumed"]:
+        _validate(val_fn, model, loop, best, select_on_val)  # the starting PSNR (before finetuning, for finetune)
+    bar = progress(end_step, initial=loop["step"], desc=kind)
+    start = time.perf_counter() - loop["train_seconds"]
+    val_seconds = 0.0
+    batch = fresh_batch(stores, counts, gen)
+    while loop["step"] < stop:
+        step = loop["step"]
+        set_group_lr(optimizer, lambda group, lr=lr_at(step, cfg): lr)
+        loss = train_step(model, optimizer, batch, pool, geom, cfg, device, jitter_gen)
+        rng = rng_state(_generators((gen, jitter_gen)), device)  # what a resume restarts from: before drawing the next batch
+        batch = fresh_batch(stores, counts, gen)  # drawn while the GPU works on this step
+        check_finite(loss, step, resume_dir)
+        loop["step"] = step + 1
+        loop["train_seconds"] = time.perf_counter() - start - val_seconds
+        _record(loop, float(loss), bar, cfg, end_step)
+        if (cfg.val_every > 0 and loop["step"] % cfg.val_every == 0) or loop["step"] == end_step:
+            t0 = time.perf_counter()
+            _validate(val_fn, model, loop, best, select_on_val)
+            val_seconds += time.perf_counter() - t0
+        if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == stop:
+            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best)
+    bar.close()
+    if loop["step"] < end_step:
+        log.info("%s stopped at step %d of %d (max_steps); rerun to resume", kind, loop["step"], end_step)
+        return {"finished": False, "step": loop["step"], "history": loop["history"], "val_history": loop["val_history"]}
+    scene = {"name": stores[0].meta.get("scene"), "format": stores[0].meta.get("scene_format"),
+             **stores[0].meta.get("camera", {})}  # the scene's identity and camera, as in a teacher file
+    return _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path)
+
+
+def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path) -> dict:
+    """Write the student file atomically (the best-validated weights when ``select_on_val``); return metrics."""
+    last_step, last_psnr = loop["val_history"][-1]
+    chosen = best if select_on_val else {"psnr": last_psnr, "step": last_step, "weights": _cpu_weights(model)}
+    metrics = {
+        "val_psnr": chosen["psnr"], "val_step": chosen["step"], "val_psnr_before": loop["val_history"][0][1],
+        "val_psnr_last": last_psnr, "val_source": val_source, "val_history": loop["val_history"],
+        "train_seconds": float(loop["train_seconds"]),
+        "total_train_seconds": float(loop["train_seconds"] + loop["init_seconds"]),
+        "base_step": loop["base_step"], "final_step": loop["step"], "rays_per_step": cfg.batch_rays + cfg.n_hard,
+        "device": device.type, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "loss_history": thin(loop["history"]), "final_loss": loop["history"][-1][1] if loop["history"] else None,
+    }
+    out = {"weights": chosen["weights"], "config": dataclasses.asdict(cfg), "kind": kind, **geom, "scene": scene,
+           "step": int(chosen["step"]), "metrics": metrics}
+    if not select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
+        out["optimizer"] = optimizer.state_dict()
+    atomic_torch_save(out, out_path)
+    log.info("%s written to %s: val PSNR %.2f dB (step %d; %.2f dB at the start), %.0f s", kind, out_path,
+             chosen["psnr"], chosen["step"], metrics["val_psnr_before"], loop["train_seconds"])
+    return {"finished": True, **metrics}
+
+
+def finetune_student(
+    student_ckpt: Path,
+    real_store: Path,
+    val_store: Path,
+    cfg: DistillConfig,
+    steps: int,
+    out_path: str | Path,
+    resume_dir: str | Path,
+    max_steps: int | None = None,
+    val_fn: Callable[[R2LNet], float] | None = None,
+) -> dict:
+    """Finetune a distilled student on the real training rays, selecting on the validation store.
+
+    Continues ``student_ckpt`` (weights, optimizer, step: the lr schedule goes on from there) for ``steps``
+    steps (the paper runs 1.2M -> 1.6M; the authors note ~1k can do) with the same batch and mining; validates on ``val_store`` before
+    and every ``val_every`` steps and writes the best (kind "finetuned") with its val PSNR and step.
+    max_steps, val_fn: as in :func:`train_student`.
+    """
+    return train_student(
+        [Path(real_store)], cfg, out_path, resume_dir, init_from=Path(student_ckpt), val_fn=val_fn,
+        max_steps=max_steps, val_store=Path(val_store), n_steps=steps,
+        select_on_val=True, kind="finetuned",
+    )

@@ -1,0 +1,364 @@
+"""The teacher stage: train a coarse + fine NeRF (the paper's) or a fast grid field (r2l.models.grid).
+
+:func:`train_teacher` is one readable loop: all training rays are built once; each step draws
+``batch_rays`` random rays across every training view (the centre crop only for the first
+``precrop_steps`` on Blender scenes), renders them, and takes an Adam step on the colour MSE
+(coarse + fine for NeRF; MSE + the field's regulariser for the grid) with the NeRF schedule
+``lr * 0.1 ** (step / lr_decay_steps)``. It validates every ``val_every`` steps, checkpoints every
+``ckpt_every`` steps into ``resume_dir`` and resumes from there on restart (weights, optimizer,
+step, RNG states and elapsed time), and stops with an :class:`R2LError` on a non-finite loss,
+keeping the last good checkpoint. The result is written atomically to ``out_path``.
+
+The trained teacher is loaded for inference with :func:`r2l.models.teacher.load_teacher`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from r2l.core.checkpoint import atomic_torch_save, load_latest_checkpoint, save_checkpoint
+from r2l.core.errors import R2LError
+from r2l.core.log import log, progress
+from r2l.core.metrics import psnr_from_mse
+from r2l.core.runtime import (
+    autocast,
+    check_finite,
+    check_finite_weights,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_group_lr,
+    set_rng_state,
+    setup_fast_math,
+    thin,
+)
+from r2l.data.scene import Scene
+from r2l.models.teacher import TeacherConfig, build_model, render, render_eval_outputs
+
+
+def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
+    """Fill in the settings that depend on the scene's format (``None`` in the config) and log them."""
+    kind_cfg = getattr(cfg, cfg.kind)
+    resolved = kind_cfg.resolved(scene.ndc)
+    unset = [f.name for f in dataclasses.fields(kind_cfg) if getattr(kind_cfg, f.name) is None]
+    filled = {name: getattr(resolved, name) for name in unset}
+    space = "NDC (forward-facing)" if scene.ndc else "world (object-centric)"
+    log.info("teacher %s settings for a %s %s scene: %s", cfg.kind, scene.format, space,
+             ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(resolved).items()))
+    if filled:
+        log.info("resolved from the scene format: %s", ", ".join(f"{k}={v}" for k, v in filled.items()))
+    return dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc), grid=cfg.grid.resolved(scene.ndc))
+
+
+def scene_info(scene: Scene) -> dict:
+    """What rendering needs to know about a scene (stored in the teacher file): name, format and its camera."""
+    return {"name": scene.name, "format": scene.format, **scene.camera()}
+
+
+
+# ----------------------------------------------------------------------------- training pieces
+
+
+class TrainRays:
+    """Every training ray of a scene (render space) and its colour, kept on ``device``.
+
+    rays_o, rays_d, rgb: (n_views, H * W, 3); mean_rgb: (3,) the mean training colour.
+    """
+
+    def __init__(self, scene: Scene, device: torch.device):
+        images, poses = scene.split("train")
+        rays = [scene.rays(c2w) for c2w in poses]
+        self.rays_o = torch.stack([r[0] for r in rays]).to(device)
+        self.rays_d = torch.stack([r[1] for r in rays]).to(device)
+        self.rgb = torch.as_tensor(np.asarray(images, dtype=np.float32)).reshape(len(poses), -1, 3).to(device)
+        self.mean_rgb = self.rgb.reshape(-1, 3).mean(dim=0)
+        self.H, self.W, self.device = scene.H, scene.W, device
+
+    def sample_indices(self, n: int, generator: torch.Generator, crop_frac: float = 1.0):
+        """``n`` random (view, flat pixel ``v * W + u``) pairs, each ``(n,)`` int64 on the CPU.
+
+        With ``crop_frac < 1`` only the centre rows/columns ``[H//2 - dh, H//2 + dh)``,
+        ``dh = int(H//2 * crop_frac)`` (nerf-pytorch's precrop) are drawn.
+        """
+        H, W = self.H, self.W
+        dh, dw = (int(H // 2 * crop_frac), int(W // 2 * crop_frac)) if crop_frac < 1 else (H - H // 2, W - W // 2)
+        dh, dw = max(dh, 1), max(dw, 1)
+        view = torch.randint(0, self.rgb.shape[0], (n,), generator=generator)
+        v = torch.randint(max(H // 2 - dh, 0), min(H // 2 + dh, H), (n,), generator=generator)
+        u = torch.randint(max(W // 2 - dw, 0), min(W // 2 + dw, W), (n,), generator=generator)
+        return view, v * W + u
+
+    def sample(self, n: int, generator: torch.Generator, crop_frac: float = 1.0):
+        """``n`` random rays across all views (see :meth:`sample_indices`).
+
+        Returns ``rays_o, rays_d, rgb``: (n, 3) on the device.
+        """
+        view, pix = (x.to(self.device) for x in self.sample_indices(n, generator, crop_frac))
+        return self.rays_o[view, pix], self.rays_d[view, pix], self.rgb[view, pix]
+
+
+def decay_lr(optimizer: torch.optim.Optimizer, cfg: TeacherConfig, step: int) -> float:
+    """Exponential decay of every group's base lr: ``base * 0.1 ** (step / lr_decay_steps)``; returns the factor."""
+    factor = 0.1 ** (step / cfg.lr_decay_steps)
+    set_group_lr(optimizer, lambda group: group["base_lr"] * factor)
+    return factor
+
+
+def make_optimizer(model: nn.ModuleDict, cfg: TeacherConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam (betas 0.9/0.999, no weight decay); grid fields choose their own groups and rates."""
+    if cfg.kind == "nerf":
+        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    else:
+        groups = model["field"].param_groups(1.0)
+    for group in groups:
+        group["base_lr"] = group.get("lr", cfg.lr)
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+
+
+def teacher_loss(model: nn.ModuleDict, cfg: TeacherConfig, out: dict, target: torch.Tensor):
+    """Training loss and the colour MSE of the final image (float32).
+
+    NeRF: MSE(coarse) + MSE(fine); grid: MSE + the field's regulariser (if it has one).
+    """
+    mse = torch.mean((out["rgb"].float() - target) ** 2)
+    if cfg.kind == "nerf":
+        return mse + torch.mean((out["rgb_coarse"].float() - target) ** 2), mse
+    regularizer = getattr(model["field"], "regularizer", None)
+    return (mse + regularizer().float() if regularizer is not None else mse), mse
+
+
+def validate(model, cfg: TeacherConfig, info: dict, scene: Scene, device, mean_rgb: torch.Tensor) -> dict | None:
+    """Score ``cfg.val_views`` evenly spread validation views (None without a val split).
+
+    mean_rgb: (3,) the training images' mean colour. Returns ``psnr`` (mean per-image PSNR),
+    ``baseline_psnr`` (the same for a constant image of ``mean_rgb``) and ``miss`` (fraction of rays whose
+    accumulated opacity stays below 0.5, i.e. that hit nothing and show the background).
+    """
+    if "val" not in scene.splits or len(scene.splits["val"]) == 0 or cfg.val_views <= 0:
+        return None
+    images, poses = scene.split("val")
+    picks = np.unique(np.linspace(0, len(poses) - 1, min(cfg.val_views, len(poses))).round().astype(int))
+    psnrs, baselines, misses = [], [], []
+    for i in picks:
+        out = render_eval_outputs(model, cfg, info, *scene.rays(poses[i]), device)
+        target = torch.as_tensor(np.asarray(images[i], dtype=np.float32)).reshape(-1, 3)
+        psnrs.append(psnr_from_mse(float(torch.mean((out["rgb"].cpu() - target) ** 2))))
+        baselines.append(psnr_from_mse(float(torch.mean((mean_rgb.cpu() - target) ** 2))))
+        misses.append(float((out["acc"] < 0.5).float().mean()))
+    return {"psnr": float(np.mean(psnrs)), "baseline_psnr": float(np.mean(baselines)), "miss": float(np.mean(misses))}
+
+
+def check_learned(cfg: TeacherConfig, val: dict | None, step: int, scene_name: str) -> None:
+    """Stop with an R2LError when the teacher scores below a constant mean-colour image on the val views."""
+    if not cfg.check_learned or val is None or val["psnr"] >= val["baseline_psnr"]:
+        return
+    raise R2LError(
+        f"teacher of scene {scene_name!r} has not learned the scene: validation PSNR {val['psnr']:.2f} dB at step "
+        f"{step} is below the {val['baseline_psnr']:.2f} dB of an image painted in the mean training colour. "
+        "Stopping before later stages distil it; check the scene's poses and format, and the log's density and "
+        "occupancy lines, then rerun (the last checkpoints are kept)."
+    )
+
+
+def field_stats(model: nn.ModuleDict, cfg: TeacherConfig, seed: int) -> str:
+    """One log line on the grid field: occupied cells, grid box, density percentiles in the box ('' for NeRF)."""
+    if cfg.kind != "grid":
+        return ""
+    f = model["field"]
+    gen = torch.Generator(device=f.aabb.device).manual_seed(seed)
+    pts = f.aabb[0] + torch.rand(8192, 3, generator=gen, device=f.aabb.device) * (f.aabb[1] - f.aabb[0])
+    with torch.no_grad():
+        sigma = f.density(pts).float()
+    q = torch.quantile(sigma, torch.tensor([0.5, 0.9, 0.99], device=sigma.device)).tolist()
+    box = [[round(v, 3) for v in corner] for corner in f.grid_aabb.tolist()]
+    return (f"occupancy {100 * f.occupied_fraction():.1f}% of cells, grid side {f.resolution} over box {box}, "
+            f"density p50/p90/p99 {q[0]:.3g}/{q[1]:.3g}/{q[2]:.3g} (max {float(sigma.max()):.3g})")
+
+
+def log_validation(step: int, val: dict | None, stats: str) -> None:
+    """The validation line of the log: PSNR against the mean-colour baseline, missed rays, field statistics."""
+    if val is not None:
+        log.info("step %d: val PSNR %.2f dB (mean-colour image %.2f dB), %.1f%% of rays hit nothing",
+                 step, val["psnr"], val["baseline_psnr"], 100 * val["miss"])
+    if stats:
+        log.info("step %d: %s", step, stats)
+
+
+def validate_and_check(model, cfg: TeacherConfig, info: dict, scene: Scene, rays: TrainRays, device, step: int):
+    """:func:`validate`, log it with :func:`field_stats`, then :func:`check_learned`; returns the scores."""
+    val = validate(model, cfg, info, scene, device, rays.mean_rgb)
+    log_validation(step, val, field_stats(model, cfg, step))
+    check_learned(cfg, val, step, scene.name)
+    return val
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _generators(rngs) -> dict[str, torch.Generator]:
+    """The loop's generators by name: batch sampling and render jitter."""
+    return {"batch": rngs[0], "render": rngs[1]}
+
+
+def _arch(config: dict) -> dict:
+    """The parts of a config dict that must match to resume (kind and network)."""
+    return {"kind": config["kind"], "net": config[config["kind"]]}
+
+
+def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> dict:
+    """Restore the newest loadable checkpoint of ``resume_dir`` into model/optimizer/RNGs.
+
+    Returns the loop state ``{"step", "train_seconds", "history", "val_history"}`` (fresh when none).
+    """
+    fresh = {"step": 0, "train_seconds": 0.0, "history": [], "val_history": []}
+    ckpt = load_latest_checkpoint(resume_dir)
+    if ckpt is None:
+        return fresh
+    if _arch(ckpt["config"]) != _arch(dataclasses.asdict(cfg)):
+        raise R2LError(
+            f"{resume_dir}: its checkpoint was trained with another teacher kind/network "
+            f"({_arch(ckpt['config'])}); delete the folder to start over or restore the old config"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"], _generators(rngs), device)
+    log.info("resuming teacher from step %d of %s (%.0f s trained)", ckpt["step"], resume_dir, ckpt["train_seconds"])
+    return {k: ckpt[k] for k in fresh}
+
+
+def checkpoint(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device, loop: dict) -> None:
+    """Write the full training state; refuse to store non-finite weights."""
+    check_finite_weights(model, loop["step"], resume_dir)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "config": dataclasses.asdict(cfg),
+        "rng": rng_state(_generators(rngs), device),
+        **loop,
+    }
+    save_checkpoint(resume_dir, state, loop["step"])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_teacher(
+    scene: Scene,
+    cfg: TeacherConfig,
+    out_path: str | Path,
+    resume_dir: str | Path,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train a teacher on ``scene``'s train split; write ``out_path``; return its metrics.
+
+    Resumes from the newest checkpoint in ``resume_dir``. ``on_step(step, loss)`` (optional) is called
+    after every finished step (tests use it to simulate a kill).
+    """
+    cfg = resolve_for_scene(cfg, scene)
+    device = pick_device(cfg.device)
+    setup_fast_math(device)
+    batch_gen = seed_everything(cfg.seed)
+    render_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    rngs = (batch_gen, render_gen)
+    info = scene_info(scene)
+    model = build_model(cfg, info).to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    loop = resume(resume_dir, model, optimizer, cfg, rngs, device)
+    rays = TrainRays(scene, device)
+    n_rays = rays.rgb.shape[0] * rays.rgb.shape[1]
+    log.info("teacher %s on %s (%s): %d training rays, %d steps", cfg.kind, scene.name, device, n_rays, cfg.steps)
+    log_sampling(cfg, info, rays)
+    bar = progress(cfg.steps, initial=loop["step"], desc=f"teacher {cfg.kind} {scene.name}")
+    start = time.perf_counter() - loop["train_seconds"]
+    val_seconds = 0.0
+    while loop["step"] < cfg.steps:
+        step = loop["step"]
+        loss, mse = train_step(model, optimizer, cfg, info, rays, rngs, step, scene.ndc, device, resume_dir)
+        if cfg.kind == "grid" and model["field"].update_occupancy(step):
+            optimizer = make_optimizer(model, cfg, device)  # the grids were resampled to a new shape
+        loop["step"] = step + 1
+        loop["train_seconds"] = time.perf_counter() - start - val_seconds
+        record(loop, bar, cfg, step, loss, mse)
+        if cfg.val_every > 0 and loop["step"] % cfg.val_every == 0 and loop["step"] < cfg.steps:
+            t0 = time.perf_counter()
+            val = validate_and_check(model, cfg, info, scene, rays, device, loop["step"])
+            loop["val_history"].append([loop["step"], None if val is None else val["psnr"]])
+            val_seconds += time.perf_counter() - t0
+        if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == cfg.steps:
+            checkpoint(resume_dir, model, optimizer, cfg, rngs, device, loop)
+        if on_step is not None:
+            on_step(loop["step"], loss)
+    bar.close()
+    return finish(model, cfg, info, scene, rays, device, loop, out_path)
+
+
+def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device, resume_dir):
+    """One optimisation step; returns ``(loss, mse)`` as floats. Raises R2LError on a non-finite loss."""
+    batch_gen, render_gen = rngs
+    decay_lr(optimizer, cfg, step)
+    crop = cfg.precrop_frac if (step < cfg.precrop_steps and not ndc) else 1.0
+    rays_o, rays_d, target = rays.sample(cfg.batch_rays, batch_gen, crop)
+    with autocast(device, cfg.amp):
+        out = render(model, cfg, info, rays_o, rays_d, train=True, generator=render_gen)
+    loss, mse = teacher_loss(model, cfg, out, target)
+    check_finite(loss.detach(), step, resume_dir)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), float(mse.detach())
+
+
+def log_sampling(cfg: TeacherConfig, info: dict, rays: TrainRays) -> None:
+    """Log the samples per ray and their spacing in the field's space (NDC units for forward-facing scenes)."""
+    n = cfg.nerf.n_coarse if cfg.kind == "nerf" else cfg.grid.n_samples
+    norms = torch.linalg.norm(rays.rays_d[0].float(), dim=-1)
+    step = (info["far"] - info["near"]) / max(n - 1, 1)
+    lo, med, hi = torch.quantile(norms.cpu(), torch.tensor([0.0, 0.5, 1.0])).tolist()
+    space = "NDC" if info["ndc"] else "world"
+    log.info("%d samples per ray over t in [%g, %g]: step %.4g in t, %.4g / %.4g / %.4g %s units (min/median/max "
+             "over a training view)", n, info["near"], info["far"], step, step * lo, step * med, step * hi, space)
+
+
+def record(loop: dict, bar, cfg: TeacherConfig, step: int, loss: float, mse: float) -> None:
+    """Append to the loss history every ``log_every`` steps (and the last); update the progress bar."""
+    if step % cfg.log_every == 0 or loop["step"] == cfg.steps:
+        loop["history"].append([step, loss, psnr_from_mse(mse)])
+    if step % 10 == 0:
+        bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", refresh=False)
+    bar.update(1)
+
+
+def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: TrainRays, device, loop: dict, out_path) -> dict:
+    """Final validation, then write the teacher file atomically; returns its metrics."""
+    val = validate_and_check(model, cfg, info, scene, rays, device, loop["step"])
+    val_psnr = None if val is None else val["psnr"]
+    metrics = {
+        "val_psnr": val_psnr,
+        "train_seconds": float(loop["train_seconds"]),
+        "steps": int(loop["step"]),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "loss_history": thin(loop["history"]),
+        "val_history": loop["val_history"],
+    }
+    out = {
+        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": dataclasses.asdict(cfg),
+        "kind": cfg.kind,
+        "scene": info,
+        "step": int(loop["step"]),
+        "metrics": metrics,
+    }
+    atomic_torch_save(out, out_path)
+    log.info("teacher written to %s: val PSNR %s after %d steps, %.0f s", out_path, val_psnr, loop["step"],
+             loop["train_seconds"])
+    return metrics
+
+
