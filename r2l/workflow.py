@@ -9,7 +9,6 @@ non-zero exit, and offers ``job.section(name)`` (a stage's settings for this sce
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from r2l.core.atomic import atomic_write_json
 from r2l.core.config import deep_merge, stage_section
+from r2l.core.digest import file_sha256
 from r2l.core.errors import R2LError
 from r2l.core.log import setup_logging
 from r2l.data.registry import load_scene
@@ -67,15 +67,6 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
 RESUMABLE_KEYS = ("steps", "val_every", "val_views", "ckpt_every", "log_every", "device", "chunk")
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_resume_dir(resume_dir: str | Path, sections: dict[str, dict], inputs: list[str | Path]) -> Path:
     """Keep a stage's checkpoints only if they were made with the same settings and input files.
 
@@ -86,7 +77,7 @@ def prepare_resume_dir(resume_dir: str | Path, sections: dict[str, dict], inputs
     resume_dir = Path(resume_dir)
     identity = {
         "settings": {name: {k: v for k, v in sec.items() if k not in RESUMABLE_KEYS} for name, sec in sections.items()},
-        "inputs": {str(p): file_digest(p) for p in inputs},
+        "inputs": {str(p): file_sha256(p) for p in inputs},
     }
     identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
     path = resume_dir / "identity.json"

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from alignment import umeyama
 from conftest import SHARED_DATA
 
 from r2l.core.errors import DataError, R2LError
@@ -30,7 +31,6 @@ from r2l.data.colmap import (
     point_depths,
     rotation_between,
     scene_format,
-    umeyama,
     world_up,
     write_blender,
     write_llff,

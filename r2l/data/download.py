@@ -19,7 +19,6 @@ Only the standard library is used (urllib, hashlib, zipfile, tarfile, shutil) pl
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import logging
 import lzma
@@ -43,6 +42,7 @@ except ImportError:  # Windows: no cross-process lock
     fcntl = None
 
 from r2l.core.atomic import atomic_folder
+from r2l.core.digest import file_sha256
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import progress
 
@@ -65,15 +65,6 @@ class _Interrupted(Exception):
 
 
 # ----------------------------------------------------------------------------------------- download
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_digest_format(sha256: str | None) -> str | None:
@@ -144,7 +135,7 @@ def _already_there(dest: Path, expected: str | None) -> bool:
     """True when ``dest`` exists and matches ``expected`` (any content when None); a mismatch is removed."""
     if not dest.is_file():
         return False
-    actual = sha256_file(dest) if expected else None
+    actual = file_sha256(dest) if expected else None
     if actual == expected:
         log.info("%s already downloaded", dest)
         return True
@@ -155,7 +146,7 @@ def _already_there(dest: Path, expected: str | None) -> bool:
 
 def _verify(part: Path, expected: str | None, dest: Path, url: str) -> None:
     """Check the sha256 of a finished transfer; on mismatch remove it and raise R2LError with both digests."""
-    actual = sha256_file(part)
+    actual = file_sha256(part)
     if expected is None:
         log.info("sha256 of %s: %s (add `sha256: %s` to the config to pin it)", dest.name, actual, actual)
         return
@@ -567,7 +558,7 @@ def fetch_scene(
     if not local.is_file():
         raise DataError(local, f"no such archive or folder (source {source!r}). {_HINT}")
     expected = _check_digest_format(sha256)
-    actual = sha256_file(local) if expected else None
+    actual = file_sha256(local) if expected else None
     if actual != expected:
         raise R2LError(f"{local}: sha256 mismatch: expected {expected}, got {actual}; fix `sha256:` or the file")
     return extract_member(local, dest, member)

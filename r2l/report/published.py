@@ -44,9 +44,6 @@ TABLE2: dict[str, dict[str, float]] = {
     "nerf": {"size_mb": 2.4, "mflops_per_ray": 303.82, "psnr_synthetic": 30.47, "psnr_real": 27.68},
     "r2l": {"size_mb": 23.7, "mflops_per_ray": 11.79, "psnr_synthetic": 31.87, "psnr_real": 27.79},
 }
-R2L_PSEUDO_ONLY_SYNTHETIC_PSNR = 30.48  # synthetic mean, R2L trained on pseudo-data only (no finetuning)
-SPEEDUP_RANGE = (28.0, 31.0)  # abstract: rendering speed-up over NeRF on the synthetic scenes
-FLOPS_REDUCTION_RANGE = (26.0, 35.0)  # abstract: FLOPs-per-ray reduction over NeRF
 
 
 def published_psnr(paper_scene: str | None) -> tuple[float, float] | None:

@@ -7,7 +7,6 @@ rendered again (a shard is written only when all its views are done).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from r2l.core.atomic import atomic_write_json
+from r2l.core.digest import file_sha256, value_sha256
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import progress
 from r2l.data.scene import Scene
@@ -87,9 +87,9 @@ def render_view(teacher, c2w: np.ndarray, focal: float, H: int, W: int, ndc: boo
 def _teacher_id(teacher, teacher_path) -> str:
     """A fingerprint of the teacher: sha256 of its file, else of its meta (device left out)."""
     if teacher_path is not None and Path(teacher_path).is_file():
-        return "sha256:" + hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()
+        return "sha256:" + file_sha256(teacher_path)
     meta = {k: v for k, v in dict(getattr(teacher, "meta", {})).items() if k != "device"}
-    return "meta:" + hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
+    return "meta:" + value_sha256(meta)
 
 
 def _reset_if_replanned(out_dir: Path, plan: dict) -> None:
