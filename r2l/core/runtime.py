@@ -92,3 +92,19 @@ def thin(history: list, n: int = 200) -> list:
     if len(history) <= n:
         return list(history)
     return [history[i] for i in sorted(set(np.linspace(0, len(history) - 1, n).round().astype(int).tolist()))]
+
+
+def chunked(fn, rays_o: torch.Tensor, rays_d: torch.Tensor, chunk: int):
+    """Apply ``fn(rays_o, rays_d)`` to slices of at most ``chunk`` rays and concatenate.
+
+    rays_o, rays_d: (n_rays, 3). ``fn`` returns a tensor ``(m, ...)``, a dict or a tuple of them; the result
+    has the same structure with the slices joined along the first axis. Raises ValueError for zero rays.
+    """
+    outs = [fn(rays_o[i : i + chunk], rays_d[i : i + chunk]) for i in range(0, rays_o.shape[0], chunk)]
+    if not outs:
+        raise ValueError("chunked() needs at least one ray")
+    if isinstance(outs[0], dict):
+        return {k: torch.cat([o[k] for o in outs], dim=0) for k in outs[0]}
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts, dim=0) for parts in zip(*outs))
+    return torch.cat(outs, dim=0)

@@ -52,6 +52,7 @@ from r2l.core.atomic import atomic_folder
 from r2l.core.errors import R2LError
 from r2l.core.imageio import to_uint8
 from r2l.core.log import progress
+from r2l.core.runtime import chunked
 from r2l.geometry.poses import llff_to_opengl as llff_to_opengl  # re-exported: callers of r2l.data.builtin use it
 from r2l.geometry.poses import look_at as poses_look_at
 from r2l.geometry.poses import opengl_to_llff
@@ -516,14 +517,15 @@ class BuiltinScene:
         """:meth:`render_rays` plus the hit distance t: (n,) (inf on a miss)."""
         rays_o, rays_d = rays_o.detach().float().cpu(), rays_d.detach().float().cpu()
         bg = torch.tensor(background, dtype=torch.float32)
-        rgbs, alphas, ts = [torch.zeros(0, 3)], [torch.zeros(0)], [torch.zeros(0)]
+        if rays_o.shape[0] == 0:
+            return torch.zeros(0, 3), torch.zeros(0), torch.zeros(0)
+
+        def shade(o: torch.Tensor, d: torch.Tensor):
+            rgb, hit, t = self._render_chunk(o, d)
+            return torch.where(hit[:, None], rgb, bg), hit.float(), t
+
         with _one_thread():
-            for i in range(0, rays_o.shape[0], CHUNK):
-                rgb, hit, t = self._render_chunk(rays_o[i : i + CHUNK], rays_d[i : i + CHUNK])
-                rgbs.append(torch.where(hit[:, None], rgb, bg))
-                alphas.append(hit.float())
-                ts.append(t)
-        return torch.cat(rgbs), torch.cat(alphas), torch.cat(ts)
+            return chunked(shade, rays_o, rays_d, CHUNK)
 
     @torch.no_grad()
     def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, background=(1.0, 1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:

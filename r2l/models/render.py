@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from r2l.core.runtime import chunked  # noqa: F401  (re-exported: renderers chunk with it)
+
 Field = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -232,17 +234,3 @@ def render_rays_grid(
         rgb = rgb.index_put((seen,), field.color(pts[seen], dirs[seen]).float())
     out = blend(weights, rgb.reshape(*t.shape, 3), t, background)
     return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
-
-
-def chunked(fn, rays_o: torch.Tensor, rays_d: torch.Tensor, chunk: int):
-    """Apply ``fn(rays_o, rays_d)`` to slices of at most ``chunk`` rays and concatenate.
-
-    rays_o, rays_d: (n_rays, 3). ``fn`` returns a tensor ``(m, ...)`` or a dict of them; the result has
-    the same structure with the slices joined along the first axis.
-    """
-    outs = [fn(rays_o[i : i + chunk], rays_d[i : i + chunk]) for i in range(0, rays_o.shape[0], chunk)]
-    if not outs:
-        raise ValueError("chunked() needs at least one ray")
-    if isinstance(outs[0], dict):
-        return {k: torch.cat([o[k] for o in outs], dim=0) for k in outs[0]}
-    return torch.cat(outs, dim=0)

@@ -20,6 +20,7 @@ from r2l.core.atomic import atomic_write_json
 from r2l.core.digest import file_sha256, value_sha256
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import progress
+from r2l.core.runtime import chunked
 from r2l.data.scene import Scene
 from r2l.data.views import (
     AUTHORS_BYTES_PER_RAY,
@@ -74,9 +75,8 @@ def render_view(teacher, c2w: np.ndarray, focal: float, H: int, W: int, ndc: boo
     rays_o, rays_d = get_rays(torch.as_tensor(c2w, dtype=torch.float32), H, W, focal)
     if ndc:
         rays_o, rays_d = ndc_rays(H, W, focal, ndc_near, rays_o, rays_d)
-    step = chunk or H * W
     with torch.no_grad():
-        rgb = torch.cat([teacher.render_rays(rays_o[i : i + step], rays_d[i : i + step]).cpu() for i in range(0, H * W, step)])
+        rgb = chunked(lambda o, d: teacher.render_rays(o, d).cpu(), rays_o, rays_d, chunk or H * W)
     if rgb.shape != (H * W, 3):
         raise R2LError(f"the teacher returned colours of shape {tuple(rgb.shape)} for {H * W} rays")
     if not torch.isfinite(rgb).all():
