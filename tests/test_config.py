@@ -1,6 +1,7 @@
 """Config validation, per-scene merging, dataclass building and a dry run of the workflow."""
 
 import copy
+import importlib.util
 import re
 import subprocess
 import sys
@@ -194,3 +195,46 @@ def test_snakemake_files_are_snakefmt_formatted():
     files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "workflow" / "rules").glob("*.smk")))]
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _dotted_keys(node: dict, prefix: str = "") -> list[str]:
+    """Every key path of a nested mapping, e.g. ``teacher.grid.resolution``."""
+    out = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        out.append(path)
+        if isinstance(value, dict):
+            out.extend(_dotted_keys(value, path + "."))
+    return out
+
+
+def test_config_readme_describes_every_key():
+    text = (ROOT / "config" / "README.md").read_text()
+    missing = [k for k in _dotted_keys(DEFAULT) if f"`{k}`" not in text]
+    assert missing == [], f"config/README.md lacks {missing}"
+    assert "`teacher.grid.resolution`" in text and "`student.network.depth`" in text  # the walk reaches depth 3
+
+
+def test_installed_wheel_validates_a_config(tmp_path):
+    """A wheel built from the repository carries the schema: it validates a config from any folder."""
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed in this environment, so no wheel can be built offline")
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheel_dir), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = wheel_dir.glob("r2l-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    code = ("import sys, yaml; from r2l.core.config import validate_config; import r2l; "
+            "assert r2l.__file__.startswith(sys.argv[2]), r2l.__file__; "
+            "validate_config(yaml.safe_load(open(sys.argv[1]))); print('valid')")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**DEFAULT, "teacher": {"stpes": 3}}))
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run([sys.executable, "-c", code, str(ROOT / "config" / "config.yaml"), str(site)],
+                        cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == "valid", ok.stderr
+    no = subprocess.run([sys.executable, "-c", code, str(bad), str(site)], cwd=tmp_path, env=env,
+                        capture_output=True, text=True)
+    assert no.returncode != 0 and "teacher: unknown key(s) 'stpes'" in no.stderr
