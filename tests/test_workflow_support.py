@@ -1,8 +1,15 @@
-"""The glue between Snakemake and the package: resume folders that never resume stale weights."""
+"""The glue between Snakemake and the package: resume folders that never resume stale weights; the conda route."""
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
 
 from r2l.workflow import prepare_resume_dir
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_ckpts(folder, n=2):
@@ -47,3 +54,48 @@ def test_checkpoints_of_unknown_origin_are_not_resumed(tmp_path):
     make_ckpts(resume)  # left by a run that recorded no identity
     prepare_resume_dir(resume, {"teacher": {"steps": 10}}, [])
     assert ckpts(resume) == [] and (resume / "identity.json").is_file()
+
+
+# ----------------------------------------------------------------------------- the conda route
+
+
+def _conda_directives() -> list[tuple[Path, str]]:
+    """``(rule file, env path)`` for every ``conda:`` directive of the workflow."""
+    found = []
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        lines = smk.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() == "conda:":
+                found.append((smk, lines[i + 1].strip().strip('"')))
+    return found
+
+
+def test_every_rule_env_is_a_dependency_only_env_file():
+    """Rules name workflow/envs/r2l.yaml, which parses and lists dependencies only (no install of the checkout:
+    Snakemake builds envs from its own copy of the file, where ``-e .`` would point elsewhere)."""
+    directives = _conda_directives()
+    assert len(directives) >= 12
+    for smk, env in directives:
+        path = (smk.parent / env).resolve()
+        assert path == ROOT / "workflow" / "envs" / "r2l.yaml", (smk, env)
+    spec = yaml.safe_load((ROOT / "workflow" / "envs" / "r2l.yaml").read_text())
+    deps = [d for d in spec["dependencies"] if isinstance(d, str)]
+    pip = [p for d in spec["dependencies"] if isinstance(d, dict) for p in d["pip"]]
+    assert any(d.startswith("pytorch") for d in deps) and any(d.startswith("python") for d in deps)
+    assert not [p for p in pip if p.startswith("-e") or p.strip() in (".", "r2l")]
+    user_env = yaml.safe_load((ROOT / "environment.yml").read_text())  # the env to run Snakemake from
+    assert "-e ." in [p for d in user_env["dependencies"] if isinstance(d, dict) for p in d["pip"]]
+
+
+def test_a_rule_script_imports_r2l_from_the_checkout(tmp_path):
+    """Run a script's import lines the way Snakemake does (the script folder appended to sys.path) in a Python
+    that sees no installed packages (-S): r2l still comes from this checkout."""
+    code = (f"import sys; sys.path.append({str(ROOT / 'workflow' / 'scripts')!r}); "
+            "import _checkout; import r2l.core.errors; print(r2l.__file__)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()) == ROOT / "r2l" / "__init__.py"
+    scripts = sorted(p for p in (ROOT / "workflow" / "scripts").glob("*.py") if p.name != "_checkout.py")
+    first_imports = [next(line for line in p.read_text().splitlines() if line.startswith(("import", "from")))
+                     for p in scripts]
+    assert all(line.startswith("import _checkout") for line in first_imports), dict(zip(scripts, first_imports))
