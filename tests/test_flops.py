@@ -1,24 +1,24 @@
-"""FLOPs per ray: traced counts on hand-built modules, and the paper presets against their closed forms."""
+"""FLOPs per ray: measured counts on hand-built modules, and the paper presets against their closed forms."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from r2l.models.flops import (
     GRID_NOTE,
     MLP_NOTE,
-    count_linear_macs,
+    count_flops,
     flops_note,
     flops_per_ray,
     nerf_closed_form_flops,
     nerf_macs_per_sample,
     student_closed_form_flops,
 )
-from r2l.models.nerf import NeRF, NeRFConfig, nerf_flops_per_ray
+from r2l.models.nerf import NeRF, NeRFConfig
 from r2l.models.r2lnet import R2LNet, R2LNetConfig, Student
-from r2l.models.r2lnet import flops_per_ray as student_module_flops
 from r2l.models.render import render_rays_nerf
 
 
@@ -35,9 +35,9 @@ def rays(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_sequential_macs_by_hand():
     net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
-    assert count_linear_macs(net, torch.zeros(7, 10)) == 7 * (10 * 20 + 20 * 5)  # 2100
+    assert count_flops(net, torch.zeros(7, 10)) == 2 * 7 * (10 * 20 + 20 * 5)  # 2 x 2100
     # leading dimensions all count as rows
-    assert count_linear_macs(net, torch.zeros(2, 7, 10)) == 14 * 300
+    assert count_flops(net, torch.zeros(2, 7, 10)) == 2 * 14 * 300
 
 
 def test_callable_and_repeated_modules():
@@ -47,9 +47,21 @@ def test_callable_and_repeated_modules():
         h = a(x)
         return b(a(x) + h)  # a runs twice
 
-    assert count_linear_macs(fn, torch.zeros(5, 4)) == 5 * (2 * 4 * 3 + 3 * 2)
-    # hooks are removed afterwards: nothing is counted outside the call
-    assert count_linear_macs(lambda x: x, torch.zeros(1)) == 0
+    assert count_flops(fn, torch.zeros(5, 4)) == 2 * 5 * (2 * 4 * 3 + 3 * 2)
+    # only what runs inside the call is counted
+    assert count_flops(lambda x: x, torch.zeros(1)) == 0
+
+
+def test_functional_and_matmul_count_but_not_other_ops():
+    """F.linear, ``@`` and bmm are linear layers; grid_sample, convolutions and elementwise ops are not."""
+    w = torch.zeros(3, 4)
+    assert count_flops(lambda x: F.linear(x, w, torch.zeros(3)), torch.zeros(5, 4)) == 2 * 5 * 4 * 3
+    assert count_flops(lambda x: x @ w.T, torch.zeros(2, 5, 4)) == 2 * 10 * 4 * 3
+    assert count_flops(lambda a: torch.bmm(a, a.transpose(1, 2)), torch.zeros(2, 5, 4)) == 2 * 2 * 5 * 4 * 5
+    grid, coords = torch.zeros(1, 2, 8, 8), torch.zeros(1, 5, 1, 2)
+    assert count_flops(lambda g: F.grid_sample(g, coords, align_corners=True), grid) == 0
+    assert count_flops(nn.Conv2d(2, 3, 3), grid) == 0
+    assert count_flops(lambda x: torch.sin(x) * x + x, torch.zeros(5, 4)) == 0
 
 
 def test_flops_per_ray_on_a_renderer_restores_mode():
@@ -78,22 +90,21 @@ def test_flops_per_ray_on_a_renderer_restores_mode():
 # ----------------------------------------------------------------------------- student
 
 
-def test_student_paper_preset_traced_equals_closed_form():
+def test_student_paper_preset_measured_equals_closed_form():
     cfg = R2LNetConfig()
     assert student_closed_form_flops(cfg) == 2 * 5_894_912
     assert round(student_closed_form_flops(cfg) / 1e6, 2) == 11.79
     renderer = Student(R2LNet(cfg), 2.0, 6.0, {"kind": "student", "train_seconds": 0.0, "step": 0, "device": "cpu"})
     o, d = rays(3)
     assert flops_per_ray(renderer, o, d) == student_closed_form_flops(cfg)
-    assert student_module_flops(renderer.model) == student_closed_form_flops(cfg)  # the student module agrees
 
 
 @pytest.mark.parametrize("cfg", [R2LNetConfig(n_points=4, n_freqs=2, depth=6, width=16),
                                  R2LNetConfig(n_points=2, n_freqs=0, depth=4, width=8)])
 def test_student_small_configs(cfg):
     o, d = rays(5)
-    traced = flops_per_ray(lambda a, b: R2LNet(cfg).eval()(a, b, 2.0, 6.0, train=False), o, d)
-    assert traced == student_closed_form_flops(cfg)
+    measured = flops_per_ray(lambda a, b: R2LNet(cfg).eval()(a, b, 2.0, 6.0, train=False), o, d)
+    assert measured == student_closed_form_flops(cfg)
 
 
 # ----------------------------------------------------------------------------- NeRF teacher
@@ -111,14 +122,13 @@ def nerf_renderer(cfg: NeRFConfig, ndc: bool = False):
     return fn
 
 
-def test_nerf_paper_preset_traced_equals_closed_form():
+def test_nerf_paper_preset_measured_equals_closed_form():
     cfg = NeRFConfig()
     assert nerf_macs_per_sample(cfg) == 593_408
     assert nerf_closed_form_flops(cfg) == 2 * 593_408 * 256
     assert round(nerf_closed_form_flops(cfg) / 1e6, 2) == 303.82
     o, d = rays(2)
     assert flops_per_ray(nerf_renderer(cfg), o, d) == nerf_closed_form_flops(cfg)
-    assert nerf_flops_per_ray(cfg) == nerf_closed_form_flops(cfg)  # r2l.models.nerf's own count agrees
 
 
 def test_nerf_llff_preset_is_64_plus_64():
@@ -134,14 +144,14 @@ def test_nerf_small_configs(skip):
     cfg = NeRFConfig(depth=4, width=16, skip=skip, pos_freqs=3, dir_freqs=2, head_width=8, n_coarse=8, n_fine=12)
     o, d = rays(4)
     assert flops_per_ray(nerf_renderer(cfg), o, d) == nerf_closed_form_flops(cfg)
-    assert nerf_flops_per_ray(cfg) == nerf_closed_form_flops(cfg)
+    pts, dirs = torch.zeros(7, 3), torch.ones(7, 3)
+    assert count_flops(NeRF(cfg), pts, dirs) == 2 * 7 * nerf_macs_per_sample(cfg)  # one network, 7 samples
 
 
 # ----------------------------------------------------------------------------- grid teacher
 
 
 def test_grid_teacher_counts_mlps_on_evaluated_samples_only():
-    from r2l.models.nerf import linear_macs
     from r2l.models.teacher import Teacher, build_model, teacher_config_from_dict
 
     grid = {"resolution": 8, "resolution_init": 8, "upsample_steps": [], "density_components": 2,
@@ -153,8 +163,9 @@ def test_grid_teacher_counts_mlps_on_evaluated_samples_only():
     teacher = Teacher(model, cfg, info, {"kind": "grid", "train_seconds": 0.0, "step": 0, "device": "cpu"},
                       torch.device("cpu"))
     field = model["field"]
-    per_sample = linear_macs(field)  # basis + colour MLP, once per evaluated sample
-    assert per_sample == 3 * 3 * 4 + (4 * 5 + 3 * 5) * 8 + 8 * 8 + 8 * 3
+    per_sample = 3 * 3 * 4 + (4 * 5 + 3 * 5) * 8 + 8 * 8 + 8 * 3  # basis + colour MLP, once per evaluated sample
+    assert count_flops(field.color, torch.zeros(5, 3), torch.ones(5, 3)) == 2 * 5 * per_sample
+    assert count_flops(field.density, torch.zeros(5, 3)) == 0  # grid interpolation only: not counted
     o, d = rays(6)
     o[0] = torch.tensor([3.0, 3.0, 4.0])  # this ray misses the box entirely
     t = torch.linspace(2.0, 6.0, 32)

@@ -10,24 +10,10 @@ from torch import nn
 
 from r2l.core.checkpoint import atomic_torch_save
 from r2l.core.errors import DataError, R2LError
+from r2l.models.flops import count_flops, student_closed_form_flops
 from r2l.models.nerf import posenc
-from r2l.models.r2lnet import R2LNet, R2LNetConfig, flops_per_ray, linear_layers, load_student, sample_t
-
-
-def _traced_flops(model: nn.Module, n_rays: int = 5) -> float:
-    """2 x multiply-adds of every nn.Linear call on a real forward pass, per ray (forward hooks)."""
-    macs = 0
-
-    def hook(module, args, _out):
-        nonlocal macs
-        macs += module.in_features * module.out_features * (args[0].numel() // module.in_features)
-
-    handles = [m.register_forward_hook(hook) for m in linear_layers(model)]
-    with torch.no_grad():
-        model(torch.zeros(n_rays, 3), torch.ones(n_rays, 3), 2.0, 6.0, train=False)
-    for h in handles:
-        h.remove()
-    return 2.0 * macs / n_rays
+from r2l.models.r2lnet import R2LNet, R2LNetConfig, load_student
+from r2l.models.render import stratified_t
 
 
 def test_paper_preset_size_and_flops():
@@ -35,18 +21,20 @@ def test_paper_preset_size_and_flops():
         model = R2LNet(R2LNetConfig())
     cfg = model.cfg
     assert (cfg.n_points, cfg.n_freqs, cfg.depth, cfg.width, cfg.n_blocks, cfg.in_dim) == (16, 10, 88, 256, 43, 1008)
-    linears = linear_layers(model)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 88
     assert sum(p.numel() for p in model.parameters()) == 5_917_187
     # 1008*256 + 86*256*256 + 256*3 = 5,894,912 multiply-adds -> 11,789,824 FLOPs
-    assert flops_per_ray(model) == 2 * (1008 * 256 + 86 * 256 * 256 + 256 * 3) == 11_789_824
-    assert round(flops_per_ray(model) / 1e6, 2) == 11.79
+    assert student_closed_form_flops(cfg) == 2 * (1008 * 256 + 86 * 256 * 256 + 256 * 3) == 11_789_824
+    assert round(student_closed_form_flops(cfg) / 1e6, 2) == 11.79
     assert linears[0].in_features == 1008 and linears[-1].out_features == 3
 
 
-def test_traced_flops_match_module_count():
+def test_measured_flops_match_closed_form():
     model = R2LNet(R2LNetConfig(depth=6, width=32, n_points=4, n_freqs=3))
-    assert _traced_flops(model) == flops_per_ray(model) == 2 * (4 * 3 * 7 * 32 + 4 * 32 * 32 + 32 * 3)
+    n = 5
+    measured = count_flops(model, torch.zeros(n, 3), torch.ones(n, 3), 2.0, 6.0, False) / n
+    assert measured == student_closed_form_flops(model.cfg) == 2 * (4 * 3 * 7 * 32 + 4 * 32 * 32 + 32 * 3)
 
 
 @pytest.mark.parametrize("depth", [3, 2, 87, 0])
@@ -82,8 +70,8 @@ def test_output_shape_and_range():
 
 
 def test_eval_points_evenly_spaced_and_deterministic():
-    t1 = sample_t(2.0, 6.0, 5, 16, train=False)
-    t2 = sample_t(2.0, 6.0, 5, 16, train=False)
+    t1 = stratified_t(2.0, 6.0, 5, 16, jitter=False)
+    t2 = stratified_t(2.0, 6.0, 5, 16, jitter=False)
     assert t1.shape == (5, 16)
     assert torch.equal(t1, t2)
     torch.testing.assert_close(t1[0], torch.tensor([2.0 + 4.0 * i / 15 for i in range(16)]))
@@ -92,7 +80,7 @@ def test_eval_points_evenly_spaced_and_deterministic():
 
 def test_train_points_within_their_intervals():
     g = torch.Generator().manual_seed(1)
-    t = sample_t(2.0, 6.0, 4000, 16, train=True, generator=g)
+    t = stratified_t(2.0, 6.0, 4000, 16, jitter=True, generator=g)
     grid = torch.linspace(2.0, 6.0, 16)
     mids = 0.5 * (grid[1:] + grid[:-1])
     lower = torch.cat([grid[:1], mids])
@@ -102,8 +90,29 @@ def test_train_points_within_their_intervals():
     # one independent uniform draw per interval: each interval is covered (mean near its centre)
     torch.testing.assert_close(t.mean(0), 0.5 * (lower + upper), atol=0.02, rtol=0)
     # reproducible from the generator, different without reseeding
-    assert torch.equal(t, sample_t(2.0, 6.0, 4000, 16, True, torch.Generator().manual_seed(1)))
-    assert not torch.equal(t, sample_t(2.0, 6.0, 4000, 16, True, g))
+    assert torch.equal(t, stratified_t(2.0, 6.0, 4000, 16, True, torch.Generator().manual_seed(1)))
+    assert not torch.equal(t, stratified_t(2.0, 6.0, 4000, 16, True, g))
+
+
+def _old_sample_t(near, far, n_rays, n_points, generator):
+    """The student's own jittered sampler before it was merged into render.stratified_t, written out."""
+    t = torch.linspace(near, far, n_points).expand(n_rays, n_points)
+    mids = 0.5 * (t[:, 1:] + t[:, :-1])
+    lower = torch.cat([t[:, :1], mids], dim=-1)
+    upper = torch.cat([mids, t[:, -1:]], dim=-1)
+    u = torch.rand((n_rays, n_points), generator=generator, device=generator.device)
+    return lower + (upper - lower) * u
+
+
+def test_student_samples_bit_identical_to_its_old_sampler():
+    """Same RNG draws, same arithmetic: the points and the network input do not change by a bit."""
+    old = _old_sample_t(2.0, 6.0, 300, 16, torch.Generator().manual_seed(7))
+    assert torch.equal(stratified_t(2.0, 6.0, 300, 16, True, torch.Generator().manual_seed(7)), old)
+    model = R2LNet(R2LNetConfig(depth=4, width=8))
+    o, d = torch.randn(300, 3), torch.randn(300, 3)
+    pts = o[:, None, :] + old[..., None] * d[:, None, :]
+    x = model.encode(o, d, 2.0, 6.0, True, torch.Generator().manual_seed(7))
+    assert torch.equal(x, posenc(pts.reshape(300, -1), 10))
 
 
 def test_no_view_direction_dependence_beyond_points():
@@ -136,6 +145,8 @@ def test_load_student_renderer(tmp_path):
     o, d = torch.randn(50, 3), torch.randn(50, 3)
     rgb = student.render_rays(o, d)
     assert rgb.shape == (50, 3) and rgb.dtype == torch.float32 and rgb.device.type == "cpu"
+    assert not rgb.requires_grad  # rendered without autograd
+    assert student.render_rays(o[:0], d[:0]).shape == (0, 3)  # no rays: an empty image row, not an error
     with torch.no_grad():
         torch.testing.assert_close(rgb, model(o, d, 2.0, 6.0, train=False))  # chunking changes nothing
     assert torch.equal(rgb, student.render_rays(o, d))  # deterministic

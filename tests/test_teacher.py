@@ -14,7 +14,8 @@ from r2l.core.errors import DataError, R2LError
 from r2l.core.metrics import psnr_from_mse
 from r2l.data.builtin import write_blender, write_llff
 from r2l.data.registry import load_scene
-from r2l.models.nerf import NeRF, NeRFConfig, linear_macs, nerf_flops_per_ray, posenc
+from r2l.models.flops import nerf_closed_form_flops, nerf_macs_per_sample
+from r2l.models.nerf import NeRF, NeRFConfig, posenc
 from r2l.models.render import render_rays_nerf
 from r2l.models.teacher import TeacherConfig, load_teacher, teacher_config_from_dict
 from r2l.stages.teacher import TrainRays, decay_lr, train_teacher
@@ -89,11 +90,12 @@ def test_paper_nerf_layer_sizes_and_cost():
     # head 283x128; rgb 128x3
     macs = 63 * 256 + 4 * 256 * 256 + 319 * 256 + 2 * 256 * 256 + 256 + 256 * 256 + 283 * 128 + 128 * 3
     assert macs == 593_408
-    assert linear_macs(net) == 593_408  # counted from the module's nn.Linear weights
+    assert sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Linear)) == 593_408  # the module's weights
+    assert nerf_macs_per_sample(NeRFConfig()) == 593_408  # the closed form agrees
     biases = 8 * 256 + 1 + 256 + 128 + 3
     assert sum(p.numel() for p in net.parameters()) == 593_408 + biases == 595_844
-    assert round(nerf_flops_per_ray(NeRFConfig()) / 1e6, 2) == 303.82
-    assert nerf_flops_per_ray(NeRFConfig(), ndc=True) == 2 * 593_408 * (64 + 64 + 64)
+    assert round(nerf_closed_form_flops(NeRFConfig()) / 1e6, 2) == 303.82
+    assert nerf_closed_form_flops(NeRFConfig(), ndc=True) == 2 * 593_408 * (64 + 64 + 64)
 
 
 def test_paper_nerf_rendering_runs_256_network_evaluations_per_ray():

@@ -1,62 +1,60 @@
-"""FLOPs per ray in the R2L paper's convention, counted on a real forward pass and in closed form.
+"""FLOPs per ray in the R2L paper's convention: one measured counter, and closed forms to check it.
 
-Convention (R2L Table 2): FLOPs = 2 x the multiply-adds of the ``nn.Linear`` weights actually run;
-biases, activations, positional encoding, sampling and compositing are not counted. A linear layer
-applied to ``rows`` inputs costs ``in_features * out_features * rows`` multiply-adds.
+Convention (R2L Table 2): FLOPs = 2 x the multiply-adds of the linear layers actually run. A linear
+layer applied to ``rows`` inputs costs ``in_features * out_features * rows`` multiply-adds; biases,
+activations, positional encoding, sampling, grid interpolation (``grid_sample``) and compositing are
+not counted.
 
-- :func:`count_linear_macs` runs one forward pass with a forward hook on every ``nn.Linear`` (a global
-  module hook, so a plain function that calls modules is traced too) and sums those products.
-- :func:`flops_per_ray` traces a renderer's ``render_rays`` on ``n`` rays: ``2 x MACs / n``.
-- :func:`nerf_closed_form_flops` and :func:`student_closed_form_flops` compute the same number from
-  a config's layer sizes; the tests check the traced counts against them (paper presets: 303.82 M for
-  the coarse + fine NeRF, 11.79 M for the 88-layer student).
-
-Layers called through ``torch.nn.functional.linear`` directly, or hidden from hooks by compilation,
-are not seen by the tracer; the closed forms are the cross-check.
+- :func:`count_flops` runs one call under :class:`torch.utils.flop_counter.FlopCounterMode`, which
+  counts at the ATen dispatch level (so ``nn.Linear``, ``F.linear`` and ``@`` are all seen), and keeps
+  only the matrix products of :data:`MATMUL_OPS` (``mm``, ``addmm``, ``bmm``, ``baddbmm``: what linear
+  layers run). FlopCounterMode counts ``(m x k) @ (k x n)`` as ``2 m k n``: already 2 x multiply-adds.
+- :func:`flops_per_ray` measures a renderer's ``render_rays`` on ``n`` real rays: FLOPs / n.
+- :func:`nerf_closed_form_flops` and :func:`student_closed_form_flops` give the same number from a
+  config's layer sizes, without running a model; the tests check the measured counts against them
+  (paper presets: 303.82 M for the coarse + fine NeRF, 11.79 M for the 88-layer student).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from r2l.models.nerf import posenc_dim
+
+aten = torch.ops.aten
+
+MATMUL_OPS = (aten.mm, aten.addmm, aten.bmm, aten.baddbmm)  # counted; convolutions, attention etc. are not
 
 GRID_NOTE = (
-    "grid teacher: counts only its nn.Linear MLPs on the samples actually evaluated after empty-space "
-    "skipping (traced on real rays); the feature-grid interpolation is not counted, so this is a lower "
-    "bound and not comparable one-to-one with the MLP NeRF's 303.82 M"
+    "grid teacher: counts only its linear layers (basis matrix and colour MLP) on the samples actually "
+    "evaluated after empty-space skipping (measured on real rays); the feature-grid interpolation "
+    "(grid_sample) is not counted, so this is a lower bound and not comparable one-to-one with the MLP "
+    "NeRF's 303.82 M"
 )
-MLP_NOTE = "2 x multiply-adds of nn.Linear weights per ray (biases ignored), traced on real rays"
+MLP_NOTE = "2 x multiply-adds of the linear layers per ray (biases ignored), measured on real rays"
 
 
-def count_linear_macs(module_or_fn: nn.Module | Callable, *inputs) -> int:
-    """Multiply-adds of every ``nn.Linear`` run by one call ``module_or_fn(*inputs)`` (no grad).
+def count_flops(fn: nn.Module | Callable, *inputs) -> int:
+    """FLOPs (2 x multiply-adds) of the matrix products run by one call ``fn(*inputs)``, without grad.
 
-    Each linear layer adds ``in_features * out_features * rows`` with ``rows = input.numel() // in_features``.
+    A product of an ``(m, k)`` by a ``(k, n)`` matrix counts ``2 m k n``; so a linear layer on an input
+    ``(..., in_features)`` counts ``2 * in_features * out_features * rows`` with ``rows`` its leading size.
     """
-    total = 0
-
-    def hook(module: nn.Module, args, _output) -> None:
-        nonlocal total
-        if isinstance(module, nn.Linear) and args:
-            rows = args[0].numel() // module.in_features
-            total += module.in_features * module.out_features * rows
-
-    handle = nn.modules.module.register_module_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            module_or_fn(*inputs)
-    finally:
-        handle.remove()
-    return int(total)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*inputs)
+    counts = counter.get_flop_counts().get("Global", {})
+    return int(sum(counts.get(op, 0) for op in MATMUL_OPS))
 
 
 def flops_per_ray(renderer_or_callable, rays_o: torch.Tensor, rays_d: torch.Tensor) -> float:
-    """FLOPs per ray (2 x MACs / n_rays) of one real forward pass in eval mode.
+    """FLOPs per ray of one real forward pass in eval mode: :func:`count_flops` / n_rays.
 
-    renderer_or_callable: a ray renderer (its ``render_rays`` is traced) or any callable
-    ``f(rays_o, rays_d)``. rays_o, rays_d: (n_rays, 3) render-space rays.
+    renderer_or_callable: a ray renderer (its ``render_rays`` is measured, its ``model`` put in eval
+    mode meanwhile) or any callable ``f(rays_o, rays_d)``. rays_o, rays_d: (n_rays, 3) render-space rays.
     """
     n = rays_o.shape[0]
     if n == 0:
@@ -67,29 +65,24 @@ def flops_per_ray(renderer_or_callable, rays_o: torch.Tensor, rays_d: torch.Tens
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        macs = count_linear_macs(fn, rays_o, rays_d)
+        flops = count_flops(fn, rays_o, rays_d)
     finally:
         if was_training:
             model.train()
-    return 2.0 * macs / n
+    return flops / n
 
 
 def flops_note(renderer) -> str:
-    """What the traced FLOPs of ``renderer`` cover (its ``meta["kind"]`` names grid teachers)."""
+    """What the measured FLOPs of ``renderer`` cover (its ``meta["kind"]`` names grid teachers)."""
     kind = str(getattr(renderer, "meta", {}).get("kind", ""))
     return GRID_NOTE if "grid" in kind.lower() else MLP_NOTE
-
-
-def _posenc_width(d: int, n_freqs: int, include_input: bool) -> int:
-    """Width of the NeRF positional encoding of d values: d x (include_input + 2 n_freqs)."""
-    return d * (int(include_input) + 2 * n_freqs)
 
 
 def nerf_macs_per_sample(cfg) -> int:
     """Linear multiply-adds of one NeRF network evaluation, from a ``NeRFConfig``'s layer sizes."""
     w, hw = cfg.width, cfg.head_width
-    in_pts = _posenc_width(3, cfg.pos_freqs, cfg.include_input)
-    in_dirs = _posenc_width(3, cfg.dir_freqs, cfg.include_input)
+    in_pts = posenc_dim(3, cfg.pos_freqs, cfg.include_input)
+    in_dirs = posenc_dim(3, cfg.dir_freqs, cfg.include_input)
     trunk = in_pts * w + (cfg.depth - 1) * w * w
     if 0 <= cfg.skip < cfg.depth - 1:  # the layer after the skip also reads the encoded input
         trunk += in_pts * w
@@ -113,7 +106,7 @@ def student_macs_per_ray(cfg) -> int:
     Head ``Linear(3 n_points (1 + 2 n_freqs), width)``, ``(depth - 2) / 2`` blocks of two
     ``Linear(width, width)``, tail ``Linear(width, 3)``.
     """
-    in_dim = 3 * cfg.n_points * (1 + 2 * cfg.n_freqs)
+    in_dim = posenc_dim(3 * cfg.n_points, cfg.n_freqs)
     n_blocks = (cfg.depth - 2) // 2
     return in_dim * cfg.width + n_blocks * 2 * cfg.width * cfg.width + cfg.width * 3
 

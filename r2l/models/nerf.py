@@ -5,8 +5,8 @@ input concatenated again after layer 4 (``skip``); density comes from the trunk,
 small view-dependent head on the trunk feature and the encoded view direction. The teacher pairs
 a coarse and a fine copy (see :func:`r2l.models.render.render_rays_nerf`).
 
-Cost, in the paper's convention (multiply-adds of linear-layer weights, biases ignored): one
-paper-preset network costs 593,408 multiply-adds per sample; a ray costs
+Cost, in the paper's convention (2 x multiply-adds of the linear layers, biases ignored; counted by
+:mod:`r2l.models.flops`): one paper-preset network costs 593,408 multiply-adds per sample; a ray costs
 ``2 x 593,408 x (64 + 64 + 128) = 303.82 MFLOPs`` (coarse net on 64 samples, fine net on 64 + 128).
 """
 
@@ -36,7 +36,7 @@ def posenc(x: torch.Tensor, n_freqs: int, include_input: bool = True) -> torch.T
 
 
 def posenc_dim(d: int, n_freqs: int, include_input: bool = True) -> int:
-    """Output width of :func:`posenc` for d inputs."""
+    """Output width of :func:`posenc` for d inputs: d x (include_input + 2 n_freqs)."""
     return d * (int(include_input) + 2 * n_freqs)
 
 
@@ -55,7 +55,7 @@ class NeRFConfig:
     n_fine: int | None = None  # extra importance samples for the fine net; None = 128 (Blender) / 64 (LLFF, NDC)
     raw_noise_std: float | None = None  # noise added to raw density while training; None = 0 (Blender) / 1 (LLFF)
 
-    def resolved(self, ndc: bool) -> "NeRFConfig":
+    def resolved(self, ndc: bool) -> NeRFConfig:
         """The config with scene-dependent ``None`` fields filled in (LLFF values when ``ndc``)."""
         n_fine = self.n_fine if self.n_fine is not None else (64 if ndc else 128)
         noise = self.raw_noise_std if self.raw_noise_std is not None else (1.0 if ndc else 0.0)
@@ -99,15 +99,3 @@ class NeRF(nn.Module):
         h = torch.relu(self.head(torch.cat([self.feature(h), d], dim=-1)))
         return sigma, torch.sigmoid(self.rgb(h))
 
-
-def linear_macs(module: nn.Module) -> int:
-    """Multiply-adds of one pass through every ``nn.Linear`` in ``module`` (weights only, per sample)."""
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
-
-
-def nerf_flops_per_ray(cfg: NeRFConfig, ndc: bool = False) -> float:
-    """FLOPs per ray (2 x multiply-adds) of coarse + fine teacher: coarse on n_coarse, fine on n_coarse + n_fine."""
-    cfg = cfg.resolved(ndc)
-    with torch.device("meta"):
-        macs = linear_macs(NeRF(cfg))
-    return 2.0 * macs * (2 * cfg.n_coarse + cfg.n_fine)

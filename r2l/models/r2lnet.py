@@ -6,7 +6,7 @@ Their xyz coordinates are concatenated (48 values), positionally encoded (``[x, 
 cos(2^k x)]``, k < 10, no pi factor: 48 x 21 = 1008 inputs) and mapped to a colour; no view direction
 goes in.
 
-Sampling convention (the same as the teacher's, :mod:`r2l.models.render`, and the authors' code): the
+Sampling convention (the teacher's, :func:`r2l.models.render.stratified_t`, and the authors' code): the
 deterministic distances are ``linspace(near, far, n_points)``, both ends included; while training
 each point is drawn uniformly, independently per ray and per point, from its interval between the
 midpoints of its neighbours (the first from ``[near, mid_0]``, the last from ``[mid_{n-2}, far]``).
@@ -15,7 +15,8 @@ Rendering uses the deterministic points, so a trained student is a deterministic
 Network (paper preset): ``Linear(1008, 256) + ReLU``; 43 residual blocks
 ``x + Linear(256, 256)(ReLU(Linear(256, 256)(x)))`` without an activation after the sum; a skip around
 the whole body (body output + its input); ``Linear(256, 3) + sigmoid``. 88 linear layers,
-5,917,187 parameters, 11.79 MFLOPs per ray (2 x multiply-adds of the linear weights).
+5,917,187 parameters, 11.79 MFLOPs per ray (2 x multiply-adds of the linear weights; see
+:mod:`r2l.models.flops`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import torch
 from torch import nn
 
 from r2l.core.errors import DataError, R2LError
-from r2l.models.nerf import posenc
+from r2l.models.nerf import posenc, posenc_dim
+from r2l.models.render import chunked, stratified_t
 
 
 @dataclass
@@ -56,29 +58,7 @@ class R2LNetConfig:
     @property
     def in_dim(self) -> int:
         """Network input width: 3 * n_points * (1 + 2 * n_freqs) (1008 for the paper)."""
-        return 3 * self.n_points * (1 + 2 * self.n_freqs)
-
-
-def sample_t(
-    near: float, far: float, n_rays: int, n_points: int, train: bool,
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Distances along rays: ``linspace(near, far, n_points)``, jittered within midpoint intervals if ``train``.
-
-    The jitter is drawn from ``generator`` on its own device (then moved), or the global RNG if None.
-    Returns ``t: (n_rays, n_points)`` sorted along each ray, within ``[near, far]``.
-    """
-    t = torch.linspace(near, far, n_points, device=device).expand(n_rays, n_points)
-    if not train:
-        return t.contiguous()
-    mids = 0.5 * (t[:, 1:] + t[:, :-1])
-    lower = torch.cat([t[:, :1], mids], dim=-1)
-    upper = torch.cat([mids, t[:, -1:]], dim=-1)
-    if generator is None:
-        u = torch.rand((n_rays, n_points), device=device)
-    else:
-        u = torch.rand((n_rays, n_points), generator=generator, device=generator.device).to(device)
-    return lower + (upper - lower) * u
+        return posenc_dim(3 * self.n_points, self.n_freqs)
 
 
 class ResBlock(nn.Module):
@@ -107,7 +87,7 @@ class R2LNet(nn.Module):
     def encode(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float, train: bool,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """rays_o, rays_d: (n, 3) render-space rays. Returns the network input (n, in_dim)."""
-        t = sample_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
+        t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
         pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (n, n_points, 3)
         return posenc(pts.reshape(rays_o.shape[0], -1), self.cfg.n_freqs)
 
@@ -121,16 +101,6 @@ class R2LNet(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``. Returns rgb: (n, 3)."""
         return self.mlp(self.encode(rays_o.float(), rays_d.float(), near, far, train, generator))
-
-
-def linear_layers(model: nn.Module) -> list[nn.Linear]:
-    """Every ``nn.Linear`` in ``model``, in module order."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
-
-
-def flops_per_ray(model: nn.Module) -> float:
-    """FLOPs per ray in the paper's convention: 2 x multiply-adds of the linear weights (one call each)."""
-    return 2.0 * sum(m.in_features * m.out_features for m in linear_layers(model))
 
 
 class Student:
@@ -150,12 +120,15 @@ class Student:
     @torch.no_grad()
     def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
         """rays_o, rays_d: (n, 3) render-space rays. Returns rgb: (n, 3) float32 on CPU in [0, 1]."""
-        out = torch.empty(rays_o.shape[0], 3, dtype=torch.float32)
-        for i in range(0, rays_o.shape[0], self.chunk):
-            o = rays_o[i : i + self.chunk].to(self.device, torch.float32)
-            d = rays_d[i : i + self.chunk].to(self.device, torch.float32)
-            out[i : i + self.chunk] = self.model(o, d, self.near, self.far, train=False).float().cpu()
-        return out
+        if rays_o.shape[0] == 0:
+            return torch.zeros(0, 3)
+
+        def fn(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            """One chunk: o, d (m, 3) -> rgb (m, 3) float32 on CPU."""
+            o, d = o.to(self.device, torch.float32), d.to(self.device, torch.float32)
+            return self.model(o, d, self.near, self.far, train=False).float().cpu()
+
+        return chunked(fn, rays_o, rays_d, self.chunk)
 
 
 def load_student(path: str | Path, device: str | torch.device | None = None, chunk: int = 32768) -> Student:

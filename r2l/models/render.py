@@ -50,7 +50,10 @@ def stratified_t(
 ) -> torch.Tensor:
     """Distances along rays: ``linspace(near, far, n_samples)``, jittered between midpoints if ``jitter``.
 
-    Returns ``t: (n_rays, n_samples)`` sorted along each ray, within ``[near, far]``.
+    The teachers' and the student's samples (:mod:`r2l.models.r2lnet`). The jitter is one
+    ``U[0, 1)`` draw of shape ``(n_rays, n_samples)`` from ``generator`` (on its own device, then
+    moved), or from the global RNG if None. Returns ``t: (n_rays, n_samples)`` sorted along each ray,
+    within ``[near, far]``.
     """
     t = torch.linspace(near, far, n_samples, device=device).expand(n_rays, n_samples)
     if not jitter:
