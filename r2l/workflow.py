@@ -63,6 +63,17 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
     )
 
 
+def inside_workdir(path: str | Path) -> Path:
+    """``path``, checked to lie inside the working directory (where r2l writes everything); R2LError if not.
+
+    Scene names are checked by the schema; this is the one place that checks every path a job writes.
+    """
+    root = Path.cwd().resolve()
+    if not Path(path).resolve().is_relative_to(root):
+        raise R2LError(f"{path}: refusing to write outside the working directory {root} (check scene names and paths)")
+    return Path(path)
+
+
 # Settings that may change between runs without invalidating a stage's checkpoints.
 RESUMABLE_KEYS = ("steps", "val_every", "val_views", "ckpt_every", "log_every", "device", "chunk")
 
@@ -110,7 +121,7 @@ class Job:
         """The rule's resume folder, emptied first if the ``stages``' settings or ``inputs`` changed."""
         sections = {stage: self.section(stage) for stage in stages}
         sections["scene"] = scene_settings(self.config, self.scene_name)
-        return prepare_resume_dir(self.smk.params.resume_dir, sections, list(inputs))
+        return prepare_resume_dir(inside_workdir(self.smk.params.resume_dir), sections, list(inputs))
 
     def scene(self) -> Scene:
         folder = getattr(self.smk.input, "scene", None)
@@ -120,6 +131,8 @@ class Job:
 @contextlib.contextmanager
 def stage(smk):
     """Run a stage inside a Snakemake script: log to the rule's log; user errors as one line, exit 1."""
+    for path in [*smk.log, *smk.output]:
+        inside_workdir(path)  # before anything is opened or written
     log_path = Path(smk.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as stream:

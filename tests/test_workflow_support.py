@@ -99,3 +99,37 @@ def test_a_rule_script_imports_r2l_from_the_checkout(tmp_path):
     first_imports = [next(line for line in p.read_text().splitlines() if line.startswith(("import", "from")))
                      for p in scripts]
     assert all(line.startswith("import _checkout") for line in first_imports), dict(zip(scripts, first_imports))
+
+
+# ----------------------------------------------------------------------------- paths stay inside
+
+
+class _FakeJob:
+    def __init__(self, tmp_path, output):
+        self.log = [str(tmp_path / "logs" / "x.log")]
+        self.output = [output]
+        self.config, self.wildcards = {}, {"scene": "x"}
+
+
+def test_a_job_never_writes_outside_the_working_directory(tmp_path, monkeypatch):
+    from r2l.core.errors import R2LError
+    from r2l.workflow import inside_workdir, stage
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert inside_workdir("results/a/model.pt") == Path("results/a/model.pt")
+    for bad in ("../outside.pt", str(tmp_path / "outside.pt"), "results/../../outside.pt"):
+        try:
+            inside_workdir(bad)
+        except R2LError as err:
+            assert bad in str(err) and "outside the working directory" in str(err)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    job = _FakeJob(work, "../escaped/model.pt")
+    try:
+        with stage(job):
+            raise AssertionError("the stage body ran")
+    except R2LError:
+        pass
+    assert not (work / "logs").exists() and not (tmp_path / "escaped").exists()  # nothing was created

@@ -29,6 +29,9 @@ def _message(error) -> str:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         return f"unknown key(s) {', '.join(map(repr, extra))}; allowed here: {allowed}"
+    if error.validator == "pattern" and error.schema.get("pattern", "").startswith("^[A-Za-z0-9_-]"):
+        return (f"scene name {error.instance!r} is not allowed: use letters, digits, '_', '-' and '.' (not first), "
+                "at most 100 characters (the name becomes a folder name)")
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return ("a scene needs exactly one source: `path:` (a local folder; for `format: photos` a folder of photos), "
                 "`url:` (an archive, blender or llff) or `format: builtin`")
@@ -47,8 +50,12 @@ def validate_config(config: dict, source: str = "config") -> dict:
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = [f"  {_where(e)}: {_message(e)}" for e in errors]
+    lines = [f"  {_where(e)}: {_message(e)}" for e in errors]
+    scenes = config.get("scenes") if isinstance(config.get("scenes"), dict) else {}
+    unknown = [s for s in config.get("run_scenes") or [] if isinstance(s, str) and s not in scenes]
+    if unknown:
+        lines.append(f"  run_scenes: {', '.join(map(repr, unknown))} not under `scenes:` (has {', '.join(scenes)})")
+    if lines:
         raise R2LError(f"{source} is not valid:\n" + "\n".join(lines))
     return config
 
