@@ -238,3 +238,19 @@ def test_installed_wheel_validates_a_config(tmp_path):
     no = subprocess.run([sys.executable, "-c", code, str(bad), str(site)], cwd=tmp_path, env=env,
                         capture_output=True, text=True)
     assert no.returncode != 0 and "teacher: unknown key(s) 'stpes'" in no.stderr
+
+
+@pytest.mark.parametrize("name", ["..", "../..", "a/b", "my scene", ".hidden", "x" * 101])
+def test_unsafe_scene_names_are_refused_by_name(name):
+    config = copy.deepcopy(DEFAULT)
+    config["scenes"][name] = {"format": "builtin"}
+    message = invalid(config)
+    assert f"scene name {name!r} is not allowed" in message
+
+
+def test_safe_scene_names_pass_and_run_scenes_must_name_scenes():
+    config = copy.deepcopy(DEFAULT)
+    config["scenes"].update({"lego_400": {"format": "builtin"}, "Fern-2.v1": {"format": "builtin"}})
+    validate_config(config)
+    config["run_scenes"] = ["lego_400", "flower"]
+    assert "run_scenes: 'flower' not under `scenes:` (has builtin, lego_400, Fern-2.v1)" in invalid(config)
