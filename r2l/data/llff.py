@@ -19,6 +19,7 @@ a real capture fills the frame, so a trained field leaves almost nothing to the 
 from __future__ import annotations
 
 import logging
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,14 @@ def _read_poses_bounds(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OpenGL c2w (N, 4, 4) (stored as [down, right, back, t]), hwf (N, 3) and bounds (N, 2), float64."""
     if not file.is_file():
         raise DataError(file, "poses file not found (an LLFF scene needs poses_bounds.npy)")
+    with open(file, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise DataError(file, "not a .npy file (it does not start with NumPy's magic bytes; saved as text?)")
     try:
         arr = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(file, f"cannot read the .npy file: {err}") from None
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as err:  # a garbled header or body
+        raise DataError(file, f"cannot read the .npy file ({type(err).__name__}: {err})") from None
     if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0 or arr.dtype.kind not in "fiu":
         raise DataError(file, f"expected an (N, 17) numeric array with N >= 1, got {arr.dtype} {arr.shape}")
     arr = arr.astype(np.float64)
