@@ -215,7 +215,7 @@ def _break(kind: str, root: Path) -> str:
         return "poses_bounds.npy: expected an (N, 17)"
     if kind == "corrupt_npy":
         npy.write_bytes(b"not numpy at all")
-        return "poses_bounds.npy: cannot read the .npy file"
+        return "poses_bounds.npy: not a .npy file"
     if kind == "nan":
         arr = np.load(npy)
         arr[2, 3] = np.nan
