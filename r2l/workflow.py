@@ -12,13 +12,14 @@ import contextlib
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from r2l.core.atomic import atomic_write_json
 from r2l.core.config import deep_merge, stage_section
 from r2l.core.digest import file_sha256
 from r2l.core.errors import R2LError
+from r2l.core.lock import FolderLock, remove_stale_temps
 from r2l.core.log import setup_logging
 from r2l.data.registry import load_scene
 from r2l.data.scene import Scene
@@ -109,6 +110,15 @@ class Job:
     config: dict
     scene_name: str
     smk: object
+    locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def lock(self, folder: str | Path) -> Path:
+        """Hold ``folder``'s lock until the job ends (R2LError if another job holds it), then remove the temp
+        files of killed writers from it."""
+        folder = inside_workdir(folder)
+        self.locks.enter_context(FolderLock(folder))
+        remove_stale_temps(folder)
+        return folder
 
     def section(self, stage: str) -> dict:
         """The stage's settings for this scene (the rule's ``settings`` param where it has one)."""
@@ -121,7 +131,7 @@ class Job:
         """The rule's resume folder, emptied first if the ``stages``' settings or ``inputs`` changed."""
         sections = {stage: self.section(stage) for stage in stages}
         sections["scene"] = scene_settings(self.config, self.scene_name)
-        return prepare_resume_dir(inside_workdir(self.smk.params.resume_dir), sections, list(inputs))
+        return prepare_resume_dir(self.lock(self.smk.params.resume_dir), sections, list(inputs))
 
     def scene(self) -> Scene:
         folder = getattr(self.smk.input, "scene", None)
@@ -138,8 +148,10 @@ def stage(smk):
     with open(log_path, "a", buffering=1) as stream:
         sys.stderr = stream
         setup_logging()
+        job = Job(config=smk.config, scene_name=smk.wildcards.get("scene", ""), smk=smk)
         try:
-            yield Job(config=smk.config, scene_name=smk.wildcards.get("scene", ""), smk=smk)
+            with job.locks:
+                yield job
         except R2LError as err:
             log.error("%s", err)
             print(f"r2l: {err}", file=sys.__stderr__)

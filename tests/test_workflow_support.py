@@ -1,6 +1,7 @@
 """The glue between Snakemake and the package: resume folders that never resume stale weights; the conda route."""
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,53 @@ def test_a_job_never_writes_outside_the_working_directory(tmp_path, monkeypatch)
     except R2LError:
         pass
     assert not (work / "logs").exists() and not (tmp_path / "escaped").exists()  # nothing was created
+
+
+# ----------------------------------------------------------------------------- one job per folder
+
+
+def test_a_folder_lock_refuses_a_second_job_and_dies_with_its_holder(tmp_path):
+    import time
+
+    from r2l.core.errors import R2LError
+    from r2l.core.lock import FolderLock
+
+    folder = tmp_path / "resume"
+    with FolderLock(folder):
+        try:
+            with FolderLock(folder):
+                raise AssertionError("a second lock was granted")
+        except R2LError as err:
+            assert str(folder) in str(err) and "another r2l job" in str(err) and f"pid {os.getpid()}" in str(err)
+    with FolderLock(folder):  # released on exit
+        pass
+    code = ("import sys, time; from r2l.core.lock import FolderLock; l = FolderLock(sys.argv[1]).__enter__(); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        try:
+            FolderLock(folder).__enter__()
+            raise AssertionError("the lock of a live holder was granted")
+        except R2LError:
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    with FolderLock(folder):  # a killed holder leaves no lock behind
+        pass
+
+
+def test_locking_a_folder_removes_the_temps_of_killed_writers(tmp_path, monkeypatch):
+    from r2l.workflow import Job
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "resources" / "resume" / "x"
+    folder.mkdir(parents=True)
+    (folder / ".ckpt_000000500.pt.a1b2c3.tmp").write_bytes(b"x" * 1000)
+    (folder / "ckpt_000000400.pt").write_bytes(b"kept")
+    job = Job(config={}, scene_name="x", smk=None)
+    with job.locks:
+        job.lock("resources/resume/x")
+        assert sorted(p.name for p in folder.iterdir()) == [".r2l.lock", "ckpt_000000400.pt"]

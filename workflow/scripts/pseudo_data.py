@@ -12,6 +12,7 @@ with stage(snakemake) as job:
     scene = job.scene()
     H, W = scene.size_at_width(cfg["resolution"])
     teacher = load_teacher(snakemake.input.teacher, device=cfg["device"])
-    generate_pseudo_data(teacher, scene, Path(snakemake.output.meta).parent, n_views=cfg["n_views"], H=H, W=W,
+    out_dir = job.lock(Path(snakemake.output.meta).parent)
+    generate_pseudo_data(teacher, scene, out_dir, n_views=cfg["n_views"], H=H, W=W,
                          seed=cfg["seed"], views_per_shard=cfg["views_per_shard"],
                          focal_scale=cfg["focal_scale"], chunk=cfg["chunk"], teacher_path=snakemake.input.teacher)
