@@ -17,7 +17,7 @@ from pathlib import Path
 
 from r2l.core.atomic import atomic_write_json
 from r2l.core.config import deep_merge, stage_section
-from r2l.core.digest import file_sha256
+from r2l.core.digest import file_sha256, files_digest
 from r2l.core.errors import R2LError
 from r2l.core.lock import FolderLock, remove_stale_temps
 from r2l.core.log import setup_logging
@@ -75,6 +75,8 @@ def inside_workdir(path: str | Path) -> Path:
     return Path(path)
 
 
+DIGESTS = Path("resources") / "digests"  # per-scene caches of file sizes, times and sha256s
+
 # Settings that may change between runs without invalidating a stage's checkpoints.
 RESUMABLE_KEYS = ("steps", "val_every", "val_views", "ckpt_every", "log_every", "device", "chunk")
 
@@ -111,6 +113,7 @@ class Job:
     scene_name: str
     smk: object
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    loaded: Scene | None = None  # the scene, once :meth:`scene` has loaded it
 
     def lock(self, folder: str | Path) -> Path:
         """Hold ``folder``'s lock until the job ends (R2LError if another job holds it), then remove the temp
@@ -131,11 +134,17 @@ class Job:
         """The rule's resume folder, emptied first if the ``stages``' settings or ``inputs`` changed."""
         sections = {stage: self.section(stage) for stage in stages}
         sections["scene"] = scene_settings(self.config, self.scene_name)
+        if self.loaded is not None:  # a stage that reads the scene resumes only on the same bytes
+            sections["data"] = {"sha256": self.loaded.digest}
         return prepare_resume_dir(self.lock(self.smk.params.resume_dir), sections, list(inputs))
 
     def scene(self) -> Scene:
+        """The job's scene as the config says, with the digest of its files (cached in resources/digests/)."""
         folder = getattr(self.smk.input, "scene", None)
-        return scene_from_config(self.config, self.scene_name, folder)
+        scene = scene_from_config(self.config, self.scene_name, folder)
+        scene.digest = files_digest(scene.source_files(), inside_workdir(DIGESTS / f"{self.scene_name}.json"))
+        self.loaded = scene
+        return scene
 
 
 @contextlib.contextmanager

@@ -184,3 +184,95 @@ def test_locking_a_folder_removes_the_temps_of_killed_writers(tmp_path, monkeypa
     with job.locks:
         job.lock("resources/resume/x")
         assert sorted(p.name for p in folder.iterdir()) == [".r2l.lock", "ckpt_000000400.pt"]
+
+
+# ----------------------------------------------------------------------------- data identity
+
+
+class _Params:
+    def __init__(self, resume_dir):
+        self.resume_dir = str(resume_dir)
+
+
+class _Input:
+    def __init__(self, scene):
+        self.scene = str(scene)
+
+
+class _Smk:
+    def __init__(self, scene_dir, resume_dir):
+        self.params, self.input = _Params(resume_dir), _Input(scene_dir)
+
+
+def _job(config, scene_dir):
+    from r2l.workflow import Job
+
+    return Job(config=config, scene_name="toy", smk=_Smk(scene_dir, "resources/resume/toy/teacher"))
+
+
+def test_changed_scene_bytes_restart_the_teacher_and_are_recorded(tmp_path, monkeypatch, caplog):
+    """Replacing an image at the same path changes the scene's digest: the old checkpoints are not resumed."""
+    from r2l.data.builtin import write_blender
+
+    monkeypatch.chdir(tmp_path)
+    scene_dir = write_blender(tmp_path / "toy", seed=0, resolution=16, n_train=3, n_val=1, n_test=1)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["scenes"] = {"toy": {"format": "blender", "path": str(scene_dir), "resolution": 16}}
+    job = _job(config, scene_dir)
+    with job.locks:
+        scene = job.scene()
+        resume = job.resume_dir(("teacher",))
+    assert scene.identity() == {"name": "toy", "format": "blender", "H": 16, "W": 16, "data_sha256": scene.digest}
+    make_ckpts(resume)
+    job = _job(config, scene_dir)
+    with job.locks:
+        assert job.scene().digest == scene.digest  # same bytes: same digest, from the cache
+        job.resume_dir(("teacher",))
+    assert ckpts(resume) == ["ckpt_000000000.pt", "ckpt_000000001.pt"]
+    image = sorted((scene_dir / "train").glob("*.png"))[0]
+    other = sorted((scene_dir / "train").glob("*.png"))[1]
+    image.write_bytes(other.read_bytes())
+    job = _job(config, scene_dir)
+    with caplog.at_level(logging.WARNING, logger="r2l"), job.locks:
+        assert job.scene().digest != scene.digest
+        job.resume_dir(("teacher",))
+    assert ckpts(resume) == [] and "starting over" in caplog.text
+
+
+def test_the_digest_cache_skips_unchanged_files_and_rehashes_changed_ones(tmp_path, monkeypatch):
+    import r2l.core.digest as digest
+
+    files = [tmp_path / "d" / f"{i}.bin" for i in range(3)]
+    files[0].parent.mkdir()
+    for i, f in enumerate(files):
+        f.write_bytes(bytes([i]) * 10)
+    cache = tmp_path / "cache.json"
+    first = digest.files_digest(files, cache)
+    calls = []
+    real = digest.file_sha256
+    monkeypatch.setattr(digest, "file_sha256", lambda p: calls.append(Path(p).name) or real(p))
+    assert digest.files_digest(files, cache) == first and calls == []
+    files[1].write_bytes(b"other bytes")
+    assert digest.files_digest(files, cache) != first and calls == ["1.bin"]
+    before_move = digest.files_digest(files)
+    moved = tmp_path / "moved"
+    (tmp_path / "d").rename(moved)
+    assert digest.files_digest([moved / f.name for f in files]) == before_move  # a moved folder keeps its digest
+
+
+def test_a_model_of_another_scene_is_refused(tmp_path):
+    from r2l.core.errors import R2LError
+    from r2l.data.builtin import write_blender
+    from r2l.data.registry import load_scene
+
+    scene = load_scene("blender", write_blender(tmp_path / "a", seed=0, resolution=16, n_train=2, n_val=1, n_test=1))
+    scene.digest = "abc"
+    scene.check_identity(scene.identity(), "teacher.pt")
+    scene.check_identity({"name": scene.name, "H": 16}, "old.pt")  # older files: only what they record
+    for key, value in [("name", "lego"), ("H", 32), ("data_sha256", "def"), ("format", "llff")]:
+        try:
+            scene.check_identity({**scene.identity(), key: value}, "results/x/teacher/model.pt")
+        except R2LError as err:
+            assert str(err).startswith("results/x/teacher/model.pt: made for another scene") and key in str(err)
+        else:
+            raise AssertionError(f"a model with another {key} was accepted")

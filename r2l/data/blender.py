@@ -232,4 +232,5 @@ def load_blender(
         H=int(H), W=int(W), focal=float(focal), near=NEAR, far=FAR, splits=splits,
         background=tuple(float(c) for c in background), ndc=False,
         render_poses=orbit_poses(40, 4.0, -30.0), bounds=None, files=[str(f) for f in files],
+        pose_files=[str(p) for p in angles],
     )

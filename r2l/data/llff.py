@@ -241,7 +241,7 @@ def load_llff(path: str | Path, name: str, factor: int = 8, hold: int = 8) -> Sc
         focal=focal, near=0.0, far=1.0, splits=split_indices(len(files), hold), ndc=True, ndc_near=1.0,
         background=(0.0, 0.0, 0.0),
         render_poses=spiral_path(poses, bounds).astype(np.float32), bounds=bounds.astype(np.float32),
-        files=[str(f) for f in files],
+        files=[str(f) for f in files], pose_files=[str(file)],
     )
 
 

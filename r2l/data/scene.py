@@ -10,6 +10,7 @@ camera-to-world; ``splits`` maps ``"train" | "val" | "test"`` to int64 view indi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ class Scene:
     ndc: forward-facing scene rendered in NDC with the near plane at depth ``ndc_near``.
     render_poses: (n_frames, 4, 4) a camera path for videos (orbit or spiral).
     bounds: (n_views, 2) per-view depth bounds after scaling (LLFF only), else None.
+    files: the image files, one per view; pose_files: the camera files (transforms json, poses_bounds.npy).
+    digest: sha256 over the bytes of all of them (:func:`r2l.core.digest.files_digest`), set by whoever needs it.
     """
 
     name: str
@@ -46,6 +49,8 @@ class Scene:
     render_poses: np.ndarray | None = None
     bounds: np.ndarray | None = None
     files: list[str] = field(default_factory=list)
+    pose_files: list[str] = field(default_factory=list)
+    digest: str | None = None
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Images ``(n, H, W, 3)`` and poses ``(n, 4, 4)`` of one split."""
@@ -59,6 +64,30 @@ class Scene:
         W = self.W if width is None else max(1, min(int(width), self.W))
         return max(1, round(W * self.H / self.W)), W
 
+
+    def source_files(self) -> list[str]:
+        """Every file the scene was read from: its camera files, then its images."""
+        return [*self.pose_files, *self.files]
+
+    def identity(self) -> dict:
+        """What a model trained on this scene records of it: ``name``, ``format``, ``H``, ``W`` and
+        ``data_sha256`` (the digest of :meth:`source_files`, None when not computed)."""
+        return {"name": self.name, "format": self.format, "H": int(self.H), "W": int(self.W),
+                "data_sha256": self.digest}
+
+    def check_identity(self, recorded: dict | None, source: str | Path) -> None:
+        """R2LError naming ``source`` when ``recorded`` (a model's :meth:`identity`) is of another scene.
+
+        Keys the record lacks (files of older r2l versions) or that either side left unset are not compared.
+        """
+        if not recorded:
+            return
+        mine = self.identity()
+        differ = [f"{k} {recorded[k]!r} (this scene: {mine[k]!r})" for k in mine
+                  if recorded.get(k) is not None and mine[k] is not None and recorded[k] != mine[k]]
+        if differ:
+            raise R2LError(f"{source}: made for another scene than {self.name!r}: {'; '.join(differ)}. Train it on "
+                           "this scene (delete it and rerun), or point the config at the scene it was made for")
 
     def camera(self) -> dict:
         """What rendering the scene needs, as plain JSON-ready values (stored in view stores and model files).

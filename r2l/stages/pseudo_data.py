@@ -172,6 +172,7 @@ def generate_pseudo_data(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_NAME).unlink(missing_ok=True)  # the store is incomplete until meta.json comes back
+    scene.check_identity(getattr(teacher, "info", None), teacher_path or "the teacher")
     poses, focals, info = plan_pseudo_views(scene, n_views, W, seed, focal_scale)
     plan = {"format_version": FORMAT_VERSION, "teacher": _teacher_id(teacher, teacher_path), "H": H, "W": W,
             "seed": seed, "views_per_shard": views_per_shard, "scene": scene.name, "ndc": scene.ndc,
@@ -207,7 +208,7 @@ def _base_meta(scene: Scene, H: int, W: int, n_views: int, views_per_shard: int,
     return {"format_version": FORMAT_VERSION, "source": source, "H": H, "W": W, "n_views": n_views,
             "views_per_shard": views_per_shard, "n_shards": n_shards, "near": scene.near, "far": scene.far,
             "ndc": scene.ndc, "ndc_near": scene.ndc_near, "scene": scene.name, "scene_format": scene.format,
-            "camera": scene.camera()}
+            "data_sha256": scene.digest, "camera": scene.camera()}
 
 
 def convert_real_data(
