@@ -254,3 +254,17 @@ def test_safe_scene_names_pass_and_run_scenes_must_name_scenes():
     validate_config(config)
     config["run_scenes"] = ["lego_400", "flower"]
     assert "run_scenes: 'flower' not under `scenes:` (has builtin, lego_400, Fern-2.v1)" in invalid(config)
+
+
+def test_numbers_yaml_reads_as_strings_become_numbers():
+    """YAML 1.1 reads ``5e-4`` as a string; where the schema wants a number it becomes one (in place)."""
+    config = copy.deepcopy(DEFAULT)
+    config.update(yaml.safe_load("teacher: {lr: 5e-4, steps: 1e3}\nstudent: {lr: 2E-4}"))
+    config["scenes"]["builtin"]["teacher"] = {"lr": "1e-3"}
+    assert config["teacher"]["lr"] == "5e-4"  # what PyYAML gives
+    validate_config(config)
+    assert config["teacher"]["lr"] == 5e-4 and config["teacher"]["steps"] == 1000
+    assert isinstance(config["teacher"]["steps"], int) and config["student"]["lr"] == 2e-4
+    assert config["scenes"]["builtin"]["teacher"]["lr"] == 1e-3
+    config["student"]["lr"] = "5e-4x"
+    assert "student.lr: '5e-4x' is not of type 'number'" in invalid(config)

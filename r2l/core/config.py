@@ -8,6 +8,7 @@ override any stage setting under a key of the stage's name; :func:`stage_section
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import typing
 from importlib import resources
@@ -43,12 +44,31 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _numbers_from_strings(config: dict, validator) -> None:
+    """Turn numbers that YAML read as strings (``5e-4``: YAML 1.1 wants ``5.0e-4``) into numbers, in place,
+    wherever the schema asks for a number; other strings are left for validation to report."""
+    for error in list(validator.iter_errors(config)):
+        wanted = error.schema.get("type") if error.validator == "type" else None
+        wanted = [wanted] if isinstance(wanted, str) else wanted or []
+        if not isinstance(error.instance, str) or not _NUMBER.match(error.instance.strip()):
+            continue
+        if "number" in wanted or ("integer" in wanted and float(error.instance).is_integer()):
+            parent = config
+            for key in list(error.absolute_path)[:-1]:
+                parent = parent[key]
+            value = float(error.instance)
+            parent[error.absolute_path[-1]] = int(value) if "number" not in wanted else value
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate ``config`` against the schema, filling defaults; raise R2LError listing every problem."""
     import jsonschema
 
-    schema = load_schema()
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(load_schema())
+    _numbers_from_strings(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     lines = [f"  {_where(e)}: {_message(e)}" for e in errors]
     scenes = config.get("scenes") if isinstance(config.get("scenes"), dict) else {}
