@@ -1,6 +1,7 @@
 """Blender (NeRF-synthetic) loader and pose helpers: tiny hand-made scenes, bad inputs, real lego."""
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -117,13 +118,35 @@ def test_test_skip_no_val_and_extensions(tmp_path):
     np.testing.assert_allclose(scene.images[3, 3, 0], [1.0, 80 / 255, 0.0], atol=1e-6)
 
 
-def test_rgb_png_without_alpha_and_load_scene(tmp_path):
+def test_one_rgb_image_among_rgba_ones_is_an_error_naming_it(tmp_path):
     root = make_scene(tmp_path)
-    rgb = np.full((8, 8, 3), 100, np.uint8)
-    iio.imwrite(root / "train" / "r_0.png", rgb)
-    scene = load_scene("blender", root, resolution=4)
-    assert scene.name == tmp_path.name
-    np.testing.assert_allclose(scene.images[0], 100 / 255, atol=1e-6)
+    iio.imwrite(root / "train" / "r_1.png", np.full((8, 8, 3), 100, np.uint8))
+    with pytest.raises(DataError, match=r"r_1.png: r_1.png has no alpha channel while r_0.png has one"):
+        load_scene("blender", root, resolution=4)
+
+
+def test_rgb_images_without_alpha_are_used_as_they_are_with_a_warning(tmp_path, caplog):
+    root = make_scene(tmp_path)
+    for split in ("train", "val", "test"):
+        for png in (root / split).glob("*.png"):
+            iio.imwrite(png, np.full((8, 8, 3), 100, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="r2l"):
+        scene = load_scene("blender", root, resolution=4)
+    assert scene.name == tmp_path.name and "no alpha channel" in caplog.text
+    np.testing.assert_allclose(scene.images, 100 / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize("matrix, problem", [
+    (np.zeros((4, 4)), "not orthonormal"),
+    (np.diag([1.0, 1.0, -1.0, 1.0]), "reflection"),
+    (np.diag([2.0, 2.0, 2.0, 1.0]), "not orthonormal"),
+    (np.vstack([np.eye(4)[:3], [0, 0, 1, 1]]), "last row"),
+])
+def test_degenerate_poses_are_errors_naming_the_frame(tmp_path, matrix, problem):
+    root = make_scene(tmp_path)
+    _edit_json(root, "train", lambda meta: meta["frames"][1].update(transform_matrix=matrix.tolist()))
+    with pytest.raises(DataError, match=rf"transforms_train.json: frame 1: 'transform_matrix' is not a camera pose .*{problem}"):
+        load_scene("blender", root, resolution=4)
 
 
 # ----------------------------------------------------------------------------------------------

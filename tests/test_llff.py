@@ -280,3 +280,13 @@ def test_bad_options(tmp_path):
         load_llff(tmp_path, "x", hold=1)
     with pytest.raises(DataError, match="scene folder not found"):
         load_llff(tmp_path / "nowhere", "x")
+
+
+def test_a_degenerate_pose_row_is_an_error_naming_it(tmp_path):
+    make_llff(tmp_path)
+    npy = tmp_path / "poses_bounds.npy"
+    arr = np.load(npy)
+    arr[3, :15] = 0.0  # an all-zero pose (hwf zero too)
+    np.save(npy, arr)
+    with pytest.raises(DataError, match=r"poses_bounds.npy: row 3 is not a camera pose \(rotation part is not orthonormal"):
+        load_scene("llff", tmp_path, factor=8)

@@ -28,7 +28,7 @@ from r2l.core.imageio import area_resize, composite, read_image
 from r2l.core.log import progress
 from r2l.data.scene import Scene
 from r2l.geometry.poses import look_at as look_at  # re-exported: callers of r2l.data.blender use it
-from r2l.geometry.poses import spherical_poses
+from r2l.geometry.poses import pose_problem, spherical_poses
 
 log = logging.getLogger("r2l")
 
@@ -104,7 +104,11 @@ def _frame_matrix(json_path: Path, i: int, frame) -> np.ndarray:
     ok = ok and all(isinstance(r, list) and len(r) == 4 and all(_is_number(x) for x in r) for r in m)
     if not ok:
         raise DataError(json_path, f"frame {i}: 'transform_matrix' must be 4x4 finite numbers, got {m!r:.80}")
-    return np.asarray(m, dtype=np.float32)
+    m = np.asarray(m, dtype=np.float32)
+    problem = pose_problem(m[:3, :3]) or ("" if np.allclose(m[3], [0, 0, 0, 1], atol=1e-6) else "last row is not 0 0 0 1")
+    if problem:
+        raise DataError(json_path, f"frame {i}: 'transform_matrix' is not a camera pose ({problem})")
+    return m
 
 
 def _frame_file(root: Path, json_path: Path, i: int, rel) -> Path:
@@ -150,15 +154,27 @@ def _target_size(resolution: int | None, first: Path, H: int, W: int) -> tuple[i
     return H * resolution // W, resolution
 
 
+def _check_alpha(path: Path, img: np.ndarray, first: Path, first_has_alpha: bool) -> None:
+    """Every image has an alpha channel or none does (else the background would differ between views)."""
+    if (img.shape[-1] == 4) != first_has_alpha:
+        has, lacks = (first, path) if first_has_alpha else (path, first)
+        raise DataError(path, f"{lacks.name} has no alpha channel while {has.name} has one: give every image of "
+                              "the scene an alpha channel (RGBA) or none (RGB)")
+
+
 def _load_images(files: list[Path], resolution: int | None, background) -> np.ndarray:
-    """Read, check sizes, composite, then area-resize. Returns (n, h, w, 3) float32."""
+    """Read, check sizes and alpha, composite, then area-resize. Returns (n, h, w, 3) float32."""
     first = read_image(files[0])
+    if first.shape[-1] == 3:
+        log.warning("%s: the images have no alpha channel; used as they are (the background setting has no effect)",
+                    files[0].parent)
     H, W = first.shape[:2]
     h, w = _target_size(resolution, files[0], H, W)
     images = np.empty((len(files), h, w, 3), dtype=np.float32)
     bar = progress(len(files), desc="load images") if len(files) > 50 else None
     for i, path in enumerate(files):
         img = first if i == 0 else read_image(path)
+        _check_alpha(path, img, files[0], first.shape[-1] == 4)
         if img.shape[:2] != (H, W):
             raise DataError(
                 path,

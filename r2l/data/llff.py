@@ -29,7 +29,7 @@ from r2l.core.errors import DataError, R2LError
 from r2l.core.imageio import area_resize, list_images, read_image
 from r2l.core.log import progress
 from r2l.data.scene import Scene
-from r2l.geometry.poses import llff_to_opengl, opengl_to_llff
+from r2l.geometry.poses import llff_to_opengl, opengl_to_llff, pose_problem
 
 log = logging.getLogger("r2l")
 
@@ -119,6 +119,10 @@ def _read_poses_bounds(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.isfinite(arr).all():
         raise DataError(file, "contains NaN or infinite values")
     c2w, hwf, bounds = llff_to_opengl(arr)
+    for i, pose in enumerate(c2w):
+        problem = pose_problem(pose[:3, :3])
+        if problem:
+            raise DataError(file, f"row {i} is not a camera pose ({problem})")
     if bounds.min() <= 0 or (bounds[:, 1] < bounds[:, 0]).any():
         raise DataError(file, "bounds (last two columns) must be positive with near <= far")
     return c2w, hwf, bounds

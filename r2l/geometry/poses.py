@@ -162,3 +162,20 @@ def sample_llff_poses(train_poses, n: int, rng: np.random.Generator, enlarge: fl
         raise R2LError("training z axes span the origin: cannot sample viewing axes")
     up = train[:, :3, 1].mean(axis=0)
     return _frame(_normalize(z), up, centres).astype(np.float32)
+
+
+def pose_problem(rotation: np.ndarray, tol: float = 1e-2) -> str:
+    """Why ``rotation: (3, 3)`` is not a camera rotation ('' when it is): not orthonormal, or a reflection.
+
+    The columns must be unit length and orthogonal to within ``tol`` (poses in files are rounded) and the
+    determinant +1.
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    if not np.isfinite(r).all():
+        return "non-finite entries"
+    err = np.abs(r.T @ r - np.eye(3)).max()
+    if err > tol:
+        return f"rotation part is not orthonormal (|R^T R - I| up to {err:.3g})"
+    if np.linalg.det(r) < 0:
+        return "rotation part is a reflection (determinant -1)"
+    return ""
