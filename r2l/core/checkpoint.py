@@ -7,12 +7,13 @@ falls back to the one before it with a warning.
 
 from __future__ import annotations
 
-import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from r2l.core.atomic import atomic_write
+from r2l.core.errors import R2LError
 from r2l.core.log import log
 
 
@@ -36,11 +37,38 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def load_latest_checkpoint(resume_dir: str | Path, map_location="cpu") -> dict | None:
-    """Newest loadable checkpoint in ``resume_dir``, or None. Corrupt files are skipped with a warning."""
+def load_latest_checkpoint(
+    resume_dir: str | Path, map_location="cpu", check: Callable[[dict], None] | None = None
+) -> dict | None:
+    """Newest usable checkpoint in ``resume_dir``, or None.
+
+    check: called on a loaded checkpoint; it raises (KeyError, ValueError, ...) when the checkpoint cannot be
+    used, e.g. :func:`check_state_dict` for each module it restores. Any failure to read or check a checkpoint
+    (truncated, garbled, missing keys) falls back to the one before it with a warning; an R2LError from
+    ``check`` (a deliberate refusal, such as another network) is raised.
+    """
     for path in sorted(Path(resume_dir).glob("ckpt_*.pt"), reverse=True):
         try:
-            return load_checkpoint(path, map_location)
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:  # truncated or garbled
-            log.warning("checkpoint %s is unreadable (%s); falling back to an older one", path, err)
+            ckpt = load_checkpoint(path, map_location)
+            if not isinstance(ckpt, dict):
+                raise TypeError(f"holds a {type(ckpt).__name__}, not a dict")
+            if check is not None:
+                check(ckpt)
+            return ckpt
+        except R2LError:
+            raise
+        except Exception as err:  # noqa: BLE001  (whatever a damaged file raises, the older checkpoint is tried)
+            log.warning("checkpoint %s is unusable (%s: %s); falling back to an older one", path,
+                        type(err).__name__, str(err).splitlines()[0] if str(err) else "")
     return None
+
+
+def check_state_dict(state, module: torch.nn.Module) -> None:
+    """ValueError unless ``state`` holds exactly ``module``'s tensors with their shapes and dtypes."""
+    want = module.state_dict()
+    if not isinstance(state, dict) or set(state) != set(want):
+        raise ValueError("its weights do not match the network's parameters")
+    for name, tensor in want.items():
+        got = state[name]
+        if not isinstance(got, torch.Tensor) or got.shape != tensor.shape or got.dtype != tensor.dtype:
+            raise ValueError(f"its {name} does not match the network's")
