@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import datetime
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,15 +149,45 @@ class Job:
         return scene
 
 
+def attempt_log_path(log_path: Path) -> Path:
+    """Where this attempt's copy of the rule's log goes: ``{folder}/attempts/{name}.{time}.log``.
+
+    Snakemake deletes a rule's log before it reruns the rule, so the log of a killed attempt would be lost;
+    its copy under ``attempts/`` stays.
+    """
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return log_path.parent / "attempts" / f"{log_path.stem}.{stamp}.{os.getpid()}.log"
+
+
+class Tee:
+    """A text stream writing to several streams (the rule's log and this attempt's copy)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 @contextlib.contextmanager
 def stage(smk):
     """Run a stage inside a Snakemake script: log to the rule's log; user errors as one line, exit 1."""
     for path in [*smk.log, *smk.output]:
         inside_workdir(path)  # before anything is opened or written
     log_path = Path(smk.log[0])
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1) as stream:
-        sys.stderr = stream
+    attempt = attempt_log_path(log_path)
+    attempt.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as stream, open(attempt, "a", buffering=1) as copy:
+        sys.stderr = Tee(stream, copy)
         setup_logging()
         job = Job(config=smk.config, scene_name=smk.wildcards.get("scene", ""), smk=smk)
         try:

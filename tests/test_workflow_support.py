@@ -276,3 +276,25 @@ def test_a_model_of_another_scene_is_refused(tmp_path):
             assert str(err).startswith("results/x/teacher/model.pt: made for another scene") and key in str(err)
         else:
             raise AssertionError(f"a model with another {key} was accepted")
+
+
+def test_each_attempt_keeps_its_own_copy_of_the_log(tmp_path, monkeypatch):
+    """Snakemake deletes a rule's log before a rerun; the copy under logs/.../attempts/ of a killed attempt stays."""
+    from r2l.core.log import log, progress
+    from r2l.workflow import stage
+
+    monkeypatch.chdir(tmp_path)
+    job = _FakeJob(tmp_path, "results/x/out.txt")
+    job.log = ["logs/x/rule.log"]
+    with stage(job):
+        log.info("first attempt")
+        with progress(3, desc="steps") as bar:
+            bar.update(3)
+    Path("logs/x/rule.log").unlink()  # what Snakemake does before the rerun
+    with stage(job):
+        log.info("second attempt")
+    attempts = sorted(Path("logs/x/attempts").glob("rule.*.log"))
+    assert len(attempts) == 2
+    assert "first attempt" in attempts[0].read_text() and "steps" in attempts[0].read_text()
+    assert "second attempt" in attempts[1].read_text()
+    assert "second attempt" in Path("logs/x/rule.log").read_text()
