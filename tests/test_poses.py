@@ -170,7 +170,8 @@ def test_llff_poses_exact_construction():
     mid, half = (c_lo + c_hi) / 2, (c_hi - c_lo) / 2 * 1.1
     centres = mid - half + 2 * half * u[:, :3]
     z_lo, z_hi = train[:, :3, 2].min(0).astype(np.float64), train[:, :3, 2].max(0).astype(np.float64)
-    z = z_lo + (z_hi - z_lo) * u[:, 3:]
+    z_mid, z_half = (z_lo + z_hi) / 2, (z_hi - z_lo) / 2 * 1.1  # the axes' box is enlarged 1.1x too
+    z = z_mid - z_half + 2 * z_half * u[:, 3:]
     z /= np.linalg.norm(z, axis=-1, keepdims=True)
     np.testing.assert_allclose(poses[:, :3, 3], centres, atol=1e-6)
     np.testing.assert_allclose(poses[:, :3, 2], z, atol=1e-6)

@@ -12,7 +12,8 @@ Random poses as R2L's ``--create_data rand`` draws them. Two samplers, both driv
   training cameras are). Every camera looks at the origin; the focal length is scaled by a factor
   uniform in [1, 2) (R2L's default random focal).
 - :func:`sample_llff_poses` (forward-facing scenes): centres uniform in the training centres' bounding
-  box enlarged 1.1x, viewing axes uniform in the training z axes' bounding box, up = mean training up.
+  box enlarged 1.1x, viewing axes uniform in the training z axes' bounding box enlarged 1.1x (as the
+  authors do both), up = mean training up.
 
 Each view draws its own row of uniforms, so the first k poses of a run with n > k views equal the poses
 of a run with k views: a resumed or extended run renders the same views.
@@ -147,14 +148,18 @@ def sample_llff_poses(train_poses, n: int, rng: np.random.Generator, enlarge: fl
     train_poses: (m, 4, 4) or (m, 3, 4) OpenGL c2w of the training views.
     Centres ~ uniform in the bounding box of the training centres enlarged ``enlarge`` times about its
     centre; camera z axes (the camera looks down -z) ~ uniform in the bounding box of the training z
-    axes, then normalised; up hint = mean of the training y axes, orthonormalised against z (x = up x z,
-    y = z x x). No focal scaling. Returns ``poses: (n, 4, 4)`` float32.
+    axes enlarged ``enlarge`` times likewise, then normalised (the authors enlarge both boxes by 1.1); up
+    hint = mean of the training y axes, orthonormalised against z (x = up x z, y = z x x). No focal
+    scaling. Returns ``poses: (n, 4, 4)`` float32.
+
+    The boxes come from the TRAINING poses only. The authors build them from all poses, test views
+    included, which tells the pseudo-data where the test cameras are; r2l does not, on purpose.
     """
     train = np.asarray(train_poses, dtype=np.float64)
     if train.ndim != 3 or train.shape[0] == 0 or train.shape[1:] not in ((4, 4), (3, 4)):
         raise R2LError(f"need a non-empty (m, 4, 4) array of training poses, got shape {train.shape}")
     c_lo, c_hi = _enlarged_box(train[:, :3, 3], enlarge)
-    z_lo, z_hi = _enlarged_box(train[:, :3, 2], 1.0)
+    z_lo, z_hi = _enlarged_box(train[:, :3, 2], enlarge)
     u = rng.random((n, 6))  # one row per view: centre, z axis
     centres = c_lo + (c_hi - c_lo) * u[:, :3]
     z = z_lo + (z_hi - z_lo) * u[:, 3:]

@@ -48,7 +48,9 @@ def _train_poses(scene: Scene) -> np.ndarray:
     return np.asarray(scene.poses[scene.splits["train"]], dtype=np.float32)
 
 
-def plan_pseudo_views(scene: Scene, n_views: int, W: int, seed: int, focal_scale) -> tuple[np.ndarray, np.ndarray, dict]:
+def plan_pseudo_views(
+    scene: Scene, n_views: int, W: int, seed: int, focal_scale, llff_enlarge: float = 1.1
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """All pseudo-data cameras, drawn up front from ``seed`` (the first k are the same for any n_views >= k).
 
     Returns ``poses (n_views, 4, 4)`` float32, ``focals (n_views,)`` float32 (scene focal scaled to width
@@ -58,8 +60,9 @@ def plan_pseudo_views(scene: Scene, n_views: int, W: int, seed: int, focal_scale
     focal = scene.focal * W / scene.W
     train = _train_poses(scene)
     if scene.ndc:
-        poses = sample_llff_poses(train, n_views, rng)
-        return poses, np.full(n_views, focal, dtype=np.float32), {"sampler": "llff", "focal_scale": None}
+        poses = sample_llff_poses(train, n_views, rng, enlarge=llff_enlarge)
+        info = {"sampler": "llff", "focal_scale": None, "enlarge": llff_enlarge}
+        return poses, np.full(n_views, focal, dtype=np.float32), info
     radius = 4.0 if scene.format == "blender" else blender_radius_from_cameras(train)
     poses, focals = sample_blender_poses(n_views, rng, radius=radius, focal=focal, focal_scale=focal_scale)
     scale = None if focal_scale is None else list(focal_scale)
@@ -156,6 +159,7 @@ def generate_pseudo_data(
     focal_scale: tuple[float, float] | None = (1.0, 2.0),
     chunk: int | None = None,
     teacher_path: str | Path | None = None,
+    llff_enlarge: float = 1.1,
 ) -> dict:
     """Render ``n_views`` random views with ``teacher`` (a ray renderer) into the view store ``out_dir``.
 
@@ -164,6 +168,7 @@ def generate_pseudo_data(
     to the scene's. Resumable: valid shards of the same plan are kept, only missing ones are rendered.
     chunk: rays per teacher call (None: one view). teacher_path: recorded in meta.json; its hash
     fingerprints the teacher so a new teacher never reuses old shards.
+    llff_enlarge: LLFF pose boxes (centres and viewing axes) are enlarged this much (the authors: 1.1).
     Returns stats ``{bytes_total, bytes_per_view, authors_bytes_per_view, ratio, n_views, seconds, views_rendered}``.
     """
     H, W = H or scene.H, W or scene.W
@@ -173,7 +178,7 @@ def generate_pseudo_data(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_NAME).unlink(missing_ok=True)  # the store is incomplete until meta.json comes back
     scene.check_identity(getattr(teacher, "info", None), teacher_path or "the teacher")
-    poses, focals, info = plan_pseudo_views(scene, n_views, W, seed, focal_scale)
+    poses, focals, info = plan_pseudo_views(scene, n_views, W, seed, focal_scale, llff_enlarge)
     plan = {"format_version": FORMAT_VERSION, "teacher": _teacher_id(teacher, teacher_path), "H": H, "W": W,
             "seed": seed, "views_per_shard": views_per_shard, "scene": scene.name, "ndc": scene.ndc,
             "ndc_near": scene.ndc_near, **info}

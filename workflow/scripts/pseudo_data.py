@@ -15,4 +15,5 @@ with stage(snakemake) as job:
     out_dir = job.lock(Path(snakemake.output.meta).parent)
     generate_pseudo_data(teacher, scene, out_dir, n_views=cfg["n_views"], H=H, W=W,
                          seed=cfg["seed"], views_per_shard=cfg["views_per_shard"],
-                         focal_scale=cfg["focal_scale"], chunk=cfg["chunk"], teacher_path=snakemake.input.teacher)
+                         focal_scale=cfg["focal_scale"], chunk=cfg["chunk"], teacher_path=snakemake.input.teacher,
+                         llff_enlarge=cfg["llff_enlarge"])
