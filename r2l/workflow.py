@@ -63,6 +63,7 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
         background=tuple(entry["background"]),
         test_skip=entry["test_skip"],
         llff_hold=entry["llff_hold"],
+        resize_order=entry["resize_order"],
     )
 
 

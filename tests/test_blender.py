@@ -322,3 +322,33 @@ def test_lego_400_at_100_matches_lego_100():
     # measured: max 2.46/255, mean 0.13/255 (PSNR 59 dB); straight-alpha resizing would give 52/255
     assert err.max() < 2.5 / 255
     assert err.mean() < 0.15 / 255
+
+
+def test_resize_orders_against_a_hand_computed_2x2_example(tmp_path):
+    """One opaque red pixel and three transparent black ones, 2x2 -> 1x1, on white.
+
+    premultiplied (composite, then average): red (1, 0, 0) and three white (1, 1, 1) -> (1, 3/4, 3/4).
+    authors (average the straight RGBA, then composite): rgb (1/4, 0, 0), alpha 1/4 ->
+    (1/4 * 1/4 + 3/4, 3/4, 3/4) = (13/16, 3/4, 3/4).
+    """
+    root = make_scene(tmp_path, size=2)
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = [255, 0, 0, 255]
+    for split in ("train", "val", "test"):
+        for png in (root / split).glob("*.png"):
+            iio.imwrite(png, rgba)
+    right = load_scene("blender", root, resolution=1)
+    theirs = load_scene("blender", root, resolution=1, resize_order="authors")
+    np.testing.assert_allclose(right.images[0, 0, 0], [1.0, 0.75, 0.75], atol=1e-6)
+    np.testing.assert_allclose(theirs.images[0, 0, 0], [13 / 16, 0.75, 0.75], atol=1e-6)
+    with pytest.raises(R2LError, match="resize_order must be one of premultiplied, authors"):
+        load_scene("blender", root, resolution=1, resize_order="sideways")
+
+
+def test_the_paper_presets_use_the_authors_ground_truth():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "config"
+    assert yaml.safe_load((root / "config.yaml").read_text())["scene_defaults"]["resize_order"] == "premultiplied"
+    for preset in ("paper.yaml", "lego_fast.yaml"):
+        assert yaml.safe_load((root / preset).read_text())["scene_defaults"]["resize_order"] == "authors"

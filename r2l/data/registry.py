@@ -27,6 +27,7 @@ def load_scene(
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     test_skip: int = 1,
     llff_hold: int = 8,
+    resize_order: str = "premultiplied",
 ) -> Scene:
     """Load a scene folder of a known format.
 
@@ -34,14 +35,16 @@ def load_scene(
     (a folder written by :func:`r2l.data.colmap.photos_to_scene`, read as the llff or blender scene it holds).
     resolution: Blender side in pixels (area-averaged resize); None keeps the files' size.
     factor: LLFF ``images_{factor}`` folder. test_skip: keep every n-th Blender test view.
-    llff_hold: every n-th LLFF image is held out for test.
+    llff_hold: every n-th LLFF image is held out for test. resize_order: Blender RGBA to RGB, see
+    :data:`r2l.data.blender.RESIZE_ORDERS`.
     """
     path = Path(path)
     name = name or path.name
     if format == "photos":
         format = scene_format(path)
     if format in ("blender", "builtin"):
-        scene = load_blender(path, name=name, resolution=resolution, background=background, test_skip=test_skip)
+        scene = load_blender(path, name=name, resolution=resolution, background=background, test_skip=test_skip,
+                             resize_order=resize_order)
         scene.format = format
         return scene
     if format == "llff":
