@@ -7,7 +7,9 @@ hard-example pool once it is full (:class:`HardPool`), and takes an Adam step on
 paper's schedule (:func:`lr_at`). The ``hard_ratio`` highest-loss FRESH rays of the step then enter the
 pool. It validates every ``val_every`` steps (mean per-image PSNR of full views, deterministic rendering),
 checkpoints every ``ckpt_every`` steps into ``resume_dir`` and resumes from the newest checkpoint on
-restart (weights, optimizer, step, generator states, elapsed seconds, histories). The hard pool is NOT
+restart (weights, optimizer, step, generator states, elapsed seconds, histories). The full training
+history (step, loss, train PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) is written to
+``history_path`` at every checkpoint and at the end when one is given. The hard pool is NOT
 checkpointed (as in the authors' code): after a resume it fills again over the next ``1 / hard_ratio *
 hard_mul`` steps (100 with the paper's values). A non-finite loss or weights stop training with an
 R2LError and the last good checkpoint stays. The result is written atomically to ``out_path``.
@@ -55,6 +57,7 @@ from r2l.core.runtime import (
 )
 from r2l.data.views import ViewStore
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.report.curves import record_row, write_history
 
 log = logging.getLogger("r2l")
 
@@ -297,19 +300,25 @@ def _generators(gens: tuple[torch.Generator, torch.Generator]) -> dict[str, torc
     return {"batch": gens[0], "jitter": gens[1]}
 
 
-def _checkpoint(resume_dir, model, optimizer, cfg: DistillConfig, rng: dict, loop: dict, best: dict) -> None:
-    """Write the full training state; refuse to store non-finite weights."""
+def _checkpoint(resume_dir, model, optimizer, cfg: DistillConfig, rng: dict, loop: dict, best: dict,
+                history_path: str | Path | None = None) -> None:
+    """Write the full training state (and the history CSV when ``history_path``); refuse non-finite weights."""
     check_finite_weights(model, loop["step"], resume_dir)
     state = {"weights": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dataclasses.asdict(cfg),
              "rng": rng, "loop": dict(loop), "best": best}
     save_checkpoint(resume_dir, state, loop["step"])
+    if history_path is not None:
+        write_history(history_path, loop["curve"])
 
 
 def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | None) -> tuple[dict, dict]:
     """Restore the newest checkpoint of ``resume_dir``, else the ``init`` student, else a fresh start.
 
     Returns ``(loop, best)``: loop state ``{step, base_step, train_seconds, init_seconds, history,
-    val_history, resumed}`` and the best validated weights ``{psnr, step, weights}`` (empty when none).
+    val_history, curve, resumed}`` and the best validated weights ``{psnr, step, weights}`` (empty when none).
+    ``history`` rows are ``[step, loss]`` and ``val_history`` rows ``[step, val PSNR]`` (as model.pt keeps
+    them); ``curve`` holds the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`; empty when
+    resuming a checkpoint from before r2l kept it).
     """
     base = int(init["step"]) if init else 0
     init_seconds = float(init.get("metrics", {}).get("train_seconds", 0.0)) if init else 0.0
@@ -324,12 +333,12 @@ def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | 
         set_rng_state(ckpt["rng"], _generators(gens), gens[1].device)
         log.info("resuming student from step %d of %s (%.0f s trained)", ckpt["loop"]["step"], resume_dir,
                  ckpt["loop"]["train_seconds"])
-        return {**ckpt["loop"], "resumed": True}, ckpt["best"]
+        return {"curve": [], **ckpt["loop"], "resumed": True}, ckpt["best"]
     if init:
         model.load_state_dict(init["weights"])
         optimizer.load_state_dict(init["optimizer"])
     loop = {"step": base, "base_step": base, "train_seconds": 0.0, "init_seconds": init_seconds,
-            "history": [], "val_history": [], "resumed": False}
+            "history": [], "val_history": [], "curve": [], "resumed": False}
     return loop, {}
 
 
@@ -361,17 +370,23 @@ def _validate(val_fn, model, loop: dict, best: dict, select_on_val: bool) -> flo
     """Record a validation PSNR at the current step; keep the best weights when selecting on validation."""
     psnr = float(val_fn(model))
     loop["val_history"].append([loop["step"], psnr])
+    record_row(loop["curve"], loop["step"], val_psnr=psnr, seconds=loop["train_seconds"])
     log.info("step %d: val PSNR %.2f dB", loop["step"], psnr)
     if select_on_val and (not best or psnr > best["psnr"]):
         best.update({"psnr": psnr, "step": loop["step"], "weights": _cpu_weights(model)})
     return psnr
 
 
-def _record(loop: dict, loss: float, bar, cfg: DistillConfig, end_step: int) -> None:
-    """Loss history every ``log_every`` steps (and the last), progress bar with loss and training PSNR."""
+def _record(loop: dict, loss: float, lr: float, bar, cfg: DistillConfig, end_step: int) -> None:
+    """Histories every ``log_every`` steps (and the last), progress bar with loss and training PSNR.
+
+    loss: the step's MSE over its fresh + hard rays, so the CSV's ``train_psnr`` is a training-batch PSNR.
+    """
     step = loop["step"] - 1
     if step % cfg.log_every == 0 or loop["step"] == end_step:
         loop["history"].append([loop["step"], loss])
+        record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(loss), lr=lr,
+                   seconds=loop["train_seconds"])
     if step % 10 == 0:
         bar.set_postfix(loss=f"{loss:.2e}", psnr=f"{psnr_from_mse(loss):.2f}", refresh=False)
     bar.update(1)
@@ -404,6 +419,7 @@ def train_student(
     n_steps: int | None = None,
     select_on_val: bool = False,
     kind: str = "student",
+    history_path: str | Path | None = None,
 ) -> dict:
     """Train (or continue) a student on the rays of ``store_dirs``; write ``out_path``; return its metrics.
 
@@ -412,6 +428,7 @@ def train_student(
     (``store_psnr`` on ``val_store``, else on the first training store). select_on_val: write the
     best-validated weights instead of the last. max_steps: stop at this global step with a checkpoint and
     return ``{"finished": False, ...}`` without writing ``out_path`` (the next call resumes).
+    history_path: where the training history CSV goes (none written without it).
     """
     device = pick_device(cfg.device)
     setup_fast_math(device)
@@ -436,32 +453,37 @@ def train_student(
     val_seconds = 0.0
     batch = fresh_batch(stores, counts, gen)
     while loop["step"] < stop:
-        step = loop["step"]
-        set_group_lr(optimizer, lambda group, lr=lr_at(step, cfg): lr)
+        step, lr = loop["step"], lr_at(loop["step"], cfg)
+        set_group_lr(optimizer, lambda group, lr=lr: lr)
         loss = train_step(model, optimizer, batch, pool, geom, cfg, device, jitter_gen)
         rng = rng_state(_generators((gen, jitter_gen)), device)  # what a resume restarts from: before drawing the next batch
         batch = fresh_batch(stores, counts, gen)  # drawn while the GPU works on this step
         check_finite(loss, step, resume_dir)
         loop["step"] = step + 1
         loop["train_seconds"] = time.perf_counter() - start - val_seconds
-        _record(loop, float(loss), bar, cfg, end_step)
+        _record(loop, float(loss), lr, bar, cfg, end_step)
         if (cfg.val_every > 0 and loop["step"] % cfg.val_every == 0) or loop["step"] == end_step:
             t0 = time.perf_counter()
             _validate(val_fn, model, loop, best, select_on_val)
             val_seconds += time.perf_counter() - t0
         if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == stop:
-            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best)
+            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best, history_path)
     bar.close()
     if loop["step"] < end_step:
         log.info("%s stopped at step %d of %d (max_steps); rerun to resume", kind, loop["step"], end_step)
         return {"finished": False, "step": loop["step"], "history": loop["history"], "val_history": loop["val_history"]}
     scene = {"name": stores[0].meta.get("scene"), "format": stores[0].meta.get("scene_format"),
              **stores[0].meta.get("camera", {})}  # the scene's identity and camera, as in a teacher file
-    return _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path)
+    return _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path,
+                   history_path)
 
 
-def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path) -> dict:
-    """Write the student file atomically (the best-validated weights when ``select_on_val``); return metrics."""
+def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path,
+            history_path=None) -> dict:
+    """Write the student file atomically (the best-validated weights when ``select_on_val``); return metrics.
+
+    The history CSV is written too unless ``history_path`` is None.
+    """
     last_step, last_psnr = loop["val_history"][-1]
     chosen = best if select_on_val else {"psnr": last_psnr, "step": last_step, "weights": _cpu_weights(model)}
     metrics = {
@@ -478,6 +500,8 @@ def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind,
     if not select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
         out["optimizer"] = optimizer.state_dict()
     atomic_torch_save(out, out_path)
+    if history_path is not None:
+        write_history(history_path, loop["curve"])
     log.info("%s written to %s: val PSNR %.2f dB (step %d; %.2f dB at the start), %.0f s", kind, out_path,
              chosen["psnr"], chosen["step"], metrics["val_psnr_before"], loop["train_seconds"])
     return {"finished": True, **metrics}
@@ -493,16 +517,17 @@ def finetune_student(
     resume_dir: str | Path,
     max_steps: int | None = None,
     val_fn: Callable[[R2LNet], float] | None = None,
+    history_path: str | Path | None = None,
 ) -> dict:
     """Finetune a distilled student on the real training rays, selecting on the validation store.
 
     Continues ``student_ckpt`` (weights, optimizer, step: the lr schedule goes on from there) for ``steps``
     steps (the paper runs 1.2M -> 1.6M; the authors note ~1k can do) with the same batch and mining; validates on ``val_store`` before
     and every ``val_every`` steps and writes the best (kind "finetuned") with its val PSNR and step.
-    max_steps, val_fn: as in :func:`train_student`.
+    max_steps, val_fn, history_path: as in :func:`train_student`.
     """
     return train_student(
         [Path(real_store)], cfg, out_path, resume_dir, init_from=Path(student_ckpt), val_fn=val_fn,
         max_steps=max_steps, val_store=Path(val_store), n_steps=steps,
-        select_on_val=True, kind="finetuned",
+        select_on_val=True, kind="finetuned", history_path=history_path,
     )

@@ -6,8 +6,10 @@
 (coarse + fine for NeRF; MSE + the field's regulariser for the grid) with the NeRF schedule
 ``lr * 0.1 ** (step / lr_decay_steps)``. It validates every ``val_every`` steps, checkpoints every
 ``ckpt_every`` steps into ``resume_dir`` and resumes from there on restart (weights, optimizer,
-step, RNG states and elapsed time), and stops with an :class:`R2LError` on a non-finite loss,
-keeping the last good checkpoint. The result is written atomically to ``out_path``.
+step, RNG states, elapsed time and the histories), and stops with an :class:`R2LError` on a non-finite
+loss, keeping the last good checkpoint. The result is written atomically to ``out_path``; the full
+training history (step, loss, train PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) goes to
+``history_path`` at every checkpoint and at the end when one is given.
 
 The trained teacher is loaded for inference with :func:`r2l.models.teacher.load_teacher`.
 """
@@ -41,6 +43,7 @@ from r2l.core.runtime import (
 )
 from r2l.data.scene import Scene
 from r2l.models.teacher import TeacherConfig, build_model, render, render_eval_outputs
+from r2l.report.curves import record_row, write_history
 
 
 def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
@@ -215,9 +218,12 @@ def _arch(config: dict) -> dict:
 def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> dict:
     """Restore the newest loadable checkpoint of ``resume_dir`` into model/optimizer/RNGs.
 
-    Returns the loop state ``{"step", "train_seconds", "history", "val_history"}`` (fresh when none).
+    Returns the loop state ``{"step", "train_seconds", "history", "val_history", "curve"}`` (fresh when none):
+    ``history`` rows ``[step index, loss, train PSNR]``, ``val_history`` rows ``[steps done, val PSNR]`` (both
+    as model.pt keeps them) and ``curve`` the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`;
+    empty when resuming a checkpoint from before r2l kept it).
     """
-    fresh = {"step": 0, "train_seconds": 0.0, "history": [], "val_history": []}
+    fresh = {"step": 0, "train_seconds": 0.0, "history": [], "val_history": [], "curve": []}
     ckpt = load_latest_checkpoint(resume_dir)
     if ckpt is None:
         return fresh
@@ -230,11 +236,12 @@ def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> di
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"], _generators(rngs), device)
     log.info("resuming teacher from step %d of %s (%.0f s trained)", ckpt["step"], resume_dir, ckpt["train_seconds"])
-    return {k: ckpt[k] for k in fresh}
+    return {k: ckpt.get(k, fresh[k]) for k in fresh}
 
 
-def checkpoint(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device, loop: dict) -> None:
-    """Write the full training state; refuse to store non-finite weights."""
+def checkpoint(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device, loop: dict,
+               history_path: str | Path | None = None) -> None:
+    """Write the full training state (and the history CSV when ``history_path``); refuse non-finite weights."""
     check_finite_weights(model, loop["step"], resume_dir)
     state = {
         "model": model.state_dict(),
@@ -244,6 +251,8 @@ def checkpoint(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device, l
         **loop,
     }
     save_checkpoint(resume_dir, state, loop["step"])
+    if history_path is not None:
+        write_history(history_path, loop["curve"])
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -255,11 +264,13 @@ def train_teacher(
     out_path: str | Path,
     resume_dir: str | Path,
     on_step: Callable[[int, float], None] | None = None,
+    history_path: str | Path | None = None,
 ) -> dict:
     """Train a teacher on ``scene``'s train split; write ``out_path``; return its metrics.
 
     Resumes from the newest checkpoint in ``resume_dir``. ``on_step(step, loss)`` (optional) is called
-    after every finished step (tests use it to simulate a kill).
+    after every finished step (tests use it to simulate a kill). ``history_path``: where the training
+    history CSV goes (none written without it).
     """
     cfg = resolve_for_scene(cfg, scene)
     device = pick_device(cfg.device)
@@ -281,22 +292,22 @@ def train_teacher(
     while loop["step"] < cfg.steps:
         step = loop["step"]
         loss, mse = train_step(model, optimizer, cfg, info, rays, rngs, step, scene.ndc, device, resume_dir)
+        lr = optimizer.param_groups[0]["lr"]  # before a grid resample rebuilds the optimizer
         if cfg.kind == "grid" and model["field"].update_occupancy(step):
             optimizer = make_optimizer(model, cfg, device)  # the grids were resampled to a new shape
         loop["step"] = step + 1
         loop["train_seconds"] = time.perf_counter() - start - val_seconds
-        record(loop, bar, cfg, step, loss, mse)
+        record(loop, bar, cfg, step, loss, mse, lr)
         if cfg.val_every > 0 and loop["step"] % cfg.val_every == 0 and loop["step"] < cfg.steps:
             t0 = time.perf_counter()
-            val = validate_and_check(model, cfg, info, scene, rays, device, loop["step"])
-            loop["val_history"].append([loop["step"], None if val is None else val["psnr"]])
+            record_validation(loop, validate_and_check(model, cfg, info, scene, rays, device, loop["step"]))
             val_seconds += time.perf_counter() - t0
         if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == cfg.steps:
-            checkpoint(resume_dir, model, optimizer, cfg, rngs, device, loop)
+            checkpoint(resume_dir, model, optimizer, cfg, rngs, device, loop, history_path)
         if on_step is not None:
             on_step(loop["step"], loss)
     bar.close()
-    return finish(model, cfg, info, scene, rays, device, loop, out_path)
+    return finish(model, cfg, info, scene, rays, device, loop, out_path, history_path)
 
 
 def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device, resume_dir):
@@ -326,19 +337,39 @@ def log_sampling(cfg: TeacherConfig, info: dict, rays: TrainRays) -> None:
              "over a training view)", n, info["near"], info["far"], step, step * lo, step * med, step * hi, space)
 
 
-def record(loop: dict, bar, cfg: TeacherConfig, step: int, loss: float, mse: float) -> None:
-    """Append to the loss history every ``log_every`` steps (and the last); update the progress bar."""
+def record(loop: dict, bar, cfg: TeacherConfig, step: int, loss: float, mse: float, lr: float) -> None:
+    """Append to the histories every ``log_every`` steps (and the last); update the progress bar.
+
+    step: the 0-based index of the step just taken (``loop["step"]`` is already ``step + 1``). model.pt's
+    ``history`` keeps ``[step, loss, train PSNR]``; the CSV's row is at ``step + 1`` (steps done) with lr
+    and the training seconds so far.
+    """
     if step % cfg.log_every == 0 or loop["step"] == cfg.steps:
         loop["history"].append([step, loss, psnr_from_mse(mse)])
+        record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(mse), lr=lr,
+                   seconds=loop["train_seconds"])
     if step % 10 == 0:
         bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", refresh=False)
     bar.update(1)
 
 
-def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: TrainRays, device, loop: dict, out_path) -> dict:
-    """Final validation, then write the teacher file atomically; returns its metrics."""
+def record_validation(loop: dict, val: dict | None) -> None:
+    """Add a validation (the scores of :func:`validate`, None without a val split) at ``loop["step"]``."""
+    loop["val_history"].append([loop["step"], None if val is None else val["psnr"]])
+    if val is not None:
+        record_row(loop["curve"], loop["step"], val_psnr=val["psnr"], seconds=loop["train_seconds"])
+
+
+def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: TrainRays, device, loop: dict, out_path,
+           history_path=None) -> dict:
+    """Final validation, then write the teacher file (and the history CSV) atomically; returns its metrics.
+
+    The final validation is in the CSV, not in model.pt's ``val_history`` (its ``val_psnr`` holds it).
+    """
     val = validate_and_check(model, cfg, info, scene, rays, device, loop["step"])
     val_psnr = None if val is None else val["psnr"]
+    if val is not None:
+        record_row(loop["curve"], loop["step"], val_psnr=val_psnr, seconds=loop["train_seconds"])
     metrics = {
         "val_psnr": val_psnr,
         "train_seconds": float(loop["train_seconds"]),
@@ -357,6 +388,8 @@ def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: TrainRays, devic
         "metrics": metrics,
     }
     atomic_torch_save(out, out_path)
+    if history_path is not None:
+        write_history(history_path, loop["curve"])
     log.info("teacher written to %s: val PSNR %s after %d steps, %.0f s", out_path, val_psnr, loop["step"],
              loop["train_seconds"])
     return metrics

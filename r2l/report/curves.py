@@ -1,0 +1,139 @@
+"""Training curves: each training stage's history as a CSV, and one figure of them per scene.
+
+A training loop keeps its history as a list of rows (dicts with the keys :data:`COLUMNS`) and adds to
+it with :func:`record_row`; :func:`write_history` writes it as ``history.csv`` beside the model
+(``results/{scene}/{teacher,student,finetuned}/history.csv``). The columns:
+
+- ``step``: optimiser steps taken when the row was recorded (the global step: finetuning continues
+  the student's count, so its first row is the student's last step).
+- ``loss``: the training loss of that step's batch (teacher: coarse + fine colour MSE for NeRF, MSE +
+  regulariser for the grid; student and finetuning: colour MSE over the fresh + hard-pool rays).
+- ``train_psnr``: the TRAINING-BATCH PSNR in dB of that step (teacher: of the final image's colour MSE;
+  student: ``psnr_from_mse(loss)``, on fresh + hard rays, so it reads below the validation PSNR once
+  the hard pool is in use). It is noisy and measured on seen rays: the validation PSNR is the score.
+- ``val_psnr``: mean per-image PSNR in dB of the validation views, on rows where the stage validated
+  (empty elsewhere).
+- ``lr``: the learning rate of that step (the grid teacher: its grid parameters' rate; its network's
+  rate moves in proportion).
+- ``seconds``: this stage's training seconds so far (validation time excluded, accumulated over
+  resumes).
+
+A row is written every ``log_every`` steps (the first step included) and at every validation; a
+validation at a logged step shares its row. Missing values are empty cells.
+
+:func:`curves_figure` draws a scene's three CSVs side by side (PSNR against steps, PSNR against
+training minutes, loss against steps on a log scale), with matplotlib.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from r2l.core.atomic import atomic_write, atomic_write_text
+from r2l.core.errors import DataError
+
+COLUMNS = ("step", "loss", "train_psnr", "val_psnr", "lr", "seconds")
+MODELS = ("teacher", "student", "finetuned")
+COLORS = {"teacher": "#1f77b4", "student": "#ff7f0e", "finetuned": "#2ca02c"}  # matplotlib's first three
+FIGSIZE = (15.0, 4.5)  # inches
+DPI = 100  # the PNG is FIGSIZE * DPI pixels: 1500 x 450
+
+
+def record_row(rows: list[dict], step: int, **values) -> None:
+    """Add ``values`` (columns of :data:`COLUMNS`) at ``step`` to a history.
+
+    They fill the last row when it is at the same step (a validation after a logged step), else a new row
+    is appended with the other columns None. None values never overwrite.
+    """
+    unknown = sorted(set(values) - set(COLUMNS[1:]))
+    if unknown:
+        raise ValueError(f"unknown history column(s) {unknown}; the columns are {COLUMNS}")
+    if not rows or rows[-1]["step"] != step:
+        rows.append({"step": int(step), **dict.fromkeys(COLUMNS[1:])})
+    rows[-1].update({k: float(v) for k, v in values.items() if v is not None})
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    """History rows (dicts with the keys of :data:`COLUMNS`) -> a DataFrame in column order (None -> NaN)."""
+    frame = pd.DataFrame(list(rows), columns=list(COLUMNS), dtype=float)
+    return frame.astype({"step": "int64"})
+
+
+def write_history(path: str | Path, rows: list[dict]) -> Path:
+    """Write a training history as CSV (see the module docstring) atomically; missing values are empty cells."""
+    return atomic_write_text(path, history_frame(rows).to_csv(index=False, na_rep="", float_format="%.8g"))
+
+
+def read_history(path: str | Path) -> pd.DataFrame:
+    """Read a ``history.csv``; checks the columns (DataError when it is missing or they differ)."""
+    if not Path(path).is_file():
+        raise DataError(path, "training history not found")
+    frame = pd.read_csv(path)
+    if list(frame.columns) != list(COLUMNS):
+        raise DataError(path, f"columns {list(frame.columns)} differ from the expected {list(COLUMNS)}")
+    return frame
+
+
+def _minutes_offsets(frames: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Minutes added to each stage's own clock: finetuning starts where the student's training ended."""
+    offsets = dict.fromkeys(frames, 0.0)
+    student = frames.get("student")
+    if "finetuned" in frames and student is not None and student["seconds"].notna().any():
+        offsets["finetuned"] = float(student["seconds"].max()) / 60.0
+    return offsets
+
+
+def _plot_psnr(ax, frame: pd.DataFrame, x: pd.Series, model: str) -> None:
+    """Training-batch PSNR as a thin line, validation PSNR as markers, against ``x``."""
+    train = frame["train_psnr"].notna()
+    ax.plot(x[train], frame["train_psnr"][train], color=COLORS[model], lw=0.8, alpha=0.6)
+    val = frame["val_psnr"].notna()
+    ax.plot(x[val], frame["val_psnr"][val], "o", color=COLORS[model], ms=5)
+
+
+def _style(axes, models: list[str], title: str) -> None:
+    """Titles, labels, grids and the legend (one entry per model) of the three panels."""
+    from matplotlib.lines import Line2D  # matplotlib is imported only to draw
+
+    ax_step, ax_min, ax_loss = axes
+    ax_step.set(xlabel="optimiser step", ylabel="PSNR (dB)", title="PSNR against steps")
+    ax_min.set(xlabel="training minutes (validation excluded)", ylabel="PSNR (dB)",
+               title="PSNR against training time")
+    ax_loss.set(xlabel="optimiser step", ylabel="training loss", title="loss (log scale)", yscale="log")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=COLORS[m], lw=0.8, marker="o", ms=5, label=m) for m in models]
+    ax_step.legend(handles=handles, fontsize=8, loc="lower right", title="line: training batch, dots: validation",
+                   title_fontsize=8)
+    ax_step.figure.suptitle(title)
+
+
+def curves_figure(histories: dict[str, str | Path], out_png: str | Path, title: str = "") -> Path:
+    """Draw the training curves of a scene into ``out_png`` (FIGSIZE * DPI pixels); returns its path.
+
+    histories: model name (``teacher``, ``student``, ``finetuned``) -> its ``history.csv``. Three panels:
+    PSNR against steps, PSNR against training minutes (finetuning's clock starts at the student's
+    last minute, as its steps continue the student's), and the loss against steps on a log scale.
+    """
+    from matplotlib.figure import Figure  # kept out of the training stages' imports
+
+    unknown = sorted(set(histories) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; expected some of {MODELS}")
+    frames = {model: read_history(path) for model, path in histories.items()}
+    offsets = _minutes_offsets(frames)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 3)
+    models = [m for m in MODELS if m in frames]
+    for model in models:
+        frame = frames[model]
+        _plot_psnr(axes[0], frame, frame["step"], model)
+        _plot_psnr(axes[1], frame, frame["seconds"] / 60.0 + offsets[model], model)
+        loss = frame["loss"].notna() & (frame["loss"] > 0)
+        axes[2].plot(frame["step"][loss], frame["loss"][loss], color=COLORS[model], lw=0.8, label=model)
+    _style(axes, models, f"{title}: training curves" if title else "training curves")
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI), suffix=".png")
+    return Path(out_png)
+
