@@ -1,4 +1,4 @@
-"""Comparison figure layout and the fly-through video (MP4, or GIF without an encoder)."""
+"""Comparison figure layout and labels, and the fly-through video (MP4, or GIF without an encoder)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ import r2l.report.figures as figures
 from r2l.core.errors import DataError
 from r2l.data.scene import Scene
 from r2l.report.figures import (
+    MIN_PANEL_WIDTH,
     SEPARATOR,
     colormap,
     comparison_figure,
+    figure_layout,
+    panel_labels,
+    psnr_label,
     render_video,
     scene_comparison_figure,
     video_path_for,
@@ -58,6 +62,15 @@ class DirRenderer:
         return self.model(rays_d / rays_d.norm(dim=-1, keepdim=True)).clamp(0, 1)
 
 
+def test_figure_layout():
+    assert figure_layout(12, 17) == (36, 10)  # 17 px panels are enlarged 10x to 170 >= MIN_PANEL_WIDTH
+    assert figure_layout(48, 64) == (36, 3)
+    assert figure_layout(300, 400) == (75, 1)  # wide panels: 1:1, a 25 px font (400 // 16) in 3 x 25 rows
+    for W in (1, 7, 80, 159, 160, 161):
+        band, scale = figure_layout(10, W)
+        assert scale * W >= MIN_PANEL_WIDTH and (scale == 1 or (scale - 1) * W < MIN_PANEL_WIDTH) and band >= 36
+
+
 def test_comparison_figure_layout(tmp_path):
     rng = np.random.default_rng(0)
     H, W = 12, 17
@@ -65,16 +78,48 @@ def test_comparison_figure_layout(tmp_path):
     teacher, student = np.clip(gt + 0.05, 0, 1), np.zeros((H, W, 3), np.uint8)
     out = comparison_figure(gt, teacher, student, gt, tmp_path / "fig" / "cmp.png")
     img = iio.imread(out)
-    assert img.shape == (H, 5 * W + 4 * SEPARATOR, 3) and img.dtype == np.uint8
-    step = W + SEPARATOR
-    np.testing.assert_array_equal(img[:, :W], (gt * 255 + 0.5).astype(np.uint8))  # ground truth first
-    assert np.all(img[:, W:step] == 255)  # white separator
-    assert np.all(img[:, 2 * step : 2 * step + W] == 0)  # student panel (uint8 zeros)
+    band, s = figure_layout(H, W)
+    assert img.shape == (band + s * H, 5 * s * W + 4 * SEPARATOR, 3) and img.dtype == np.uint8
+    step = s * W + SEPARATOR
+    panels = img[band:]
+
+    def enlarged(x):
+        return np.asarray(x).repeat(s, axis=0).repeat(s, axis=1)
+
+    np.testing.assert_array_equal(panels[:, : s * W], enlarged((gt * 255 + 0.5).astype(np.uint8)))  # ground truth
+    np.testing.assert_array_equal(panels[:, step : step + s * W], enlarged((teacher * 255 + 0.5).astype(np.uint8)))
+    assert np.all(panels[:, s * W : step] == 255)  # white separator
+    assert np.all(panels[:, 2 * step : 2 * step + s * W] == 0)  # student panel (uint8 zeros)
     # finetuned == gt: the error panel is the colormap's zero colour everywhere
     zero = (colormap(np.zeros((1, 1)))[0, 0] * 255 + 0.5).astype(np.uint8)
-    assert np.all(img[:, 4 * step :] == zero)
+    assert np.all(panels[:, 4 * step :] == zero)
     with pytest.raises(ValueError, match="teacher"):
         comparison_figure(gt, gt[:5], gt, gt, tmp_path / "x.png")
+
+
+def test_label_band_has_text_above_every_panel(tmp_path):
+    gt = np.full((20, 20, 3), 0.5, np.float32)
+    img = iio.imread(comparison_figure(gt, gt, gt, gt, tmp_path / "cmp.png")).astype(int)
+    band, s = figure_layout(20, 20)
+    step = s * 20 + SEPARATOR
+    for k in range(5):  # dark text pixels on white above each panel, two lines of them
+        label = img[:band, k * step : k * step + s * 20]
+        assert (label < 128).any(axis=-1).sum() > 50, k
+        dark_rows = np.flatnonzero((label < 128).any(axis=(1, 2)))
+        assert dark_rows.min() < band / 2 < dark_rows.max(), k
+
+
+def test_psnr_label_is_the_computed_psnr():
+    gt = np.zeros((4, 5, 3), np.float32)
+    assert psnr_label(np.full_like(gt, 0.1), gt) == "PSNR 20.00 dB"  # MSE 0.01 -> 10 log10(1 / 0.01) = 20 dB
+    assert psnr_label(np.full_like(gt, 0.5), gt) == "PSNR 6.02 dB"  # MSE 0.25 -> 6.0206 dB
+    rng = np.random.default_rng(1)
+    a, b = rng.random((6, 7, 3)), rng.random((6, 7, 3))
+    mse = float(np.mean((a - b) ** 2))
+    assert psnr_label(a, b) == f"PSNR {-10 * np.log10(mse):.2f} dB"
+    labels = panel_labels(gt, [np.full_like(gt, 0.1), np.full_like(gt, 0.5), gt], err_max=0.2, view_name="test view 3")
+    assert labels == [("ground truth", "test view 3"), ("teacher", "PSNR 20.00 dB"), ("student", "PSNR 6.02 dB"),
+                      ("finetuned", "PSNR 120.00 dB"), ("error", "black 0, yellow ≥ 0.2")]
 
 
 def test_colormap_endpoints_and_monotone_brightness():
@@ -90,7 +135,8 @@ def test_scene_comparison_from_evaluation_renders(tmp_path):
     for model in ("teacher", "student", "finetuned"):
         evaluate_model(DirRenderer(), scene, renders_dir=tmp_path / model, n_speed_frames=1, warmup=0, model=model)
     out = scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=1)
-    assert iio.imread(out).shape == (16, 5 * 20 + 4 * SEPARATOR, 3)
+    band, s = figure_layout(16, 20)
+    assert iio.imread(out).shape == (band + s * 16, 5 * s * 20 + 4 * SEPARATOR, 3)
     with pytest.raises(DataError, match="outside"):
         scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=5)
     (tmp_path / "student" / "000.png").unlink()

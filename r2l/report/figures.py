@@ -1,10 +1,13 @@
 """Figures and videos: a side-by-side comparison strip and a fly-through video of a renderer.
 
 - :func:`comparison_figure`: one PNG row ``ground truth | teacher | student | finetuned | error map``
-  separated by thin white bars, no text (panel order is fixed; caption it where it is shown). The error
-  map is ``|finetuned - gt|`` averaged over the colour channels, scaled so that ``err_max`` (default
-  0.2) and above is the top colour, through a hand-made inferno-like colormap (black - purple - red -
-  orange - pale yellow); matplotlib is not needed.
+  separated by thin white bars, under a white label band that names each panel and prints each model
+  panel's PSNR against the ground truth (:func:`panel_labels`; text drawn with matplotlib). Panels
+  narrower than :data:`MIN_PANEL_WIDTH` pixels are enlarged by a whole factor (nearest neighbour) so
+  that the labels fit; :func:`figure_layout` tells where each panel's pixels are. The error map is
+  ``|finetuned - gt|`` averaged over the colour channels, scaled so that ``err_max`` (default 0.2) and
+  above is the top colour, through a hand-made inferno-like colormap (black - purple - red - orange -
+  pale yellow).
 - :func:`render_video`: frames along a camera path (``scene.render_poses``: an orbit for Blender, a
   spiral for LLFF) written as H.264 MP4 through imageio's ffmpeg plugin (imageio-ffmpeg ships the
   binary); when no encoder is available it falls back to an animated GIF and the file's suffix becomes
@@ -18,6 +21,7 @@ Every file is written to a temp name in its folder and renamed (atomic).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -28,11 +32,14 @@ from r2l.core.atomic import atomic_write
 from r2l.core.errors import DataError
 from r2l.core.imageio import area_resize, read_image, save_png
 from r2l.core.log import progress
+from r2l.core.metrics import psnr
 from r2l.data.scene import Scene
 
 log = logging.getLogger("r2l")
 
 SEPARATOR = 2  # width in pixels of the white bar between panels
+MIN_PANEL_WIDTH = 160  # narrower panels are enlarged by a whole factor so that their labels fit
+PANEL_NAMES = ("ground truth", "teacher", "student", "finetuned", "error")
 # Colormap anchors (position, RGB in [0, 1]): an inferno-like ramp, dark = small error.
 _CMAP = np.array([
     [0.00, 0.00, 0.00, 0.02],
@@ -64,20 +71,72 @@ def _panel(img, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-def comparison_figure(gt, teacher, student, finetuned, out_png: str | Path, err_max: float = 0.2) -> Path:
-    """Write ``gt | teacher | student | finetuned | error(finetuned)`` as one PNG row.
+def psnr_label(pred: np.ndarray, gt: np.ndarray) -> str:
+    """The PSNR line printed on a model panel: ``"PSNR 25.31 dB"`` (pred, gt: (H, W, 3) in [0, 1])."""
+    return f"PSNR {psnr(pred, gt):.2f} dB"
 
-    Each image: (H, W, 3) float in [0, 1] (or uint8). The PNG is (H, 5 W + 4 SEPARATOR, 3).
+
+def panel_labels(gt: np.ndarray, preds: list[np.ndarray], err_max: float = 0.2,
+                 view_name: str = "this view") -> list[tuple[str, str]]:
+    """``(name, second line)`` of the five panels: the models' lines are their PSNR against ``gt``.
+
+    gt: (H, W, 3) in [0, 1]; preds: the teacher's, student's and finetuned student's (H, W, 3) renders.
+    view_name: the ground truth's second line.
+    """
+    scores = [psnr_label(pred, gt) for pred in preds]
+    return list(zip(PANEL_NAMES, [view_name, *scores, f"black 0, yellow ≥ {err_max:g}"], strict=True))
+
+
+def figure_layout(H: int, W: int) -> tuple[int, int]:
+    """``(band, scale)`` of a comparison figure of (H, W) panels: label rows on top, enlargement factor.
+
+    Panel k (0 = ground truth) has its pixel (v, u) at rows ``band + scale * v + i`` and columns
+    ``k * (scale * W + SEPARATOR) + scale * u + j`` for ``0 <= i, j < scale``.
+    """
+    scale = max(1, math.ceil(MIN_PANEL_WIDTH / W))
+    return 3 * _font_px(scale * W), scale
+
+
+def _font_px(panel_width: int) -> int:
+    """Label font size in pixels for panels ``panel_width`` wide (12 px, larger for wide panels)."""
+    return max(12, panel_width // 16)
+
+
+def _label_band(labels: list[tuple[str, str]], panel_width: int, band: int) -> np.ndarray:
+    """(band, n * (panel_width + SEPARATOR) - SEPARATOR, 3) float32: white, each label centred above its panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only where text is drawn
+    from matplotlib.figure import Figure
+
+    width, font = len(labels) * (panel_width + SEPARATOR) - SEPARATOR, _font_px(panel_width)
+    fig = Figure(figsize=((width + 0.5) / 72, (band + 0.5) / 72), dpi=72, facecolor="white")  # 1 pt = 1 px
+    for k, (name, line) in enumerate(labels):
+        x = (k * (panel_width + SEPARATOR) + panel_width / 2) / width
+        fig.text(x, 1 - 0.2 * font / band, name, ha="center", va="top", fontsize=font, weight="bold")
+        fig.text(x, 1 - 1.5 * font / band, line, ha="center", va="top", fontsize=font)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:band, :width, :3].astype(np.float32) / 255.0
+
+
+def comparison_figure(gt, teacher, student, finetuned, out_png: str | Path, err_max: float = 0.2,
+                      view_name: str = "this view") -> Path:
+    """Write ``gt | teacher | student | finetuned | error(finetuned)`` as one labelled PNG row.
+
+    Each image: (H, W, 3) float in [0, 1] (or uint8). With ``(band, s) = figure_layout(H, W)`` the PNG is
+    (band + s H, 5 s W + 4 SEPARATOR, 3): the label band (:func:`panel_labels`; ``view_name`` under
+    "ground truth"), then the panels.
     """
     gt = _panel(gt, "ground truth", np.shape(gt))
     if gt.ndim != 3 or gt.shape[-1] != 3:
         raise ValueError(f"ground truth must be (H, W, 3), got {gt.shape}")
-    panels = [gt] + [_panel(x, n, gt.shape) for x, n in ((teacher, "teacher"), (student, "student"),
-                                                           (finetuned, "finetuned"))]
-    panels.append(error_map(panels[3], gt, err_max))
-    bar = np.ones((gt.shape[0], SEPARATOR, 3), np.float32)
-    row = [p for panel in panels for p in (panel, bar)][:-1]
-    save_png(np.concatenate(row, axis=1), out_png)
+    preds = [_panel(x, n, gt.shape) for x, n in ((teacher, "teacher"), (student, "student"), (finetuned, "finetuned"))]
+    panels = [gt, *preds, error_map(preds[2], gt, err_max)]
+    band, scale = figure_layout(*gt.shape[:2])
+    panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]
+    bar = np.ones((panels[0].shape[0], SEPARATOR, 3), np.float32)
+    row = np.concatenate([p for panel in panels for p in (panel, bar)][:-1], axis=1)
+    labels = _label_band(panel_labels(gt, preds, err_max, view_name), panels[0].shape[1], band)
+    save_png(np.concatenate([labels, row], axis=0), out_png)
     return Path(out_png)
 
 
@@ -87,7 +146,8 @@ def scene_comparison_figure(
     """Comparison figure of one view from PNGs written by :func:`r2l.stages.evaluate.evaluate_model`.
 
     Reads ``renders_root/{teacher,student,finetuned}/{view:03d}.png``; the ground truth is the scene's
-    ``split`` view ``view``, area-resized to the renders' size if needed.
+    ``split`` view ``view``, area-resized to the renders' size if needed. Each model panel's PSNR is
+    against that ground truth, on the 8-bit render (metrics.csv scores the float renders, every view).
     """
     gts, _ = scene.split(split)
     if not 0 <= view < len(gts):
@@ -100,7 +160,7 @@ def scene_comparison_figure(
         imgs.append(read_image(path)[..., :3])
     H, W = imgs[0].shape[:2]
     gt = area_resize(gts[view], H, W)
-    return comparison_figure(gt, *imgs, out_png)
+    return comparison_figure(gt, *imgs, out_png, view_name=f"{split} view {view}")
 
 
 def mp4_available() -> bool:
