@@ -30,6 +30,7 @@ LAYERS = {
     "r2l.report": 3,
     "r2l.stages": 4,
     "r2l.workflow": 5,
+    "r2l.bench": 5,  # the benchmark: uses stages (4), used by the cli (6)
     "r2l.cli": 6,
     "r2l.__main__": 7,
     "r2l": 7,  # r2l/__init__.py

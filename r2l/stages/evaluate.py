@@ -42,8 +42,7 @@ from r2l.core.metrics import LpipsScorer, psnr, ssim
 from r2l.core.runtime import pick_device
 from r2l.data.scene import Scene
 from r2l.models.flops import flops_note, flops_per_ray
-from r2l.models.r2lnet import load_student
-from r2l.models.teacher import load_teacher
+from r2l.models.load import load_model
 from r2l.report.tables import COLUMNS, MODELS, write_metrics_csv
 
 log = logging.getLogger("r2l")
@@ -211,8 +210,8 @@ def evaluate_scene(
 ) -> list[dict]:
     """Evaluate each model file and write ``out_csv`` (one row per model, atomically).
 
-    model_paths: ``{"teacher": path, "student": path, "finetuned": path}`` (any subset; teacher files load
-    with :func:`r2l.models.teacher.load_teacher`, the others with :func:`r2l.models.r2lnet.load_student`).
+    model_paths: ``{"teacher": path, "student": path, "finetuned": path}`` (any subset; each file loads with
+    :func:`r2l.models.load.load_model`, which reads the file's kind).
     renders_root: renders go to ``renders_root/{model}/``. device: None/"auto" = CUDA when present.
     """
     device = str(pick_device(device))
@@ -220,7 +219,7 @@ def evaluate_scene(
     rows = []
     for name in [m for m in MODELS if m in model_paths]:
         path = Path(model_paths[name])
-        renderer = (load_teacher if name == "teacher" else load_student)(path, device)
+        renderer = load_model(path, device)
         out_dir = Path(renders_root) / name if renders_root is not None else None
         rows.append(evaluate_model(renderer, scene, "test", H, W, n_speed_frames, warmup, out_dir, scorer,
                                    path, name, scene_name))

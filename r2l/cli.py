@@ -1,0 +1,433 @@
+"""The ``r2l`` command (also ``python -m r2l``): run the pipeline, inspect and render trained models, benchmark.
+
+- ``r2l run [snakemake args]``: the Snakemake pipeline of this checkout (``--snakefile`` added when not
+  given, ``--cores 1`` when no ``--cores`` and ``--resources gpu=1`` when no ``--resources``); returns Snakemake's
+  exit code.
+- ``r2l info MODEL [--json]``: what a model file is (kind, network, scene, step, val PSNR, training).
+- ``r2l render MODEL --path orbit|spiral --out video.mp4`` or ``--pose FILE --out image.png``: renders any
+  trained teacher or student with the scene camera stored in its file (or ``--scene DIR --format F``).
+- ``r2l bench [--quick] [--json FILE]``: the student's speed as a fraction of the device's matmul peak.
+
+A user error (an :class:`~r2l.core.errors.R2LError`, or bad arguments) is one line on stderr and exit code 1.
+Heavy modules (torch and the package's models) are imported by the commands that need them, so ``--help``
+and ``run`` start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from r2l.core.errors import DataError, R2LError
+
+POSE_HELP = ("a 4x4 (or 3x4) camera-to-world matrix in the OpenGL convention (x right, y up, looking down -z; "
+             "r2l.geometry.rays) in the scene's world frame (that of its poses), as .npy, .txt or .json")
+PATH_KINDS = {False: "orbit", True: "spiral"}  # the camera path a scene stores: object-centric or forward-facing (ndc)
+
+
+class UsageError(R2LError):
+    """Bad command-line arguments of the command ``prog`` (reported like every other user error)."""
+
+    def __init__(self, message: str, prog: str = "r2l"):
+        self.prog = prog
+        super().__init__(message)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`UsageError` (one line, exit code 1) instead of exit code 2."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)", self.prog)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def device_of(name: str):
+    """``--device`` as a torch device; UsageError for a name torch does not know."""
+    from r2l.core.runtime import pick_device
+
+    try:
+        return pick_device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device {name!r}: {str(err).splitlines()[0][:120]}") from err
+
+
+def package_version() -> str:
+    """The installed r2l's version (``unknown`` when r2l runs from a checkout that is not installed)."""
+    try:
+        return importlib.metadata.version("r2l")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> Parser:
+    """The ``r2l`` parser with its subcommands."""
+    parser = Parser(prog="r2l", description="R2L neural light fields: the pipeline, trained models, benchmark.",
+                    epilog="Run 'r2l COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"r2l {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_run_parser(sub)
+    add_info_parser(sub)
+    add_render_parser(sub)
+    add_bench_parser(sub)
+    return parser
+
+
+def add_command(sub, name: str, summary: str, description: str, examples: list[str]) -> Parser:
+    """A subcommand parser with a wrapped description and an examples epilog."""
+    return sub.add_parser(name, help=summary, description=textwrap.fill(description, 100),
+                          epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_run_parser(sub) -> None:
+    p = add_command(sub, "run", "run the pipeline (arguments go to Snakemake)", (
+        "Run the r2l Snakemake pipeline: every argument is passed to Snakemake. Adds --snakefile (this "
+        "checkout's Snakefile) when none is given, '--cores 1' when no --cores/-c is given and '--resources gpu=1' "
+        "(one GPU job at a time) when no --resources is given."),
+        ["r2l run -n                                dry run: list the jobs",
+         "r2l run --configfile config/paper.yaml    the paper's settings",
+         "r2l run -- --help                         Snakemake's own help"])
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="SNAKEMAKE_ARGS",
+                   help="arguments for Snakemake (e.g. -n, --configfile FILE, --cores N, a target file)")
+
+
+def add_info_parser(sub) -> None:
+    p = add_command(sub, "info", "what a model file is", (
+        "Describe a trained model file: kind (teacher nerf/grid, student, finetuned), network, scene identity "
+        "and camera, step, validation PSNR, training time and device, precision."),
+        ["r2l info results/builtin/finetuned/model.pt", "r2l info --json results/builtin/teacher/model.pt"])
+    p.add_argument("model", type=Path, metavar="MODEL", help="a teacher, student or finetuned model file (.pt)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def add_render_parser(sub) -> None:
+    p = add_command(sub, "render", "render a trained model (a video along a path, or one pose)", (
+        "Render any trained teacher or student without Snakemake, with the scene camera stored in the model file "
+        "(or --scene DIR --format F). --path renders the stored camera path (an orbit for object-centric scenes, a "
+        "spiral for forward-facing ones) as a video; --pose renders one image."),
+        ["r2l render results/builtin/finetuned/model.pt --path orbit --out orbit.mp4 --frames 60",
+         "r2l render results/builtin/teacher/model.pt --pose pose.txt --out view.png --width 200"])
+    p.add_argument("model", type=Path, metavar="MODEL", help="a teacher, student or finetuned model file (.pt)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--path", choices=("orbit", "spiral"), help="render the stored camera path as a video")
+    what.add_argument("--pose", type=Path, metavar="FILE", help=f"render one image at this pose: {POSE_HELP}")
+    p.add_argument("--out", type=Path, required=True, help="output: .mp4 or .gif for --path, .png for --pose")
+    p.add_argument("--width", type=positive_int, help="image width in pixels (default the scene's; aspect kept)")
+    p.add_argument("--frames", type=positive_int, help="--path: frames, evenly spread over the path (default all)")
+    p.add_argument("--fps", type=positive_int, default=24, help="--path: frames per second (default 24)")
+    p.add_argument("--scene", type=Path, metavar="DIR", help="take the camera from this scene folder instead")
+    p.add_argument("--format", choices=("blender", "llff", "builtin", "photos"), help="the --scene folder's format")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+
+
+def add_bench_parser(sub) -> None:
+    p = add_command(sub, "bench", "student speed against the device's matmul peak", (
+        "Measure the device's dense matmul peak, then student training (rays/s, FLOP/s as a fraction of the peak) "
+        "and rendering (ms per 400x400 frame) for the default (12x128) and paper (88x256) networks, in one run."),
+        ["r2l bench --quick", "r2l bench --json bench.json"])
+    p.add_argument("--quick", action="store_true", help="short measurements (under a minute on 2 CPU cores)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default torch's)")
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def checkout_snakefile() -> Path | None:
+    """The Snakefile of the checkout r2l is imported from, or None (an installed wheel has none)."""
+    path = Path(__file__).resolve().parents[1] / "Snakefile"  # r2l/cli.py -> the checkout
+    return path if path.is_file() else None
+
+
+def has_option(args: list[str], *names: str) -> bool:
+    """Whether ``args`` give one of the options ``names``: ``--long``, ``--long=V``, ``-s`` or ``-sV``."""
+    def given(a: str, name: str) -> bool:
+        if name.startswith("--"):
+            return a == name or a.startswith(name + "=")
+        return a.startswith(name) and not a.startswith("--")
+
+    return any(given(a, name) for a in args for name in names)
+
+
+def snakemake_command(args: list[str]) -> list[str]:
+    """The Snakemake command line for ``r2l run ARGS`` (see the module docstring)."""
+    args = list(args[1:] if args[:1] == ["--"] else args)
+    if not has_option(args, "--snakefile", "-s"):
+        snakefile = checkout_snakefile()
+        if snakefile is None:
+            raise R2LError("r2l is installed without its Snakefile (from a wheel?); pass --snakefile PATH/Snakefile "
+                           "of an r2l checkout")
+        args = ["--snakefile", str(snakefile), *args]
+    if not has_option(args, "--cores", "-c", "--jobs", "-j"):
+        args += ["--cores", "1"]
+    if not has_option(args, "--resources", "--res"):
+        args += ["--resources", "gpu=1"]  # the rules that use the GPU ask for gpu=1: one at a time
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def cmd_run(args: list[str]) -> int:
+    """Run Snakemake in a subprocess with this interpreter; returns its exit code."""
+    if importlib.util.find_spec("snakemake") is None:
+        raise R2LError(f"Snakemake is not installed for {sys.executable}; pip install 'snakemake>=9,<10'")
+    return subprocess.call(snakemake_command(args))
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def _fmt(value, unit: str = "", digits: int = 2) -> str:
+    """A recorded value with its unit, or "not recorded"."""
+    if value is None:
+        return "not recorded"
+    return f"{value:.{digits}f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def _scene_line(scene: dict | None) -> str:
+    """The scene's identity and camera in one line."""
+    if not scene:
+        return "not recorded (a student file of r2l 0.1)"
+    if scene.get("H") is None:
+        return f"{scene.get('name')} ({scene.get('format')} format), camera not recorded"
+    space = "forward-facing, NDC" if scene.get("ndc") else "object-centric"
+    n_poses = scene["render_poses"]
+    path = f"{PATH_KINDS[bool(scene.get('ndc'))]} path of {n_poses} poses" if n_poses else "no camera path"
+    return (f"{scene.get('name')} ({scene.get('format')} format), {scene['H']} x {scene['W']}, focal "
+            f"{scene['focal']:.2f} px, ndc {'yes' if scene.get('ndc') else 'no'} ({space}; {path})")
+
+
+def info_lines(d: dict) -> list[str]:
+    """``r2l info``'s text: one ``name  value`` line per field."""
+    role = f"teacher ({d['kind']})" if d["role"] == "teacher" else d["kind"]
+    net = ", ".join(f"{k} {v}" for k, v in d["network"].items()) or "not recorded"
+    cost = f"; {d['mflops_per_ray']:.2f} MFLOPs per ray" if d["mflops_per_ray"] is not None else ""
+    seconds = d["train_seconds"]
+    training = "not recorded" if seconds is None else f"{seconds:.0f} s"
+    if d["total_train_seconds"] is not None and d["total_train_seconds"] != seconds:
+        training += f" (this stage; {d['total_train_seconds']:.0f} s with the stages before)"
+    device = d["device"] if d["device_name"] in (None, d["device"]) else f"{d['device']} ({d['device_name']})"
+    precision = d["precision"] or f"not recorded (config amp: {_fmt(d['amp'])}; bf16 autocast applies on CUDA only)"
+    rows = [("model", d["file"]), ("kind", role), ("network", f"{net} ({d['stored_values']:,} stored values{cost})"),
+            ("scene", _scene_line(d["scene"])), ("step", _fmt(d["step"])), ("val PSNR", _fmt(d["val_psnr"], " dB")),
+            ("training", training), ("device", _fmt(device)), ("precision", precision),
+            ("file size", f"{d['size_mb']:.2f} MB")]
+    return [textwrap.fill(f"{name:<10} {value}", 110, subsequent_indent=" " * 11, break_on_hyphens=False)
+            for name, value in rows]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print what ``args.model`` is, as text or JSON."""
+    from r2l.models.load import describe_model
+
+    d = describe_model(args.model)
+    print(json.dumps(d, indent=2) if args.json else "\n".join(info_lines(d)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- render
+
+
+def read_pose(path: Path):
+    """A camera-to-world pose file (.npy, .txt or .json; 4x4 or 3x4) as a (4, 4) float32 array; DataError else."""
+    import numpy as np
+
+    if not path.is_file():
+        raise DataError(path, "pose file not found")
+    try:
+        if path.suffix == ".npy":
+            pose = np.load(path, allow_pickle=False)
+        elif path.suffix == ".json":
+            pose = json.loads(path.read_text())
+        elif path.suffix == ".txt":
+            pose = np.loadtxt(path, ndmin=2)
+        else:
+            raise DataError(path, "a pose file must be .npy, .txt or .json")
+        pose = np.asarray(pose, dtype=np.float64)
+    except (ValueError, TypeError, OSError) as err:
+        raise DataError(path, f"unreadable pose file ({str(err).splitlines()[0][:120]})") from err
+    return check_pose(path, pose)
+
+
+def check_pose(path: Path, pose):
+    """``pose`` as a (4, 4) float32 camera-to-world matrix; DataError naming ``path`` when it is not one."""
+    import numpy as np
+
+    if pose.shape not in ((4, 4), (3, 4)):
+        raise DataError(path, f"a pose must be a 4x4 or 3x4 camera-to-world matrix, got shape {pose.shape}")
+    if not np.isfinite(pose).all():
+        raise DataError(path, "the pose has non-finite values")
+    if pose.shape == (3, 4):
+        pose = np.concatenate([pose, [[0.0, 0.0, 0.0, 1.0]]])
+    if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        raise DataError(path, f"the last row of a 4x4 pose must be 0 0 0 1, got {pose[3].tolist()}")
+    R = pose[:3, :3]
+    if not np.allclose(R.T @ R, np.eye(3), atol=1e-3) or np.linalg.det(R) < 0:
+        raise DataError(path, "the pose's 3x3 rotation part is not a rotation (orthonormal, determinant +1)")
+    return pose.astype(np.float32)
+
+
+def scene_from_camera(camera: dict, default_name: str):
+    """A :class:`~r2l.data.scene.Scene` without images from a model file's stored camera (rays and paths only)."""
+    import numpy as np
+
+    from r2l.data.scene import Scene
+
+    H, W = int(camera["H"]), int(camera["W"])
+    poses = camera.get("render_poses") or []
+    return Scene(
+        name=camera.get("name") or default_name, format=camera.get("format") or "unknown",
+        images=np.zeros((0, H, W, 3), np.float32), poses=np.zeros((0, 4, 4), np.float32), H=H, W=W,
+        focal=float(camera["focal"]), near=float(camera.get("near", 0.0)), far=float(camera.get("far", 1.0)),
+        splits={}, background=tuple(camera.get("background", (1.0, 1.0, 1.0))), ndc=bool(camera["ndc"]),
+        ndc_near=float(camera.get("ndc_near", 1.0)),
+        render_poses=np.asarray(poses, dtype=np.float32).reshape(-1, 4, 4) if poses else None,
+    )
+
+
+def render_scene(args: argparse.Namespace, model):
+    """The scene whose camera renders ``model``: ``--scene DIR --format F``, else the one stored in the file."""
+    from r2l.models.load import model_camera
+
+    if args.scene is not None:
+        if args.format is None:
+            raise UsageError("--scene needs --format (blender, llff, builtin or photos)", "r2l render")
+        from r2l.data.registry import load_scene
+
+        scene = load_scene(args.format, args.scene)
+    else:
+        camera = model_camera(model)
+        if camera is None:
+            raise DataError(args.model, "the file stores no scene camera (written before r2l 0.2): retrain it, or "
+                                        "pass --scene DIR --format blender|llff")
+        scene = scene_from_camera(camera, args.model.stem)
+    from r2l.models.teacher import Teacher
+
+    model_ndc = bool(model.info["ndc"] if isinstance(model, Teacher) else model.meta["ndc"])
+    if scene.ndc != model_ndc:
+        raise DataError(args.scene or args.model, f"the scene is {'' if scene.ndc else 'not '}forward-facing (ndc) "
+                                                  f"but the model was trained {'with' if model_ndc else 'without'} ndc")
+    return scene
+
+
+def size_at_width(scene, width: int | None) -> tuple[int, int]:
+    """``(H, W)`` of a view ``width`` pixels wide (default the scene's), the scene's aspect kept."""
+    W = scene.W if width is None else int(width)
+    return max(1, round(W * scene.H / scene.W)), W
+
+
+def path_poses(args: argparse.Namespace, scene):
+    """The stored camera path (``(n, 4, 4)``), checked against ``--path`` and thinned to ``--frames``."""
+    import numpy as np
+
+    has = PATH_KINDS[scene.ndc]
+    if args.path != has:
+        kind = "forward-facing (ndc)" if scene.ndc else "object-centric"
+        article = "an" if has == "orbit" else "a"
+        raise R2LError(f"{args.scene or args.model}: scene {scene.name!r} is {kind} and has {article} {has} path, "
+                       f"not {args.path}; use --path {has}")
+    poses = scene.render_poses
+    if poses is None or len(poses) == 0:
+        raise R2LError(f"{args.scene or args.model}: scene {scene.name!r} stores no camera path")
+    if args.frames is not None and args.frames > len(poses):
+        raise UsageError(f"--frames {args.frames} is more than the {len(poses)} poses of the stored path", "r2l render")
+    n = len(poses) if args.frames is None else args.frames
+    return np.asarray(poses)[np.linspace(0, len(poses) - 1, n).round().astype(int)]
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """``--out`` must be an image for ``--pose`` and a video for ``--path``."""
+    wanted = (".mp4", ".gif") if args.path else (".png",)
+    if args.out.suffix.lower() not in wanted:
+        raise UsageError(f"--out {args.out} must end in {' or '.join(wanted)}", "r2l render")
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder", "r2l render")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render an image at ``--pose`` or a video along ``--path``; prints the file written."""
+    from r2l.core.imageio import save_png
+    from r2l.models.load import load_model
+    from r2l.report.figures import render_video
+
+    check_out(args)
+    pose = read_pose(args.pose) if args.pose is not None else None
+    model = load_model(args.model, device_of(args.device))
+    scene = render_scene(args, model)
+    H, W = size_at_width(scene, args.width)
+    if pose is not None:
+        rays_o, rays_d = scene.rays(pose, H, W, scene.focal * W / scene.W)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_png(model.render_rays(rays_o, rays_d).reshape(H, W, 3).numpy(), args.out)
+        written = args.out
+    else:
+        written = render_video(model, scene, path_poses(args, scene), args.out, fps=args.fps, H=H, W=W)
+    print(f"wrote {written} ({W} x {H})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark, print its table and write its JSON when asked."""
+    from r2l.bench import format_table, run_bench
+    from r2l.core.atomic import atomic_write_text
+
+    results = run_bench(str(device_of(args.device)), args.quick, args.threads)
+    print(format_table(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+COMMANDS = {"info": cmd_info, "render": cmd_render, "bench": cmd_bench}
+
+
+def dispatch(argv: list[str]) -> int:
+    """Parse ``argv`` and run its command (``run`` passes its arguments through unparsed)."""
+    if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv[1 : (argv + ["--"]).index("--", 1)]):
+        return cmd_run(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "run":  # reached only for --help, which argparse answers itself
+        return cmd_run(args.snakemake_args)
+    from r2l.core.log import setup_logging
+
+    setup_logging()
+    return COMMANDS[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``r2l`` entry point: returns the exit code (1 and one line on stderr for a user error)."""
+    try:
+        return dispatch(list(sys.argv[1:] if argv is None else argv))
+    except R2LError as err:
+        print(f"{getattr(err, 'prog', 'r2l')}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("r2l: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""The ``r2l`` command: help, ``info``, ``render`` (cross-checked against the model's own rays), one-line
+errors, ``run -n`` through Snakemake, and ``bench --quick`` (values checked for being positive, never timed)."""
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from r2l.cli import main, snakemake_command
+from r2l.core.checkpoint import atomic_torch_save
+from r2l.core.imageio import to_uint8
+from r2l.data.builtin import write_blender, write_llff
+from r2l.data.registry import load_scene
+from r2l.models.load import load_model, model_camera
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.teacher import teacher_config_from_dict
+from r2l.report.figures import video_path_for
+from r2l.stages.student import DistillConfig
+from r2l.stages.teacher import train_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_GRID = {
+    "resolution": 16, "resolution_init": 12, "upsample_steps": [], "density_components": 4, "app_components": 8,
+    "app_dim": 8, "mlp_width": 16, "n_samples": 24, "occupancy_resolution": 8, "occupancy_warmup": 100,
+}
+NET = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
+
+
+def r2l(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "r2l", *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          check=False)
+
+
+@pytest.fixture(autouse=True)
+def quiet_logging(monkeypatch):
+    """In-process runs keep pytest's logging (the command configures the root logger otherwise)."""
+    monkeypatch.setattr("r2l.core.log.setup_logging", lambda: None)
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory) -> Path:
+    return write_blender(tmp_path_factory.mktemp("scene") / "builtin", seed=0, resolution=16, n_train=4, n_val=1,
+                         n_test=1, spp=1)
+
+
+@pytest.fixture(scope="module")
+def scene(scene_dir):
+    return load_scene("builtin", scene_dir)
+
+
+@pytest.fixture(scope="module")
+def ff_scene(tmp_path_factory):
+    path = write_llff(tmp_path_factory.mktemp("ff") / "builtin_ff", seed=1, width=16, height=12, n_views=8, spp=1)
+    return load_scene("llff", path)
+
+
+@pytest.fixture(scope="module")
+def teacher(scene, tmp_path_factory):
+    """A grid teacher trained for 2 steps (the pipeline's own teacher file)."""
+    d = tmp_path_factory.mktemp("teacher")
+    cfg = teacher_config_from_dict({"kind": "grid", "steps": 2, "batch_rays": 64, "val_views": 1, "device": "cpu",
+                                    "check_learned": False, "chunk": 256, "grid": TINY_GRID})
+    train_teacher(scene, cfg, d / "teacher.pt", d / "resume")
+    return d / "teacher.pt"
+
+
+def student_file(path: Path, scene, kind: str = "student") -> Path:
+    """A student file with the keys r2l.stages.student writes; ``scene`` None: a file of r2l 0.1 (no camera)."""
+    torch.manual_seed(0)
+    cam = scene.camera() if scene is not None else {"near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0}
+    atomic_torch_save({
+        "weights": R2LNet(NET).state_dict(), "config": dataclasses.asdict(DistillConfig(network=NET)), "kind": kind,
+        "near": cam["near"], "far": cam["far"], "ndc": cam["ndc"], "ndc_near": cam["ndc_near"],
+        "scene": None if scene is None else {"name": scene.name, "format": scene.format, **cam},
+        "step": 40, "metrics": {"val_psnr": 12.5, "train_seconds": 3.0, "device": "cpu", "device_name": "cpu"},
+    }, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def students(scene, ff_scene, tmp_path_factory):
+    d = tmp_path_factory.mktemp("students")
+    return {"orbit": student_file(d / "student.pt", scene), "ndc": student_file(d / "ff.pt", ff_scene, "finetuned"),
+            "old": student_file(d / "old.pt", None)}
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ----------------------------------------------------------------------------- help and info
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["info"], ["render"], ["bench"]])
+def test_help(command):
+    result = r2l(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: r2l {' '.join(command)}".rstrip())
+
+
+def test_info_teacher(teacher, capsys):
+    code, out, _ = run_main(capsys, "info", teacher)
+    assert code == 0
+    lines = dict(line.split(None, 1) for line in out.splitlines() if not line.startswith((" ", "val ", "file ")))
+    assert lines["kind"] == "teacher (grid)" and lines["step"] == "2" and lines["scene"].startswith("builtin ")
+    assert "16 x 16" in lines["scene"] and "orbit path" in lines["scene"]
+    assert lines["precision"].startswith("not recorded")
+    code, out, _ = run_main(capsys, "info", "--json", teacher)
+    d = json.loads(out)
+    assert d["kind"] == "grid" and d["role"] == "teacher" and d["step"] == 2 and d["scene"]["name"] == "builtin"
+    assert d["network"]["n_samples"] == 24 and d["device"] == "cpu"
+
+
+def test_info_students(students, capsys):
+    code, out, _ = run_main(capsys, "info", "--json", students["ndc"])
+    d = json.loads(out)
+    assert code == 0 and d["kind"] == "finetuned" and d["step"] == 40 and d["val_psnr"] == 12.5
+    assert d["scene"]["name"] == "builtin_ff" and d["scene"]["ndc"] is True and d["network"]["depth"] == 4
+    assert d["mflops_per_ray"] == pytest.approx(2 * (3 * 8 * 9 * 16 + 2 * 16 * 16 + 16 * 3) / 1e6)
+    code, out, _ = run_main(capsys, "info", students["old"])
+    assert code == 0 and "student" in out and "scene      not recorded" in out
+
+
+def test_load_model_picks_the_renderer(teacher, students):
+    t, old = load_model(teacher, "cpu"), load_model(students["old"], "cpu")
+    assert type(t).__name__ == "Teacher" and type(old).__name__ == "Student"
+    assert model_camera(t)["H"] == 16 and len(model_camera(t)["render_poses"]) > 0
+    assert model_camera(old) is None and model_camera(load_model(students["ndc"], "cpu"))["ndc"] is True
+
+
+# ----------------------------------------------------------------------------- render
+
+
+def expected_image(model_path: Path, camera_scene, pose: np.ndarray, width: int) -> np.ndarray:
+    """What the model's own ``render_rays`` gives on the rays of ``pose`` at ``width`` (aspect kept), as uint8."""
+    model = load_model(model_path, "cpu")
+    H = round(width * camera_scene.H / camera_scene.W)
+    rays = camera_scene.rays(pose, H, width, camera_scene.focal * width / camera_scene.W)
+    return to_uint8(model.render_rays(*rays).reshape(H, width, 3).numpy())
+
+
+@pytest.mark.parametrize("which", ["teacher", "orbit", "ndc"])
+def test_render_pose_matches_render_rays(which, teacher, students, scene, ff_scene, tmp_path, capsys):
+    path = teacher if which == "teacher" else students[which]
+    cam_scene = ff_scene if which == "ndc" else scene
+    pose = cam_scene.poses[-1]
+    np.savetxt(tmp_path / "pose.txt", pose[:3])  # a 3x4 matrix in a text file
+    code, _, err = run_main(capsys, "render", path, "--pose", tmp_path / "pose.txt", "--out", tmp_path / "v.png",
+                            "--width", 8, "--device", "cpu")
+    assert code == 0, err
+    img = iio.imread(tmp_path / "v.png")
+    want = expected_image(path, cam_scene, pose, 8)
+    assert img.shape == want.shape == (round(8 * cam_scene.H / cam_scene.W), 8, 3)
+    assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
+    assert want.std() > 0  # a real image, not a constant
+
+
+def test_render_pose_formats(students, scene, tmp_path, capsys):
+    pose = scene.poses[0]
+    np.save(tmp_path / "pose.npy", pose)
+    (tmp_path / "pose.json").write_text(json.dumps(pose.tolist()))
+    for name in ("pose.npy", "pose.json"):
+        code, _, err = run_main(capsys, "render", students["orbit"], "--pose", tmp_path / name, "--out",
+                                tmp_path / f"{name}.png", "--device", "cpu")
+        assert code == 0, err
+        assert iio.imread(tmp_path / f"{name}.png").shape == (16, 16, 3)
+
+
+def n_frames(path: Path) -> int:
+    return len(iio.imread(path, index=None))
+
+
+def test_render_path_writes_the_requested_frames(teacher, students, tmp_path, capsys):
+    code, out, err = run_main(capsys, "render", teacher, "--path", "orbit", "--frames", 5, "--out",
+                              tmp_path / "video.mp4", "--width", 8, "--fps", 10, "--device", "cpu")
+    assert code == 0, err
+    written = video_path_for(tmp_path)  # video.mp4, or video.gif where no ffmpeg can be found
+    assert str(written) in out and n_frames(written) == 5
+    code, _, err = run_main(capsys, "render", students["ndc"], "--path", "spiral", "--frames", 3, "--out",
+                            tmp_path / "ff.mp4", "--device", "cpu")
+    assert code == 0, err
+    written = video_path_for(tmp_path, "ff")
+    assert iio.imread(written, index=0).shape[:2] == (12, 16)  # the scene's size
+    if written.suffix == ".mp4":  # (Pillow's GIF writer merges identical frames, and this student is nearly flat)
+        assert n_frames(written) == 3
+
+
+def test_render_with_scene_folder_for_a_file_without_camera(students, scene, scene_dir, tmp_path, capsys):
+    np.savetxt(tmp_path / "pose.txt", scene.poses[0])
+    code, _, err = run_main(capsys, "render", students["old"], "--pose", tmp_path / "pose.txt", "--out",
+                            tmp_path / "old.png", "--scene", scene_dir, "--format", "builtin", "--device", "cpu")
+    assert code == 0, err
+    assert np.array_equal(iio.imread(tmp_path / "old.png"), expected_image(students["old"], scene, scene.poses[0], 16))
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_bad_inputs_give_one_line(teacher, students, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    np.savetxt(tmp_path / "small.txt", np.eye(2))
+    (tmp_path / "bad.json").write_text("[[1, 2], [3")
+    np.savetxt(tmp_path / "pose.txt", np.eye(4))
+    out_png = ["--out", tmp_path / "x.png"]
+    pose = ["--pose", tmp_path / "pose.txt", *out_png]
+    cases = [
+        (["info", tmp_path / "missing.pt"], "missing.pt: model file not found"),
+        (["info", tmp_path / "notes.txt"], "notes.txt: not a readable r2l model file"),
+        (["render", teacher, "--pose", tmp_path / "small.txt", *out_png], "small.txt: a pose must"),
+        (["render", teacher, "--pose", tmp_path / "bad.json", *out_png], "bad.json: unreadable pose"),
+        (["render", teacher, "--pose", tmp_path / "nope.txt", *out_png], "nope.txt: pose file not found"),
+        (["render", teacher, "--path", "spiral", "--out", tmp_path / "v.mp4"], "has an orbit path, not spiral"),
+        (["render", students["ndc"], "--path", "orbit", "--out", tmp_path / "v.mp4"], "use --path spiral"),
+        (["render", students["old"], "--path", "orbit", "--out", tmp_path / "v.mp4"], "--scene DIR --format"),
+        (["render", teacher, "--path", "orbit", "--frames", 10**6, "--out", tmp_path / "v.mp4"], "--frames 1000000"),
+        (["render", teacher, *pose[:2], "--out", tmp_path / "x.mp4"], "must end in .png"),
+        (["render", teacher, *pose, "--width", 0], "positive integer"),
+        (["render", teacher, "--out", tmp_path / "x.png"], "one of the arguments --path --pose is required"),
+        (["info"], "the following arguments are required: MODEL"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ]
+    for args, message in cases:
+        code, out, err = run_main(capsys, *args)
+        assert code == 1, (args, out, err)
+        assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "v.mp4").exists()
+
+
+def test_error_from_the_installed_command_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    result = r2l("info", str(tmp_path / "notes.txt"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    want = f"r2l: error: {tmp_path / 'notes.txt'}: not a readable r2l model file (not written by torch.save)"
+    assert result.stderr.strip().splitlines() == [want]
+
+
+# ----------------------------------------------------------------------------- run and bench
+
+
+def test_snakemake_command_adds_defaults_only_when_missing():
+    cmd = snakemake_command(["-n"])
+    assert cmd[:3] == [sys.executable, "-m", "snakemake"] and cmd[3:5] == ["--snakefile", str(ROOT / "Snakefile")]
+    assert cmd[5:] == ["-n", "--cores", "1", "--resources", "gpu=1"]
+    assert snakemake_command(["--", "-s", "S", "-c4"])[3:] == ["-s", "S", "-c4", "--resources", "gpu=1"]
+    assert snakemake_command(["--snakefile=S", "--resources", "gpu=2", "--cores=3"])[3:] == [
+        "--snakefile=S", "--resources", "gpu=2", "--cores=3"]
+
+
+def test_run_dry_run_plans_the_jobs(tmp_path):
+    result = r2l("run", "-n", "--configfile", str(ROOT / "tests" / "data" / "tiny.yaml"), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "train_teacher" in result.stdout and "dry-run" in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_bench_quick_writes_json(tmp_path, capsys):
+    code, out, err = run_main(capsys, "bench", "--quick", "--device", "cpu", "--json", tmp_path / "out.json")
+    assert code == 0, err
+    assert "student train" in out and "student render" in out
+    r = json.loads((tmp_path / "out.json").read_text())
+    assert r["peak_flops_per_s"]["fp32"] > 0 and math.isfinite(r["peak_flops_per_s"]["fp32"])
+    rows = r["student_training"] + r["student_render"]
+    assert {row["network"] for row in rows} == {"default 12x128", "paper 88x256"}
+    for row in rows:
+        assert row["rays_per_s"] > 0 and math.isfinite(row["rays_per_s"]) and row["fraction_of_peak"] > 0
