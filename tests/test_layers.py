@@ -7,7 +7,7 @@ Layers, lowest first (README, "Architecture"):
                     (siblings: neither imports the other)
   3 report          tables and figures
   4 stages          one module per rule file: teacher, pseudo_data, student, evaluate
-  5 workflow        the glue for Snakemake scripts
+  5 workflow, bench the glue for Snakemake scripts; the benchmark of ``r2l bench`` (siblings)
   6 cli             the ``r2l`` command (and ``python -m r2l``)
 Imports under ``if TYPE_CHECKING:`` are annotations only and do not count.
 """
