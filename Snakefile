@@ -20,6 +20,9 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 validate_config(config, "the config")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/scenes.smk"
 include: "workflow/rules/colmap.smk"

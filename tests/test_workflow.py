@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import imageio.v3 as iio
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SCENES = ["builtin", "builtin_ff"]
+HISTORY = ["step", "loss", "train_psnr", "val_psnr", "lr", "seconds"]
 COLUMNS = "scene,model,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,params,size_mb,train_minutes,device".split(",")
 
 
@@ -27,20 +30,40 @@ def run(tmp_path_factory):
     return workdir
 
 
-@pytest.mark.parametrize("scene", ["builtin", "builtin_ff"])
+@pytest.mark.parametrize("scene", SCENES)
 def test_every_product_exists(run, scene):
     res = run / "results" / scene
     for path in ["teacher/model.pt", "student/model.pt", "finetuned/model.pt", "pseudo_data/meta.json",
-                 "real_data/train/meta.json", "real_data/val/meta.json", "comparison.png", "metrics.csv"]:
+                 "real_data/train/meta.json", "real_data/val/meta.json", "comparison.png", "metrics.csv",
+                 "teacher/history.csv", "student/history.csv", "finetuned/history.csv", "curves.png"]:
         assert (res / path).is_file(), path
     assert (res / "video.mp4").is_file() or (res / "video.gif").is_file()
     for model in ("teacher", "student", "finetuned"):
         assert len(list((res / "renders" / model).glob("*.png"))) == (3 if scene == "builtin" else 2)
-    for rule in ("train_teacher", "pseudo_data", "train_student", "finetune", "evaluate"):
+    for rule in ("train_teacher", "pseudo_data", "train_student", "finetune", "evaluate", "curves"):
         assert (run / "logs" / scene / f"{rule}.log").is_file()
-        assert (run / "benchmarks" / scene / f"{rule}.tsv").is_file()
+        assert rule == "curves" or (run / "benchmarks" / scene / f"{rule}.tsv").is_file()
     figure = iio.imread(res / "comparison.png")
-    assert figure.shape[1] > 4 * figure.shape[0]  # five panels side by side
+    assert figure.shape[1] > 4 * figure.shape[0]  # five panels side by side (under a label band)
+    curves = iio.imread(res / "curves.png")
+    assert curves.shape[:2] == (450, 1500) and curves[..., :3].std() > 10
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_training_histories(run, scene):
+    """tiny.yaml: teacher 60 steps (log 10, val 30), student 40 (log 10, val 20), finetune 20 more (val 10)."""
+    res = run / "results" / scene
+    expected = {  # steps with a row, and those validated
+        "teacher": ([1, 11, 21, 30, 31, 41, 51, 60], [30, 60]),
+        "student": ([0, 1, 11, 20, 21, 31, 40], [0, 20, 40]),
+        "finetuned": ([40, 41, 50, 51, 60], [40, 50, 60]),
+    }
+    for model, (steps, validated) in expected.items():
+        h = pd.read_csv(res / model / "history.csv")
+        assert list(h.columns) == HISTORY, model
+        assert h["step"].tolist() == steps and h["step"][h["val_psnr"].notna()].tolist() == validated, model
+        assert (h["val_psnr"].dropna() > 5).all() and (h["lr"].dropna() > 0).all(), model
+        assert h["seconds"].notna().all() and (h["seconds"].diff().dropna() >= 0).all(), model
 
 
 @pytest.mark.parametrize("scene", ["builtin", "builtin_ff"])
@@ -74,5 +97,8 @@ def test_report_is_built(run):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = (run / "report.html").read_text(errors="replace")
     assert len(html) > 10_000
-    for name in ("comparison.png", "metrics.csv", "summary.md"):
+    for name in ("comparison.png", "metrics.csv", "summary.md", "curves.png"):
         assert name in html
+    for scene in SCENES:  # the curves figure of every scene
+        assert f"results/{scene}/curves.png" in html, scene
+    assert "Reading the training curves" in html  # the workflow description (workflow/report/workflow.rst)

@@ -37,6 +37,7 @@ from r2l.core.errors import DataError
 COLUMNS = ("step", "loss", "train_psnr", "val_psnr", "lr", "seconds")
 MODELS = ("teacher", "student", "finetuned")
 COLORS = {"teacher": "#1f77b4", "student": "#ff7f0e", "finetuned": "#2ca02c"}  # matplotlib's first three
+MARKERS = {"teacher": "o", "student": "s", "finetuned": "^"}  # finetuning's first dot sits on the student's last
 FIGSIZE = (15.0, 4.5)  # inches
 DPI = 100  # the PNG is FIGSIZE * DPI pixels: 1500 x 450
 
@@ -90,7 +91,7 @@ def _plot_psnr(ax, frame: pd.DataFrame, x: pd.Series, model: str) -> None:
     train = frame["train_psnr"].notna()
     ax.plot(x[train], frame["train_psnr"][train], color=COLORS[model], lw=0.8, alpha=0.6)
     val = frame["val_psnr"].notna()
-    ax.plot(x[val], frame["val_psnr"][val], "o", color=COLORS[model], ms=5)
+    ax.plot(x[val], frame["val_psnr"][val], MARKERS[model], color=COLORS[model], ms=5, alpha=0.9)
 
 
 def _style(axes, models: list[str], title: str) -> None:
@@ -104,8 +105,8 @@ def _style(axes, models: list[str], title: str) -> None:
     ax_loss.set(xlabel="optimiser step", ylabel="training loss", title="loss (log scale)", yscale="log")
     for ax in axes:
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=COLORS[m], lw=0.8, marker="o", ms=5, label=m) for m in models]
-    ax_step.legend(handles=handles, fontsize=8, loc="lower right", title="line: training batch, dots: validation",
+    handles = [Line2D([], [], color=COLORS[m], lw=0.8, marker=MARKERS[m], ms=5, label=m) for m in models]
+    ax_step.legend(handles=handles, fontsize=8, loc="best", title="line: training batch, marks: validation",
                    title_fontsize=8)
     ax_step.figure.suptitle(title)
 

@@ -71,5 +71,10 @@ def paper_scenes(wildcards):
 
 def final_outputs():
     """The targets of the default run: every stage's product for every scene, then the summary."""
-    per_scene = ["results/{scene}/metrics.csv", "results/{scene}/comparison.png", VIDEO]
+    per_scene = [
+        "results/{scene}/metrics.csv",
+        "results/{scene}/comparison.png",
+        "results/{scene}/curves.png",
+        VIDEO,
+    ]
     return expand(per_scene, scene=RUN_SCENES) + ["results/summary.md"]

@@ -1,5 +1,5 @@
 # Stage 4: score teacher, student and finetuned student on the test views (quality, FLOPs, speed,
-# size) in one job on one device; then figures, a video and the tables.
+# size) in one job on one device; then figures (the comparison, the training curves), a video and the tables.
 
 
 rule evaluate:
@@ -53,6 +53,28 @@ rule comparison_figure:
         settings=settings("evaluate"),
     script:
         "../scripts/comparison_figure.py"
+
+
+rule curves:
+    input:
+        teacher="results/{scene}/teacher/history.csv",
+        student="results/{scene}/student/history.csv",
+        finetuned="results/{scene}/finetuned/history.csv",
+    output:
+        report(
+            "results/{scene}/curves.png",
+            caption="../report/curves.rst",
+            category="Figures",
+            subcategory="{scene}",
+            labels={"scene": "{scene}", "figure": "curves"},
+        ),
+    log:
+        "logs/{scene}/curves.log",
+    conda:
+        "../envs/r2l.yaml"
+    threads: 1
+    script:
+        "../scripts/curves.py"
 
 
 rule video:

@@ -9,6 +9,7 @@ rule train_student:
         val="results/{scene}/real_data/val/meta.json",
     output:
         model="results/{scene}/student/model.pt",
+        history="results/{scene}/student/history.csv",
     log:
         "logs/{scene}/train_student.log",
     benchmark:
@@ -33,6 +34,7 @@ rule finetune:
         val="results/{scene}/real_data/val/meta.json",
     output:
         model="results/{scene}/finetuned/model.pt",
+        history="results/{scene}/finetuned/history.csv",
     log:
         "logs/{scene}/finetune.log",
     benchmark:

@@ -6,6 +6,7 @@ rule train_teacher:
         scene=scene_dir,
     output:
         model="results/{scene}/teacher/model.pt",
+        history="results/{scene}/teacher/history.csv",
     log:
         "logs/{scene}/train_teacher.log",
     benchmark:

@@ -13,4 +13,5 @@ with stage(snakemake) as job:
     cfg = replace(cfg, val_every=ft["val_every"], val_views=ft["val_views"], ckpt_every=ft["ckpt_every"])
     finetune_student(Path(snakemake.input.student), Path(snakemake.input.real).parent,
                      Path(snakemake.input.val).parent, cfg, ft["steps"], snakemake.output.model,
-                     job.resume_dir(("student", "finetune"), [snakemake.input.student, snakemake.input.real]))
+                     job.resume_dir(("student", "finetune"), [snakemake.input.student, snakemake.input.real]),
+                     history_path=snakemake.output.history)

@@ -10,4 +10,4 @@ with stage(snakemake) as job:
     cfg = distill_config_from_dict(job.section("student"))
     resume_dir = job.resume_dir(("student",), [snakemake.input.pseudo])
     train_student([Path(snakemake.input.pseudo).parent], cfg, snakemake.output.model, resume_dir,
-                  val_store=Path(snakemake.input.val).parent)
+                  val_store=Path(snakemake.input.val).parent, history_path=snakemake.output.history)

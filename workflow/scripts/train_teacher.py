@@ -7,4 +7,5 @@ from r2l.workflow import stage
 
 with stage(snakemake) as job:
     cfg = teacher_config_from_dict(job.section("teacher"))
-    train_teacher(job.scene(), cfg, snakemake.output.model, job.resume_dir(("teacher",)))
+    train_teacher(job.scene(), cfg, snakemake.output.model, job.resume_dir(("teacher",)),
+                  history_path=snakemake.output.history)
