@@ -182,10 +182,43 @@ def snakemake_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "snakemake", *args]
 
 
+def configfiles(args: list[str]) -> list[str]:
+    """The files given to ``--configfile``/``--configfiles`` (each option takes every word up to the next option)."""
+    files, taking = [], False
+    for word in args:
+        if word.startswith("-"):
+            taking = word in ("--configfile", "--configfiles") or word.startswith("--configfile=")
+            if "=" in word and taking:
+                files.append(word.split("=", 1)[1])
+            continue
+        if taking:
+            files.append(word)
+    return files
+
+
+def check_configfiles(files: list[str]) -> None:
+    """One line naming the file (and line) for a config file that is missing or not valid YAML."""
+    import yaml  # noqa: PLC0415
+
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise R2LError(f"{name}: config file not found")
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise R2LError(f"{name}:{where}: not valid YAML ({err.problem})") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise R2LError(f"{name}: not valid YAML ({err})") from None
+
+
 def cmd_run(args: list[str]) -> int:
     """Run Snakemake in a subprocess with this interpreter; returns its exit code."""
     if importlib.util.find_spec("snakemake") is None:
         raise R2LError(f"Snakemake is not installed for {sys.executable}; pip install 'snakemake>=9,<10'")
+    check_configfiles(configfiles(args))
     return subprocess.call(snakemake_command(args))
 
 

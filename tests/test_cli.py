@@ -272,3 +272,18 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     assert {row["network"] for row in rows} == {"default 12x128", "paper 88x256"}
     for row in rows:
         assert row["rays_per_s"] > 0 and math.isfinite(row["rays_per_s"]) and row["fraction_of_peak"] > 0
+
+
+def test_run_names_a_missing_or_broken_configfile_before_snakemake(tmp_path):
+    from r2l.cli import configfiles
+
+    assert configfiles(["-n", "--configfile", "a.yaml", "b.yaml", "--cores", "2", "--configfile=c.yaml"]) == [
+        "a.yaml", "b.yaml", "c.yaml"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teacher:\n  steps: [1, 2\n  lr: 3\n")
+    out = r2l("run", "-n", "--configfile", str(bad))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{bad}: line 3, column 5: not valid YAML" in out.stderr
+    missing = tmp_path / "nothere.yaml"
+    out = r2l("run", "-n", "--configfile", str(missing))
+    assert out.returncode == 1 and f"{missing}: config file not found" in out.stderr.strip().splitlines()[-1]
