@@ -100,3 +100,51 @@ def test_a_text_file_saved_as_poses_bounds_is_named_as_such(llff_dir, tmp_path):
     np.savetxt(folder / "poses_bounds.npy", np.zeros((6, 17)))
     with pytest.raises(R2LError, match=r"poses_bounds.npy: not a .npy file .*saved as text"):
         load_scene("llff", folder, factor=8, llff_hold=3)
+
+
+# ----------------------------------------------------------------------------- model files and checkpoints
+
+
+TINY_GRID = {"resolution": 16, "resolution_init": 12, "upsample_steps": [], "density_components": 4,
+             "app_components": 8, "app_dim": 8, "mlp_width": 16, "n_samples": 24, "occupancy_resolution": 8}
+
+
+@pytest.fixture(scope="module")
+def trained(blender_dir, tmp_path_factory):
+    """A 3-step grid teacher of the pipeline (its model file and resume checkpoints)."""
+    from r2l.models.teacher import teacher_config_from_dict
+    from r2l.stages.teacher import train_teacher
+
+    d = tmp_path_factory.mktemp("teacher")
+    cfg = teacher_config_from_dict({"kind": "grid", "steps": 3, "batch_rays": 64, "val_views": 1, "device": "cpu",
+                                    "check_learned": False, "chunk": 256, "ckpt_every": 1, "grid": TINY_GRID})
+    train_teacher(load_scene("blender", blender_dir, resolution=16), cfg, d / "model.pt", d / "resume")
+    return d
+
+
+def test_model_files(trained, tmp_path):
+    from r2l.models.load import load_model
+
+    model = Path(shutil.copy(trained / "model.pt", tmp_path / "model.pt"))
+    assert fuzz(model, lambda: load_model(model, "cpu"), np.random.default_rng(SEED + 3)) == 10
+
+
+def test_checkpoints_fall_back_to_an_older_one(trained, tmp_path, caplog):
+    """A damaged newest checkpoint is skipped with a warning for the one before it, whatever the damage."""
+    import logging
+
+    from r2l.core.checkpoint import load_latest_checkpoint
+
+    resume = Path(shutil.copytree(trained / "resume", tmp_path / "resume"))
+    newest, older = sorted(resume.glob("ckpt_*.pt"))[-1], sorted(resume.glob("ckpt_*.pt"))[-2]
+    original = newest.read_bytes()
+    for how, data in damaged(original, np.random.default_rng(SEED + 4)):
+        newest.write_bytes(data)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="r2l"):
+            ckpt = load_latest_checkpoint(resume, check=lambda c: c["model"] and c["optimizer"] and c["rng"])
+        assert ckpt is not None and ckpt["step"] in (2, 3), how  # the older one, or a flip that did no harm
+        if ckpt["step"] == 2:
+            assert newest.name in caplog.text and "falling back" in caplog.text, how
+    newest.write_bytes(original)
+    assert load_latest_checkpoint(resume)["step"] == 3 and older.is_file()

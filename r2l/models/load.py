@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from r2l.core.errors import DataError
+from r2l.core.errors import DataError, R2LError
 from r2l.models.r2lnet import Student, load_student
 from r2l.models.teacher import Teacher, load_teacher
 
@@ -36,7 +36,7 @@ def read_model_file(path: str | Path) -> dict:
         raise DataError(path, "model file not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as err:
+    except Exception as err:  # noqa: BLE001  (a damaged file raises anything from the unpickler; never a traceback)
         why = "not written by torch.save" if isinstance(err, (KeyError, pickle.UnpicklingError)) else (
             str(err).splitlines() or [type(err).__name__])[0][:120]
         raise DataError(path, f"not a readable r2l model file ({why})") from err
@@ -50,7 +50,13 @@ def read_model_file(path: str | Path) -> dict:
 def load_model(path: str | Path, device: str | torch.device | None = None) -> Teacher | Student:
     """Any trained r2l model file as a ray renderer on ``device`` (None/"auto": CUDA when present)."""
     kind = read_model_file(path)["kind"]
-    return (load_teacher if kind in TEACHER_KINDS else load_student)(path, device)
+    try:
+        return (load_teacher if kind in TEACHER_KINDS else load_student)(path, device)
+    except R2LError:
+        raise
+    except Exception as err:  # noqa: BLE001  (a file that unpickles but is damaged inside: one line, no traceback)
+        raise DataError(path, f"not a usable r2l {kind} file ({type(err).__name__}: "
+                              f"{(str(err).splitlines() or [''])[0][:120]})") from err
 
 
 def _camera_of(scene) -> dict | None:
@@ -58,6 +64,13 @@ def _camera_of(scene) -> dict | None:
     if not isinstance(scene, dict) or any(scene.get(k) is None for k in CAMERA_KEYS):
         return None
     return scene
+
+
+def model_scene(model: Teacher | Student) -> dict | None:
+    """What a loaded model records of the scene it was trained on (name, format, H, W, data_sha256, camera), or
+    None (a student file of r2l 0.1); compare it with :meth:`r2l.data.scene.Scene.check_identity`."""
+    scene = model.info if isinstance(model, Teacher) else model.meta.get("scene")
+    return scene if isinstance(scene, dict) else None
 
 
 def model_camera(model: Teacher | Student) -> dict | None:

@@ -42,7 +42,7 @@ from r2l.core.metrics import LpipsScorer, psnr, ssim
 from r2l.core.runtime import pick_device
 from r2l.data.scene import Scene
 from r2l.models.flops import flops_note, flops_per_ray
-from r2l.models.load import load_model
+from r2l.models.load import load_model, model_scene
 from r2l.report.tables import COLUMNS, MODELS, write_metrics_csv
 
 log = logging.getLogger("r2l")
@@ -220,6 +220,7 @@ def evaluate_scene(
     for name in [m for m in MODELS if m in model_paths]:
         path = Path(model_paths[name])
         renderer = load_model(path, device)
+        scene.check_identity(model_scene(renderer), path)
         out_dir = Path(renders_root) / name if renders_root is not None else None
         rows.append(evaluate_model(renderer, scene, "test", H, W, n_speed_frames, warmup, out_dir, scorer,
                                    path, name, scene_name))

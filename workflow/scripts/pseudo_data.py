@@ -3,7 +3,7 @@
 import _checkout  # noqa: F401  (r2l from this checkout; first)
 from pathlib import Path
 
-from r2l.models.teacher import load_teacher
+from r2l.models.load import load_model
 from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.workflow import stage
 
@@ -11,7 +11,7 @@ with stage(snakemake) as job:
     cfg = job.section("pseudo_data")
     scene = job.scene()
     H, W = scene.size_at_width(cfg["resolution"])
-    teacher = load_teacher(snakemake.input.teacher, device=cfg["device"])
+    teacher = load_model(snakemake.input.teacher, device=cfg["device"])
     out_dir = job.lock(Path(snakemake.output.meta).parent)
     generate_pseudo_data(teacher, scene, out_dir, n_views=cfg["n_views"], H=H, W=W,
                          seed=cfg["seed"], views_per_shard=cfg["views_per_shard"],

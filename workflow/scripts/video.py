@@ -1,7 +1,7 @@
 """The finetuned student along the scene's camera path (orbit or spiral), as MP4 (GIF without ffmpeg)."""
 
 import _checkout  # noqa: F401  (r2l from this checkout; first)
-from r2l.models.r2lnet import load_student
+from r2l.models.load import load_model, model_scene
 from r2l.report.figures import render_video
 from r2l.workflow import stage
 
@@ -10,5 +10,6 @@ with stage(snakemake) as job:
     scene = job.scene()
     poses = scene.render_poses[:: cfg["video_stride"]]
     H, W = scene.size_at_width(cfg["video_resolution"])
-    render_video(load_student(snakemake.input.model, device=cfg["device"]), scene, poses, snakemake.output[0],
-                 fps=cfg["video_fps"], H=H, W=W)
+    model = load_model(snakemake.input.model, device=cfg["device"])
+    scene.check_identity(model_scene(model), snakemake.input.model)
+    render_video(model, scene, poses, snakemake.output[0], fps=cfg["video_fps"], H=H, W=W)
