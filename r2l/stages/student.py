@@ -11,8 +11,10 @@ restart (weights, optimizer, step, generator states, elapsed seconds, histories)
 history (step, loss, train PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) is written to
 ``history_path`` at every checkpoint and at the end when one is given. The hard pool is NOT
 checkpointed (as in the authors' code): after a resume it fills again over the next ``1 / hard_ratio *
-hard_mul`` steps (100 with the paper's values). A non-finite loss or weights stop training with an
-R2LError and the last good checkpoint stays. The result is written atomically to ``out_path``.
+hard_mul`` steps (100 with the paper's values). The loss stays on the device and is read every
+``log_every`` steps only (no host synchronisation in between). A non-finite loss (seen at those steps) or
+non-finite weights (checked at every checkpoint) stop training with an R2LError and the last good checkpoint
+stays. The result is written atomically to ``out_path``.
 
 :func:`finetune_student` continues a trained student on the REAL training rays with the same loop
 (weights, optimizer state and step carried over, so the learning-rate schedule goes on from that step).
@@ -377,19 +379,16 @@ def _validate(val_fn, model, loop: dict, best: dict, select_on_val: bool) -> flo
     return psnr
 
 
-def _record(loop: dict, loss: float, lr: float, bar, cfg: DistillConfig, end_step: int) -> None:
-    """Histories every ``log_every`` steps (and the last), progress bar with loss and training PSNR.
+def _record(loop: dict, loss: float, lr: float, bar, cfg: DistillConfig) -> None:
+    """Histories and the progress bar's loss and training PSNR; called every ``log_every`` steps (and the last),
+    the only steps at which the loop reads the loss from the device.
 
     loss: the step's MSE over its fresh + hard rays, so the CSV's ``train_psnr`` is a training-batch PSNR.
     """
-    step = loop["step"] - 1
-    if step % cfg.log_every == 0 or loop["step"] == end_step:
-        loop["history"].append([loop["step"], loss])
-        record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(loss), lr=lr,
-                   seconds=loop["train_seconds"])
-    if step % 10 == 0:
-        bar.set_postfix(loss=f"{loss:.2e}", psnr=f"{psnr_from_mse(loss):.2f}", refresh=False)
-    bar.update(1)
+    loop["history"].append([loop["step"], loss])
+    record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(loss), lr=lr,
+               seconds=loop["train_seconds"])
+    bar.set_postfix(loss=f"{loss:.2e}", psnr=f"{psnr_from_mse(loss):.2f}", refresh=False)
 
 
 def _pick_val_fn(val_fn, val_store, stores, geom, cfg: DistillConfig, device) -> tuple[Callable, str]:
@@ -458,10 +457,12 @@ def train_student(
         loss = train_step(model, optimizer, batch, pool, geom, cfg, device, jitter_gen)
         rng = rng_state(_generators((gen, jitter_gen)), device)  # what a resume restarts from: before drawing the next batch
         batch = fresh_batch(stores, counts, gen)  # drawn while the GPU works on this step
-        check_finite(loss, step, resume_dir)
         loop["step"] = step + 1
         loop["train_seconds"] = time.perf_counter() - start - val_seconds
-        _record(loop, float(loss), lr, bar, cfg, end_step)
+        if step % cfg.log_every == 0 or loop["step"] == end_step:  # the loss is read (a host sync) only here
+            check_finite(loss, step, resume_dir)
+            _record(loop, float(loss), lr, bar, cfg)
+        bar.update(1)
         if (cfg.val_every > 0 and loop["step"] % cfg.val_every == 0) or loop["step"] == end_step:
             t0 = time.perf_counter()
             _validate(val_fn, model, loop, best, select_on_val)
