@@ -63,12 +63,13 @@ def load_latest_checkpoint(
     return None
 
 
-def check_state_dict(state, module: torch.nn.Module) -> None:
-    """ValueError unless ``state`` holds exactly ``module``'s tensors with their shapes and dtypes."""
+def check_state_dict(state, module: torch.nn.Module, shapes: bool = True) -> None:
+    """ValueError unless ``state`` holds exactly ``module``'s tensors (names, dtypes and, when ``shapes``, shapes:
+    a grid field changes its shapes while it trains, so its checkpoints are checked without them)."""
     want = module.state_dict()
     if not isinstance(state, dict) or set(state) != set(want):
         raise ValueError("its weights do not match the network's parameters")
     for name, tensor in want.items():
         got = state[name]
-        if not isinstance(got, torch.Tensor) or got.shape != tensor.shape or got.dtype != tensor.dtype:
+        if not isinstance(got, torch.Tensor) or got.dtype != tensor.dtype or (shapes and got.shape != tensor.shape):
             raise ValueError(f"its {name} does not match the network's")

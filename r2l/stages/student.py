@@ -40,7 +40,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from r2l.core.checkpoint import atomic_torch_save, load_checkpoint, load_latest_checkpoint, save_checkpoint
+from r2l.core.checkpoint import (
+    atomic_torch_save,
+    check_state_dict,
+    load_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import progress
@@ -49,6 +55,7 @@ from r2l.core.runtime import (
     autocast,
     check_finite,
     check_finite_weights,
+    chunked,
     pick_device,
     rng_state,
     seed_everything,
@@ -252,10 +259,8 @@ def store_psnr(model: R2LNet, store: ViewStore, near: float, far: float, n_views
     psnrs = []
     for v in view_indices(store.n_views, n_views):
         rays_o, rays_d = store.render_rays_at(torch.full_like(pix, v), pix)
-        pred = torch.cat([
-            model(rays_o[i : i + chunk].to(device), rays_d[i : i + chunk].to(device), near, far, train=False).float().cpu()
-            for i in range(0, pix.shape[0], chunk)
-        ])
+        pred = chunked(lambda o, d: model(o.to(device), d.to(device), near, far, train=False).float().cpu(),
+                       rays_o, rays_d, chunk)
         gt = store.colors[v].float().cpu() / 255.0
         psnrs.append(psnr_from_mse(float((pred - gt).square().mean())))
     model.train(was_training)
@@ -324,12 +329,16 @@ def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | 
     """
     base = int(init["step"]) if init else 0
     init_seconds = float(init.get("metrics", {}).get("train_seconds", 0.0)) if init else 0.0
-    ckpt = load_latest_checkpoint(resume_dir)
-    if ckpt is not None:
+    def check(ckpt: dict) -> None:
         _check_arch(ckpt["config"], cfg, resume_dir)
         if ckpt["loop"]["base_step"] != base:
             raise R2LError(f"{resume_dir}: its checkpoints continue a run started at step {ckpt['loop']['base_step']}, "
                            f"not {base}; use another resume folder or delete it")
+        check_state_dict(ckpt["weights"], model)
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], ckpt["loop"]["step"], ckpt["best"]
+
+    ckpt = load_latest_checkpoint(resume_dir, check=check)
+    if ckpt is not None:
         model.load_state_dict(ckpt["weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"], _generators(gens), gens[1].device)
@@ -473,8 +482,9 @@ def train_student(
     if loop["step"] < end_step:
         log.info("%s stopped at step %d of %d (max_steps); rerun to resume", kind, loop["step"], end_step)
         return {"finished": False, "step": loop["step"], "history": loop["history"], "val_history": loop["val_history"]}
-    scene = {"name": stores[0].meta.get("scene"), "format": stores[0].meta.get("scene_format"),
-             **stores[0].meta.get("camera", {})}  # the scene's identity and camera, as in a teacher file
+    meta = stores[0].meta  # the scene's identity and camera, as in a teacher file
+    scene = {"name": meta.get("scene"), "format": meta.get("scene_format"), "data_sha256": meta.get("data_sha256"),
+             **meta.get("camera", {})}
     return _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path,
                    history_path)
 

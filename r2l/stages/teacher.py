@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from r2l.core.checkpoint import atomic_torch_save, load_latest_checkpoint, save_checkpoint
+from r2l.core.checkpoint import atomic_torch_save, check_state_dict, load_latest_checkpoint, save_checkpoint
 from r2l.core.errors import R2LError
 from r2l.core.log import log, progress
 from r2l.core.metrics import psnr_from_mse
@@ -61,8 +61,8 @@ def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
 
 
 def scene_info(scene: Scene) -> dict:
-    """What rendering needs to know about a scene (stored in the teacher file): name, format and its camera."""
-    return {"name": scene.name, "format": scene.format, **scene.camera()}
+    """What the teacher file records of its scene: its identity (name, format, size, data digest) and camera."""
+    return {**scene.identity(), **scene.camera()}
 
 
 
@@ -224,14 +224,18 @@ def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> di
     empty when resuming a checkpoint from before r2l kept it).
     """
     fresh = {"step": 0, "train_seconds": 0.0, "history": [], "val_history": [], "curve": []}
-    ckpt = load_latest_checkpoint(resume_dir)
+    def check(ckpt: dict) -> None:
+        if _arch(ckpt["config"]) != _arch(dataclasses.asdict(cfg)):
+            raise R2LError(
+                f"{resume_dir}: its checkpoint was trained with another teacher kind/network "
+                f"({_arch(ckpt['config'])}); delete the folder to start over or restore the old config"
+            )
+        check_state_dict(ckpt["model"], model, shapes=cfg.kind != "grid")
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], ckpt["step"], ckpt["train_seconds"]
+
+    ckpt = load_latest_checkpoint(resume_dir, check=check)
     if ckpt is None:
         return fresh
-    if _arch(ckpt["config"]) != _arch(dataclasses.asdict(cfg)):
-        raise R2LError(
-            f"{resume_dir}: its checkpoint was trained with another teacher kind/network "
-            f"({_arch(ckpt['config'])}); delete the folder to start over or restore the old config"
-        )
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"], _generators(rngs), device)
