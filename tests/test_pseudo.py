@@ -286,3 +286,19 @@ def test_view_size_at_a_width_is_capped_at_the_scene_and_keeps_the_aspect():
     assert scene.size_at_width(None) == (378, 504)
     assert scene.size_at_width(1000) == (378, 504)  # never upsampled
     assert scene.size_at_width(100) == (75, 100)
+
+
+def test_a_teacher_of_another_scene_is_refused_before_rendering(tmp_path):
+    scene = _blender_scene()
+    scene.digest = "a" * 64
+    teacher = FakeTeacher()
+    teacher.info = {**scene.identity(), "name": "lego"}
+    with pytest.raises(R2LError, match=r"teacher.pt: made for another scene than 'toy': name 'lego'"):
+        generate_pseudo_data(teacher, scene, tmp_path / "pd", n_views=2, teacher_path=tmp_path / "teacher.pt")
+    teacher.info = {**scene.identity(), "data_sha256": "b" * 64}  # same name, other bytes
+    with pytest.raises(R2LError, match="data_sha256"):
+        generate_pseudo_data(teacher, scene, tmp_path / "pd", n_views=2, teacher_path=tmp_path / "teacher.pt")
+    assert teacher.calls == 0
+    teacher.info = scene.identity()
+    generate_pseudo_data(teacher, scene, tmp_path / "pd", n_views=2, views_per_shard=2)
+    assert teacher.calls > 0
