@@ -6,7 +6,7 @@ it with :func:`record_row`; :func:`write_history` writes it as ``history.csv`` b
 
 - ``step``: optimiser steps taken when the row was recorded (the global step: finetuning continues
   the student's count, so its first row is the student's last step).
-- ``loss``: the training loss of that step's batch (teacher: coarse + fine colour MSE for NeRF, MSE +
+- ``loss``: the training loss of step ``step``'s batch, computed before that step's update (teacher: coarse + fine colour MSE for NeRF, MSE +
   regulariser for the grid; student and finetuning: colour MSE over the fresh + hard-pool rays).
 - ``train_psnr``: the TRAINING-BATCH PSNR in dB of that step (teacher: of the final image's colour MSE;
   student: ``psnr_from_mse(loss)``, on fresh + hard rays, so it reads below the validation PSNR once
@@ -18,8 +18,10 @@ it with :func:`record_row`; :func:`write_history` writes it as ``history.csv`` b
 - ``seconds``: this stage's training seconds so far (validation time excluded, accumulated over
   resumes).
 
-A row is written every ``log_every`` steps (the first step included) and at every validation; a
-validation at a logged step shares its row. Missing values are empty cells.
+A row is recorded every ``log_every`` steps (the first and the last step included) and at every
+validation (the student's and finetuning's before their first step too); a validation at a logged step
+shares its row. Missing values are empty cells. The stages rewrite the CSV at every checkpoint, so a
+long run can be watched, and keep the rows in their checkpoints, so a resumed run writes them all.
 
 :func:`curves_figure` draws a scene's three CSVs side by side (PSNR against steps, PSNR against
 training minutes, loss against steps on a log scale), with matplotlib.
