@@ -6,8 +6,9 @@ it with :func:`record_row`; :func:`write_history` writes it as ``history.csv`` b
 
 - ``step``: optimiser steps taken when the row was recorded (the global step: finetuning continues
   the student's count, so its first row is the student's last step).
-- ``loss``: the training loss of step ``step``'s batch, computed before that step's update (teacher: coarse + fine colour MSE for NeRF, MSE +
-  regulariser for the grid; student and finetuning: colour MSE over the fresh + hard-pool rays).
+- ``loss``: the training loss of step ``step``'s batch, computed before that step's update (teacher:
+  coarse + fine colour MSE for NeRF, MSE + regulariser for the grid; student and finetuning: colour MSE
+  over the fresh + hard-pool rays).
 - ``train_psnr``: the TRAINING-BATCH PSNR in dB of that step (teacher: of the final image's colour MSE;
   student: ``psnr_from_mse(loss)``, on fresh + hard rays, so it reads below the validation PSNR once
   the hard pool is in use). It is noisy and measured on seen rays: the validation PSNR is the score.
