@@ -6,7 +6,7 @@
 - ``r2l info MODEL [--json]``: what a model file is (kind, network, scene, step, val PSNR, training).
 - ``r2l render MODEL --path orbit|spiral --out video.mp4`` or ``--pose FILE --out image.png``: renders any
   trained teacher or student with the scene camera stored in its file (or ``--scene DIR --format F``).
-- ``r2l bench [--quick] [--json FILE]``: the student's speed as a fraction of the device's matmul peak.
+- ``r2l bench [--quick] [--json FILE] [--pipeline-benchmarks DIR]``: each stage's speed against the matmul peak.
 
 A user error (an :class:`~r2l.core.errors.R2LError`, or bad arguments) is one line on stderr and exit code 1.
 Heavy modules (torch and the package's models) are imported by the commands that need them, so ``--help``
@@ -137,11 +137,17 @@ def add_render_parser(sub) -> None:
 
 
 def add_bench_parser(sub) -> None:
-    p = add_command(sub, "bench", "student speed against the device's matmul peak", (
+    p = add_command(sub, "bench", "each stage's speed against the device's matmul peak", (
         "Measure the device's dense matmul peak, then student training (rays/s, FLOP/s as a fraction of the peak) "
-        "and rendering (ms per 400x400 frame) for the default (12x128) and paper (88x256) networks, in one run."),
-        ["r2l bench --quick", "r2l bench --json bench.json"])
-    p.add_argument("--quick", action="store_true", help="short measurements (under a minute on 2 CPU cores)")
+        "and rendering (ms per 400x400 frame) for the default (12x128) and paper (88x256) networks, the teachers' "
+        "training and rendering (random weights, at the sizes of config/*.yaml) and the student's speed-up over "
+        "each, and pseudo-data views per second, in one run; with --pipeline-benchmarks, each rule's time from "
+        "Snakemake's benchmark files."),
+        ["r2l bench --quick", "r2l bench --json bench.json", "r2l bench --quick --pipeline-benchmarks benchmarks"])
+    p.add_argument("--quick", action="store_true", help="short measurements (about a minute on 2 CPU cores)")
+    p.add_argument("--smoke", action="store_true", help="every measurement once at toy sizes (checks the bench runs)")
+    p.add_argument("--pipeline-benchmarks", type=Path, metavar="DIR",
+                   help="also report each rule's time from Snakemake's DIR/{scene}/{rule}.tsv files")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default torch's)")
@@ -255,7 +261,7 @@ def info_lines(d: dict) -> list[str]:
     if d["total_train_seconds"] is not None and d["total_train_seconds"] != seconds:
         training += f" (this stage; {d['total_train_seconds']:.0f} s with the stages before)"
     device = d["device"] if d["device_name"] in (None, d["device"]) else f"{d['device']} ({d['device_name']})"
-    precision = d["precision"] or f"not recorded (config amp: {_fmt(d['amp'])}; bf16 autocast applies on CUDA only)"
+    precision = d["precision"] or f"not recorded (r2l 0.1 file, config amp: {_fmt(d['amp'])}: bf16 autocast on CUDA)"
     rows = [("model", d["file"]), ("kind", role), ("network", f"{net} ({d['stored_values']:,} stored values{cost})"),
             ("scene", _scene_line(d["scene"])), ("step", _fmt(d["step"])), ("val PSNR", _fmt(d["val_psnr"], " dB")),
             ("training", training), ("device", _fmt(device)), ("precision", precision),
@@ -422,7 +428,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from r2l.bench import format_table, run_bench
     from r2l.core.atomic import atomic_write_text
 
-    results = run_bench(str(device_of(args.device)), args.quick, args.threads)
+    if args.pipeline_benchmarks is not None and not args.pipeline_benchmarks.is_dir():
+        raise R2LError(f"{args.pipeline_benchmarks}: no such folder (Snakemake writes benchmarks/{{scene}}/*.tsv)")
+    results = run_bench(str(device_of(args.device)), args.quick, args.threads, smoke=args.smoke,
+                        pipeline_dir=args.pipeline_benchmarks)
     print(format_table(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -113,7 +113,7 @@ def test_info_teacher(teacher, capsys):
     lines = dict(line.split(None, 1) for line in out.splitlines() if not line.startswith((" ", "val ", "file ")))
     assert lines["kind"] == "teacher (grid)" and lines["step"] == "2" and lines["scene"].startswith("builtin ")
     assert "16 x 16" in lines["scene"] and "orbit path" in lines["scene"]
-    assert lines["precision"].startswith("not recorded")
+    assert lines["precision"] == "fp32"  # the training precision the teacher file records
     code, out, _ = run_main(capsys, "info", "--json", teacher)
     d = json.loads(out)
     assert d["kind"] == "grid" and d["role"] == "teacher" and d["step"] == 2 and d["scene"]["name"] == "builtin"
@@ -262,16 +262,37 @@ def test_run_dry_run_plans_the_jobs(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_bench_quick_writes_json(tmp_path, capsys):
-    code, out, err = run_main(capsys, "bench", "--quick", "--device", "cpu", "--json", tmp_path / "out.json")
+def test_bench_writes_json(tmp_path, capsys):
+    """``--smoke`` runs every measurement once at toy sizes; only the structure is checked, never a time."""
+    bench_dir = tmp_path / "benchmarks" / "builtin"
+    bench_dir.mkdir(parents=True)
+    (bench_dir / "train_student.tsv").write_text("s\th:m:s\tcpu_time\n55.0\t0:00:55\t100.0\n")
+    code, out, err = run_main(capsys, "bench", "--smoke", "--device", "cpu", "--json", tmp_path / "out.json",
+                              "--pipeline-benchmarks", tmp_path / "benchmarks")
     assert code == 0, err
-    assert "student train" in out and "student render" in out
+    for line in ("student train", "student render", "teacher train", "teacher render", "speed-up", "pseudo-data",
+                 "train_student"):
+        assert line in out
     r = json.loads((tmp_path / "out.json").read_text())
     assert r["peak_flops_per_s"]["fp32"] > 0 and math.isfinite(r["peak_flops_per_s"]["fp32"])
     rows = r["student_training"] + r["student_render"]
     assert {row["network"] for row in rows} == {"default 12x128", "paper 88x256"}
-    for row in rows:
-        assert row["rays_per_s"] > 0 and math.isfinite(row["rays_per_s"]) and row["fraction_of_peak"] > 0
+    teachers = r["teacher_training"] + r["teacher_render"]
+    assert {row["teacher"] for row in teachers} == {"grid config.yaml", "nerf config.yaml", "nerf paper.yaml",
+                                                    "grid lego_fast.yaml"}
+    assert {x["teacher"] for x in r["pseudo_data"]} == {"grid config.yaml", "grid lego_fast.yaml"}
+    assert len(r["student_speedup"]) == 4
+    numbers = ["rays_per_s", "ms_per_frame", "flops_per_s", "fraction_of_peak", "speedup", "views_per_s",
+               "teacher_render_share"]
+    for row in rows + teachers + r["student_speedup"] + r["pseudo_data"]:
+        for key in numbers:
+            if row.get(key) is not None:  # None: no FLOP count (grid teachers)
+                assert row[key] > 0 and math.isfinite(row[key]), (row, key)
+    assert all(row["flops_per_s"] is None for row in teachers if row["teacher"].startswith("grid"))
+    scene = r["pipeline"]["scenes"]["builtin"]
+    assert scene["total_seconds"] == 55.0 and scene["student_share"] == 1.0
+    code, _, err = run_main(capsys, "bench", "--smoke", "--pipeline-benchmarks", tmp_path / "missing")
+    assert code == 1 and "no such folder" in err
 
 
 def test_run_names_a_missing_or_broken_configfile_before_snakemake(tmp_path):

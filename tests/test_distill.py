@@ -44,8 +44,8 @@ def test_config_defaults_are_the_paper_values():
 
 
 def test_config_from_dict():
-    cfg = distill_config_from_dict({"steps": 10, "lr": "5e-4", "amp": False, "network": {"depth": 8, "width": 32}})
-    assert cfg.steps == 10 and cfg.lr == 5e-4 and cfg.amp is False
+    cfg = distill_config_from_dict({"steps": 10, "lr": "5e-4", "precision": "bf16", "network": {"depth": 8, "width": 32}})
+    assert cfg.steps == 10 and cfg.lr == 5e-4 and cfg.precision == "bf16"
     assert cfg.network == R2LNetConfig(depth=8, width=32)
     with pytest.raises(R2LError, match="unknown key.*stepz"):
         distill_config_from_dict({"stepz": 1})
@@ -122,7 +122,7 @@ def test_pool_full_overwrites_exactly_the_drawn_slots():
 def test_train_step_uses_and_feeds_the_pool():
     """With a zero output layer the prediction is exactly 0.5, so every per-ray loss is known by hand."""
     torch.manual_seed(0)
-    cfg = DistillConfig(batch_rays=5, hard_ratio=0.4, hard_mul=1, amp=False, network=R2LNetConfig(depth=4, width=8))
+    cfg = DistillConfig(batch_rays=5, hard_ratio=0.4, hard_mul=1, network=R2LNetConfig(depth=4, width=8))
     model = R2LNet(cfg.network)
     torch.nn.init.zeros_(model.tail.weight)
     torch.nn.init.zeros_(model.tail.bias)

@@ -17,7 +17,7 @@ def row(scene: str, model: str, psnr: float, ms: float, mflops: float, minutes: 
     return {
         "scene": scene, "model": model, "psnr": psnr, "ssim": 0.9, "lpips": lpips, "mflops_per_ray": mflops,
         "ms_per_frame": ms, "fps": 1000.0 / ms, "params": 5_917_187 if model != "teacher" else 1_191_688,
-        "size_mb": 23.7 if model != "teacher" else 4.8, "train_minutes": minutes, "device": "NVIDIA H100",
+        "size_mb": 23.7 if model != "teacher" else 4.8, "train_minutes": minutes, "device": "NVIDIA H100", "precision": "bf16",
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["builtin", "builtin_ff"]
 HISTORY = ["step", "loss", "train_psnr", "val_psnr", "lr", "seconds"]
-COLUMNS = "scene,model,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,params,size_mb,train_minutes,device".split(",")
+COLUMNS = "scene,model,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,params,size_mb,train_minutes,device,precision".split(",")
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -77,6 +77,7 @@ def test_metrics_rows(run, scene):
         assert 5.0 < float(row["psnr"]) < 60.0
         assert 0.0 < float(row["ssim"]) <= 1.0
         assert float(row["ms_per_frame"]) > 0 and float(row["params"]) > 0
+        assert row["precision"] == "fp32"  # the default config trains (and so times) every model in fp32
     student = rows[1]
     # depth 4, width 32, 16 points x 21 encodings x 3 = 1008 inputs: 2 x (1008*32 + 2*32*32 + 32*3) per ray
     assert float(student["mflops_per_ray"]) == pytest.approx(2 * (1008 * 32 + 2 * 32 * 32 + 32 * 3) / 1e6, rel=1e-6)

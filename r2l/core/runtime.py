@@ -3,6 +3,7 @@ capture, learning-rate setting, the non-finite guard and history thinning."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from pathlib import Path
@@ -22,16 +23,38 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def setup_fast_math(device: torch.device) -> None:
-    """TF32 matmuls on GPU (quality holds for these networks); no-op on CPU."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+# The arithmetic a stage computes in (one setting per stage, recorded in every model file):
+# - "fp32": float32 everywhere, TF32 off (what the R2L authors trained and evaluated with);
+# - "tf32": float32 tensors, matmuls and convolutions on CUDA's TF32 tensor cores (no effect on CPU);
+# - "bf16": bf16 autocast (matmuls in bfloat16, on CUDA and on CPU) with float32 weights and losses.
+# Positional encodings are computed in float32 under every setting (r2l.models.nerf.posenc).
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when ``enabled``; a disabled context elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+def check_precision(precision: str) -> str:
+    """``precision`` when it is one of :data:`PRECISIONS`; R2LError otherwise."""
+    if precision not in PRECISIONS:
+        raise R2LError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+@contextlib.contextmanager
+def computing_in(device: torch.device, precision: str):
+    """Run the body at ``precision`` on ``device``: bf16 autocast for "bf16"; CUDA's TF32 switches on for "tf32"
+    and off otherwise (they are process-wide, so they are restored on exit)."""
+    check_precision(precision)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+# Learning-rate decay horizons of nerf-pytorch and the R2L authors' configs, teacher and student alike:
+# Blender (object-centric) scenes decay over 500k steps, LLFF (forward-facing, NDC) scenes over 250k.
+PAPER_LR_DECAY_STEPS = {False: 500_000, True: 250_000}  # keyed by ndc
 
 
 def seed_everything(seed: int) -> torch.Generator:

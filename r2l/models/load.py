@@ -47,11 +47,17 @@ def read_model_file(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> Teacher | Student:
-    """Any trained r2l model file as a ray renderer on ``device`` (None/"auto": CUDA when present)."""
+def load_model(path: str | Path, device: str | torch.device | None = None,
+               precision: str | None = None) -> Teacher | Student:
+    """Any trained r2l model file as a ray renderer on ``device`` (None/"auto": CUDA when present).
+
+    precision: the arithmetic of its renders (None: the one it was trained at, ``meta["precision"]``).
+    """
     kind = read_model_file(path)["kind"]
     try:
-        return (load_teacher if kind in TEACHER_KINDS else load_student)(path, device)
+        if kind in TEACHER_KINDS:
+            return load_teacher(path, device, precision)
+        return load_student(path, device, precision=precision)
     except R2LError:
         raise
     except Exception as err:  # noqa: BLE001  (a file that unpickles but is damaged inside: one line, no traceback)
@@ -118,7 +124,7 @@ def describe_model(path: str | Path) -> dict:
         "total_train_seconds": metrics.get("total_train_seconds"),
         "device": metrics.get("device"),
         "device_name": metrics.get("device_name"),
-        "precision": metrics.get("precision"),
-        "amp": (ckpt.get("config") or {}).get("amp"),
+        "precision": (ckpt.get("config") or {}).get("precision"),
+        "amp": (ckpt.get("config") or {}).get("amp"),  # r2l 0.1 files: bf16 autocast on CUDA when true
         "size_mb": Path(path).stat().st_size / 1e6,
     }

@@ -23,9 +23,16 @@ from r2l.core.errors import R2LError
 def posenc(x: torch.Tensor, n_freqs: int, include_input: bool = True) -> torch.Tensor:
     """NeRF positional encoding with frequencies 2^0 .. 2^(n_freqs-1) (no pi factor).
 
-    x: (..., d). Returns (..., d * (include_input + 2 * n_freqs)) ordered
-    ``[x, sin(2^0 x), cos(2^0 x), sin(2^1 x), cos(2^1 x), ...]`` where each entry is a d-vector.
+    x: (..., d). Returns (..., d * (include_input + 2 * n_freqs)) float32 ordered
+    ``[x, sin(2^0 x), cos(2^0 x), sin(2^1 x), cos(2^1 x), ...]`` where each entry is a d-vector. Always
+    computed in float32, whatever the input dtype or autocast (sin(2^9 x) in bf16 would be noise).
     """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _posenc_fp32(x.float(), n_freqs, include_input)
+
+
+def _posenc_fp32(x: torch.Tensor, n_freqs: int, include_input: bool) -> torch.Tensor:
+    """:func:`posenc` on float32 ``x: (..., d)``."""
     parts = [x] if include_input else []
     if n_freqs > 0:
         freqs = 2.0 ** torch.arange(n_freqs, dtype=x.dtype, device=x.device)

@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from r2l.core.checkpoint import load_checkpoint
 from r2l.core.errors import DataError, R2LError
+from r2l.core.runtime import check_precision, computing_in, pick_device
 from r2l.models.nerf import posenc, posenc_dim
 from r2l.models.render import chunked, stratified_t
 
@@ -106,12 +108,15 @@ class R2LNet(nn.Module):
 class Student:
     """A trained student loaded for inference: a "ray renderer" (see the BRIEF).
 
-    ``render_rays`` runs the deterministic (eval) network in float32 on ``device`` in chunks, without
+    ``render_rays`` runs the deterministic (eval) network at ``precision`` (see
+    :data:`r2l.core.runtime.PRECISIONS`; float32 inputs and encoding) on ``device`` in chunks, without
     gradients, and returns CPU float32 colours. ``near``/``far``: the render-space sampling range.
     """
 
-    def __init__(self, model: R2LNet, near: float, far: float, meta: dict, chunk: int = 32768):
+    def __init__(self, model: R2LNet, near: float, far: float, meta: dict, chunk: int = 32768,
+                 precision: str = "fp32"):
         self.model = model.eval()
+        self.precision = check_precision(precision)
         self.near, self.far = float(near), float(far)
         self.meta = meta
         self.chunk = chunk
@@ -126,18 +131,19 @@ class Student:
         def fn(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
             """One chunk: o, d (m, 3) -> rgb (m, 3) float32 on CPU."""
             o, d = o.to(self.device, torch.float32), d.to(self.device, torch.float32)
-            return self.model(o, d, self.near, self.far, train=False).float().cpu()
+            with computing_in(self.device, self.precision):
+                return self.model(o, d, self.near, self.far, train=False).float().cpu()
 
         return chunked(fn, rays_o, rays_d, self.chunk)
 
 
-def load_student(path: str | Path, device: str | torch.device | None = None, chunk: int = 32768) -> Student:
+def load_student(path: str | Path, device: str | torch.device | None = None, chunk: int = 32768,
+                 precision: str | None = None) -> Student:
     """Load a student or finetuned-student file written by :mod:`r2l.stages.student` as a ray renderer.
 
-    device: None/"auto" picks CUDA when present. Raises DataError for a missing or malformed file.
+    device: None/"auto" picks CUDA when present. precision: of its renders (None: the one it was trained at;
+    fp32 for files of r2l 0.1). Raises DataError for a missing or malformed file.
     """
-    from r2l.core.checkpoint import load_checkpoint
-    from r2l.core.runtime import pick_device
 
     path = Path(path)
     if not path.is_file():
@@ -164,5 +170,6 @@ def load_student(path: str | Path, device: str | torch.device | None = None, chu
         "ndc": bool(ckpt["ndc"]),
         "metrics": metrics,
         "scene": ckpt.get("scene"),  # name, format and camera (H, W, focal, render_poses, ...); None before 0.2
+        "precision": config.get("precision", "fp32"),
     }
-    return Student(model.to(dev), ckpt["near"], ckpt["far"], meta, chunk)
+    return Student(model.to(dev), ckpt["near"], ckpt["far"], meta, chunk, precision or meta["precision"])

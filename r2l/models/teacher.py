@@ -21,7 +21,7 @@ from torch import nn
 
 from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
-from r2l.core.runtime import autocast, pick_device
+from r2l.core.runtime import check_precision, computing_in, pick_device
 from r2l.geometry.rays import get_rays, ndc_rays
 from r2l.models.grid import GridConfig, GridField, scene_aabb
 from r2l.models.nerf import NeRF, NeRFConfig
@@ -41,7 +41,7 @@ class TeacherConfig:
     steps: int = 200_000  # optimisation steps (nerf-pytorch trains Blender scenes 200k steps)
     batch_rays: int = 1024  # rays per step, drawn across all training views
     lr: float = 5e-4  # NeRF Adam learning rate at step 0 (the grid uses grid.lr_grid / grid.lr_mlp)
-    lr_decay_steps: int = 500_000  # lr = lr * 0.1 ** (step / lr_decay_steps)
+    lr_decay_steps: int | None = 500_000  # lr * 0.1 ** (step / lr_decay_steps); None: 500k Blender, 250k LLFF
     precrop_steps: int = 500  # Blender scenes: sample only the image centre for these first steps
     precrop_frac: float = 0.5  # side of that centre crop as a fraction of the image side
     val_every: int = 10_000  # validate every n steps (0 = only at the end; not a paper setting)
@@ -50,7 +50,7 @@ class TeacherConfig:
     log_every: int = 100  # loss/PSNR history interval in steps
     seed: int = 0  # seeds network init and all sampling
     device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    precision: str = "fp32"  # training arithmetic: fp32 (the authors'), tf32 or bf16 (r2l.core.runtime.PRECISIONS)
     chunk: int = 4096  # rays per chunk when rendering without grad (validation, inference)
     check_learned: bool = True  # stop with an error when val PSNR is below that of a mean-colour image
     nerf: NeRFConfig = field(default_factory=NeRFConfig)  # the MLP teacher (kind "nerf")
@@ -62,6 +62,7 @@ def teacher_config_from_dict(d: dict) -> TeacherConfig:
     cfg = from_dict(TeacherConfig, dict(d), "teacher")
     if cfg.kind not in KINDS:
         raise R2LError(f"teacher: kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}")
+    check_precision(cfg.precision)
     return cfg
 
 
@@ -88,13 +89,17 @@ def render(model: nn.ModuleDict, cfg: TeacherConfig, info: dict, rays_o, rays_d,
 
 
 @torch.no_grad()
-def render_eval_outputs(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> dict[str, torch.Tensor]:
-    """Deterministic chunked rendering without grad: ``rgb: (n, 3)`` in [0, 1], ``acc, depth: (n,)``, float32."""
+def render_eval_outputs(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device,
+                        precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """Deterministic chunked rendering without grad: ``rgb: (n, 3)`` in [0, 1], ``acc, depth: (n,)``, float32.
+
+    precision: the arithmetic of the render (fp32 by default: quality is always scored from a float32 render).
+    """
     was_training = model.training
     model.eval()
     try:
         def fn(o, d):
-            with autocast(device, cfg.amp):
+            with computing_in(device, precision):
                 out = render(model, cfg, info, o.to(device), d.to(device), train=False)
             return {k: out[k].float() for k in ("rgb", "acc", "depth")}
 
@@ -105,23 +110,28 @@ def render_eval_outputs(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, d
         model.train(was_training)
 
 
-def render_eval(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device) -> torch.Tensor:
+def render_eval(model, cfg: TeacherConfig, info: dict, rays_o, rays_d, device, precision: str = "fp32") -> torch.Tensor:
     """Deterministic chunked rendering without grad: rgb (n, 3) float32 in [0, 1] on ``device``."""
-    return render_eval_outputs(model, cfg, info, rays_o, rays_d, device)["rgb"]
+    return render_eval_outputs(model, cfg, info, rays_o, rays_d, device, precision)["rgb"]
 
 
 class Teacher:
-    """A trained teacher as a ray renderer (eval mode, deterministic, chunked, no grad)."""
+    """A trained teacher as a ray renderer (eval mode, deterministic, chunked, no grad).
 
-    def __init__(self, model: nn.ModuleDict, cfg: TeacherConfig, info: dict, meta: dict, device: torch.device):
+    ``precision``: the arithmetic ``render_rays`` uses; the training precision unless the loader was given one.
+    """
+
+    def __init__(self, model: nn.ModuleDict, cfg: TeacherConfig, info: dict, meta: dict, device: torch.device,
+                 precision: str | None = None):
         self.model, self.cfg, self.info, self.meta, self.device = model, cfg, info, meta, device
+        self.precision = check_precision(precision or cfg.precision)
 
     def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> torch.Tensor:
         """rays_o, rays_d: (n, 3) render-space rays. Returns rgb: (n, 3) float32 in [0, 1] on CPU."""
         rays_o, rays_d = torch.as_tensor(rays_o, dtype=torch.float32), torch.as_tensor(rays_d, dtype=torch.float32)
         if rays_o.shape[0] == 0:
             return torch.zeros(0, 3)
-        return render_eval(self.model, self.cfg, self.info, rays_o, rays_d, self.device).cpu()
+        return render_eval(self.model, self.cfg, self.info, rays_o, rays_d, self.device, self.precision).cpu()
 
     def render_image(self, scene: Scene | None, c2w, H: int, W: int, focal: float) -> torch.Tensor:
         """A full image (H, W, 3) at pose ``c2w`` (4, 4); render space from ``scene`` or the stored scene info."""
@@ -137,8 +147,20 @@ class Teacher:
 TEACHER_KEYS = ("weights", "config", "kind", "scene", "step", "metrics")
 
 
-def load_teacher(path: str | Path, device: str | torch.device | None = None) -> Teacher:
-    """Load a teacher file written by :func:`train_teacher` (``weights_only=True``) onto ``device``."""
+def upgrade_config(config: dict) -> dict:
+    """A stored training config with r2l 0.1's ``amp`` (bf16 autocast on CUDA) as today's ``precision``."""
+    config = dict(config)
+    if "amp" in config:
+        amp = config.pop("amp")
+        config.setdefault("precision", "bf16" if amp and config.get("device") != "cpu" else "fp32")
+    return config
+
+
+def load_teacher(path: str | Path, device: str | torch.device | None = None, precision: str | None = None) -> Teacher:
+    """Load a teacher file written by :func:`train_teacher` (``weights_only=True``) onto ``device``.
+
+    precision: the arithmetic of its renders (None: the precision it was trained at).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "teacher file not found (train the teacher first)")
@@ -149,7 +171,7 @@ def load_teacher(path: str | Path, device: str | torch.device | None = None) -> 
     missing = [k for k in TEACHER_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise DataError(path, f"not a teacher file (missing {', '.join(missing)})")
-    cfg = teacher_config_from_dict(ckpt["config"])
+    cfg = teacher_config_from_dict(upgrade_config(ckpt["config"]))
     device = pick_device(None if device is None else str(device))
     model = build_model(cfg, ckpt["scene"])
     model.load_state_dict(ckpt["weights"])
@@ -163,5 +185,6 @@ def load_teacher(path: str | Path, device: str | torch.device | None = None) -> 
         "device_name": m.get("device_name", m["device"]),
         "val_psnr": m["val_psnr"],
         "render_device": device.type,
+        "precision": cfg.precision,
     }
-    return Teacher(model, cfg, ckpt["scene"], meta, device)
+    return Teacher(model, cfg, ckpt["scene"], meta, device, precision)

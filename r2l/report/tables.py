@@ -25,7 +25,7 @@ from r2l.report.published import SOURCE, TABLE2, match_paper_scene, published_ps
 
 COLUMNS = [
     "scene", "model", "psnr", "ssim", "lpips", "mflops_per_ray", "ms_per_frame",
-    "fps", "params", "size_mb", "train_minutes", "device",
+    "fps", "params", "size_mb", "train_minutes", "device", "precision",
 ]
 MODELS = ("teacher", "student", "finetuned")
 # column -> (Markdown header, format spec); params get thousands separators.
@@ -55,7 +55,7 @@ def read_metrics(paths: list[str | Path]) -> pd.DataFrame:
     for path in paths:
         if not Path(path).is_file():
             raise DataError(path, "metrics file not found")
-        df = pd.read_csv(path, dtype={"scene": str, "model": str, "device": str}, keep_default_na=True)
+        df = pd.read_csv(path, dtype={"scene": str, "model": str, "device": str, "precision": str}, keep_default_na=True)
         if list(df.columns) != COLUMNS:
             raise DataError(path, f"columns {list(df.columns)} differ from the expected {COLUMNS}")
         bad = sorted(set(df["model"]) - set(MODELS))
@@ -147,13 +147,13 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def model_table(df: pd.DataFrame, model: str) -> str:
     """Markdown table of one model over scenes, with a mean row (means over the scenes with a value)."""
     sub = df[df["model"] == model]
-    rows = [[str(r["scene"])] + [_fmt(float(r[c]), s) for c, (_, s) in _SHOW.items()] + [_fmt(r["device"], "")]
-            for _, r in sub.iterrows()]
+    rows = [[str(r["scene"])] + [_fmt(float(r[c]), s) for c, (_, s) in _SHOW.items()]
+            + [_fmt(r["device"], ""), _fmt(r["precision"], "")] for _, r in sub.iterrows()]
     means = sub[list(_SHOW)].apply(pd.to_numeric, errors="coerce").mean(skipna=True)
-    devices = sub["device"].dropna().unique()
+    same = [sub[c].dropna().unique() for c in ("device", "precision")]
     rows.append(["**mean**"] + [_fmt(float(means[c]), s) for c, (_, s) in _SHOW.items()]
-                + [devices[0] if len(devices) == 1 else ""])
-    return _md_table(["scene"] + [h for h, _ in _SHOW.values()] + ["device"], rows)
+                + [u[0] if len(u) == 1 else "" for u in same])
+    return _md_table(["scene"] + [h for h, _ in _SHOW.values()] + ["device", "timed at"], rows)
 
 
 def _comparison_md(table: pd.DataFrame) -> str:

@@ -17,6 +17,8 @@
 - ``train_minutes``: the stage's own training time, ``meta["metrics"]["train_seconds"]`` when the
   renderer has it (a finetuned student's ``meta["train_seconds"]`` includes its pseudo-data stage),
   else ``meta["train_seconds"]``, / 60. ``device``: GPU name, or the CPU model and thread count.
+- ``precision``: the arithmetic ``ms_per_frame`` was timed at, the model's own (``renderer.precision``: its
+  training precision). Quality columns always come from float32 renders.
 
 Renders go to ``renders_dir/{i:03d}.png`` (i = position in the split) with ``per_view.csv`` beside them.
 """
@@ -180,7 +182,12 @@ def evaluate_model(
     name = _model_name(renderer, model)
     gts, poses, focal = _views(scene, split, H, W)
     scorer = lpips if (lpips is not None and lpips.available) else None
-    per_view = _score_views(renderer, scene, gts, poses, H, W, focal, renders_dir, scorer)
+    precision = getattr(renderer, "precision", "fp32")  # what the model is used at: its speed is timed at it
+    renderer.precision = "fp32"  # quality is always scored from a float32 render
+    try:
+        per_view = _score_views(renderer, scene, gts, poses, H, W, focal, renders_dir, scorer)
+    finally:
+        renderer.precision = precision
     if renders_dir is not None:
         _per_view_csv(per_view, Path(renders_dir) / "per_view.csv")
     rays_o, rays_d = scene.rays(poses[0], H, W, focal)
@@ -196,7 +203,7 @@ def evaluate_model(
         "ms_per_frame": ms, "fps": 1000.0 / ms if ms > 0 else math.nan,
         "params": int(sum(p.numel() for p in renderer.model.parameters())),
         "size_mb": weights_bytes(renderer.model) / 1e6, "train_minutes": stage_seconds(renderer.meta) / 60.0,
-        "device": device_name(renderer_device(renderer)),
+        "device": device_name(renderer_device(renderer)), "precision": precision,
     }
     assert list(row) == COLUMNS
     log.info("%s/%s: PSNR %.2f dB, SSIM %.4f, %.1f ms/frame", row["scene"], name, row["psnr"], row["ssim"], ms)

@@ -181,7 +181,7 @@ def generate_pseudo_data(
     poses, focals, info = plan_pseudo_views(scene, n_views, W, seed, focal_scale, llff_enlarge)
     plan = {"format_version": FORMAT_VERSION, "teacher": _teacher_id(teacher, teacher_path), "H": H, "W": W,
             "seed": seed, "views_per_shard": views_per_shard, "scene": scene.name, "ndc": scene.ndc,
-            "ndc_near": scene.ndc_near, **info}
+            "ndc_near": scene.ndc_near, "precision": getattr(teacher, "precision", None), **info}
     _reset_if_replanned(out_dir, plan)
     n_shards = math.ceil(n_views / views_per_shard)
     _tidy(out_dir, n_shards)
@@ -203,6 +203,7 @@ def generate_pseudo_data(
     stats = {**store_stats(out_dir, n_shards, n_views, H, W), "seconds": time.time() - start, "views_rendered": n_todo}
     meta = _base_meta(scene, H, W, n_views, views_per_shard, n_shards, "pseudo")
     meta.update({"teacher": None if teacher_path is None else str(teacher_path), "teacher_id": plan["teacher"],
+                 "precision": plan["precision"],
                  "seed": seed, "focal": scene.focal * W / scene.W, **info, "stats": stats})
     atomic_write_json(out_dir / META_NAME, meta)
     return stats

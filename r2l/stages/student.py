@@ -52,16 +52,17 @@ from r2l.core.errors import DataError, R2LError
 from r2l.core.log import progress
 from r2l.core.metrics import psnr_from_mse
 from r2l.core.runtime import (
-    autocast,
+    PAPER_LR_DECAY_STEPS,
     check_finite,
     check_finite_weights,
+    check_precision,
     chunked,
+    computing_in,
     pick_device,
     rng_state,
     seed_everything,
     set_group_lr,
     set_rng_state,
-    setup_fast_math,
     thin,
 )
 from r2l.data.views import ViewStore
@@ -82,7 +83,8 @@ class DistillConfig:
     lr: float = 5e-4  # Adam learning rate after warm-up (betas 0.9, 0.999, no weight decay)
     warmup_lr: float = 1e-4  # learning rate at step 0, rising linearly to ``lr``
     warmup_steps: int = 200  # length of the linear warm-up
-    lr_decay_steps: int = 500_000  # after warm-up: lr * lr_decay_factor ** ((step - warmup_steps) / lr_decay_steps)
+    lr_decay_steps: int | None = 500_000  # after warm-up: lr * lr_decay_factor ** ((step - warmup_steps) / lr_decay_steps);
+    # None: the authors' horizon for the scene's format, 500k Blender, 250k LLFF (resolved when training starts)
     lr_decay_factor: float = 0.1  # decay per lr_decay_steps
     val_every: int = 10_000  # validate every n steps (0 = only at start and end; not a paper setting)
     val_views: int = 8  # views scored per validation, evenly spread over the store (0 = all)
@@ -90,13 +92,13 @@ class DistillConfig:
     log_every: int = 100  # loss history interval in steps
     seed: int = 0  # seeds network init, ray sampling and jitter
     device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
-    amp: bool = True  # bf16 autocast on CUDA for training steps (ignored on CPU; validation is float32)
+    precision: str = "fp32"  # training arithmetic: fp32 (the authors'), tf32 or bf16; validation is always fp32
     chunk: int = 32_768  # rays per chunk when rendering without grad (validation)
     network: R2LNetConfig = field(default_factory=R2LNetConfig)  # the student network
 
     def __post_init__(self):
         positive = ("batch_rays", "hard_mul", "lr_decay_steps", "ckpt_every", "log_every", "chunk")
-        bad = [f"{k}={getattr(self, k)}" for k in positive if getattr(self, k) < 1]
+        bad = [f"{k}={getattr(self, k)}" for k in positive if getattr(self, k) is not None and getattr(self, k) < 1]
         bad += [f"{k}={getattr(self, k)}" for k in ("steps", "warmup_steps", "val_every", "val_views")
                 if getattr(self, k) < 0]
         if not 0.0 <= self.hard_ratio <= 1.0:
@@ -114,7 +116,19 @@ class DistillConfig:
 
 def distill_config_from_dict(d: dict) -> DistillConfig:
     """Build a :class:`DistillConfig` from a (possibly partial, nested) dict; unknown keys raise R2LError."""
-    return from_dict(DistillConfig, dict(d), "student")
+    cfg = from_dict(DistillConfig, dict(d), "student")
+    check_precision(cfg.precision)
+    return cfg
+
+
+def resolve_lr_decay(cfg: DistillConfig, ndc: bool) -> DistillConfig:
+    """``cfg`` with ``lr_decay_steps: None`` replaced by the authors' horizon for the format (logged)."""
+    if cfg.lr_decay_steps is not None:
+        return cfg
+    cfg = dataclasses.replace(cfg, lr_decay_steps=PAPER_LR_DECAY_STEPS[bool(ndc)])
+    log.info("lr_decay_steps resolved from the scene format: %d (%s)", cfg.lr_decay_steps,
+             "forward-facing" if ndc else "object-centric")
+    return cfg
 
 
 def lr_at(step: int, cfg: DistillConfig) -> float:
@@ -366,7 +380,7 @@ def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: Distill
     hard = pool.draw()
     if hard is not None:
         rays_o, rays_d, rgb = (torch.cat([a, b], dim=0) for a, b in zip((rays_o, rays_d, rgb), hard))
-    with autocast(device, cfg.amp):
+    with computing_in(device, cfg.precision):
         pred = model(rays_o, rays_d, geom["near"], geom["far"], train=True, generator=gen)
     per_ray = (pred.float() - rgb).square().mean(dim=-1)
     loss = per_ray.mean()
@@ -439,10 +453,10 @@ def train_student(
     history_path: where the training history CSV goes (none written without it).
     """
     device = pick_device(cfg.device)
-    setup_fast_math(device)
     gen = seed_everything(cfg.seed)  # ray sampling (CPU)
     jitter_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # points along rays (on the device)
     stores, geom = open_stores(store_dirs, device)
+    cfg = resolve_lr_decay(cfg, geom["ndc"])
     init = _load_init(init_from, cfg, geom) if init_from is not None else None
     model = R2LNet(cfg.network).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")

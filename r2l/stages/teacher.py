@@ -30,15 +30,15 @@ from r2l.core.errors import R2LError
 from r2l.core.log import log, progress
 from r2l.core.metrics import psnr_from_mse
 from r2l.core.runtime import (
-    autocast,
+    PAPER_LR_DECAY_STEPS,
     check_finite,
     check_finite_weights,
+    computing_in,
     pick_device,
     rng_state,
     seed_everything,
     set_group_lr,
     set_rng_state,
-    setup_fast_math,
     thin,
 )
 from r2l.data.scene import Scene
@@ -55,9 +55,13 @@ def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
     space = "NDC (forward-facing)" if scene.ndc else "world (object-centric)"
     log.info("teacher %s settings for a %s %s scene: %s", cfg.kind, scene.format, space,
              ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(resolved).items()))
+    decay = cfg.lr_decay_steps
+    if decay is None:
+        decay = filled["lr_decay_steps"] = PAPER_LR_DECAY_STEPS[bool(scene.ndc)]
     if filled:
         log.info("resolved from the scene format: %s", ", ".join(f"{k}={v}" for k, v in filled.items()))
-    return dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc), grid=cfg.grid.resolved(scene.ndc))
+    return dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc), grid=cfg.grid.resolved(scene.ndc),
+                               lr_decay_steps=decay)
 
 
 def scene_info(scene: Scene) -> dict:
@@ -278,7 +282,6 @@ def train_teacher(
     """
     cfg = resolve_for_scene(cfg, scene)
     device = pick_device(cfg.device)
-    setup_fast_math(device)
     batch_gen = seed_everything(cfg.seed)
     render_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     rngs = (batch_gen, render_gen)
@@ -320,7 +323,7 @@ def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs
     decay_lr(optimizer, cfg, step)
     crop = cfg.precrop_frac if (step < cfg.precrop_steps and not ndc) else 1.0
     rays_o, rays_d, target = rays.sample(cfg.batch_rays, batch_gen, crop)
-    with autocast(device, cfg.amp):
+    with computing_in(device, cfg.precision):
         out = render(model, cfg, info, rays_o, rays_d, train=True, generator=render_gen)
     loss, mse = teacher_loss(model, cfg, out, target)
     check_finite(loss.detach(), step, resume_dir)

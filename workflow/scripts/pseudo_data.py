@@ -11,7 +11,7 @@ with stage(snakemake) as job:
     cfg = job.section("pseudo_data")
     scene = job.scene()
     H, W = scene.size_at_width(cfg["resolution"])
-    teacher = load_model(snakemake.input.teacher, device=cfg["device"])
+    teacher = load_model(snakemake.input.teacher, device=cfg["device"], precision=cfg["precision"])
     out_dir = job.lock(Path(snakemake.output.meta).parent)
     generate_pseudo_data(teacher, scene, out_dir, n_views=cfg["n_views"], H=H, W=W,
                          seed=cfg["seed"], views_per_shard=cfg["views_per_shard"],
