@@ -355,3 +355,29 @@ def test_forward_facing_student_samples_in_ndc(tmp_path):
     assert m["base_step"] == 2 and m["final_step"] == 4
     img = student.render_rays(*scene.rays(scene.poses[0])).reshape(scene.H, scene.W, 3)
     assert img.shape == (12, 16, 3) and bool(torch.isfinite(img).all())
+
+
+def test_llff_finetuning_keeps_the_last_checkpoint_because_its_val_views_are_training_views(tmp_path, caplog):
+    """Selecting on views the student trains on cannot see overfitting: the last checkpoint is written, and the
+    log says why; Blender-style stores with real validation views still select (see the tests above)."""
+    import logging
+
+    from r2l.data.builtin import write_llff
+    from r2l.data.registry import load_scene
+    from r2l.data.views import read_meta
+    from r2l.stages.pseudo_data import convert_real_data
+
+    write_llff(tmp_path / "scene", seed=0, width=16, height=12, n_views=8)
+    scene = load_scene("llff", tmp_path / "scene")
+    convert_real_data(scene, tmp_path / "train", "train")
+    convert_real_data(scene, tmp_path / "val", "val")
+    assert read_meta(tmp_path / "val")["views_in_train"] is True
+    assert read_meta(tmp_path / "train")["views_in_train"] is False
+    cfg = _tiny(steps=2, batch_rays=64, val_every=1)
+    train_student([tmp_path / "train"], cfg, tmp_path / "s.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
+    psnrs = iter([20.0, 19.0, 18.0])  # before, after step 3, after step 4: the best is the start
+    with caplog.at_level(logging.WARNING, logger="r2l"):
+        m = finetune_student(tmp_path / "s.pt", tmp_path / "train", tmp_path / "val", cfg, 2, tmp_path / "f.pt",
+                             tmp_path / "rf", val_fn=lambda model: next(psnrs))
+    assert m["val_step"] == 4 and m["val_psnr"] == 18.0  # the last, not the best
+    assert "are training views" in caplog.text and "keeping the last finetuning checkpoint" in caplog.text

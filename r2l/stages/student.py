@@ -65,7 +65,7 @@ from r2l.core.runtime import (
     set_rng_state,
     thin,
 )
-from r2l.data.views import ViewStore
+from r2l.data.views import ViewStore, read_meta
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.report.curves import record_row, write_history
 
@@ -547,12 +547,20 @@ def finetune_student(
     """Finetune a distilled student on the real training rays, selecting on the validation store.
 
     Continues ``student_ckpt`` (weights, optimizer, step: the lr schedule goes on from there) for ``steps``
-    steps (the paper runs 1.2M -> 1.6M; the authors note ~1k can do) with the same batch and mining; validates on ``val_store`` before
-    and every ``val_every`` steps and writes the best (kind "finetuned") with its val PSNR and step.
+    steps (the paper runs 1.2M -> 1.6M; the authors note ~1k can do) with the same batch and mining; validates
+    on ``val_store`` before and every ``val_every`` steps and writes the best (kind "finetuned") with its val
+    PSNR and step. When the validation views are training views (LLFF has no validation split: its val views
+    are every 8th training view), choosing the best of them would reward overfitting and could not see it, so
+    the LAST checkpoint is written instead, with a log line saying so. Holding views out of the teacher's and
+    student's training set instead would change what they train on against the authors' protocol.
     max_steps, val_fn, history_path: as in :func:`train_student`.
     """
+    select = not read_meta(val_store).get("views_in_train", False)
+    if not select:
+        log.warning("the validation views of %s are training views (an LLFF capture has no validation split): "
+                    "keeping the last finetuning checkpoint, not the best on them", val_store)
     return train_student(
         [Path(real_store)], cfg, out_path, resume_dir, init_from=Path(student_ckpt), val_fn=val_fn,
         max_steps=max_steps, val_store=Path(val_store), n_steps=steps,
-        select_on_val=True, kind="finetuned", history_path=history_path,
+        select_on_val=select, kind="finetuned", history_path=history_path,
     )
