@@ -11,13 +11,14 @@ min_version("9")
 # r2l is imported from this checkout, installed or not (rule scripts do the same via workflow/scripts/_checkout.py).
 sys.path.insert(0, workflow.basedir)
 
-from r2l.core.config import validate_config
+from r2l.core.config import run_scenes_line, validate_config
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate_config(config, "the config")
+print(run_scenes_line(config), file=sys.stderr)
 
 
 report: "workflow/report/workflow.rst"

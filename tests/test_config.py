@@ -268,3 +268,14 @@ def test_numbers_yaml_reads_as_strings_become_numbers():
     assert config["scenes"]["builtin"]["teacher"]["lr"] == 1e-3
     config["student"]["lr"] = "5e-4x"
     assert "student.lr: '5e-4x' is not of type 'number'" in invalid(config)
+
+
+def test_a_run_says_which_scenes_it_runs():
+    from r2l.core.config import run_scenes_line
+
+    config = copy.deepcopy(DEFAULT)
+    assert run_scenes_line(config).startswith("r2l: scenes to run: builtin (every scene under scenes:")
+    assert "default config's built-in scene" in run_scenes_line(config)
+    config["scenes"]["lego"] = {"format": "blender", "path": "x"}
+    config["run_scenes"] = ["lego"]
+    assert run_scenes_line(config) == "r2l: scenes to run: lego (run_scenes)"

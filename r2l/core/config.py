@@ -80,6 +80,16 @@ def validate_config(config: dict, source: str = "config") -> dict:
     return config
 
 
+def run_scenes_line(config: dict) -> str:
+    """The line a run starts with: which scenes it will run and why (a validated config)."""
+    names = config.get("run_scenes") or list(config["scenes"])
+    why = "run_scenes" if config.get("run_scenes") else "every scene under scenes:, as run_scenes is empty"
+    line = f"r2l: scenes to run: {', '.join(names)} ({why})"
+    if names == ["builtin"] and config["scenes"]["builtin"].get("format") == "builtin":
+        line += "; the default config's built-in scene (add yours under scenes: and name it in run_scenes:)"
+    return line
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """A copy of ``base`` with ``override`` merged in, recursively for nested dicts."""
     out = copy.deepcopy(base)
