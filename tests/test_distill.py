@@ -381,3 +381,14 @@ def test_llff_finetuning_keeps_the_last_checkpoint_because_its_val_views_are_tra
                              tmp_path / "rf", val_fn=lambda model: next(psnrs))
     assert m["val_step"] == 4 and m["val_psnr"] == 18.0  # the last, not the best
     assert "are training views" in caplog.text and "keeping the last finetuning checkpoint" in caplog.text
+
+
+def test_finetuning_refuses_a_student_of_another_scene(stores, tmp_path):
+    cfg = _tiny(steps=1)
+    train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
+    ckpt = load_checkpoint(tmp_path / "s.pt")
+    ckpt["scene"] = {**ckpt["scene"], "name": "lego"}
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(R2LError, match=r"other.pt: made for another scene .* name 'lego'"):
+        finetune_student(tmp_path / "other.pt", stores["pseudo"], stores["val"], cfg, 1, tmp_path / "f.pt",
+                         tmp_path / "rf", val_fn=lambda m: 10.0)

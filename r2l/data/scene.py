@@ -18,6 +18,21 @@ import torch
 from r2l.core.errors import R2LError
 from r2l.geometry.rays import get_rays, ndc_rays
 
+IDENTITY_KEYS = ("name", "format", "H", "W", "data_sha256")  # what a model records of its scene
+
+
+def check_same_scene(recorded: dict | None, mine: dict | None, source: str | Path) -> None:
+    """R2LError naming ``source`` when the scene identity ``recorded`` (a model's) differs from ``mine``.
+
+    Keys either side lacks or left unset (files of older r2l versions, digests not computed) are not compared.
+    """
+    recorded, mine = recorded or {}, mine or {}
+    differ = [f"{k} {recorded[k]!r} (this scene: {mine[k]!r})" for k in IDENTITY_KEYS
+              if recorded.get(k) is not None and mine.get(k) is not None and recorded[k] != mine[k]]
+    if differ:
+        raise R2LError(f"{source}: made for another scene than {mine.get('name')!r}: {'; '.join(differ)}. Train it "
+                       "on this scene (delete it and rerun), or point the config at the scene it was made for")
+
 
 @dataclass
 class Scene:
@@ -72,22 +87,14 @@ class Scene:
     def identity(self) -> dict:
         """What a model trained on this scene records of it: ``name``, ``format``, ``H``, ``W`` and
         ``data_sha256`` (the digest of :meth:`source_files`, None when not computed)."""
-        return {"name": self.name, "format": self.format, "H": int(self.H), "W": int(self.W),
-                "data_sha256": self.digest}
+        return dict(zip(IDENTITY_KEYS, (self.name, self.format, int(self.H), int(self.W), self.digest)))
 
     def check_identity(self, recorded: dict | None, source: str | Path) -> None:
         """R2LError naming ``source`` when ``recorded`` (a model's :meth:`identity`) is of another scene.
 
         Keys the record lacks (files of older r2l versions) or that either side left unset are not compared.
         """
-        if not recorded:
-            return
-        mine = self.identity()
-        differ = [f"{k} {recorded[k]!r} (this scene: {mine[k]!r})" for k in mine
-                  if recorded.get(k) is not None and mine[k] is not None and recorded[k] != mine[k]]
-        if differ:
-            raise R2LError(f"{source}: made for another scene than {self.name!r}: {'; '.join(differ)}. Train it on "
-                           "this scene (delete it and rerun), or point the config at the scene it was made for")
+        check_same_scene(recorded, self.identity(), source)
 
     def camera(self) -> dict:
         """What rendering the scene needs, as plain JSON-ready values (stored in view stores and model files).

@@ -65,6 +65,7 @@ from r2l.core.runtime import (
     set_rng_state,
     thin,
 )
+from r2l.data.scene import check_same_scene
 from r2l.data.views import ViewStore, read_meta
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.report.curves import record_row, write_history
@@ -298,8 +299,15 @@ def _check_arch(config: dict, cfg: DistillConfig, where) -> None:
         )
 
 
-def _load_init(path: Path, cfg: DistillConfig, geom: dict) -> dict:
-    """A student file (or checkpoint) to continue from: weights, optimizer, step; checked against cfg."""
+def store_scene(meta: dict) -> dict:
+    """The scene identity and camera a view store's ``meta`` records, in the form model files keep them."""
+    return {"name": meta.get("scene"), "format": meta.get("scene_format"), "data_sha256": meta.get("data_sha256"),
+            **meta.get("camera", {})}
+
+
+def _load_init(path: Path, cfg: DistillConfig, geom: dict, scene: dict) -> dict:
+    """A student file (or checkpoint) to continue from: weights, optimizer, step; checked against cfg and against
+    the scene of the data it continues on (``scene``: :func:`store_scene`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "student file to continue from not found")
@@ -313,6 +321,7 @@ def _load_init(path: Path, cfg: DistillConfig, geom: dict) -> dict:
     _check_arch(ckpt["config"], cfg, path)
     if "near" in ckpt:
         _check_geometry({k: ckpt[k] for k in ("near", "far", "ndc", "ndc_near")}, geom, path)
+    check_same_scene(ckpt.get("scene"), scene, path)
     return ckpt
 
 
@@ -457,7 +466,8 @@ def train_student(
     jitter_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # points along rays (on the device)
     stores, geom = open_stores(store_dirs, device)
     cfg = resolve_lr_decay(cfg, geom["ndc"])
-    init = _load_init(init_from, cfg, geom) if init_from is not None else None
+    scene = store_scene(stores[0].meta)  # recorded in the student file, as a teacher file records its scene
+    init = _load_init(init_from, cfg, geom, scene) if init_from is not None else None
     model = R2LNet(cfg.network).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
     loop, best = _start(resume_dir, model, optimizer, (gen, jitter_gen), cfg, init)
@@ -496,9 +506,6 @@ def train_student(
     if loop["step"] < end_step:
         log.info("%s stopped at step %d of %d (max_steps); rerun to resume", kind, loop["step"], end_step)
         return {"finished": False, "step": loop["step"], "history": loop["history"], "val_history": loop["val_history"]}
-    meta = stores[0].meta  # the scene's identity and camera, as in a teacher file
-    scene = {"name": meta.get("scene"), "format": meta.get("scene_format"), "data_sha256": meta.get("data_sha256"),
-             **meta.get("camera", {})}
     return _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path,
                    history_path)
 
