@@ -3,7 +3,8 @@
 Everything is measured in the same run, because absolute times on shared machines drift (issue 12, §1):
 
 1. The dense matmul peak: the best rate of square ``n x n`` matmuls (``2 n^3`` FLOPs each), fp32 on CPU;
-   on CUDA fp32 (TF32 off), TF32 and bf16. It is the limit every FLOP rate below is divided by.
+   on CUDA fp32 (TF32 off), TF32 and bf16, measured first and again last; the better of the two is the limit
+   every FLOP rate below is divided by (other work on a shared machine lowers one or the other).
 2. Student training: :func:`r2l.stages.student.train_step` (the real step: fresh rays plus rays from a
    full :class:`~r2l.stages.student.HardPool`, forward, backward, Adam) on random rays already on the
    device, for the default network (config/config.yaml: depth 12, width 128) and the paper's (88 x 256),
@@ -311,7 +312,9 @@ def bench_teacher_training(kind: str, config: str | None, precision: str, s: Set
     rays = teacher_stage.TrainRays(scene, device)
     rngs = (torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1))
     step = cfg.precrop_steps  # past the centre crop
-    call = lambda: teacher_stage.train_step(model, optimizer, cfg, info, rays, rngs, step, False, device, "bench")  # noqa: E731
+    def call():
+        return teacher_stage.train_step(model, optimizer, cfg, info, rays, rngs, step, False, device, "bench")
+
     rate = cfg.batch_rays * best_rate(call, device, s.seconds, s.segment)
     return {"teacher": teacher_name(kind, config), "precision": precision, "rays_per_step": cfg.batch_rays,
             "rays_per_s": rate, **_ratios(_teacher_flops(cfg), rate, 3.0, peaks[precision])}
@@ -464,15 +467,22 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
     dev = pick_device(device)
     s = settings_for(dev, "smoke" if smoke else ("quick" if quick else "full"))
     load_before = os.getloadavg()[0]
-    peaks = matmul_peaks(s)
+    first = matmul_peaks(s)
+    peaks = dict(first)  # raised below to the best of before and after: the others' fractions are set at the end
     ps = precisions(dev)
     train = [bench_training(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
     render = [bench_render(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
     teachers = run_teachers(s, peaks)
+    last = matmul_peaks(s)
+    peaks.update({p: max(first[p], last[p]) for p in first})
+    for row in train + render + teachers["teacher_training"] + teachers["teacher_render"]:
+        if row["flops_per_s"] is not None:
+            row["fraction_of_peak"] = row["flops_per_s"] / peaks[row["precision"]]
     return {
         "device": str(dev), "device_name": device_name(dev), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "mode": s.mode, "quick": s.mode == "quick",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "matmul_n": s.matmul_n, "peak_flops_per_s": peaks,
+        "peak_flops_per_s_first_last": {"first": first, "last": last},
         "train_method": TRAIN_METHOD, "student_training": train, "student_render": render,
         "teacher_training": teachers["teacher_training"], "teacher_render": teachers["teacher_render"],
         "student_speedup": speedups(render, teachers["teacher_render"]), "pseudo_data": teachers["pseudo_data"],
@@ -503,7 +513,7 @@ def _header(r: dict) -> list[str]:
     load = r["load_average"]
     mode = "" if r["mode"] == "full" else f", {r['mode']}"
     return [f"r2l bench on {r['device']} ({r['device_name']}), torch {r['torch']}{mode}, {r['date']}",
-            f"matmul peak ({r['matmul_n']}x{r['matmul_n']}, best segment): {peaks}",
+            f"matmul peak ({r['matmul_n']}x{r['matmul_n']}, best segment, better of first and last): {peaks}",
             f"student training step: {r['train_method']}; FLOPs = 3 x forward",
             "teachers: RANDOM weights (grid: final resolution, occupancy all set); FLOPs: NeRF closed form, grid n/a",
             f"machine load (1 min): {load['before']:.2f} before, {load['after']:.2f} after; threads {r['threads']}"]
