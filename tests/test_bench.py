@@ -1,0 +1,133 @@
+"""The benchmark's pieces (never its times): the pipeline's benchmark files, the teacher sizes it reads, the GPU
+targets' verdicts, the lego copy for the GPU machine, and the GPU check's dry run, which runs every step of
+bench/gpu_check.py on the CPU at toy sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from r2l.bench import FRAME_SIDE, frame_rays, pipeline_times, read_benchmark, settings_for, speedups, teacher_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TSV_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def load_script(name: str):
+    """A script of bench/ as a module (they are not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tsv(path: Path, *rows: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TSV_HEADER + "".join(r + "\n" for r in rows))
+
+
+def test_pipeline_times_from_snakemake_benchmark_files(tmp_path):
+    write_tsv(tmp_path / "builtin" / "train_teacher.tsv", "60.0\t0:01:00\t500\t600\t400\t450\t1\t2\t95.0\t110.5")
+    write_tsv(tmp_path / "builtin" / "train_student.tsv", "30.0\t0:00:30\t500\t600\t400\t450\t1\t2\t90.0\tNA",
+              "10.0\t0:00:10\t500\t600\t400\t450\t1\t2\t90.0\t20.0")  # two repeats: the mean
+    write_tsv(tmp_path / "builtin" / "finetune.tsv", "20.0\t0:00:20\t500\t600\t400\t450\t1\t2\t80.0\t30.0")
+    write_tsv(tmp_path / "other" / "empty.tsv")
+    p = pipeline_times(tmp_path)
+    assert list(p["scenes"]) == ["builtin"]
+    scene = p["scenes"]["builtin"]
+    rules = {r["rule"]: r for r in scene["rules"]}
+    assert rules["train_student"]["seconds"] == 20.0 and rules["train_student"]["cpu_seconds"] == 20.0
+    assert scene["total_seconds"] == 100.0 and scene["student_share"] == pytest.approx(0.4)
+    assert sum(r["share"] for r in scene["rules"]) == pytest.approx(1.0)
+    assert read_benchmark(tmp_path / "builtin" / "train_teacher.tsv")["mean_load"] == 95.0
+
+
+def test_teacher_sizes_come_from_the_config_files():
+    grid = teacher_config("grid", None, torch.device("cpu"), "fp32")
+    assert grid.grid.resolution_init == grid.grid.resolution and grid.grid.upsample_steps == []
+    assert grid.grid.density_activation == "softplus"  # resolved for a Blender scene
+    nerf = teacher_config("nerf", "paper.yaml", torch.device("cpu"), "bf16")
+    assert (nerf.nerf.width, nerf.nerf.n_coarse, nerf.nerf.n_fine, nerf.precision) == (256, 64, 128, "bf16")
+
+
+def test_frame_rays_spread_over_the_frame():
+    rays_o, rays_d = frame_rays(1000)
+    assert rays_o.shape == rays_d.shape == (1000, 3)
+    assert rays_d[:, 1].max() > 0.3 and rays_d[:, 1].min() < -0.3  # top and bottom rows, not the first rows only
+    assert frame_rays(10**6)[0].shape[0] == FRAME_SIDE**2
+
+
+@pytest.mark.parametrize("mode", ["full", "quick", "smoke"])
+def test_settings_are_positive(mode):
+    for device in ("cpu", "cuda"):
+        s = settings_for(torch.device(device), mode)
+        assert s.matmul_n > 0 and s.render_rays > 0 and s.pseudo_views > 0 and min(s.batch_rays.values()) > 0
+        assert min(s.teacher_render_rays.values()) > 0 and all(b is None or b > 0 for b in s.teacher_batch.values())
+
+
+def test_speedups_pair_students_with_their_teachers():
+    students = [{"network": "default 12x128", "precision": "fp32", "ms_per_frame": 10.0},
+                {"network": "paper 88x256", "precision": "fp32", "ms_per_frame": 100.0}]
+    teachers = [{"teacher": "grid config.yaml", "precision": "fp32", "ms_per_frame": 50.0},
+                {"teacher": "nerf paper.yaml", "precision": "fp32", "ms_per_frame": 3000.0},
+                {"teacher": "nerf paper.yaml", "precision": "bf16", "ms_per_frame": 1000.0}]
+    got = {(x["student"], x["teacher"]): x["speedup"] for x in speedups(students, teachers)}
+    assert got == {("default 12x128", "grid config.yaml"): 5.0, ("paper 88x256", "nerf paper.yaml"): 30.0}
+
+
+def test_gpu_targets_verdicts():
+    gpu_check = load_script("gpu_check")
+    bench = {"student_training": [{"network": "paper 88x256", "fraction_of_peak": 0.3},
+                                  {"network": "paper 88x256", "fraction_of_peak": 0.6}],
+             "student_render": [{"network": "paper 88x256", "ms_per_frame": 7.0, "fraction_of_peak": 0.2}],
+             "pseudo_data": []}
+    verdicts = {t["target"].split(" ")[1]: t for t in gpu_check.targets(bench)}
+    assert verdicts["training"]["met"] is True and verdicts["training"]["measured"] == 0.6
+    got = [(t["measured"], t["met"]) for t in gpu_check.targets(bench)]
+    assert got == [(0.6, True), (7.0, False), (0.2, False), (None, None)]
+
+
+def test_prepare_data_keeps_the_first_views(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for split, n in (("train", 2), ("val", 3), ("test", 3)):
+        (src / split).mkdir(parents=True)
+        frames = [{"file_path": f"./{split}/r_{i}", "transform_matrix": []} for i in range(n)]
+        (src / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
+        for i in range(n):
+            (src / split / f"r_{i}.png").write_bytes(b"png")
+    load_script("gpu_check").prepare_data(src, dst, 2)
+    assert len(json.loads((dst / "transforms_test.json").read_text())["frames"]) == 2
+    assert sorted(p.name for p in (dst / "val").iterdir()) == ["r_0.png", "r_1.png"]
+    assert len(list((dst / "train").iterdir())) == 2
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_gpu_check_dry_run_runs_every_step(tmp_path):
+    """The GPU check on the CPU at toy sizes: every step exits 0 and writes what the GPU run would."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out),
+           "--work", str(tmp_path / "work")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert list(summary["steps"]) == ["install", "tests", "bench", "paper_run"]
+    assert all(step["rc"] == 0 for step in summary["steps"].values())
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "check.log", "gpu_check.json", "paper_run.json"]
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["mode"] == "smoke" and positive_finite(bench["peak_flops_per_s"]["fp32"])
+    assert {r["teacher"] for r in bench["teacher_render"]} == {"grid config.yaml", "nerf config.yaml",
+                                                               "nerf paper.yaml", "grid lego_fast.yaml"}
+    paper = json.loads((out / "paper_run.json").read_text())
+    assert [p["step"] for p in paper["teacher"]] == [2, 4] and [p["step"] for p in paper["student"]] == [0, 2, 4]
+    assert paper["pseudo"]["views"] == 2 and all(positive_finite(p["test_psnr"]) for p in paper["student"])
+    assert "8 passed" in (out / "check.log").read_text()  # the CUDA tests ran, on the CPU
