@@ -12,6 +12,9 @@ Everything is measured in the same run, because absolute times on shared machine
    not timed. FLOPs per ray are R2L's count (2 x multiply-adds of the linear layers, one forward);
    a training step counts 3 x that (forward + backward). Precision: fp32 on CPU; on CUDA bf16 autocast
    (``precision: bf16``) and TF32 (``precision: tf32``); fp32 everywhere (``precision: fp32``).
+   The whole loop ("student loop"): :func:`~r2l.stages.student.train_student` itself for a few hundred steps on
+   a view store of 4 grey 400 x 400 views (ray drawing, the hard pool filling then in use, loss reads,
+   checkpoints; validation off), from its own ``train_seconds`` (on CPU the default network only).
 3. Student rendering: :class:`~r2l.models.r2lnet.Student` ``render_rays`` (the inference path: chunks of
    32,768 rays, rays copied to the device and colours back) on the rays of a 400 x 400 view, in ms per
    frame. Where fewer rays are timed (CPU), an even spread over the frame is timed and scaled to it.
@@ -72,8 +75,8 @@ from r2l.models.flops import nerf_closed_form_flops, student_closed_form_flops
 from r2l.models.r2lnet import R2LNet, R2LNetConfig, Student
 from r2l.models.teacher import Teacher, TeacherConfig, build_model, teacher_config_from_dict
 from r2l.stages import teacher as teacher_stage
-from r2l.stages.pseudo_data import generate_pseudo_data
-from r2l.stages.student import DistillConfig, HardPool, train_step
+from r2l.stages.pseudo_data import convert_real_data, generate_pseudo_data
+from r2l.stages.student import DistillConfig, HardPool, train_step, train_student
 
 NETWORKS = {
     "default 12x128": R2LNetConfig(n_points=16, n_freqs=10, depth=12, width=128),
@@ -106,31 +109,36 @@ class Settings:
     pseudo_side: int  # side of the pseudo views timed
     pseudo_views: int  # pseudo views timed
     pseudo_configs: tuple[str | None, ...] = (None, "lego_fast.yaml")  # the grid teachers pseudo-data is timed with
+    loop_steps: int = 300  # steps of the whole student loop timed
+    loop_networks: tuple[str, ...] = tuple(NETWORKS)  # the networks whose whole loop is timed
 
 
 def settings_for(device: torch.device, mode: str = "full") -> Settings:
     """Sizes that fit the device: the paper's student batch (81,920 rays) and whole frames on CUDA; on CPU the
     default config's student batch (2,048), the teachers' own batches for config.yaml and smaller ones for the
-    paper-scale teachers, an even spread of a frame's rays, and pseudo-data with the default grid only (the
-    lego_fast grid's 65,536-ray chunks are sized for a GPU). ``mode``: full, quick (1 s a measurement) or smoke.
+    paper-scale teachers, an even spread of a frame's rays, pseudo-data with the default grid only (the
+    lego_fast grid's 65,536-ray chunks are sized for a GPU) and the whole student loop of the default network
+    only. ``mode``: full, quick (1 s a measurement) or smoke.
     """
     frame = FRAME_SIDE * FRAME_SIDE
     files = [None, "paper.yaml", "lego_fast.yaml"]
     if mode == "smoke":
         return Settings(device, mode, 0.0, 0.0, 64, {n: 32 for n in NETWORKS}, 64, dict.fromkeys(files, 16),
-                        dict.fromkeys(files, 64), 8, 1)
+                        dict.fromkeys(files, 64), 8, 1, loop_steps=3)
     quick = mode == "quick"
     seconds = 1.0 if quick else (3.0 if device.type == "cuda" else 5.0)
     if device.type == "cuda":
         return Settings(device, mode, seconds, 0.25, 8192, {n: 81_920 for n in NETWORKS}, frame,
-                        dict.fromkeys(files), dict.fromkeys(files, frame), FRAME_SIDE, 10 if quick else 20)
+                        dict.fromkeys(files), dict.fromkeys(files, frame), FRAME_SIDE, 10 if quick else 20,
+                        loop_steps=150 if quick else 300)
     batch = {"default 12x128": 2048, "paper 88x256": 1024 if quick else 2048}
     teacher_batch = {None: None, "paper.yaml": 64 if quick else 256, "lego_fast.yaml": 256 if quick else 1024}
     teacher_rays = {None: 4000, "paper.yaml": 400, "lego_fast.yaml": 2000}
     if not quick:
         teacher_rays = {k: 4 * v for k, v in teacher_rays.items()}
     return Settings(device, mode, seconds, 0.25, 1024 if quick else 2048, batch, frame // 20 if quick else frame,
-                    teacher_batch, teacher_rays, 100 if quick else FRAME_SIDE, 2, (None,))
+                    teacher_batch, teacher_rays, 100 if quick else FRAME_SIDE, 2, (None,),
+                    loop_steps=120 if quick else 300, loop_networks=("default 12x128",))
 
 
 def _sync(device: torch.device) -> None:
@@ -221,6 +229,33 @@ def bench_training(name: str, net: R2LNetConfig, precision: str, s: Settings, pe
     return {"network": name, "precision": precision, "rays_per_step": cfg.batch_rays + cfg.n_hard,
             "steps_per_s": steps, "rays_per_s": rays, "flops_per_s": flops,
             "fraction_of_peak": flops / peaks[precision]}
+
+
+def bench_student_loop(name: str, precision: str, s: Settings, store: Path, peaks: dict[str, float]) -> dict:
+    """Rays per second of the whole student loop, :func:`~r2l.stages.student.train_student` for ``s.loop_steps``
+    steps on a view store: fresh rays drawn from it, the hard pool filling (no pool rays in the first
+    ``hard_mul / hard_ratio`` steps, counted as such) then in use, the loss read every 50 steps; its own
+    ``train_seconds`` (validation excluded). Writes its model and checkpoint beside ``store``."""
+    net, steps = NETWORKS[name], s.loop_steps
+    cfg = DistillConfig(network=net, batch_rays=s.batch_rays[name], precision=precision, device=str(s.device),
+                        steps=steps, val_every=0, val_views=1, ckpt_every=steps, log_every=50)
+    work = store.parent / f"loop_{name.split()[0]}_{precision}"
+    with _quiet():
+        metrics = train_student([store], cfg, work / "student.pt", work / "resume", val_fn=lambda model: 0.0)
+    fill = math.ceil(cfg.hard_mul * cfg.batch_rays / max(cfg.n_hard, 1))
+    rays_per_s = (steps * cfg.batch_rays + max(0, steps - fill) * cfg.n_hard) / metrics["train_seconds"]
+    flops = 3.0 * student_closed_form_flops(net) * rays_per_s
+    return {"network": name, "precision": precision, "steps": steps, "rays_per_s": rays_per_s, "flops_per_s": flops,
+            "fraction_of_peak": flops / peaks[precision]}
+
+
+def run_student_loops(s: Settings, peaks: dict[str, float]) -> list[dict]:
+    """:func:`bench_student_loop` for ``s.loop_networks`` at each precision, on a store of 4 grey 400 x 400 views."""
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        store = Path(tmp) / "store"
+        convert_real_data(bench_scene(FRAME_SIDE if s.mode != "smoke" else 16), store)
+        return [bench_student_loop(name, p, s, store, peaks) for name in s.loop_networks
+                for p in precisions(s.device)]
 
 
 def frame_rays(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -472,10 +507,11 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
     ps = precisions(dev)
     train = [bench_training(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
     render = [bench_render(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
+    loops = run_student_loops(s, peaks)
     teachers = run_teachers(s, peaks)
     last = matmul_peaks(s)
     peaks.update({p: max(first[p], last[p]) for p in first})
-    for row in train + render + teachers["teacher_training"] + teachers["teacher_render"]:
+    for row in train + loops + render + teachers["teacher_training"] + teachers["teacher_render"]:
         if row["flops_per_s"] is not None:
             row["fraction_of_peak"] = row["flops_per_s"] / peaks[row["precision"]]
     return {
@@ -483,7 +519,7 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
         "torch": torch.__version__, "mode": s.mode, "quick": s.mode == "quick",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "matmul_n": s.matmul_n, "peak_flops_per_s": peaks,
         "peak_flops_per_s_first_last": {"first": first, "last": last},
-        "train_method": TRAIN_METHOD, "student_training": train, "student_render": render,
+        "train_method": TRAIN_METHOD, "student_training": train, "student_loop": loops, "student_render": render,
         "teacher_training": teachers["teacher_training"], "teacher_render": teachers["teacher_render"],
         "student_speedup": speedups(render, teachers["teacher_render"]), "pseudo_data": teachers["pseudo_data"],
         "pipeline": None if pipeline_dir is None else pipeline_times(pipeline_dir), "notes": teachers["notes"],
@@ -554,6 +590,7 @@ def format_table(r: dict) -> str:
     lines = [*_header(r), "",
              f"{'what':<15} {'network':<20} {'prec':<5} {'rays/s':>12} {'ms/frame':>11} {'GFLOP/s':>9} {'of peak':>8}"]
     lines += [_row("student train", x["network"], x) for x in r["student_training"]]
+    lines += [_row("student loop", x["network"], x) for x in r["student_loop"]]
     lines += [_row("student render", x["network"], x) for x in r["student_render"]]
     lines += [_row("teacher train", x["teacher"], x) for x in r["teacher_training"]]
     lines += [_row("teacher render", x["teacher"], x) for x in r["teacher_render"]]
