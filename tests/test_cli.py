@@ -270,8 +270,8 @@ def test_bench_writes_json(tmp_path, capsys):
     code, out, err = run_main(capsys, "bench", "--smoke", "--device", "cpu", "--json", tmp_path / "out.json",
                               "--pipeline-benchmarks", tmp_path / "benchmarks")
     assert code == 0, err
-    for line in ("student train", "student loop", "student render", "teacher train", "teacher render", "speed-up", "pseudo-data",
-                 "train_student"):
+    for line in ("student train", "student loop", "student render", "teacher train", "teacher render", "speed-up",
+                 "pseudo-data", "train_student"):
         assert line in out
     r = json.loads((tmp_path / "out.json").read_text())
     assert r["peak_flops_per_s"]["fp32"] > 0 and math.isfinite(r["peak_flops_per_s"]["fp32"])
