@@ -16,7 +16,9 @@ rule colmap:
         scene=PHOTO_SCENES,
     conda:
         "../envs/r2l.yaml"
-    threads: workflow.cores
+    threads: job_threads("colmap")
+    resources:
+        **job_resources("colmap"),
     params:
         settings=colmap_settings,
     script:

@@ -1,7 +1,10 @@
 # Config handling and input functions shared by every stage.
 
+import os
 import re
 from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 
 from r2l.report.figures import video_path_for
 from r2l.core.imageio import list_images
@@ -78,3 +81,46 @@ def final_outputs():
         VIDEO,
     ]
     return expand(per_scene, scene=RUN_SCENES) + ["results/summary.md"]
+
+
+def job_threads(stage):
+    """A rule's ``threads:`` from the config's ``resources.{stage}`` (Snakemake caps it at ``--cores`` locally)."""
+    return config["resources"][stage]["threads"]
+
+
+def job_resources(stage):
+    """A rule's ``resources:`` from the config's ``resources.{stage}``: ``gpu`` (the count, which is what
+    ``--resources gpu=G`` limits on one machine and what the SLURM plugin turns into ``--gpus``), ``mem_mb`` and
+    ``runtime`` (minutes)."""
+    entry = config["resources"][stage]
+    return {
+        "gpu": entry["gpus"],
+        "mem_mb": entry["mem_mb"],
+        "runtime": entry["runtime"],
+    }
+
+
+def check_slurm_settings():
+    """On the SLURM executor, stop before any submission unless a partition is given: without one the plugin
+    would silently use the cluster's default partition, often one without GPUs. Runs as the ``onstart`` handler
+    (the executor is known only then; it does not run for dry runs or inside jobs)."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    if workflow.executor_settings.partition_config or os.environ.get(
+        "SNAKEMAKE_SLURM_PARTITIONS"
+    ):
+        return  # the plugin picks each job's partition from the user's partition file
+    defaults = workflow.resource_settings.default_resources
+    partition = defaults.get("slurm_partition") if defaults is not None else None
+    name = str(getattr(partition, "raw", partition or "")).strip("\"' ")
+    if name in ("", "None"):
+        raise WorkflowError(
+            "no SLURM partition given: set slurm_partition (and slurm_account if your cluster wants one) under "
+            "default-resources in profiles/slurm/config.yaml, or add --default-resources "
+            "slurm_partition=NAME [slurm_account=NAME] to the command (sinfo lists the partitions)"
+        )
+
+
+onstart:
+    check_slurm_settings()

@@ -23,9 +23,9 @@ rule evaluate:
         "benchmarks/{scene}/evaluate.tsv"
     conda:
         "../envs/r2l.yaml"
-    threads: workflow.cores
+    threads: job_threads("evaluate")
     resources:
-        gpu=1,
+        **job_resources("evaluate"),
     params:
         settings=settings("evaluate"),
     script:
@@ -46,9 +46,12 @@ rule comparison_figure:
         ),
     log:
         "logs/{scene}/comparison_figure.log",
+    localrule: True
     conda:
         "../envs/r2l.yaml"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         settings=settings("evaluate"),
     script:
@@ -70,9 +73,12 @@ rule curves:
         ),
     log:
         "logs/{scene}/curves.log",
+    localrule: True
     conda:
         "../envs/r2l.yaml"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     script:
         "../scripts/curves.py"
 
@@ -93,9 +99,9 @@ rule video:
         "logs/{scene}/video.log",
     conda:
         "../envs/r2l.yaml"
-    threads: workflow.cores
+    threads: job_threads("video")
     resources:
-        gpu=1,
+        **job_resources("video"),
     params:
         settings=settings("evaluate"),
     script:
@@ -119,6 +125,9 @@ rule summary:
     localrule: True
     conda:
         "../envs/r2l.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         paper_scene=paper_scenes,
     script:

@@ -15,9 +15,9 @@ rule pseudo_data:
         "benchmarks/{scene}/pseudo_data.tsv"
     conda:
         "../envs/r2l.yaml"
-    threads: workflow.cores
+    threads: job_threads("pseudo_data")
     resources:
-        gpu=1,
+        **job_resources("pseudo_data"),
     params:
         settings=settings("pseudo_data"),
     script:
@@ -32,9 +32,12 @@ rule real_data:
         val="results/{scene}/real_data/val/meta.json",
     log:
         "logs/{scene}/real_data.log",
+    localrule: True
     conda:
         "../envs/r2l.yaml"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         settings=settings(),
     script:

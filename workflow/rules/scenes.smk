@@ -9,9 +9,12 @@ rule builtin_scene:
         "logs/{scene}/builtin_scene.log",
     wildcard_constraints:
         scene=BUILTIN_SCENES,
+    localrule: True
     conda:
         "../envs/r2l.yaml"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         entry=scene_entry,
     script:
@@ -25,10 +28,12 @@ rule download:
         "logs/{scene}/download.log",
     wildcard_constraints:
         scene=URL_SCENES,
+    localrule: True
     conda:
         "../envs/r2l.yaml"
-    threads: 1
+    threads: job_threads("light")
     resources:
+        **job_resources("light"),
         downloads=1,
     params:
         entry=scene_entry,

@@ -16,9 +16,9 @@ rule train_student:
         "benchmarks/{scene}/train_student.tsv"
     conda:
         "../envs/r2l.yaml"
-    threads: workflow.cores
+    threads: job_threads("student")
     resources:
-        gpu=1,
+        **job_resources("student"),
     params:
         settings=settings("student"),
         resume_dir="resources/resume/{scene}/student",
@@ -41,9 +41,9 @@ rule finetune:
         "benchmarks/{scene}/finetune.tsv"
     conda:
         "../envs/r2l.yaml"
-    threads: workflow.cores
+    threads: job_threads("finetune")
     resources:
-        gpu=1,
+        **job_resources("finetune"),
     params:
         settings=settings("student", "finetune"),
         resume_dir="resources/resume/{scene}/finetune",

@@ -13,9 +13,9 @@ rule train_teacher:
         "benchmarks/{scene}/train_teacher.tsv"
     conda:
         "../envs/r2l.yaml"
-    threads: workflow.cores
+    threads: job_threads("teacher")
     resources:
-        gpu=1,
+        **job_resources("teacher"),
     params:
         settings=settings("teacher"),
         resume_dir="resources/resume/{scene}/teacher",
