@@ -11,13 +11,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from r2l.core.devices import claim_gpu
 from r2l.core.errors import R2LError
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    """``name`` ("cuda", "cpu", "cuda:1", or None/"auto" for CUDA when present, else CPU)."""
+    """``name`` ("cuda", "cpu", "cuda:1", or None/"auto" for CUDA when present, else CPU).
+
+    "auto" with several visible GPUs gives this process one of its own (``cuda:i``, made the current device): the
+    first that no other process holds, claimed with a lock file held until the process ends
+    (:func:`r2l.core.devices.claim_gpu`), so that concurrent jobs (``--resources gpu=G``) use different GPUs.
+    """
     if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if count < 2:
+            return torch.device("cuda")
+        index = claim_gpu(count)
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise R2LError(f"device {name!r} was asked for but CUDA is not available on this machine")
     return torch.device(name)
