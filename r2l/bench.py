@@ -470,12 +470,22 @@ def pipeline_times(folder: str | Path) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the machine's architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
+
+
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's (with the thread count torch uses)."""
+    """The GPU's name, or the CPU's with its core count and the thread count torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     n = torch.get_num_threads()
-    return f"{platform.processor() or platform.machine()} CPU, {n} thread{'' if n == 1 else 's'}"
+    return f"{cpu_model()} CPU ({os.cpu_count()} cores), {n} thread{'' if n == 1 else 's'}"
 
 
 def run_teachers(s: Settings, peaks: dict[str, float]) -> dict:
