@@ -1,0 +1,227 @@
+"""The SLURM profile on a real single-node SLURM (issue 10 §3).
+
+``tests/slurm/cluster.sh`` brings up slurmctld and slurmd on this host with one pretend GPU (a GRES whose device
+file is /dev/null, so ``--gpus=1`` is really scheduled); the module runs the tiny config (the built-in orbit scene,
+``tests/slurm/slurm_test.yaml`` over ``tests/data/tiny.yaml``) through ``profiles/slurm`` while the same config runs
+locally beside it, requeues the student-training job once it has a checkpoint (``scontrol requeue``, as a
+preemption does), and checks the sbatch calls, the jobs SLURM ran, that no two GPU jobs overlapped, that the
+results have the same files as the local run and that the requeued student resumed and ended at the same step.
+Where SLURM cannot be brought up (not root, packages missing and not installable, daemons failing) the tests that
+need it are skipped with the reason; the cluster is always torn down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
+CONFIGS = [str(ROOT / "tests" / "data" / "tiny.yaml"), str(ROOT / "tests" / "slurm" / "slurm_test.yaml")]
+SETTINGS = yaml.safe_load(Path(CONFIGS[1]).read_text())
+PARTITION = "gpu"
+GPU_RULES = {"train_teacher": "teacher", "pseudo_data": "pseudo_data", "train_student": "student",
+             "finetune": "finetune", "evaluate": "evaluate", "video": "video"}
+LOCAL_RULES = ["builtin_scene", "real_data", "comparison_figure", "curves", "summary"]
+SCENE = "builtin"
+RUN_TIMEOUT = 900  # seconds for the SLURM run (it takes about 3 minutes on an idle 2-core machine)
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            "--configfile", *CONFIGS, *args]
+
+
+def slurm_args(*extra: str) -> list[str]:
+    """The profile, plus what this test cluster needs: no accounting (squeue for the status, no account), quick
+    first status checks, and the plugin's logs kept."""
+    return ["--profile", str(ROOT / "profiles" / "slurm"), "--slurm-status-command", "squeue", "--slurm-no-account",
+            "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", "--latency-wait", "5",
+            "--verbose", *extra]
+
+
+def sh(*cmd: str, timeout: float = 30) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A running single-node SLURM (skips the module with the reason when it cannot be brought up)."""
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
+    folder = tmp_path_factory.mktemp("slurm")
+    up = subprocess.run(["bash", str(CLUSTER), "up", str(folder)], capture_output=True, text=True, timeout=900)
+    try:
+        if up.returncode != 0:
+            reason = (up.stderr.strip().splitlines() or [f"cluster.sh up exited with {up.returncode}"])[-1]
+            print(reason, file=sys.stderr)
+            pytest.skip(reason)
+        yield folder
+    finally:
+        subprocess.run(["bash", str(CLUSTER), "down", str(folder)], capture_output=True, text=True, timeout=120)
+
+
+def slurm_jobs() -> dict[str, dict[str, str]]:
+    """Every job slurmctld still knows (MinJobAge is an hour on the test cluster), by id: its fields."""
+    jobs = {}
+    for line in sh("scontrol", "show", "job", "--oneliner").splitlines():
+        fields = dict(re.findall(r"([\w/:]+)=(\S*)", line))
+        if "JobId" in fields:
+            jobs[fields["JobId"]] = fields
+    return jobs
+
+
+def requeue_student(workdir: Path, proc: subprocess.Popen, log) -> str:
+    """Requeue the student job once it runs and has written a checkpoint, as a preemption would; return its id."""
+    resume = workdir / "resources" / "resume" / SCENE / "student"
+    while proc.poll() is None:
+        running = sh("squeue", "--states=RUNNING", "--noheader", "--format=%i %k").split("\n")
+        ids = [line.split()[0] for line in running if f"rule_train_student_wildcards_{SCENE}" in line]
+        if ids and list(resume.glob("ckpt_*.pt")):
+            subprocess.run(["scontrol", "requeue", ids[0]], check=True, timeout=30)
+            print(f"requeued job {ids[0]} with {sorted(p.name for p in resume.glob('ckpt_*.pt'))}", file=log)
+            release(ids[0])
+            return ids[0]
+        time.sleep(0.3)
+    return ""
+
+
+def release(job: str) -> None:
+    """SLURM holds a requeued job for about two minutes (BeginTime); let it start as soon as it is pending again."""
+    for _ in range(120):
+        state = sh("squeue", "--jobs", job, "--noheader", "--format=%T %r").split()
+        if state[:2] == ["PENDING", "BeginTime"]:
+            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], timeout=30)
+            return
+        if state[:1] == ["RUNNING"]:
+            return
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """The tiny config through profiles/slurm (student requeued once) and, at the same time, locally."""
+    local_dir, slurm_dir = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("on_slurm")
+    start = time.time()
+    with open(local_dir / "run.log", "w") as local_log, open(slurm_dir / "run.log", "w") as slurm_log:
+        local = subprocess.Popen(snakemake_cmd(local_dir, "--cores", "1", "--resources", "gpu=1"),
+                                 stdout=local_log, stderr=subprocess.STDOUT)
+        on_slurm = subprocess.Popen(
+            snakemake_cmd(slurm_dir, *slurm_args("--default-resources", f"slurm_partition={PARTITION}")),
+            stdout=slurm_log, stderr=subprocess.STDOUT)
+        try:
+            requeued = requeue_student(slurm_dir, on_slurm, sys.stderr)
+            slurm_rc = on_slurm.wait(timeout=RUN_TIMEOUT)
+            local_rc = local.wait(timeout=RUN_TIMEOUT)
+        finally:
+            for proc in (local, on_slurm):
+                if proc.poll() is None:
+                    proc.kill()
+    print(f"local and SLURM runs took {time.time() - start:.0f} s", file=sys.stderr)
+    slurm_text = (slurm_dir / "run.log").read_text()
+    assert local_rc == 0, (local_dir / "run.log").read_text()[-4000:]
+    assert slurm_rc == 0, slurm_text[-6000:]
+    return SimpleNamespace(local=local_dir, slurm=slurm_dir, requeued=requeued, log=slurm_text, jobs=slurm_jobs(),
+                           times=(cluster / "jobtimes.log").read_text())
+
+
+def sbatch_calls(log: str) -> dict[str, list[str]]:
+    """The plugin's sbatch calls (logged with --verbose), by rule, without the wrapped command."""
+    calls: dict[str, list[str]] = {}
+    for call in re.findall(r"sbatch call: (sbatch .*?) --wrap=", log):
+        rule = re.search(r"--comment rule_(\w+?)_wildcards_", call).group(1)
+        calls.setdefault(rule, []).append(call)
+    return calls
+
+
+def test_every_gpu_rule_went_through_sbatch_with_its_resources(runs):
+    calls = sbatch_calls(runs.log)
+    for rule, stage in GPU_RULES.items():
+        res = SETTINGS["resources"][stage]
+        assert len(calls.get(rule, [])) == 1, f"{rule}: {calls.get(rule)}"
+        call = calls[rule][0]
+        print(re.sub(r"--job-name \S+ --output \S+ ", "", call))
+        for flag in (f"-p {PARTITION}", f"--gpus={res['gpus']}", f"--mem {res['mem_mb']}", f"-t {res['runtime']}",
+                     f"--cpus-per-task={res['threads']}", "--requeue"):
+            assert f" {flag} " in f" {call} ", f"{rule}: {flag!r} not in {call}"
+    for rule in LOCAL_RULES:  # these run on the submitting host
+        assert rule not in calls, rule
+        assert (runs.slurm / "logs" / SCENE / f"{rule}.log").is_file() or rule == "summary", rule
+
+
+def test_slurm_ran_each_gpu_job_as_configured(runs):
+    by_rule = {job["Comment"].removeprefix("rule_").removesuffix(f"_wildcards_{SCENE}"): job
+               for job in runs.jobs.values() if job.get("Comment", "").startswith("rule_")}
+    for rule, stage in GPU_RULES.items():
+        res, job = SETTINGS["resources"][stage], by_rule[rule]
+        assert job["JobState"] == "COMPLETED" and job["Partition"] == PARTITION, job
+        assert job["TresPerJob"] == f"gres:gpu:{res['gpus']}", job
+        assert job["CPUs/Task"] == str(res["threads"]) and job["MinMemoryNode"] == f"{res['mem_mb']}M", job
+        assert job["TimeLimit"] == f"00:{res['runtime']:02d}:00" and job["Requeue"] == "1", job
+    assert set(by_rule) == set(GPU_RULES)
+
+
+def test_no_two_gpu_jobs_overlapped(runs):
+    """slurmd's prolog and epilog log each job's start and end on the node (the GPU is released after the epilog)."""
+    starts, spans = {}, []
+    for line in runs.times.splitlines():
+        job, phase, stamp, gpus = line.split()
+        if phase == "prolog":
+            starts[job] = float(stamp)
+        else:
+            spans.append((starts.pop(job), float(stamp), job, gpus))
+    assert not starts, f"jobs without an end: {starts}"
+    spans.sort()
+    assert len(spans) == len(GPU_RULES) + 1, spans  # one job per GPU rule, the student's twice
+    assert all(gpus == "gpus=0" for *_, gpus in spans), spans
+    for (_, end, job, _), (start, _, nxt, _) in zip(spans, spans[1:]):
+        assert start >= end, f"job {nxt} started {end - start:.2f} s before job {job} ended"
+
+
+def test_results_have_the_same_files_as_a_local_run(runs):
+    def files(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in (root / "results").rglob("*") if p.is_file()}
+
+    assert files(runs.slurm) == files(runs.local)
+    assert (runs.slurm / "results" / "summary.md").is_file()
+
+
+def test_requeued_student_resumed_from_its_checkpoint(runs):
+    assert runs.requeued, "the student job finished before it could be requeued"
+    job = runs.jobs[runs.requeued]
+    assert job["Restarts"] == "1" and job["JobState"] == "COMPLETED", job
+    attempts = sorted((runs.slurm / "logs" / SCENE / "attempts").glob("train_student.*.log"))
+    assert len(attempts) == 2, attempts
+    resumed = re.search(r"resuming student from step (\d+)", attempts[1].read_text())
+    assert resumed and int(resumed.group(1)) > 0, attempts[1].read_text()[-2000:]
+    print(f"job {runs.requeued}: {resumed.group(0)}")
+
+    def step(root: Path) -> int:
+        return torch.load(root / "results" / SCENE / "student" / "model.pt", map_location="cpu",
+                          weights_only=False)["step"]
+
+    assert step(runs.slurm) == step(runs.local) == SETTINGS["student"]["steps"]
+
+
+def test_a_missing_partition_stops_before_any_submission(tmp_path):
+    """Needs only the plugin: the check runs before Snakemake schedules anything, local rules included."""
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
+    result = subprocess.run(snakemake_cmd(tmp_path, *slurm_args()), capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "SNAKEMAKE_SLURM_PARTITIONS": ""})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "no SLURM partition given: set slurm_partition" in out and "--default-resources" in out
+    assert "sbatch call" not in out and not (tmp_path / "resources").exists()
