@@ -256,7 +256,7 @@ def test_snakemake_command_adds_defaults_only_when_missing():
 
 
 def test_run_dry_run_plans_the_jobs(tmp_path):
-    result = r2l("run", "-n", "--configfile", str(ROOT / "tests" / "data" / "tiny.yaml"), "--directory", str(tmp_path))
+    result = r2l("run", "-n", "--configfile", str(ROOT / ".test" / "config" / "config.yaml"), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "train_teacher" in result.stdout and "dry-run" in result.stdout
     assert not (tmp_path / "results").exists()

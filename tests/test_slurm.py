@@ -2,7 +2,7 @@
 
 ``tests/slurm/cluster.sh`` brings up slurmctld and slurmd on this host with one pretend GPU (a GRES whose device
 file is /dev/null, so ``--gpus=1`` is really scheduled); the module runs the tiny config (the built-in orbit scene,
-``tests/slurm/slurm_test.yaml`` over ``tests/data/tiny.yaml``) through ``profiles/slurm`` while the same config runs
+``tests/slurm/slurm_test.yaml`` over ``.test/config/config.yaml``) through ``profiles/slurm`` while the same config runs
 locally beside it, requeues the student-training job once it has a checkpoint (``scontrol requeue``, as a
 preemption does), and checks the sbatch calls, the jobs SLURM ran, that no two GPU jobs overlapped, that the
 results have the same files as the local run and that the requeued student resumed and ended at the same step.
@@ -26,7 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
-CONFIGS = [str(ROOT / "tests" / "data" / "tiny.yaml"), str(ROOT / "tests" / "slurm" / "slurm_test.yaml")]
+CONFIGS = [str(ROOT / ".test" / "config" / "config.yaml"), str(ROOT / "tests" / "slurm" / "slurm_test.yaml")]
 SETTINGS = yaml.safe_load(Path(CONFIGS[1]).read_text())
 PARTITION = "gpu"
 GPU_RULES = {"train_teacher": "teacher", "pseudo_data": "pseudo_data", "train_student": "student",

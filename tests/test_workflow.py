@@ -17,7 +17,7 @@ COLUMNS = "scene,model,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,params,si
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(ROOT / "tests" / "data" / "tiny.yaml"), "--cores", "1", "--resources", "gpu=1",
+           "--configfile", str(ROOT / ".test" / "config" / "config.yaml"), "--cores", "1", "--resources", "gpu=1",
            *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
 
@@ -51,7 +51,7 @@ def test_every_product_exists(run, scene):
 
 @pytest.mark.parametrize("scene", SCENES)
 def test_training_histories(run, scene):
-    """tiny.yaml: teacher 60 steps (log 10, val 30), student 40 (log 10, val 20), finetune 20 more (val 10)."""
+    """.test/config/config.yaml: teacher 60 steps (log 10, val 30), student 40 (log 10, val 20), finetune 20 more (val 10)."""
     res = run / "results" / scene
     expected = {  # steps with a row, and those validated
         "teacher": ([1, 11, 21, 30, 31, 41, 51, 60], [30, 60]),
