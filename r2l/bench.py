@@ -579,6 +579,11 @@ def _speed_lines(r: dict) -> list[str]:
     return lines
 
 
+def format_pipeline(p: dict) -> str:
+    """The rules' times of :func:`pipeline_times` as plain text."""
+    return "\n".join(_pipeline_lines(p)[1:])
+
+
 def _pipeline_lines(p: dict | None) -> list[str]:
     if p is None:
         return []

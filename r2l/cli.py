@@ -148,6 +148,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--smoke", action="store_true", help="every measurement once at toy sizes (checks the bench runs)")
     p.add_argument("--pipeline-benchmarks", type=Path, metavar="DIR",
                    help="also report each rule's time from Snakemake's DIR/{scene}/{rule}.tsv files")
+    p.add_argument("--pipeline-only", action="store_true", help="only read --pipeline-benchmarks (no measurements)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default torch's)")
@@ -425,14 +426,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark, print its table and write its JSON when asked."""
-    from r2l.bench import format_table, run_bench
+    from r2l.bench import format_pipeline, format_table, pipeline_times, run_bench
     from r2l.core.atomic import atomic_write_text
 
     if args.pipeline_benchmarks is not None and not args.pipeline_benchmarks.is_dir():
         raise R2LError(f"{args.pipeline_benchmarks}: no such folder (Snakemake writes benchmarks/{{scene}}/*.tsv)")
-    results = run_bench(str(device_of(args.device)), args.quick, args.threads, smoke=args.smoke,
-                        pipeline_dir=args.pipeline_benchmarks)
-    print(format_table(results))
+    if args.pipeline_only:
+        if args.pipeline_benchmarks is None:
+            raise UsageError("--pipeline-only reads --pipeline-benchmarks DIR: give that folder too")
+        results = {"pipeline": pipeline_times(args.pipeline_benchmarks)}
+        print(format_pipeline(results["pipeline"]))
+    else:
+        results = run_bench(str(device_of(args.device)), args.quick, args.threads, smoke=args.smoke,
+                            pipeline_dir=args.pipeline_benchmarks)
+        print(format_table(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")

@@ -293,6 +293,12 @@ def test_bench_writes_json(tmp_path, capsys):
     assert scene["total_seconds"] == 55.0 and scene["student_share"] == 1.0
     code, _, err = run_main(capsys, "bench", "--smoke", "--pipeline-benchmarks", tmp_path / "missing")
     assert code == 1 and "no such folder" in err
+    code, out, err = run_main(capsys, "bench", "--pipeline-only", "--pipeline-benchmarks", tmp_path / "benchmarks",
+                              "--json", tmp_path / "pipeline.json")
+    assert code == 0 and "train_student" in out and "matmul" not in out
+    assert json.loads((tmp_path / "pipeline.json").read_text())["pipeline"]["scenes"]["builtin"]["student_share"] == 1
+    code, _, err = run_main(capsys, "bench", "--pipeline-only")
+    assert code == 1 and "--pipeline-benchmarks" in err
 
 
 def test_run_names_a_missing_or_broken_configfile_before_snakemake(tmp_path):
