@@ -20,13 +20,15 @@ evaluations left out. A stage stops after the segment that passes its ``--stage-
 mean per-image PSNR of ``--test-views`` test views spread over the split, rendered in float32. ``--tiny``
 writes r2l's built-in scene at 16x16 and runs a few steps of every stage with toy networks (:data:`TINY`: a
 check that everything runs; the PSNRs mean nothing). The check of the teacher against a mean-colour image is off
-(short runs). Everything is written under ``--work`` (models, stores) and ``--out`` (``paper_run.json``).
+(short runs). Everything is written under ``--work`` (models, stores; an earlier run's are deleted first: see
+:data:`OWN`) and ``--out`` (``paper_run.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,6 +58,9 @@ TINY = {  # --tiny: toy networks and sizes over the preset, so every step runs i
                          "occupancy_resolution": 8}},
     "student": {"network": {"depth": 4, "width": 16, "n_freqs": 4}, "chunk": 4096},
 }
+
+
+OWN = ("teacher.pt", "resume_teacher", "pseudo", "student.pt", "resume_student")  # what a run writes in --work
 
 
 class OutOfTime(Exception):
@@ -229,6 +234,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.device = str(pick_device(args.device))
     args.work.mkdir(parents=True, exist_ok=True)
+    for name in OWN:  # a fresh run: an earlier run's checkpoints would be resumed and its views kept
+        path = args.work / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     config = deep_merge(preset(args.teacher), TINY) if args.tiny else preset(args.teacher)
     scene = tiny_scene(args.work) if args.tiny else load_scene(
         "blender", args.data, name=args.data.name, resolution=args.resolution,
