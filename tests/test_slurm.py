@@ -189,6 +189,20 @@ def test_no_two_gpu_jobs_overlapped(runs):
     assert all(gpus == "gpus=0" for *_, gpus in spans), spans
     for (_, end, job, _), (start, _, nxt, _) in zip(spans, spans[1:]):
         assert start >= end, f"job {nxt} started {end - start:.2f} s before job {job} ended"
+    # Not vacuous: a GPU job waited in the queue while another held the GPU (evaluate and video are submitted
+    # together), though the node had the CPUs and memory for both.
+    submitted = {job: epoch(fields["SubmitTime"]) for job, fields in runs.jobs.items()}
+    first_start: dict[str, float] = {}
+    for start, _, job, _ in spans:
+        first_start.setdefault(job, start)
+    waited = [(job, other) for job, begun in first_start.items() for start, end, other, _ in spans
+              if other != job and begun - submitted[job] > 5 and start < begun and end > submitted[job] + 1]
+    assert waited, (submitted, spans)
+
+
+def epoch(stamp: str) -> float:
+    """Seconds since the epoch of one of scontrol's local times (2026-11-30T16:22:05)."""
+    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
 
 
 def test_results_have_the_same_files_as_a_local_run(runs):
@@ -225,3 +239,24 @@ def test_a_missing_partition_stops_before_any_submission(tmp_path):
     assert result.returncode != 0
     assert "no SLURM partition given: set slurm_partition" in out and "--default-resources" in out
     assert "sbatch call" not in out and not (tmp_path / "resources").exists()
+
+
+def test_rules_take_their_resources_from_the_config(tmp_path):
+    """No cluster needed: a dry run shows each rule's threads, gpu, mem_mb and runtime from the config's
+    resources: section (threads capped at --cores, as on one machine)."""
+    result = subprocess.run(snakemake_cmd(tmp_path, "-n", "--forceall", "--cores", "2", "--resources", "gpu=1"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    blocks = re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", result.stdout + result.stderr, re.M | re.S)
+    stages = {**GPU_RULES, **{rule: "light" for rule in LOCAL_RULES}}
+    seen = set()
+    for rule, block in blocks:
+        if rule not in stages:
+            continue
+        res = SETTINGS["resources"][stages[rule]]
+        threads = re.search(r"threads: (\d+)", block)
+        assert (int(threads.group(1)) if threads else 1) == min(res["threads"], 2), (rule, block)
+        for key, value in (("gpu", res["gpus"]), ("mem_mb", res["mem_mb"]), ("runtime", res["runtime"])):
+            assert re.search(rf"\b{key}={value}\b", block), (rule, key, block)
+        seen.add(rule)
+    assert seen == set(stages)
