@@ -182,6 +182,8 @@ def snakemake_command(args: list[str]) -> list[str]:
             raise R2LError("r2l is installed without its Snakefile (from a wheel?); pass --snakefile PATH/Snakefile "
                            "of an r2l checkout")
         args = ["--snakefile", str(snakefile), *args]
+    if has_option(args, "--profile", "--workflow-profile"):  # a profile (e.g. profiles/slurm) sets jobs and resources
+        return [sys.executable, "-m", "snakemake", *args]
     if not has_option(args, "--cores", "-c", "--jobs", "-j"):
         args += ["--cores", "1"]
     if not has_option(args, "--resources", "--res"):

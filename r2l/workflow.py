@@ -9,13 +9,15 @@ non-zero exit, and offers ``job.section(name)`` (a stage's settings for this sce
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
-import datetime
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from r2l.core.atomic import atomic_write_json
 from r2l.core.config import deep_merge, stage_section
@@ -150,6 +152,13 @@ class Job:
         return scene
 
 
+def use_threads(threads: int | None) -> None:
+    """Give torch the job's ``threads:`` (what Snakemake or SLURM granted), so it does not take every core."""
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+        log.info("torch uses %d CPU thread(s)", torch.get_num_threads())
+
+
 def attempt_log_path(log_path: Path) -> Path:
     """Where this attempt's copy of the rule's log goes: ``{folder}/attempts/{name}.{time}.log``.
 
@@ -190,6 +199,7 @@ def stage(smk):
     with open(log_path, "a", buffering=1) as stream, open(attempt, "a", buffering=1) as copy:
         sys.stderr = Tee(stream, copy)
         setup_logging()
+        use_threads(getattr(smk, "threads", None))
         job = Job(config=smk.config, scene_name=smk.wildcards.get("scene", ""), smk=smk)
         try:
             with job.locks:

@@ -251,6 +251,8 @@ def test_snakemake_command_adds_defaults_only_when_missing():
     assert cmd[:3] == [sys.executable, "-m", "snakemake"] and cmd[3:5] == ["--snakefile", str(ROOT / "Snakefile")]
     assert cmd[5:] == ["-n", "--cores", "1", "--resources", "gpu=1"]
     assert snakemake_command(["--", "-s", "S", "-c4"])[3:] == ["-s", "S", "-c4", "--resources", "gpu=1"]
+    prof = snakemake_command(["--profile", "profiles/slurm", "-s", "S"])
+    assert prof[3:] == ["--profile", "profiles/slurm", "-s", "S"]  # a profile sets jobs and resources itself
     assert snakemake_command(["--snakefile=S", "--resources", "gpu=2", "--cores=3"])[3:] == [
         "--snakefile=S", "--resources", "gpu=2", "--cores=3"]
 
