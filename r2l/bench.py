@@ -89,7 +89,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # the checkout's co
 FRAME_SIDE = 400  # the paper's evaluation resolution
 LEGO_FOCAL = 0.5 * FRAME_SIDE / math.tan(0.5 * 0.6911112070083618)  # NeRF-synthetic's camera at 400 x 400
 TRAIN_METHOD = "r2l.stages.student.train_step (fresh + hard-pool rays, forward, backward, Adam; ray sampling untimed)"
-MODES = ("full", "quick", "smoke")
 
 
 @dataclass

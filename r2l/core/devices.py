@@ -77,8 +77,8 @@ def claim_gpu(count: int, wait: bool = True, poll: float = 1.0) -> int | None:
     Called again in the same process it returns the same index. With every device held it waits for one (logging
     who holds them) or, with ``wait=False``, returns None. ``count`` is the number of visible devices.
     """
-    if "index" in _held:
-        return _held["index"]
+    if held_gpu() is not None:
+        return held_gpu()
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"gpu-{name}.lock" for name in device_ids(count)]
