@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from r2l.core.runtime import chunked
 from r2l.models.render import (
-    chunked,
     composite,
     query_field,
     render_rays_grid,

@@ -53,11 +53,12 @@ def load_model(path: str | Path, device: str | torch.device | None = None,
 
     precision: the arithmetic of its renders (None: the one it was trained at, ``meta["precision"]``).
     """
-    kind = read_model_file(path)["kind"]
+    ckpt = read_model_file(path)  # read once; the loaders build from it
+    kind = ckpt["kind"]
     try:
         if kind in TEACHER_KINDS:
-            return load_teacher(path, device, precision)
-        return load_student(path, device, precision=precision)
+            return load_teacher(path, device, precision, ckpt=ckpt)
+        return load_student(path, device, precision=precision, ckpt=ckpt)
     except R2LError:
         raise
     except Exception as err:  # noqa: BLE001  (a file that unpickles but is damaged inside: one line, no traceback)

@@ -30,9 +30,9 @@ from torch import nn
 
 from r2l.core.checkpoint import load_checkpoint
 from r2l.core.errors import DataError, R2LError
-from r2l.core.runtime import check_precision, computing_in, pick_device
+from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
 from r2l.models.nerf import posenc, posenc_dim
-from r2l.models.render import chunked, stratified_t
+from r2l.models.render import stratified_t
 
 
 @dataclass
@@ -138,18 +138,18 @@ class Student:
 
 
 def load_student(path: str | Path, device: str | torch.device | None = None, chunk: int = 32768,
-                 precision: str | None = None) -> Student:
+                 precision: str | None = None, ckpt: dict | None = None) -> Student:
     """Load a student or finetuned-student file written by :mod:`r2l.stages.student` as a ray renderer.
 
     device: None/"auto" picks CUDA when present. precision: of its renders (None: the one it was trained at;
-    fp32 for files of r2l 0.1). Raises DataError for a missing or malformed file.
+    fp32 for files of r2l 0.1). ckpt: the file's contents when the caller has read them already. Raises
+    DataError for a missing or malformed file.
     """
-
     path = Path(path)
-    if not path.is_file():
+    if ckpt is None and not path.is_file():
         raise DataError(path, "student model file not found")
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path) if ckpt is None else ckpt
         config = ckpt["config"]
         cfg = R2LNetConfig(**config.get("network", config.get("student", {})))  # "student": files before 0.2
         weights, kind = ckpt["weights"], ckpt["kind"]

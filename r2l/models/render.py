@@ -20,8 +20,6 @@ from typing import Callable
 
 import torch
 
-from r2l.core.runtime import chunked  # noqa: F401  (re-exported: renderers chunk with it)
-
 Field = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 

@@ -21,11 +21,11 @@ from torch import nn
 
 from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
-from r2l.core.runtime import check_precision, computing_in, pick_device
+from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
 from r2l.geometry.rays import get_rays, ndc_rays
 from r2l.models.grid import GridConfig, GridField, scene_aabb
 from r2l.models.nerf import NeRF, NeRFConfig
-from r2l.models.render import chunked, render_rays_grid, render_rays_nerf
+from r2l.models.render import render_rays_grid, render_rays_nerf
 
 if TYPE_CHECKING:  # annotations only: models never import the data layer at run time
     from r2l.data.scene import Scene
@@ -156,16 +156,18 @@ def upgrade_config(config: dict) -> dict:
     return config
 
 
-def load_teacher(path: str | Path, device: str | torch.device | None = None, precision: str | None = None) -> Teacher:
+def load_teacher(path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
+                 ckpt: dict | None = None) -> Teacher:
     """Load a teacher file written by :func:`train_teacher` (``weights_only=True``) onto ``device``.
 
-    precision: the arithmetic of its renders (None: the precision it was trained at).
+    precision: the arithmetic of its renders (None: the precision it was trained at). ckpt: the file's
+    contents when the caller has read them already (:func:`r2l.models.load.load_model`), so it is read once.
     """
     path = Path(path)
-    if not path.is_file():
+    if ckpt is None and not path.is_file():
         raise DataError(path, "teacher file not found (train the teacher first)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True) if ckpt is None else ckpt
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         raise DataError(path, f"unreadable teacher file ({str(err).splitlines()[0]})") from err
     missing = [k for k in TEACHER_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
