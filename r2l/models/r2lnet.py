@@ -87,9 +87,15 @@ class R2LNet(nn.Module):
         self.tail = nn.Linear(cfg.width, 3)
 
     def encode(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float, train: bool,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """rays_o, rays_d: (n, 3) render-space rays. Returns the network input (n, in_dim)."""
-        t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
+               generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) render-space rays. Returns the network input (n, in_dim).
+
+        t: (n, n_points) distances of the points along the rays, used instead of drawing them (``train`` and
+        ``generator`` are then ignored): a loop that splits one batch over processes passes each its rows of the
+        draw :func:`~r2l.models.render.stratified_t` made for the whole batch.
+        """
+        if t is None:
+            t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
         pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (n, n_points, 3)
         return posenc(pts.reshape(rays_o.shape[0], -1), self.cfg.n_freqs)
 
