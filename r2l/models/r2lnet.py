@@ -106,9 +106,10 @@ class R2LNet(nn.Module):
         return torch.sigmoid(self.tail(h))
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float, train: bool,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``. Returns rgb: (n, 3)."""
-        return self.mlp(self.encode(rays_o.float(), rays_d.float(), near, far, train, generator))
+                generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``; t: (n, n_points) given
+        distances instead (see :meth:`encode`). Returns rgb: (n, 3)."""
+        return self.mlp(self.encode(rays_o.float(), rays_d.float(), near, far, train, generator, t))
 
 
 class Student:
