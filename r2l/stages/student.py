@@ -24,6 +24,17 @@ start included) are kept, and those are written with their val PSNR and step.
 
 Timing: ``train_seconds`` is wall time of the stage's training steps (validation excluded), accumulated
 over resumes.
+
+Several processes (one per GPU, launched by :mod:`r2l.stages.distributed`): when ``torch.distributed`` is
+initialised with more than one process, the same loop runs in each and the model is wrapped in
+DistributedDataParallel for the training step. The global batch and the learning-rate schedule stay those of
+one process: every process draws the same global fresh batch and the same point jitter from identically seeded
+generators and trains on its equal share of the rows (``batch_rays`` and ``n_hard`` must divide by the number
+of processes), so DDP's average of the processes' gradients is the one-process gradient while the hard pool is
+inactive. Each process keeps its own hard pool (see :class:`HardPool`). Every process validates (with the
+unwrapped model; the weights are the same everywhere, so are the PSNRs), only process 0 writes checkpoints,
+the history CSV and the student file, and on a restart every process resumes from the same newest checkpoint.
+The recorded loss is the mean over the processes (one all-reduce every ``log_every`` steps).
 """
 
 from __future__ import annotations
@@ -39,6 +50,9 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from r2l.core.checkpoint import (
     atomic_torch_save,
@@ -68,6 +82,7 @@ from r2l.core.runtime import (
 from r2l.data.scene import check_same_scene
 from r2l.data.views import ViewStore, read_meta
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.render import stratified_t
 from r2l.report.curves import record_row, write_history
 
 log = logging.getLogger("r2l")
@@ -153,6 +168,10 @@ class HardPool:
     are held. Once full, :meth:`draw` returns ``n_hard`` distinct random slots' rays for the next batch
     and remembers those slots; the following :meth:`add` overwrites exactly those slots with the step's
     newest hardest rays. The pool draws from its own generator on ``device`` (not checkpointed).
+
+    With several training processes each has its own pool, fed with its own share of the fresh rays and holding
+    its share of the capacity: ``hard_mul * batch_rays / world`` rays, ``n_hard / world`` drawn per step, so the
+    processes' pools together hold and hand out what one process's pool would (from different rays).
     """
 
     def __init__(self, capacity: int, n_hard: int, device: torch.device | str = "cpu", seed: int = 0):
@@ -331,9 +350,14 @@ def _generators(gens: tuple[torch.Generator, torch.Generator]) -> dict[str, torc
 
 
 def _checkpoint(resume_dir, model, optimizer, cfg: DistillConfig, rng: dict, loop: dict, best: dict,
-                history_path: str | Path | None = None) -> None:
-    """Write the full training state (and the history CSV when ``history_path``); refuse non-finite weights."""
+                history_path: str | Path | None = None, rank: int = 0) -> None:
+    """Write the full training state (and the history CSV when ``history_path``); refuse non-finite weights.
+
+    Every process checks its weights (the same in all, so all stop together); only process 0 (``rank``) writes.
+    """
     check_finite_weights(model, loop["step"], resume_dir)
+    if rank != 0:
+        return
     state = {"weights": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dataclasses.asdict(cfg),
              "rng": rng, "loop": dict(loop), "best": best}
     save_checkpoint(resume_dir, state, loop["step"])
@@ -379,18 +403,45 @@ def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | 
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: DistillConfig, device, gen) -> torch.Tensor:
+def process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of this training process: ``(0, 1)`` unless torch.distributed is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def check_shares(cfg: DistillConfig, world: int) -> None:
+    """R2LError unless ``world`` processes can take equal shares of the fresh and the hard rays of a step."""
+    if cfg.batch_rays % world == 0 and cfg.n_hard % world == 0:
+        return
+    fits = [b for b in range(cfg.batch_rays - cfg.batch_rays % world, 0, -world)
+            if int(round(cfg.hard_ratio * b)) % world == 0]
+    hint = f"; e.g. batch_rays: {fits[0]}" if fits else ""
+    raise R2LError(f"student batch_rays {cfg.batch_rays} and its hard rays ({cfg.n_hard} = hard_ratio "
+                   f"{cfg.hard_ratio} x batch_rays) must both divide by the {world} training processes (GPUs){hint}")
+
+
+def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: DistillConfig, device, gen,
+               rank: int = 0, world: int = 1) -> torch.Tensor:
     """One Adam step on fresh + pool rays; feeds the pool. Returns the loss (a tensor, not synchronised).
 
-    batch: fresh ``(rays_o, rays_d, rgb)`` each (batch_rays, 3) on ``device``. gen: the point-jitter generator.
+    batch: the GLOBAL fresh ``(rays_o, rays_d, rgb)`` each (batch_rays, 3) on ``device``, the same in every
+    process. gen: the point-jitter generator, drawn for the global batch (fresh rays, then ``n_hard`` pool rays
+    once the pools are full) as one process would. Process ``rank`` of ``world`` trains on its rows of both
+    parts: its 1/world share of the fresh rays and the ``n_hard / world`` rays of its own pool. model: the
+    network, or its DistributedDataParallel wrapper, which averages the equal shares' gradients.
     """
-    rays_o, rays_d, rgb = batch
-    n_fresh = rays_o.shape[0]
+    n_fresh = batch[0].shape[0] // world
+    mine = slice(rank * n_fresh, (rank + 1) * n_fresh)
+    rays_o, rays_d, rgb = (x[mine] for x in batch)
     hard = pool.draw()
+    n_hard = 0 if hard is None else hard[0].shape[0]
+    t = stratified_t(geom["near"], geom["far"], (n_fresh + n_hard) * world, cfg.network.n_points, True, gen, device)
+    t = torch.cat([t[mine], t[n_fresh * world + rank * n_hard:][:n_hard]], dim=0)
     if hard is not None:
         rays_o, rays_d, rgb = (torch.cat([a, b], dim=0) for a, b in zip((rays_o, rays_d, rgb), hard))
     with computing_in(device, cfg.precision):
-        pred = model(rays_o, rays_d, geom["near"], geom["far"], train=True, generator=gen)
+        pred = model(rays_o, rays_d, geom["near"], geom["far"], train=True, t=t)
     per_ray = (pred.float() - rgb).square().mean(dim=-1)
     loss = per_ray.mean()
     optimizer.zero_grad(set_to_none=True)
@@ -398,6 +449,15 @@ def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: Distill
     optimizer.step()
     pool.add(rays_o[:n_fresh], rays_d[:n_fresh], rgb[:n_fresh], per_ray[:n_fresh].detach())
     return loss.detach()
+
+
+def _global_mean(loss: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean of a scalar ``loss`` over the training processes (itself in one process)."""
+    if world == 1:
+        return loss
+    total = loss.clone()
+    dist.all_reduce(total)
+    return total / world
 
 
 def _validate(val_fn, model, loop: dict, best: dict, select_on_val: bool) -> float:
@@ -459,10 +519,14 @@ def train_student(
     (``store_psnr`` on ``val_store``, else on the first training store). select_on_val: write the
     best-validated weights instead of the last. max_steps: stop at this global step with a checkpoint and
     return ``{"finished": False, ...}`` without writing ``out_path`` (the next call resumes).
-    history_path: where the training history CSV goes (none written without it).
+    history_path: where the training history CSV goes (none written without it). Run in each of several
+    processes (torch.distributed initialised), each trains on its share of every batch and only the first writes
+    (module docstring; :mod:`r2l.stages.distributed` launches them).
     """
+    rank, world = process_group()
+    check_shares(cfg, world)
     device = pick_device(cfg.device)
-    gen = seed_everything(cfg.seed)  # ray sampling (CPU)
+    gen = seed_everything(cfg.seed)  # ray sampling (CPU); the same in every process, as is the jitter
     jitter_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # points along rays (on the device)
     stores, geom = open_stores(store_dirs, device)
     cfg = resolve_lr_decay(cfg, geom["ndc"])
@@ -474,25 +538,28 @@ def train_student(
     end_step = loop["base_step"] + (cfg.steps if n_steps is None else int(n_steps))
     stop = end_step if max_steps is None else min(end_step, int(max_steps))
     val_fn, val_source = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
-    pool = HardPool(cfg.hard_mul * cfg.batch_rays, cfg.n_hard, device, seed=cfg.seed + 2 + loop["step"])
+    pool = HardPool(cfg.hard_mul * cfg.batch_rays // world, cfg.n_hard // world, device,
+                    seed=(cfg.seed + 2 + loop["step"]) * world + rank)  # this process's share of the pool
+    net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     counts = split_counts(cfg.batch_rays, stores)
-    log.info("%s on %s (%s): steps %d -> %d, %d fresh + %d hard rays a step", kind,
-             ", ".join(str(s.folder) for s in stores), device, loop["step"], end_step, cfg.batch_rays, cfg.n_hard)
+    log.info("%s on %s (%s, %d process(es)): steps %d -> %d, %d fresh + %d hard rays a step", kind,
+             ", ".join(str(s.folder) for s in stores), device, world, loop["step"], end_step, cfg.batch_rays, cfg.n_hard)
     if not loop["resumed"]:
         _validate(val_fn, model, loop, best, select_on_val)  # the starting PSNR (before finetuning, for finetune)
-    bar = progress(end_step, initial=loop["step"], desc=kind)
+    bar = progress(end_step, initial=loop["step"], desc=kind) if rank == 0 else tqdm(disable=True)
     start = time.perf_counter() - loop["train_seconds"]
     val_seconds = 0.0
     batch = fresh_batch(stores, counts, gen)
     while loop["step"] < stop:
         step, lr = loop["step"], lr_at(loop["step"], cfg)
         set_group_lr(optimizer, lambda group, lr=lr: lr)
-        loss = train_step(model, optimizer, batch, pool, geom, cfg, device, jitter_gen)
+        loss = train_step(net, optimizer, batch, pool, geom, cfg, device, jitter_gen, rank, world)
         rng = rng_state(_generators((gen, jitter_gen)), device)  # what a resume restarts from: before drawing the next batch
         batch = fresh_batch(stores, counts, gen)  # drawn while the GPU works on this step
         loop["step"] = step + 1
         loop["train_seconds"] = time.perf_counter() - start - val_seconds
         if step % cfg.log_every == 0 or loop["step"] == end_step:  # the loss is read (a host sync) only here
+            loss = _global_mean(loss, world)
             check_finite(loss, step, resume_dir)
             _record(loop, float(loss), lr, bar, cfg)
         bar.update(1)
@@ -501,20 +568,25 @@ def train_student(
             _validate(val_fn, model, loop, best, select_on_val)
             val_seconds += time.perf_counter() - t0
         if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == stop:
-            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best, history_path)
+            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best, history_path, rank)
     bar.close()
     if loop["step"] < end_step:
         log.info("%s stopped at step %d of %d (max_steps); rerun to resume", kind, loop["step"], end_step)
-        return {"finished": False, "step": loop["step"], "history": loop["history"], "val_history": loop["val_history"]}
-    return _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path,
-                   history_path)
+        result = {"finished": False, "step": loop["step"], "history": loop["history"], "val_history": loop["val_history"]}
+    else:
+        result = _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device,
+                         out_path if rank == 0 else None, history_path, world)
+    if world > 1:
+        dist.barrier()  # when any process returns, the first one's files are written
+    return result
 
 
 def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path,
-            history_path=None) -> dict:
+            history_path=None, world: int = 1) -> dict:
     """Write the student file atomically (the best-validated weights when ``select_on_val``); return metrics.
 
-    The history CSV is written too unless ``history_path`` is None.
+    The history CSV is written too unless ``history_path`` is None. out_path None: write nothing (a training
+    process other than the first). world: the number of training processes, recorded.
     """
     last_step, last_psnr = loop["val_history"][-1]
     chosen = best if select_on_val else {"psnr": last_psnr, "step": last_step, "weights": _cpu_weights(model)}
@@ -525,8 +597,11 @@ def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind,
         "total_train_seconds": float(loop["train_seconds"] + loop["init_seconds"]),
         "base_step": loop["base_step"], "final_step": loop["step"], "rays_per_step": cfg.batch_rays + cfg.n_hard,
         "device": device.type, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "processes": world,
         "loss_history": thin(loop["history"]), "final_loss": loop["history"][-1][1] if loop["history"] else None,
     }
+    if out_path is None:
+        return {"finished": True, **metrics}
     out = {"weights": chosen["weights"], "config": dataclasses.asdict(cfg), "kind": kind, **geom, "scene": scene,
            "step": int(chosen["step"]), "metrics": metrics}
     if not select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
