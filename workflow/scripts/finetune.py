@@ -1,17 +1,22 @@
-"""Finetune the distilled student on the real training views; keep the checkpoint best on validation."""
+"""Finetune the distilled student on the real training views; keep the checkpoint best on validation.
+
+With ``resources.finetune.gpus`` above 1 the finetuning runs in that many processes (r2l.stages.distributed).
+"""
 
 import _checkout  # noqa: F401  (r2l from this checkout; first)
 from dataclasses import replace
 from pathlib import Path
 
-from r2l.stages.student import distill_config_from_dict, finetune_student
+from r2l.stages.distributed import run_training
+from r2l.stages.student import distill_config_from_dict
 from r2l.workflow import stage
 
 with stage(snakemake) as job:
     ft = job.section("finetune")
     cfg = distill_config_from_dict(job.section("student"))
     cfg = replace(cfg, val_every=ft["val_every"], val_views=ft["val_views"], ckpt_every=ft["ckpt_every"])
-    finetune_student(Path(snakemake.input.student), Path(snakemake.input.real).parent,
-                     Path(snakemake.input.val).parent, cfg, ft["steps"], snakemake.output.model,
-                     job.resume_dir(("student", "finetune"), [snakemake.input.student, snakemake.input.real]),
-                     history_path=snakemake.output.history)
+    resume_dir = job.resume_dir(("student", "finetune"), [snakemake.input.student, snakemake.input.real])
+    args = dict(student_ckpt=Path(snakemake.input.student), real_store=Path(snakemake.input.real).parent,
+                val_store=Path(snakemake.input.val).parent, cfg=cfg, steps=ft["steps"],
+                out_path=snakemake.output.model, resume_dir=resume_dir, history_path=snakemake.output.history)
+    run_training("finetune_student", args, snakemake.resources.gpu, resume_dir, snakemake.log[0])

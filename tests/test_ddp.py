@@ -1,0 +1,163 @@
+"""Student training in several processes (DistributedDataParallel, gloo on the CPU) against one process.
+
+With the hard-example pool not yet full, two processes that each train on half of the same global batch compute
+the one-process gradient, so the loss history and the weights match a one-process run up to float rounding (the
+gradient is summed in another order): rtol 1e-5 on the losses, 1e-5 on the weights. Once the pools are full they
+hand out different rays (each process has its own), so that run is only checked to finish with finite losses.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import r2l.stages.student as student
+from r2l.core.checkpoint import load_checkpoint
+from r2l.core.errors import R2LError
+from r2l.data.builtin import BuiltinScene, blender_split_poses
+from r2l.data.scene import Scene
+from r2l.models.r2lnet import R2LNetConfig
+from r2l.stages.distributed import JOB_FILE, read_job, run_training, write_job
+from r2l.stages.pseudo_data import generate_pseudo_data
+from r2l.stages.student import DistillConfig, check_shares, train_student
+
+RES = 16
+STEPS = 20
+RTOL = 1e-5  # losses and weights of two processes against one
+TIMEOUT = 120  # seconds a multi-process run may take before the test fails instead of hanging
+
+
+def _cfg(**kw) -> DistillConfig:
+    """A tiny student (4 layers, width 32); the pool fills after hard_mul / hard_ratio = 100 steps (> STEPS)."""
+    base = dict(steps=STEPS, batch_rays=128, warmup_steps=5, lr=2e-3, lr_decay_steps=1000, val_every=0, val_views=1,
+                ckpt_every=7, log_every=1, device="cpu", chunk=4096, network=R2LNetConfig(depth=4, width=32, n_freqs=4))
+    return DistillConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """Pseudo-data of the built-in scene: 6 views of 16 x 16."""
+    poses = blender_split_poses(0, 6, 0, 0)["train"].astype(np.float32)
+    focal = 0.5 * RES / math.tan(0.5 * 0.6911112070083618)
+    scene = Scene(name="builtin0", format="blender", images=np.zeros((6, RES, RES, 3), np.float32), poses=poses,
+                  H=RES, W=RES, focal=focal, near=2.0, far=6.0, splits={"train": np.arange(6)})
+    root = tmp_path_factory.mktemp("ddp")
+    generate_pseudo_data(BuiltinScene(0).as_teacher(), scene, root / "pseudo", n_views=6, seed=0, views_per_shard=6)
+    return root / "pseudo"
+
+
+@pytest.fixture(scope="module")
+def one_process(store, tmp_path_factory) -> dict:
+    """The reference: STEPS steps in this process."""
+    root = tmp_path_factory.mktemp("one")
+    train_student([store], _cfg(), root / "model.pt", root / "resume")
+    return load_checkpoint(root / "model.pt")
+
+
+def _compare(got: dict, want: dict) -> tuple[float, float]:
+    """Assert two student files' loss histories and weights agree to RTOL; returns the largest differences."""
+    losses = np.array([row[1] for row in got["metrics"]["loss_history"]])
+    ref = np.array([row[1] for row in want["metrics"]["loss_history"]])
+    assert losses.shape == ref.shape == (STEPS,)
+    np.testing.assert_allclose(losses, ref, rtol=RTOL)
+    for name, w in want["weights"].items():
+        torch.testing.assert_close(got["weights"][name], w, rtol=RTOL, atol=RTOL)
+    weight_diff = max(float((got["weights"][k] - w).abs().max()) for k, w in want["weights"].items())
+    return float(np.abs(losses / ref - 1).max()), weight_diff
+
+
+def test_torchrun_two_processes_match_one(store, one_process, tmp_path, capsys):
+    """The rule's path: run_training with gpus=2 launches torchrun (two gloo processes)."""
+    args = dict(store_dirs=[store], cfg=_cfg(), out_path=tmp_path / "model.pt", resume_dir=tmp_path / "resume",
+                history_path=tmp_path / "history.csv")
+    start = time.perf_counter()
+    assert run_training("train_student", args, 2, tmp_path / "resume") is None
+    seconds = time.perf_counter() - start
+    got = load_checkpoint(tmp_path / "model.pt")
+    assert got["metrics"]["processes"] == 2
+    loss_rel, weight_diff = _compare(got, one_process)
+    with capsys.disabled():
+        print(f"\n2 processes (torchrun, {seconds:.1f} s) vs 1: losses {got['metrics']['loss_history'][-1][1]:.6g} vs "
+              f"{one_process['metrics']['loss_history'][-1][1]:.6g} at step {STEPS - 1}, largest relative loss "
+              f"difference {loss_rel:.2e}, largest weight difference {weight_diff:.2e}")
+    names = sorted(p.name for p in (tmp_path / "resume").iterdir())
+    assert names == ["ckpt_000000014.pt", "ckpt_000000020.pt", JOB_FILE]  # no temp files left by either process
+    assert (tmp_path / "history.csv").is_file()
+
+
+def test_a_failing_process_raises_with_its_error(tmp_path):
+    args = dict(store_dirs=[tmp_path / "missing"], cfg=_cfg(), out_path=tmp_path / "model.pt",
+                resume_dir=tmp_path / "resume")
+    with pytest.raises(R2LError, match=r"training in 2 processes failed: process \d: .*missing.*output is in logs/train.log"):
+        run_training("train_student", args, 2, tmp_path / "resume", log_path="logs/train.log")
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a process other than the first wrote a file")
+
+
+def _worker(rank: int, port: int, store: Path, root: Path) -> None:
+    """Process ``rank`` of 2: an uninterrupted run, a run stopped at step 10 and resumed, and a run with hard
+    mining; process 1 fails if it writes anything."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=TIMEOUT))
+    if rank == 1:
+        student.atomic_torch_save = student.save_checkpoint = student.write_history = _refuse
+    train_student([store], _cfg(), root / "full.pt", root / "resume_full")
+    assert not train_student([store], _cfg(), root / "resumed.pt", root / "resume", max_steps=10)["finished"]
+    train_student([store], _cfg(), root / "resumed.pt", root / "resume")
+    hard = _cfg(steps=10, hard_ratio=0.5, hard_mul=2)  # pools full after 4 steps: 32 pool rays a process per step
+    train_student([store], hard, root / "hard.pt", root / "resume_hard")
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_spawned_resume_hard_mining_and_writes(store, one_process, tmp_path):
+    """Two spawned processes: resuming reproduces the uninterrupted run exactly; hard mining runs; only process 0
+    writes."""
+    ctx = mp.start_processes(_worker, args=(_free_port(), store, tmp_path), nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"two spawned training processes still running after {TIMEOUT} s")
+    full, resumed = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "resumed.pt")
+    _compare(full, one_process)
+    for name, w in full["weights"].items():
+        assert torch.equal(resumed["weights"][name], w), name
+    assert [r[1] for r in resumed["metrics"]["loss_history"]] == [r[1] for r in full["metrics"]["loss_history"]]
+    hard = load_checkpoint(tmp_path / "hard.pt")
+    assert hard["metrics"]["final_step"] == 10 and hard["metrics"]["rays_per_step"] == 128 + 64
+    assert all(math.isfinite(r[1]) for r in hard["metrics"]["loss_history"])
+
+
+def test_shares_must_divide():
+    check_shares(_cfg(), 2)
+    with pytest.raises(R2LError, match=r"batch_rays 100 .*20 .*3 training processes.*batch_rays: 90"):
+        check_shares(_cfg(batch_rays=100), 3)
+
+
+def test_job_file_round_trip(tmp_path):
+    cfg = _cfg(lr_decay_steps=None, precision="bf16")
+    args = dict(store_dirs=[tmp_path / "a"], cfg=cfg, out_path=str(tmp_path / "m.pt"), resume_dir=tmp_path, steps=3)
+    name, back = read_job(write_job(tmp_path / JOB_FILE, "finetune_student", args))
+    assert name == "finetune_student" and back["cfg"] == cfg
+    assert back["store_dirs"] == [str(tmp_path / "a")] and back["steps"] == 3
+    with pytest.raises(R2LError, match="cannot be passed"):
+        write_job(tmp_path / JOB_FILE, "train_student", {**args, "val_fn": len})
