@@ -12,10 +12,16 @@ import torch
 
 from r2l.core.errors import DataError, R2LError
 from r2l.data.scene import Scene
-from r2l.data.views import META_NAME, ViewStore, shard_name
+from r2l.data.views import META_NAME, PART_NAME, ViewStore, shard_name
 from r2l.geometry.poses import look_at, sample_blender_poses
 from r2l.geometry.rays import get_rays, ndc_rays
-from r2l.stages.pseudo_data import convert_real_data, generate_pseudo_data, plan_pseudo_views
+from r2l.stages.pseudo_data import (
+    convert_real_data,
+    gather_pseudo_data,
+    generate_pseudo_data,
+    part_shards,
+    plan_pseudo_views,
+)
 
 H, W = 6, 10  # not square, so any H/W swap shows
 
@@ -302,3 +308,120 @@ def test_a_teacher_of_another_scene_is_refused_before_rendering(tmp_path):
     teacher.info = scene.identity()
     generate_pseudo_data(teacher, scene, tmp_path / "pd", n_views=2, views_per_shard=2)
     assert teacher.calls > 0
+
+
+# ----------------------------------------------------------------------------- several jobs (pseudo_data.jobs)
+
+
+def _render_in_parts(teacher_for, scene, root: Path, parts: int, **kw) -> list[Path]:
+    """Render a store as ``parts`` jobs (part folders under ``root``), gather it; returns the part folders."""
+    folders = [root / f"part_{k}" for k in range(parts)]
+    for k, folder in enumerate(folders):
+        generate_pseudo_data(teacher_for(), scene, folder, part=(k, parts), **kw)
+    gather_pseudo_data(root, folders)
+    return folders
+
+
+def _grid_teacher(scene: Scene):
+    """A small real grid teacher with random weights (its float arithmetic, not a fake's)."""
+    from r2l.bench import random_teacher
+
+    return random_teacher("grid", None, "fp32", torch.device("cpu"), scene)
+
+
+def test_part_shards_cover_every_shard_once():
+    assert [list(part_shards(7, k, 3)) for k in range(3)] == [[0, 1], [2, 3], [4, 5, 6]]
+    assert [list(part_shards(3, k, 3)) for k in range(3)] == [[0], [1], [2]]
+    assert list(part_shards(5, 0, 1)) == [0, 1, 2, 3, 4]
+    with pytest.raises(R2LError, match="part 3 does not exist"):
+        part_shards(5, 3, 3)
+
+
+def test_k_jobs_render_the_same_bytes_as_one_job(tmp_path):
+    """3 jobs (with a real grid teacher, two views a teacher call) give shard files byte-identical to one job's,
+    gathered into a store whose views equal the one-job store's."""
+    scene = _blender_scene()
+    kw = dict(n_views=7, H=H, W=W, seed=4, views_per_shard=2, chunk=2 * H * W)
+    generate_pseudo_data(_grid_teacher(scene), scene, tmp_path / "one", **kw)
+    folders = _render_in_parts(lambda: _grid_teacher(scene), scene, tmp_path / "three", 3, **kw)
+    reference = _shard_bytes(tmp_path / "one")
+    assert [list(_shard_bytes(f)) for f in folders] == [[shard_name(0)], [shard_name(1)], [shard_name(2), shard_name(3)]]
+    merged = {name: data for f in folders for name, data in _shard_bytes(f).items()}
+    assert merged == reference and len(reference) == 4
+    one, three = ViewStore(tmp_path / "one"), ViewStore(tmp_path / "three")
+    assert torch.equal(one.colors, three.colors) and torch.equal(one.poses, three.poses)
+    assert one.colors.float().std() > 1  # the teacher really rendered something
+    meta = json.loads((tmp_path / "three" / META_NAME).read_text())
+    assert meta["shard_files"] == ["part_0/shard_00000.npz", "part_1/shard_00001.npz", "part_2/shard_00002.npz",
+                                   "part_2/shard_00003.npz"]
+    assert meta["parts"] == 3 and meta["stats"]["views_rendered"] == 7
+    assert meta["stats"]["bytes_total"] == sum(len(b) for b in reference.values())
+
+
+def test_views_per_teacher_call_do_not_change_the_views(tmp_path):
+    scene = _blender_scene()
+    kw = dict(n_views=5, H=H, W=W, seed=2, views_per_shard=5)
+    for name, chunk in (("per_view", None), ("three_views", 3 * H * W), ("half_view", H * W // 2)):
+        teacher = FakeTeacher()
+        generate_pseudo_data(teacher, scene, tmp_path / name, chunk=chunk, **kw)
+        assert teacher.calls == {"per_view": 5, "three_views": 2, "half_view": 10}[name]
+    assert _shard_bytes(tmp_path / "per_view") == _shard_bytes(tmp_path / "three_views") == _shard_bytes(
+        tmp_path / "half_view")
+
+
+def test_a_killed_part_job_resumes_its_own_shards(tmp_path):
+    scene, kw = _blender_scene(), dict(n_views=7, H=H, W=W, seed=4, views_per_shard=2)
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path / "one", **kw)
+    part = tmp_path / "store" / "part_1"
+    with pytest.raises(RuntimeError, match="killed"):
+        generate_pseudo_data(FakeTeacher(fail_after=2), scene, part, part=(1, 2), **kw)  # shards 2, 3: dies in 3
+    assert list(_shard_bytes(part)) == [shard_name(2)] and not (part / PART_NAME).exists()
+    teacher = FakeTeacher()
+    generate_pseudo_data(teacher, scene, part, part=(1, 2), **kw)
+    assert teacher.calls == 1  # shard 3 only (one view)
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path / "store" / "part_0", part=(0, 2), **kw)
+    gather_pseudo_data(tmp_path / "store", [tmp_path / "store" / "part_0", part])
+    assert torch.equal(ViewStore(tmp_path / "store").colors, ViewStore(tmp_path / "one").colors)
+
+
+def test_gather_refuses_unfinished_or_mismatched_parts(tmp_path):
+    scene, kw = _blender_scene(), dict(n_views=6, H=H, W=W, views_per_shard=2)
+    folders = [tmp_path / f"part_{k}" for k in range(2)]
+    generate_pseudo_data(FakeTeacher(), scene, folders[0], seed=0, part=(0, 2), **kw)
+    with pytest.raises(DataError, match=r"part_1/part.json: missing"):
+        gather_pseudo_data(tmp_path, folders)
+    generate_pseudo_data(FakeTeacher(), scene, folders[1], seed=1, part=(1, 2), **kw)
+    with pytest.raises(DataError, match=r"part_1/part.json: was rendered with other settings"):
+        gather_pseudo_data(tmp_path, folders)
+    generate_pseudo_data(FakeTeacher(), scene, folders[1], seed=0, part=(1, 2), **kw)
+    with pytest.raises(DataError, match="is part 1 of 2, expected part 0 of 2"):
+        gather_pseudo_data(tmp_path, folders[::-1])
+    (folders[1] / shard_name(2)).unlink()
+    with pytest.raises(DataError, match="shard_00002.npz: shard is missing although its part finished"):
+        gather_pseudo_data(tmp_path, folders)
+    assert not (tmp_path / META_NAME).exists()
+
+
+def test_gather_removes_parts_of_another_job_count(tmp_path):
+    scene, kw = _blender_scene(), dict(n_views=6, H=H, W=W, seed=0, views_per_shard=2)
+    _render_in_parts(FakeTeacher, scene, tmp_path, 3, **kw)
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path, **kw)  # an old single-folder store in the same place
+    (tmp_path / META_NAME).unlink()
+    _render_in_parts(FakeTeacher, scene, tmp_path, 2, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [META_NAME, "part_0", "part_1"]
+    assert ViewStore(tmp_path).n_views == 6
+
+
+def test_a_store_lists_only_shards_inside_it(tmp_path):
+    scene, kw = _blender_scene(), dict(n_views=4, H=H, W=W, seed=0, views_per_shard=2)
+    _render_in_parts(FakeTeacher, scene, tmp_path / "store", 2, **kw)
+    meta_path = tmp_path / "store" / META_NAME
+    meta = json.loads(meta_path.read_text())
+    meta["shard_files"][1] = "../elsewhere/shard_00001.npz"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="lies outside the store folder"):
+        ViewStore(tmp_path / "store")
+    meta["shard_files"] = meta["shard_files"][:1]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="must list the 2 shard paths"):
+        ViewStore(tmp_path / "store")

@@ -29,9 +29,11 @@ CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
 CONFIGS = [str(ROOT / ".test" / "config" / "config.yaml"), str(ROOT / "tests" / "slurm" / "slurm_test.yaml")]
 SETTINGS = yaml.safe_load(Path(CONFIGS[1]).read_text())
 PARTITION = "gpu"
-GPU_RULES = {"train_teacher": "teacher", "pseudo_data": "pseudo_data", "train_student": "student",
+GPU_RULES = {"train_teacher": "teacher", "pseudo_data_part": "pseudo_data", "train_student": "student",
              "finetune": "finetune", "evaluate": "evaluate", "video": "video"}
-LOCAL_RULES = ["builtin_scene", "real_data", "comparison_figure", "curves", "summary"]
+LOCAL_RULES = ["builtin_scene", "real_data", "pseudo_data", "comparison_figure", "curves", "summary"]
+PARTS = yaml.safe_load(Path(CONFIGS[0]).read_text())["pseudo_data"]["jobs"]  # pseudo_data_part jobs (2)
+JOBS = {rule: PARTS if rule == "pseudo_data_part" else 1 for rule in GPU_RULES}  # sbatch jobs per GPU rule
 SCENE = "builtin"
 RUN_TIMEOUT = 900  # seconds for the SLURM run (it takes about 3 minutes on an idle 2-core machine)
 
@@ -151,27 +153,31 @@ def test_every_gpu_rule_went_through_sbatch_with_its_resources(runs):
     calls = sbatch_calls(runs.log)
     for rule, stage in GPU_RULES.items():
         res = SETTINGS["resources"][stage]
-        assert len(calls.get(rule, [])) == 1, f"{rule}: {calls.get(rule)}"
-        call = calls[rule][0]
-        print(re.sub(r"--job-name \S+ --output \S+ ", "", call))
-        for flag in (f"-p {PARTITION}", f"--gpus={res['gpus']}", f"--mem {res['mem_mb']}", f"-t {res['runtime']}",
-                     f"--cpus-per-task={res['threads']}", "--requeue"):
-            assert f" {flag} " in f" {call} ", f"{rule}: {flag!r} not in {call}"
+        assert len(calls.get(rule, [])) == JOBS[rule], f"{rule}: {calls.get(rule)}"
+        for call in calls[rule]:
+            print(re.sub(r"--job-name \S+ --output \S+ ", "", call))
+            for flag in (f"-p {PARTITION}", f"--gpus={res['gpus']}", f"--mem {res['mem_mb']}",
+                         f"-t {res['runtime']}", f"--cpus-per-task={res['threads']}", "--requeue"):
+                assert f" {flag} " in f" {call} ", f"{rule}: {flag!r} not in {call}"
     for rule in LOCAL_RULES:  # these run on the submitting host
         assert rule not in calls, rule
         assert (runs.slurm / "logs" / SCENE / f"{rule}.log").is_file() or rule == "summary", rule
 
 
 def test_slurm_ran_each_gpu_job_as_configured(runs):
-    by_rule = {job["Comment"].removeprefix("rule_").removesuffix(f"_wildcards_{SCENE}"): job
-               for job in runs.jobs.values() if job.get("Comment", "").startswith("rule_")}
+    by_rule: dict[str, list[dict]] = {}
+    for job in runs.jobs.values():
+        rule = re.match(r"rule_(\w+?)_wildcards_", job.get("Comment", ""))
+        if rule:
+            by_rule.setdefault(rule.group(1), []).append(job)
+    assert {rule: len(jobs) for rule, jobs in by_rule.items()} == JOBS
     for rule, stage in GPU_RULES.items():
-        res, job = SETTINGS["resources"][stage], by_rule[rule]
-        assert job["JobState"] == "COMPLETED" and job["Partition"] == PARTITION, job
-        assert job["TresPerJob"] == f"gres:gpu:{res['gpus']}", job
-        assert job["CPUs/Task"] == str(res["threads"]) and job["MinMemoryNode"] == f"{res['mem_mb']}M", job
-        assert job["TimeLimit"] == f"00:{res['runtime']:02d}:00" and job["Requeue"] == "1", job
-    assert set(by_rule) == set(GPU_RULES)
+        res = SETTINGS["resources"][stage]
+        for job in by_rule[rule]:
+            assert job["JobState"] == "COMPLETED" and job["Partition"] == PARTITION, job
+            assert job["TresPerJob"] == f"gres:gpu:{res['gpus']}", job
+            assert job["CPUs/Task"] == str(res["threads"]) and job["MinMemoryNode"] == f"{res['mem_mb']}M", job
+            assert job["TimeLimit"] == f"00:{res['runtime']:02d}:00" and job["Requeue"] == "1", job
 
 
 def test_no_two_gpu_jobs_overlapped(runs):
@@ -185,7 +191,7 @@ def test_no_two_gpu_jobs_overlapped(runs):
             spans.append((starts.pop(job), float(stamp), job, gpus))
     assert not starts, f"jobs without an end: {starts}"
     spans.sort()
-    assert len(spans) == len(GPU_RULES) + 1, spans  # one job per GPU rule, the student's twice
+    assert len(spans) == sum(JOBS.values()) + 1, spans  # the jobs of each GPU rule, the student's twice
     assert all(gpus == "gpus=0" for *_, gpus in spans), spans
     for (_, end, job, _), (start, _, nxt, _) in zip(spans, spans[1:]):
         assert start >= end, f"job {nxt} started {end - start:.2f} s before job {job} ended"

@@ -40,9 +40,11 @@ def test_every_product_exists(run, scene):
     assert (res / "video.mp4").is_file() or (res / "video.gif").is_file()
     for model in ("teacher", "student", "finetuned"):
         assert len(list((res / "renders" / model).glob("*.png"))) == (3 if scene == "builtin" else 2)
-    for rule in ("train_teacher", "pseudo_data", "train_student", "finetune", "evaluate", "curves"):
-        assert (run / "logs" / scene / f"{rule}.log").is_file()
-        assert rule == "curves" or (run / "benchmarks" / scene / f"{rule}.tsv").is_file()
+    for rule in ("train_teacher", "pseudo_data.part_0", "pseudo_data.part_1", "train_student", "finetune", "evaluate"):
+        assert (run / "benchmarks" / scene / f"{rule}.tsv").is_file(), rule
+    for log in ("train_teacher", "pseudo_data/part_0", "pseudo_data/part_1", "pseudo_data", "train_student",
+                "finetune", "evaluate", "curves"):
+        assert (run / "logs" / scene / f"{log}.log").is_file(), log
     figure = iio.imread(res / "comparison.png")
     assert figure.shape[1] > 4 * figure.shape[0]  # five panels side by side (under a label band)
     curves = iio.imread(res / "curves.png")

@@ -16,6 +16,11 @@ Folder layout (a "view store"):
   settings (teacher, seed, size, ...) discards the old shards instead of mixing them in.
 - ``meta.json``: written LAST; its presence marks a complete store (H, W, n_views, views_per_shard,
   near, far, ndc, ndc_near, format_version, source "pseudo" | "real", teacher, stats).
+
+Pseudo-data rendered by K jobs (``pseudo_data.jobs``) lives in K part folders ``part_{k}/``, each with its own
+``plan.json``, its run of shards (same names and bytes as in a one-job store) and ``part.json`` (written last when
+the part is complete). The store's ``meta.json`` then lists every shard's path relative to the store folder
+(``shard_files``), so the parts are used where they lie, never copied.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from r2l.geometry.rays import ndc_rays, rays_at_pixels
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 PLAN_NAME = "plan.json"
+PART_NAME = "part.json"  # a finished part of a store rendered by several jobs
 AUTHORS_BYTES_PER_RAY = 9 * 4  # origin, direction, colour as float32
 SHARD_KEYS = ("first_view", "hw", "poses", "focals", "colors")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamp: identical views give identical bytes
@@ -113,6 +119,23 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
+def shard_files(folder: Path, meta: dict) -> list[Path]:
+    """The shard files of the complete store ``folder`` (``meta``: its meta.json), in view order: the listed
+    ``shard_files`` (a store gathered from parts; each must lie inside ``folder``), else ``shard_{i}.npz``."""
+    n_shards = math.ceil(int(meta["n_views"]) / int(meta["views_per_shard"]))
+    listed = meta.get("shard_files")
+    if listed is None:
+        return [folder / shard_name(i) for i in range(n_shards)]
+    where = folder / META_NAME
+    if not isinstance(listed, list) or len(listed) != n_shards or not all(isinstance(f, str) for f in listed):
+        raise DataError(where, f"shard_files must list the {n_shards} shard paths")
+    paths = [folder / f for f in listed]
+    outside = [f for f, p in zip(listed, paths) if not p.resolve().is_relative_to(folder.resolve())]
+    if outside:
+        raise DataError(where, f"shard file {outside[0]!r} lies outside the store folder")
+    return paths
+
+
 class ViewStore:
     """A complete view store loaded into memory (all shards; uint8 colours are small: 10k views at 400x400
     take 4.8 GB, fine on a GPU box). A missing or corrupt shard raises DataError naming it.
@@ -126,12 +149,13 @@ class ViewStore:
         self.meta = read_meta(self.folder)
         self.H, self.W, self.n_views = int(self.meta["H"]), int(self.meta["W"]), int(self.meta["n_views"])
         vps = int(self.meta["views_per_shard"])
+        files = shard_files(self.folder, self.meta)
         poses = torch.empty((self.n_views, 4, 4), dtype=torch.float32)
         focals = torch.empty((self.n_views,), dtype=torch.float32)
         colors = torch.empty((self.n_views, self.H * self.W, 3), dtype=torch.uint8)
-        for i in range(math.ceil(self.n_views / vps)):
+        for i, path in enumerate(files):
             lo, hi = i * vps, min(self.n_views, (i + 1) * vps)
-            arrs = read_shard(self.folder / shard_name(i), self.H, self.W, hi - lo, lo)
+            arrs = read_shard(path, self.H, self.W, hi - lo, lo)
             poses[lo:hi], focals[lo:hi] = torch.from_numpy(arrs["poses"]), torch.from_numpy(arrs["focals"])
             colors[lo:hi] = torch.from_numpy(arrs["colors"])
         self.device = torch.device(device)

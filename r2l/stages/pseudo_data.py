@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from r2l.data.views import (
     AUTHORS_BYTES_PER_RAY,
     FORMAT_VERSION,
     META_NAME,
+    PART_NAME,
     PLAN_NAME,
     read_shard,
     shard_name,
@@ -72,19 +76,34 @@ def plan_pseudo_views(
 def render_view(teacher, c2w: np.ndarray, focal: float, H: int, W: int, ndc: bool, ndc_near: float, chunk: int | None) -> torch.Tensor:
     """Render one view with a ray renderer: uint8 colours ``(H*W, 3)``.
 
-    c2w: (4, 4). Rays come from :func:`r2l.geometry.rays.get_rays` at this view's own ``(H, W, focal)`` (and NDC at
-    this size when ``ndc``). chunk: rays per ``render_rays`` call (None: the whole view in one call).
+    c2w: (4, 4). See :func:`render_views` (this is one view of it).
     """
-    rays_o, rays_d = get_rays(torch.as_tensor(c2w, dtype=torch.float32), H, W, focal)
+    return render_views(teacher, np.asarray(c2w)[None], np.asarray([focal], dtype=np.float32), H, W, ndc, ndc_near,
+                        chunk)[0]
+
+
+def render_views(teacher, c2w: np.ndarray, focals: np.ndarray, H: int, W: int, ndc: bool, ndc_near: float,
+                 chunk: int | None) -> torch.Tensor:
+    """Render several views in one pass of a ray renderer: uint8 colours ``(n_views, H*W, 3)`` on the CPU.
+
+    c2w: (n_views, 4, 4). focals: (n_views,). Rays come from :func:`r2l.geometry.rays.get_rays` at each view's
+    own ``(H, W, focal)`` (and NDC at this size when ``ndc``), built on the teacher's device (``teacher.device``
+    when it has one). chunk: rays per ``render_rays`` call (None: one view a call).
+    """
+    device = torch.device(getattr(teacher, "device", "cpu"))
+    rays = [get_rays(torch.as_tensor(pose, dtype=torch.float32, device=device), H, W, float(f))
+            for pose, f in zip(c2w, focals)]
     if ndc:
-        rays_o, rays_d = ndc_rays(H, W, focal, ndc_near, rays_o, rays_d)
+        rays = [ndc_rays(H, W, float(f), ndc_near, o, d) for (o, d), f in zip(rays, focals)]
+    rays_o, rays_d = torch.cat([o for o, _ in rays]), torch.cat([d for _, d in rays])
+    n = len(focals) * H * W
     with torch.no_grad():
         rgb = chunked(lambda o, d: teacher.render_rays(o, d).cpu(), rays_o, rays_d, chunk or H * W)
-    if rgb.shape != (H * W, 3):
-        raise R2LError(f"the teacher returned colours of shape {tuple(rgb.shape)} for {H * W} rays")
+    if rgb.shape != (n, 3):
+        raise R2LError(f"the teacher returned colours of shape {tuple(rgb.shape)} for {n} rays")
     if not torch.isfinite(rgb).all():
         raise R2LError("the teacher returned non-finite colours; check the teacher checkpoint")
-    return _to_uint8(rgb)
+    return _to_uint8(rgb).reshape(len(focals), H * W, 3)
 
 
 def _teacher_id(teacher, teacher_path) -> str:
@@ -112,14 +131,14 @@ def _reset_if_replanned(out_dir: Path, plan: dict) -> None:
     atomic_write_json(path, plan)
 
 
-def _tidy(out_dir: Path, n_shards: int) -> None:
-    """Remove leftover temp files of killed runs and shards beyond ``n_shards``."""
-    for f in out_dir.glob(".shard_*.tmp"):
+def _tidy(out_dir: Path, keep: range) -> None:
+    """Remove leftover temp files of killed runs and shards outside ``keep`` (the shard indices this folder holds)."""
+    for f in out_dir.glob(".shard_*.tmp*"):
         f.unlink(missing_ok=True)
     for f in out_dir.glob("shard_*.npz"):
         stem = f.stem.removeprefix("shard_")
-        if not stem.isdigit() or int(stem) >= n_shards:
-            log.info("removing %s (beyond the %d shards of this store)", f, n_shards)
+        if not stem.isdigit() or int(stem) not in keep:
+            log.info("removing %s (not one of shards %d-%d of this folder)", f, keep.start, keep.stop - 1)
             f.unlink()
 
 
@@ -138,13 +157,46 @@ def _shard_done(path: Path, H: int, W: int, first: int, poses: np.ndarray, focal
     return False
 
 
-def store_stats(out_dir: Path, n_shards: int, n_views: int, H: int, W: int) -> dict:
+def store_stats(shard_files: list[Path], n_views: int, H: int, W: int) -> dict:
     """Sizes on disk of a store's shards against the authors' 36 bytes per ray."""
-    total = sum((out_dir / shard_name(i)).stat().st_size for i in range(n_shards))
+    total = sum(Path(f).stat().st_size for f in shard_files)
     authors = H * W * AUTHORS_BYTES_PER_RAY
     per_view = total / max(n_views, 1)
     return {"bytes_total": total, "bytes_per_view": per_view, "authors_bytes_per_view": authors,
             "ratio": per_view / authors, "n_views": n_views}
+
+
+def part_shards(n_shards: int, part: int, parts: int) -> range:
+    """The shard indices job ``part`` of ``parts`` renders: a contiguous run, the runs' lengths differ by at most 1."""
+    if not 0 <= part < parts:
+        raise R2LError(f"pseudo-data part {part} does not exist: there are {parts} (0 to {parts - 1})")
+    return range(part * n_shards // parts, (part + 1) * n_shards // parts)
+
+
+def _render_shards(teacher, out_dir: Path, todo: list[int], spans: list[tuple[int, int]], poses: np.ndarray,
+                   focals: np.ndarray, H: int, W: int, scene: Scene, chunk: int | None, bar) -> None:
+    """Render the shards ``todo`` (spans: each shard's ``[lo, hi)`` views) into ``out_dir``.
+
+    Views go to the teacher ``chunk // (H*W)`` at a time (at least one); each shard is written by a background
+    thread while the next one renders (a failure of either stops the loop; a shard is only ever whole).
+    """
+    per_call = max(1, (chunk or 0) // (H * W))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        pending = None
+        for i in todo:
+            lo, hi = spans[i]
+            colors = []
+            for v in range(lo, hi, per_call):
+                end = min(hi, v + per_call)
+                colors.append(render_views(teacher, poses[v:end], focals[v:end], H, W, scene.ndc, scene.ndc_near,
+                                           chunk).numpy())
+                bar.update(end - v)
+            if pending is not None:
+                pending.result()  # re-raises the writer's error
+            pending = writer.submit(write_shard, out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi],
+                                    np.concatenate(colors), H, W)
+        if pending is not None:
+            pending.result()
 
 
 def generate_pseudo_data(
@@ -160,23 +212,29 @@ def generate_pseudo_data(
     chunk: int | None = None,
     teacher_path: str | Path | None = None,
     llff_enlarge: float = 1.1,
+    part: tuple[int, int] | None = None,
 ) -> dict:
     """Render ``n_views`` random views with ``teacher`` (a ray renderer) into the view store ``out_dir``.
 
     Cameras: :func:`plan_pseudo_views` (Blender: radius 4 for format "blender", else the training cameras'
     mean radius, focal scaled by ``focal_scale``; LLFF: :func:`r2l.geometry.poses.sample_llff_poses`). H, W default
     to the scene's. Resumable: valid shards of the same plan are kept, only missing ones are rendered.
-    chunk: rays per teacher call (None: one view). teacher_path: recorded in meta.json; its hash
-    fingerprints the teacher so a new teacher never reuses old shards.
+    chunk: rays per teacher call (None: one view; a chunk of several views' rays renders that many views a call).
+    teacher_path: recorded in meta.json; its hash fingerprints the teacher so a new teacher never reuses old shards.
     llff_enlarge: LLFF pose boxes (centres and viewing axes) are enlarged this much (the authors: 1.1).
-    Returns stats ``{bytes_total, bytes_per_view, authors_bytes_per_view, ratio, n_views, seconds, views_rendered}``.
+    part: ``(k, K)`` renders only job k's share of the shards (:func:`part_shards`) into ``out_dir`` and writes
+    ``part.json`` there instead of ``meta.json``; :func:`gather_pseudo_data` then makes one store of the K
+    folders. Shard i holds the same bytes whichever job renders it.
+    Returns stats ``{bytes_total, bytes_per_view, authors_bytes_per_view, ratio, n_views, seconds, views_rendered}``
+    (of this folder's shards).
     """
     H, W = H or scene.H, W or scene.W
     if n_views < 1 or views_per_shard < 1:
         raise R2LError(f"n_views ({n_views}) and views_per_shard ({views_per_shard}) must be positive")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META_NAME).unlink(missing_ok=True)  # the store is incomplete until meta.json comes back
+    done_name = META_NAME if part is None else PART_NAME
+    (out_dir / done_name).unlink(missing_ok=True)  # the folder is incomplete until this file comes back
     scene.check_identity(getattr(teacher, "info", None), teacher_path or "the teacher")
     poses, focals, info = plan_pseudo_views(scene, n_views, W, seed, focal_scale, llff_enlarge)
     plan = {"format_version": FORMAT_VERSION, "teacher": _teacher_id(teacher, teacher_path), "H": H, "W": W,
@@ -184,29 +242,95 @@ def generate_pseudo_data(
             "ndc_near": scene.ndc_near, "precision": getattr(teacher, "precision", None), **info}
     _reset_if_replanned(out_dir, plan)
     n_shards = math.ceil(n_views / views_per_shard)
-    _tidy(out_dir, n_shards)
+    mine = range(n_shards) if part is None else part_shards(n_shards, *part)
+    _tidy(out_dir, mine)
     spans = [(i * views_per_shard, min(n_views, (i + 1) * views_per_shard)) for i in range(n_shards)]
-    todo = [i for i, (lo, hi) in enumerate(spans)
-            if not _shard_done(out_dir / shard_name(i), H, W, lo, poses[lo:hi], focals[lo:hi])]
+    todo = [i for i in mine if not _shard_done(out_dir / shard_name(i), H, W, spans[i][0], poses[slice(*spans[i])],
+                                               focals[slice(*spans[i])])]
+    n_mine = sum(spans[i][1] - spans[i][0] for i in mine)
     n_todo = sum(spans[i][1] - spans[i][0] for i in todo)
-    log.info("pseudo-data %s: %d of %d views to render (%d shards kept)", out_dir, n_todo, n_views, n_shards - len(todo))
+    log.info("pseudo-data %s: %d of %d views to render (shards %d-%d, %d kept)", out_dir, n_todo, n_mine,
+             mine.start, mine.stop - 1, len(mine) - len(todo))
     start = time.time()
-    with progress(total=n_views, initial=n_views - n_todo, desc="pseudo-data") as bar:
+    with progress(total=n_mine, initial=n_mine - n_todo, desc="pseudo-data") as bar:
         bar.unit = "view"
-        for i in todo:
-            lo, hi = spans[i]
-            colors = []
-            for v in range(lo, hi):
-                colors.append(render_view(teacher, poses[v], float(focals[v]), H, W, scene.ndc, scene.ndc_near, chunk).numpy())
-                bar.update(1)
-            write_shard(out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi], np.stack(colors), H, W)
-    stats = {**store_stats(out_dir, n_shards, n_views, H, W), "seconds": time.time() - start, "views_rendered": n_todo}
+        _render_shards(teacher, out_dir, todo, spans, poses, focals, H, W, scene, chunk, bar)
+    files = [out_dir / shard_name(i) for i in mine]
+    stats = {**store_stats(files, n_mine, H, W), "seconds": time.time() - start, "views_rendered": n_todo}
     meta = _base_meta(scene, H, W, n_views, views_per_shard, n_shards, "pseudo")
     meta.update({"teacher": None if teacher_path is None else str(teacher_path), "teacher_id": plan["teacher"],
                  "precision": plan["precision"],
                  "seed": seed, "focal": scene.focal * W / scene.W, **info, "stats": stats})
-    atomic_write_json(out_dir / META_NAME, meta)
+    if part is not None:
+        meta = {"part": part[0], "parts": part[1], "shards": list(mine), "plan": plan, "store": meta}
+    atomic_write_json(out_dir / done_name, meta)
     return stats
+
+
+def gather_pseudo_data(store_dir: str | Path, part_dirs: list[str | Path]) -> dict:
+    """Make one view store of the K part folders of :func:`generate_pseudo_data` (``part_dirs``, in order), without
+    copying: ``store_dir/meta.json`` lists the shard files (relative to ``store_dir``) and is written last.
+
+    Every part must be complete (its ``part.json``), of the same plan (teacher, seed, size, ...) and of the same K,
+    and together they must hold each shard once. Returns the store's stats (``seconds`` and ``views_rendered``
+    summed over the parts).
+    """
+    store_dir = Path(store_dir)
+    (store_dir / META_NAME).unlink(missing_ok=True)
+    parts = [_read_part(Path(d)) for d in part_dirs]
+    first = parts[0]
+    files: list[Path] = []
+    for k, (d, p) in enumerate(zip(part_dirs, parts)):
+        where = Path(d) / PART_NAME
+        if p["plan"] != first["plan"]:
+            raise DataError(where, f"was rendered with other settings or another teacher than {part_dirs[0]}: "
+                                   "run the pseudo-data jobs again")
+        if p["part"] != k or p["parts"] != len(parts):
+            raise DataError(where, f"is part {p['part']} of {p['parts']}, expected part {k} of {len(parts)}")
+        files += [Path(d) / shard_name(i) for i in p["shards"]]
+    meta = dict(first["store"])
+    if [f.name for f in files] != [shard_name(i) for i in range(meta["n_shards"])]:
+        raise DataError(store_dir, f"the {len(parts)} parts do not hold shards 0-{meta['n_shards'] - 1} once each")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(missing[0], "shard is missing although its part finished: run the pseudo-data jobs again")
+    stats = store_stats(files, meta["n_views"], meta["H"], meta["W"])
+    stats.update(seconds=sum(p["store"]["stats"]["seconds"] for p in parts),
+                 views_rendered=sum(p["store"]["stats"]["views_rendered"] for p in parts))
+    meta.update(stats=stats, parts=len(parts),
+                shard_files=[os.path.relpath(f, store_dir) for f in files])
+    atomic_write_json(store_dir / META_NAME, meta)
+    _remove_stale(store_dir, [Path(d) for d in part_dirs])
+    log.info("pseudo-data %s: %d views in %d shards from %d part(s)", store_dir, meta["n_views"], len(files), len(parts))
+    return stats
+
+
+def _remove_stale(store_dir: Path, part_dirs: list[Path]) -> None:
+    """Delete what the store no longer uses: part folders of an earlier number of jobs and the shards of a
+    store rendered before the data moved into part folders (they would only take disk space)."""
+    used = {d.resolve() for d in part_dirs}
+    for folder in sorted(store_dir.glob("part_*")):
+        if folder.is_dir() and folder.name.removeprefix("part_").isdigit() and folder.resolve() not in used:
+            log.warning("removing %s: a part of an earlier run with another number of jobs", folder)
+            shutil.rmtree(folder)
+    old = sorted(store_dir.glob("shard_*.npz")) + sorted(store_dir.glob(PLAN_NAME))
+    if old:
+        log.warning("removing %d file(s) of an older single-folder store from %s", len(old), store_dir)
+        for f in old:
+            f.unlink()
+
+
+def _read_part(folder: Path) -> dict:
+    """A finished part's ``part.json``; DataError naming it when absent or unreadable."""
+    path = folder / PART_NAME
+    try:
+        part = json.loads(path.read_text())
+        _ = part["part"], part["parts"], part["shards"], part["plan"], part["store"]["stats"]["seconds"]
+    except FileNotFoundError as err:
+        raise DataError(path, "missing: this pseudo-data part did not finish") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(path, f"unreadable ({type(err).__name__}: {err}); run the pseudo-data jobs again") from err
+    return part
 
 
 def _base_meta(scene: Scene, H: int, W: int, n_views: int, views_per_shard: int, n_shards: int, source: str) -> dict:
@@ -243,14 +367,14 @@ def convert_real_data(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_NAME).unlink(missing_ok=True)
     n_shards = math.ceil(n_views / views_per_shard)
-    _tidy(out_dir, n_shards)
+    _tidy(out_dir, range(n_shards))
     colors = np.clip(np.round(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
     colors = colors.reshape(n_views, scene.H * scene.W, 3)
     focals = np.full(n_views, scene.focal, dtype=np.float32)
     for i in range(n_shards):
         lo, hi = i * views_per_shard, min(n_views, (i + 1) * views_per_shard)
         write_shard(out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi], colors[lo:hi], scene.H, scene.W)
-    stats = store_stats(out_dir, n_shards, n_views, scene.H, scene.W)
+    stats = store_stats([out_dir / shard_name(i) for i in range(n_shards)], n_views, scene.H, scene.W)
     meta = _base_meta(scene, scene.H, scene.W, n_views, views_per_shard, n_shards, "real")
     in_train = split != "train" and bool(np.isin(scene.splits[split], scene.splits.get("train", [])).any())
     meta.update({"split": split, "teacher": None, "focal": scene.focal, "stats": stats,

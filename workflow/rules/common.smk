@@ -65,6 +65,24 @@ def settings(*stages):
     return for_scene
 
 
+def pseudo_parts(wildcards):
+    """The part markers the pseudo-data store of a scene is gathered from: one per job of ``pseudo_data.jobs``
+    (more jobs than shards is an error: some jobs would have nothing to render)."""
+    section = stage_section(config, "pseudo_data", wildcards.scene)
+    jobs = section["jobs"]
+    n_shards = -(-section["n_views"] // section["views_per_shard"])
+    if jobs > n_shards:
+        raise WorkflowError(
+            f"scene {wildcards.scene}: pseudo_data.jobs is {jobs} but its {section['n_views']} views make only "
+            f"{n_shards} shards of {section['views_per_shard']}: lower jobs or views_per_shard"
+        )
+    return expand(
+        "results/{scene}/pseudo_data/part_{part}/part.json",
+        scene=wildcards.scene,
+        part=range(jobs),
+    )
+
+
 def paper_scenes(wildcards):
     """Which of R2L's published scenes each run scene is (None: matched by name)."""
     return {

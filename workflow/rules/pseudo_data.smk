@@ -1,18 +1,22 @@
 # Stage 2: pseudo views rendered by the teacher from random poses, and the real views in the same
-# storage format. Only meta.json is declared: it is written last, so the shards of a killed run stay
-# in place and a rerun renders only what is missing.
+# storage format. The views are rendered by pseudo_data.jobs jobs (pseudo_data_part), each a contiguous
+# run of the shards in its own folder; each declares only its part.json, written last, so the shards of
+# a killed job stay in place and a rerun renders only what is missing. The pseudo_data rule then writes
+# the store's meta.json listing the parts' shards (nothing is copied).
 
 
-rule pseudo_data:
+rule pseudo_data_part:
     input:
         scene=scene_dir,
         teacher="results/{scene}/teacher/model.pt",
     output:
-        meta="results/{scene}/pseudo_data/meta.json",
+        part="results/{scene}/pseudo_data/part_{part}/part.json",
     log:
-        "logs/{scene}/pseudo_data.log",
+        "logs/{scene}/pseudo_data/part_{part}.log",
     benchmark:
-        "benchmarks/{scene}/pseudo_data.tsv"
+        "benchmarks/{scene}/pseudo_data.part_{part}.tsv"
+    wildcard_constraints:
+        part="[0-9]+",
     conda:
         "../envs/r2l.yaml"
     threads: job_threads("pseudo_data")
@@ -22,6 +26,23 @@ rule pseudo_data:
         settings=settings("pseudo_data"),
     script:
         "../scripts/pseudo_data.py"
+
+
+rule pseudo_data:
+    input:
+        parts=pseudo_parts,
+    output:
+        meta="results/{scene}/pseudo_data/meta.json",
+    log:
+        "logs/{scene}/pseudo_data.log",
+    localrule: True
+    conda:
+        "../envs/r2l.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    script:
+        "../scripts/gather_pseudo_data.py"
 
 
 rule real_data:

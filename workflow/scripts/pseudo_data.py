@@ -1,4 +1,4 @@
-"""Render random views with the teacher into a resumable view store (results/{scene}/pseudo_data)."""
+"""Render one job's share of the random views with the teacher into results/{scene}/pseudo_data/part_{k}."""
 
 import _checkout  # noqa: F401  (r2l from this checkout; first)
 from pathlib import Path
@@ -12,8 +12,8 @@ with stage(snakemake) as job:
     scene = job.scene()
     H, W = scene.size_at_width(cfg["resolution"])
     teacher = load_model(snakemake.input.teacher, device=cfg["device"], precision=cfg["precision"])
-    out_dir = job.lock(Path(snakemake.output.meta).parent)
+    out_dir = job.lock(Path(snakemake.output.part).parent)
     generate_pseudo_data(teacher, scene, out_dir, n_views=cfg["n_views"], H=H, W=W,
                          seed=cfg["seed"], views_per_shard=cfg["views_per_shard"],
                          focal_scale=cfg["focal_scale"], chunk=cfg["chunk"], teacher_path=snakemake.input.teacher,
-                         llff_enlarge=cfg["llff_enlarge"])
+                         llff_enlarge=cfg["llff_enlarge"], part=(int(snakemake.wildcards.part), cfg["jobs"]))
