@@ -42,7 +42,7 @@ def test_every_product_exists(run, scene):
         assert len(list((res / "renders" / model).glob("*.png"))) == (3 if scene == "builtin" else 2)
     for rule in ("train_teacher", "pseudo_data.part_0", "pseudo_data.part_1", "train_student", "finetune", "evaluate"):
         assert (run / "benchmarks" / scene / f"{rule}.tsv").is_file(), rule
-    for log in ("train_teacher", "pseudo_data/part_0", "pseudo_data/part_1", "pseudo_data", "train_student",
+    for log in ("train_teacher", "pseudo_data.part_0", "pseudo_data.part_1", "pseudo_data", "train_student",
                 "finetune", "evaluate", "curves"):
         assert (run / "logs" / scene / f"{log}.log").is_file(), log
     figure = iio.imread(res / "comparison.png")

@@ -12,7 +12,7 @@ rule pseudo_data_part:
     output:
         part="results/{scene}/pseudo_data/part_{part}/part.json",
     log:
-        "logs/{scene}/pseudo_data/part_{part}.log",
+        "logs/{scene}/pseudo_data.part_{part}.log",
     benchmark:
         "benchmarks/{scene}/pseudo_data.part_{part}.tsv"
     wildcard_constraints:
