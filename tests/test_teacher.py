@@ -18,6 +18,7 @@ from r2l.models.flops import nerf_closed_form_flops, nerf_macs_per_sample
 from r2l.models.nerf import NeRF, NeRFConfig, posenc
 from r2l.models.render import render_rays_nerf
 from r2l.models.teacher import TeacherConfig, load_teacher, teacher_config_from_dict
+from r2l.report.curves import read_history
 from r2l.stages.teacher import TrainRays, decay_lr, train_teacher
 
 TINY_NERF = {
@@ -254,6 +255,62 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene, tmp_path, monk
     cfg = tiny_cfg("nerf", steps=12, check_learned=False)  # 12 steps learn too little to pass that check
     train_teacher(scene, cfg, tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
     assert seen == [11, 12]
+
+
+def _logged_rows(kind: str, scene, folder: Path, log_every: int) -> dict:
+    """step -> (loss, train_psnr, lr) of the history.csv of a 12-step tiny run logged every ``log_every`` steps."""
+    cfg = tiny_cfg(kind, steps=12, log_every=log_every, ckpt_every=100, check_learned=False)
+    train_teacher(scene, cfg, folder / "model.pt", folder / "resume", history_path=folder / "history.csv")
+    frame = read_history(folder / "history.csv").dropna(subset=["loss"])
+    return {int(r.step): (r.loss, r.train_psnr, r.lr) for r in frame.itertuples()}
+
+
+@pytest.mark.parametrize("kind", ["nerf", "grid"])
+def test_losses_read_only_at_log_steps_are_the_same_numbers(kind, scene, tmp_path):
+    """The loop keeps the loss on the device between log steps; what it logs equals a run that reads every step,
+    and the losses of steps taken one by one with train_step (which reads each)."""
+    every = _logged_rows(kind, scene, tmp_path / "every", 1)
+    third = _logged_rows(kind, scene, tmp_path / "third", 3)
+    assert sorted(every) == list(range(1, 13)) and sorted(third) == [1, 4, 7, 10, 12]  # steps done; the last too
+    for step, row in third.items():
+        assert row == every[step], step  # exactly: the same numbers, read later
+    cfg = teacher_mod.resolve_for_scene(tiny_cfg(kind, steps=12), scene)
+    info, dev = teacher_mod.scene_info(scene), torch.device("cpu")
+    gen = teacher_mod.seed_everything(cfg.seed)  # as train_teacher seeds its model and draws
+    rngs = (gen, torch.Generator(device=dev).manual_seed(cfg.seed + 1))
+    model = teacher_mod.build_model(cfg, info)
+    optimizer = teacher_mod.make_optimizer(model, cfg, dev)
+    rays = TrainRays(scene, dev)
+    for step in range(4):  # the grid resamples first at step 15: no optimizer rebuild within these
+        loss, mse = teacher_mod.train_step(model, optimizer, cfg, info, rays, rngs, step, False, dev, tmp_path)
+        if kind == "grid":
+            model["field"].update_occupancy(step)  # as the loop does (nothing to do before step 10)
+        assert (loss, psnr_from_mse(mse)) == pytest.approx(every[step + 1][:2], rel=1e-6)
+
+
+@pytest.mark.parametrize("nan_from, error", [(12, "loss became nan at step 15"),
+                                             (7, "weights .* became non-finite at step 10")])
+def test_nan_between_log_steps_stops_at_the_next_log_step_or_checkpoint(nan_from, error, scene, tmp_path,
+                                                                        monkeypatch):
+    """log_every 5, ckpt_every 10: a loss poisoned from step 12 is seen at log step 15; one poisoned from step 7
+    (not a log step) has made the weights NaN by the checkpoint at step 10, which refuses them."""
+    real_loss, calls = teacher_mod.teacher_loss, []
+
+    def poisoned(model, cfg, out, target):
+        loss, mse = real_loss(model, cfg, out, target)
+        calls.append(1)
+        return (loss * float("nan"), mse) if len(calls) > nan_from else (loss, mse)
+
+    monkeypatch.setattr(teacher_mod, "teacher_loss", poisoned)
+    resume = tmp_path / "resume"
+    with pytest.raises(R2LError, match=error):
+        train_teacher(scene, tiny_cfg("nerf", steps=30), tmp_path / "model.pt", resume)
+    assert not (tmp_path / "model.pt").exists()
+    ckpt = load_latest_checkpoint(resume)
+    if nan_from > 10:
+        assert ckpt["step"] == 10 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    else:
+        assert ckpt is None  # no checkpoint was written before the weights went bad
 
 
 def test_load_teacher_errors(tmp_path):

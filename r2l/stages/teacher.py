@@ -7,7 +7,9 @@
 ``lr * 0.1 ** (step / lr_decay_steps)``. It validates every ``val_every`` steps, checkpoints every
 ``ckpt_every`` steps into ``resume_dir`` and resumes from there on restart (weights, optimizer,
 step, RNG states, elapsed time and the histories), and stops with an :class:`R2LError` on a non-finite
-loss, keeping the last good checkpoint. The result is written atomically to ``out_path``; the full
+loss, keeping the last good checkpoint. The loss stays on the device between ``log_every`` steps (no host
+synchronisation in the loop's steps): it is read and checked at those steps, and a checkpoint refuses
+non-finite weights, so a non-finite loss stops training at the next log step or checkpoint, whichever is first. The result is written atomically to ``out_path``; the full
 training history (step, loss, train PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) goes to
 ``history_path`` at every checkpoint and at the end when one is given.
 
@@ -271,13 +273,13 @@ def train_teacher(
     cfg: TeacherConfig,
     out_path: str | Path,
     resume_dir: str | Path,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
     history_path: str | Path | None = None,
 ) -> dict:
     """Train a teacher on ``scene``'s train split; write ``out_path``; return its metrics.
 
     Resumes from the newest checkpoint in ``resume_dir``. ``on_step(step, loss)`` (optional) is called
-    after every finished step (tests use it to simulate a kill). ``history_path``: where the training
+    after every finished step with the step's loss tensor, unread (tests use it to simulate a kill). ``history_path``: where the training
     history CSV goes (none written without it).
     """
     cfg = resolve_for_scene(cfg, scene)
@@ -298,13 +300,16 @@ def train_teacher(
     val_seconds = 0.0
     while loop["step"] < cfg.steps:
         step = loop["step"]
-        loss, mse = train_step(model, optimizer, cfg, info, rays, rngs, step, scene.ndc, device, resume_dir)
+        loss, mse = take_step(model, optimizer, cfg, info, rays, rngs, step, scene.ndc, device)
         lr = optimizer.param_groups[0]["lr"]  # before a grid resample rebuilds the optimizer
         if cfg.kind == "grid" and model["field"].update_occupancy(step):
             optimizer = make_optimizer(model, cfg, device)  # the grids were resampled to a new shape
         loop["step"] = step + 1
         loop["train_seconds"] = time.perf_counter() - start - val_seconds
-        record(loop, bar, cfg, step, loss, mse, lr)
+        if step % cfg.log_every == 0 or loop["step"] == cfg.steps:  # the loss is read (a host sync) only here
+            check_finite(loss, step, resume_dir)
+            record(loop, bar, cfg, step, float(loss), float(mse), lr)
+        bar.update(1)
         if cfg.val_every > 0 and loop["step"] % cfg.val_every == 0 and loop["step"] < cfg.steps:
             t0 = time.perf_counter()
             record_validation(loop, validate_and_check(model, cfg, info, scene, rays, device, loop["step"]))
@@ -317,8 +322,12 @@ def train_teacher(
     return finish(model, cfg, info, scene, rays, device, loop, out_path, history_path)
 
 
-def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device, resume_dir):
-    """One optimisation step; returns ``(loss, mse)`` as floats. Raises R2LError on a non-finite loss."""
+def take_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device):
+    """One optimisation step; returns ``(loss, mse)``: detached 0-dim float32 tensors on ``device``, not read.
+
+    Nothing here waits for the device: the loop reads (and checks) the loss every ``log_every`` steps only, and
+    a checkpoint refuses non-finite weights, so a non-finite loss stops training at the next of those.
+    """
     batch_gen, render_gen = rngs
     decay_lr(optimizer, cfg, step)
     crop = cfg.precrop_frac if (step < cfg.precrop_steps and not ndc) else 1.0
@@ -326,11 +335,20 @@ def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs
     with computing_in(device, cfg.precision):
         out = render(model, cfg, info, rays_o, rays_d, train=True, generator=render_gen)
     loss, mse = teacher_loss(model, cfg, out, target)
-    check_finite(loss.detach(), step, resume_dir)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach()), float(mse.detach())
+    return loss.detach(), mse.detach()
+
+
+def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device, resume_dir):
+    """:func:`take_step`, then read its ``(loss, mse)`` as floats (a host sync); R2LError on a non-finite loss.
+
+    For callers that want every step's numbers (tests); the loop itself uses :func:`take_step`.
+    """
+    loss, mse = take_step(model, optimizer, cfg, info, rays, rngs, step, ndc, device)
+    check_finite(loss, step, resume_dir)
+    return float(loss), float(mse)
 
 
 def log_sampling(cfg: TeacherConfig, info: dict, rays: TrainRays) -> None:
@@ -345,19 +363,17 @@ def log_sampling(cfg: TeacherConfig, info: dict, rays: TrainRays) -> None:
 
 
 def record(loop: dict, bar, cfg: TeacherConfig, step: int, loss: float, mse: float, lr: float) -> None:
-    """Append to the histories every ``log_every`` steps (and the last); update the progress bar.
+    """Append to the histories and set the progress bar's numbers; called every ``log_every`` steps (and the
+    last), the only steps at which the loop reads the loss from the device.
 
     step: the 0-based index of the step just taken (``loop["step"]`` is already ``step + 1``). model.pt's
     ``history`` keeps ``[step, loss, train PSNR]``; the CSV's row is at ``step + 1`` (steps done) with lr
     and the training seconds so far.
     """
-    if step % cfg.log_every == 0 or loop["step"] == cfg.steps:
-        loop["history"].append([step, loss, psnr_from_mse(mse)])
-        record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(mse), lr=lr,
-                   seconds=loop["train_seconds"])
-    if step % 10 == 0:
-        bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", refresh=False)
-    bar.update(1)
+    loop["history"].append([step, loss, psnr_from_mse(mse)])
+    record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(mse), lr=lr,
+               seconds=loop["train_seconds"])
+    bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", refresh=False)
 
 
 def record_validation(loop: dict, val: dict | None) -> None:
