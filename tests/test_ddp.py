@@ -1,9 +1,11 @@
 """Student training in several processes (DistributedDataParallel, gloo on the CPU) against one process.
 
-With the hard-example pool not yet full, two processes that each train on half of the same global batch compute
-the one-process gradient, so the loss history and the weights match a one-process run up to float rounding (the
-gradient is summed in another order): rtol 1e-5 on the losses, 1e-5 on the weights. Once the pools are full they
-hand out different rays (each process has its own), so that run is only checked to finish with finite losses.
+With the hard-example pool not yet full, two processes that each train on their share of the same global batch
+(equal shares, or 64 + 63 rays) compute the one-process gradient, so the loss history and the weights match a
+one-process run up to float rounding (the gradient is summed in another order): rtol 1e-5 on the losses, 1e-5 on
+the weights. Once the pools are full they hand out other rays than one process's pool (each process picks the
+hardest of its own share), so a run with hard mining matches one process only until the pools fill, at the same
+step; after that it is checked to finish with finite losses.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from r2l.data.scene import Scene
 from r2l.models.r2lnet import R2LNetConfig
 from r2l.stages.distributed import JOB_FILE, read_job, run_training, write_job
 from r2l.stages.pseudo_data import generate_pseudo_data
-from r2l.stages.student import DistillConfig, check_shares, train_student
+from r2l.stages.student import DistillConfig, check_shares, pool_share, share, train_student
 
 RES = 16
 STEPS = 20
 RTOL = 1e-5  # losses and weights of two processes against one
 TIMEOUT = 120  # seconds a multi-process run may take before the test fails instead of hanging
+UNEVEN = dict(batch_rays=127)  # 64 + 63 fresh rays, 13 + 12 hard ones
+HARD = dict(steps=10, batch_rays=127, hard_ratio=0.45, hard_mul=2)  # 57 hard rays (29 + 28): pools full after 5 steps
 
 
 def _cfg(**kw) -> DistillConfig:
@@ -55,18 +59,25 @@ def store(tmp_path_factory) -> Path:
     return root / "pseudo"
 
 
+def _one_process(store: Path, root: Path, **kw) -> dict:
+    """The reference: the run in this process; returns the student file's contents."""
+    train_student([store], _cfg(**kw), root / "model.pt", root / "resume")
+    return load_checkpoint(root / "model.pt")
+
+
 @pytest.fixture(scope="module")
 def one_process(store, tmp_path_factory) -> dict:
-    """The reference: STEPS steps in this process."""
-    root = tmp_path_factory.mktemp("one")
-    train_student([store], _cfg(), root / "model.pt", root / "resume")
-    return load_checkpoint(root / "model.pt")
+    """STEPS steps of 128 fresh rays in this process."""
+    return _one_process(store, tmp_path_factory.mktemp("one"))
+
+
+def _losses(student_file: dict) -> np.ndarray:
+    return np.array([row[1] for row in student_file["metrics"]["loss_history"]])
 
 
 def _compare(got: dict, want: dict) -> tuple[float, float]:
     """Assert two student files' loss histories and weights agree to RTOL; returns the largest differences."""
-    losses = np.array([row[1] for row in got["metrics"]["loss_history"]])
-    ref = np.array([row[1] for row in want["metrics"]["loss_history"]])
+    losses, ref = _losses(got), _losses(want)
     assert losses.shape == ref.shape == (STEPS,)
     np.testing.assert_allclose(losses, ref, rtol=RTOL)
     for name, w in want["weights"].items():
@@ -113,11 +124,10 @@ def _worker(rank: int, port: int, store: Path, root: Path) -> None:
                             timeout=datetime.timedelta(seconds=TIMEOUT))
     if rank == 1:
         student.atomic_torch_save = student.save_checkpoint = student.write_history = _refuse
-    train_student([store], _cfg(), root / "full.pt", root / "resume_full")
-    assert not train_student([store], _cfg(), root / "resumed.pt", root / "resume", max_steps=10)["finished"]
-    train_student([store], _cfg(), root / "resumed.pt", root / "resume")
-    hard = _cfg(steps=10, hard_ratio=0.5, hard_mul=2)  # pools full after 4 steps: 32 pool rays a process per step
-    train_student([store], hard, root / "hard.pt", root / "resume_hard")
+    train_student([store], _cfg(**UNEVEN), root / "full.pt", root / "resume_full")
+    assert not train_student([store], _cfg(**UNEVEN), root / "resumed.pt", root / "resume", max_steps=10)["finished"]
+    train_student([store], _cfg(**UNEVEN), root / "resumed.pt", root / "resume")
+    train_student([store], _cfg(**HARD), root / "hard.pt", root / "resume_hard")
     dist.destroy_process_group()
 
 
@@ -127,9 +137,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_spawned_resume_hard_mining_and_writes(store, one_process, tmp_path):
-    """Two spawned processes: resuming reproduces the uninterrupted run exactly; hard mining runs; only process 0
-    writes."""
+def test_spawned_uneven_resume_hard_mining_and_writes(store, tmp_path, capsys):
+    """Two spawned processes: uneven shares match one process; resuming reproduces the uninterrupted run exactly;
+    hard mining runs and matches one process until the pools are full; only process 0 writes."""
     ctx = mp.start_processes(_worker, args=(_free_port(), store, tmp_path), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT
     while not ctx.join(timeout=5):
@@ -138,19 +148,30 @@ def test_spawned_resume_hard_mining_and_writes(store, one_process, tmp_path):
                 p.kill()
             pytest.fail(f"two spawned training processes still running after {TIMEOUT} s")
     full, resumed = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "resumed.pt")
-    _compare(full, one_process)
+    loss_rel, weight_diff = _compare(full, _one_process(store, tmp_path / "one", **UNEVEN))
+    with capsys.disabled():
+        print(f"\n2 processes (64 + 63 rays) vs 1: largest relative loss difference {loss_rel:.2e}, largest weight "
+              f"difference {weight_diff:.2e}")
     for name, w in full["weights"].items():
         assert torch.equal(resumed["weights"][name], w), name
     assert [r[1] for r in resumed["metrics"]["loss_history"]] == [r[1] for r in full["metrics"]["loss_history"]]
-    hard = load_checkpoint(tmp_path / "hard.pt")
-    assert hard["metrics"]["final_step"] == 10 and hard["metrics"]["rays_per_step"] == 128 + 64
-    assert all(math.isfinite(r[1]) for r in hard["metrics"]["loss_history"])
+    hard, hard_one = load_checkpoint(tmp_path / "hard.pt"), _one_process(store, tmp_path / "one_hard", **HARD)
+    assert hard["metrics"]["final_step"] == 10 and np.isfinite(_losses(hard)).all()
+    np.testing.assert_allclose(_losses(hard)[:5], _losses(hard_one)[:5], rtol=RTOL)  # the pools are not full yet
+    assert not np.allclose(_losses(hard)[5:], _losses(hard_one)[5:], rtol=RTOL)  # other pool rays from step 5
 
 
-def test_shares_must_divide():
+def test_shares():
+    assert [share(127, r, 2) for r in range(2)] == [slice(0, 64), slice(64, 127)]
+    assert [share(10, r, 4) for r in range(4)] == [slice(0, 3), slice(3, 6), slice(6, 8), slice(8, 10)]
+    cfg = _cfg(**HARD)  # hard_mul * batch_rays / n_hard = 254 / 57: one pool fills in 5 steps, and so do both
+    assert pool_share(cfg, 0, 1) == (254, 57)
+    assert pool_share(cfg, 0, 2) == (130, 29) and pool_share(cfg, 1, 2) == (125, 28)
+    paper = DistillConfig()
+    assert [pool_share(paper, r, 8) for r in range(8)] == [(204_800, 2048)] * 8  # hard_mul * batch_rays / 8
     check_shares(_cfg(), 2)
-    with pytest.raises(R2LError, match=r"batch_rays 100 .*20 .*3 training processes.*batch_rays: 90"):
-        check_shares(_cfg(batch_rays=100), 3)
+    with pytest.raises(R2LError, match=r"batch_rays 4 and its 1 hard rays .*too few to share among 3"):
+        check_shares(_cfg(batch_rays=4, hard_ratio=0.25), 3)
 
 
 def test_job_file_round_trip(tmp_path):

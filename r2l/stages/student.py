@@ -29,9 +29,10 @@ Several processes (one per GPU, launched by :mod:`r2l.stages.distributed`): when
 initialised with more than one process, the same loop runs in each and the model is wrapped in
 DistributedDataParallel for the training step. The global batch and the learning-rate schedule stay those of
 one process: every process draws the same global fresh batch and the same point jitter from identically seeded
-generators and trains on its equal share of the rows (``batch_rays`` and ``n_hard`` must divide by the number
-of processes), so DDP's average of the processes' gradients is the one-process gradient while the hard pool is
-inactive. Each process keeps its own hard pool (see :class:`HardPool`). Every process validates (with the
+generators and trains on its share of the rows (:func:`share`: equal, the remainder to the first processes),
+its loss weighted by its share of the global batch, so DDP's average of the processes' gradients is the
+one-process gradient while the hard pool is inactive. Each process keeps its own hard pool
+(:class:`HardPool`, :func:`pool_share`). Every process validates (with the
 unwrapped model; the weights are the same everywhere, so are the PSNRs), only process 0 writes checkpoints,
 the history CSV and the student file, and on a restart every process resumes from the same newest checkpoint.
 The recorded loss is the mean over the processes (one all-reduce every ``log_every`` steps).
@@ -169,9 +170,10 @@ class HardPool:
     and remembers those slots; the following :meth:`add` overwrites exactly those slots with the step's
     newest hardest rays. The pool draws from its own generator on ``device`` (not checkpointed).
 
-    With several training processes each has its own pool, fed with its own share of the fresh rays and holding
-    its share of the capacity: ``hard_mul * batch_rays / world`` rays, ``n_hard / world`` drawn per step, so the
-    processes' pools together hold and hand out what one process's pool would (from different rays).
+    With several training processes each has its own pool, fed with its own share of the fresh rays, handing out
+    its share of the ``n_hard`` rays a step and holding its share of the capacity (``hard_mul * batch_rays /
+    world`` rays when the shares are equal; :func:`pool_share`), so the pools together hold and hand out what one
+    process's pool would (other rays: each picks the hardest of its own share) and all fill at the same step.
     """
 
     def __init__(self, capacity: int, n_hard: int, device: torch.device | str = "cpu", seed: int = 0):
@@ -410,15 +412,28 @@ def process_group() -> tuple[int, int]:
     return 0, 1
 
 
+def share(n: int, rank: int, world: int) -> slice:
+    """The rows of ``n`` that process ``rank`` of ``world`` takes: ``n // world``, one more for the first
+    ``n % world`` processes."""
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (rank < extra))
+
+
+def pool_share(cfg: DistillConfig, rank: int, world: int) -> tuple[int, int]:
+    """``(capacity, n_hard)`` of process ``rank``'s hard pool: its share ``h`` of the ``n_hard`` pool rays a step and
+    ``ceil(hard_mul * batch_rays * h / n_hard)`` slots, so that every pool fills after ``ceil(hard_mul *
+    batch_rays / n_hard)`` steps, as one process's pool does (whose capacity is ``hard_mul * batch_rays``)."""
+    rows = share(cfg.n_hard, rank, world)
+    h = rows.stop - rows.start
+    return (-(-cfg.hard_mul * cfg.batch_rays * h // cfg.n_hard) if h else 0), h
+
+
 def check_shares(cfg: DistillConfig, world: int) -> None:
-    """R2LError unless ``world`` processes can take equal shares of the fresh and the hard rays of a step."""
-    if cfg.batch_rays % world == 0 and cfg.n_hard % world == 0:
-        return
-    fits = [b for b in range(cfg.batch_rays - cfg.batch_rays % world, 0, -world)
-            if int(round(cfg.hard_ratio * b)) % world == 0]
-    hint = f"; e.g. batch_rays: {fits[0]}" if fits else ""
-    raise R2LError(f"student batch_rays {cfg.batch_rays} and its hard rays ({cfg.n_hard} = hard_ratio "
-                   f"{cfg.hard_ratio} x batch_rays) must both divide by the {world} training processes (GPUs){hint}")
+    """R2LError unless each of ``world`` processes gets fresh rays and, when there are any, hard rays."""
+    if cfg.batch_rays < world or 0 < cfg.n_hard < world:
+        raise R2LError(f"student batch_rays {cfg.batch_rays} and its {cfg.n_hard} hard rays (hard_ratio "
+                       f"{cfg.hard_ratio}) are too few to share among {world} training processes (GPUs)")
 
 
 def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: DistillConfig, device, gen,
@@ -427,23 +442,26 @@ def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: Distill
 
     batch: the GLOBAL fresh ``(rays_o, rays_d, rgb)`` each (batch_rays, 3) on ``device``, the same in every
     process. gen: the point-jitter generator, drawn for the global batch (fresh rays, then ``n_hard`` pool rays
-    once the pools are full) as one process would. Process ``rank`` of ``world`` trains on its rows of both
-    parts: its 1/world share of the fresh rays and the ``n_hard / world`` rays of its own pool. model: the
-    network, or its DistributedDataParallel wrapper, which averages the equal shares' gradients.
+    once the pools are full) as one process would. Process ``rank`` of ``world`` trains on its :func:`share` of
+    both parts (its pool's rays standing for its share of the pool rays), its mean loss weighted by its share
+    of the global batch. model: the network, or its DistributedDataParallel wrapper, which averages the
+    processes' gradients: the gradient of the global batch's mean loss.
     """
-    n_fresh = batch[0].shape[0] // world
-    mine = slice(rank * n_fresh, (rank + 1) * n_fresh)
-    rays_o, rays_d, rgb = (x[mine] for x in batch)
-    hard = pool.draw()
-    n_hard = 0 if hard is None else hard[0].shape[0]
-    t = stratified_t(geom["near"], geom["far"], (n_fresh + n_hard) * world, cfg.network.n_points, True, gen, device)
-    t = torch.cat([t[mine], t[n_fresh * world + rank * n_hard:][:n_hard]], dim=0)
+    n_batch = batch[0].shape[0]
+    fresh = share(n_batch, rank, world)
+    rays_o, rays_d, rgb = (x[fresh] for x in batch)
+    n_fresh = rays_o.shape[0]
+    hard = pool.draw()  # every pool fills at the same step (pool_share)
+    n_global = n_batch + (0 if hard is None else cfg.n_hard)
+    t = stratified_t(geom["near"], geom["far"], n_global, cfg.network.n_points, True, gen, device)
+    hard_rows = share(n_global - n_batch, rank, world)
+    t = torch.cat([t[fresh], t[n_batch + hard_rows.start:n_batch + hard_rows.stop]], dim=0)
     if hard is not None:
         rays_o, rays_d, rgb = (torch.cat([a, b], dim=0) for a, b in zip((rays_o, rays_d, rgb), hard))
     with computing_in(device, cfg.precision):
         pred = model(rays_o, rays_d, geom["near"], geom["far"], train=True, t=t)
     per_ray = (pred.float() - rgb).square().mean(dim=-1)
-    loss = per_ray.mean()
+    loss = per_ray.mean() * (per_ray.shape[0] * world / n_global)  # exactly the mean with equal shares
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -452,7 +470,8 @@ def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: Distill
 
 
 def _global_mean(loss: torch.Tensor, world: int) -> torch.Tensor:
-    """The mean of a scalar ``loss`` over the training processes (itself in one process)."""
+    """The global batch's mean loss: the mean of the processes' weighted losses (:func:`train_step`; itself in one
+    process)."""
     if world == 1:
         return loss
     total = loss.clone()
@@ -538,8 +557,7 @@ def train_student(
     end_step = loop["base_step"] + (cfg.steps if n_steps is None else int(n_steps))
     stop = end_step if max_steps is None else min(end_step, int(max_steps))
     val_fn, val_source = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
-    pool = HardPool(cfg.hard_mul * cfg.batch_rays // world, cfg.n_hard // world, device,
-                    seed=(cfg.seed + 2 + loop["step"]) * world + rank)  # this process's share of the pool
+    pool = HardPool(*pool_share(cfg, rank, world), device, seed=(cfg.seed + 2 + loop["step"]) * world + rank)
     net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     counts = split_counts(cfg.batch_rays, stores)
     log.info("%s on %s (%s, %d process(es)): steps %d -> %d, %d fresh + %d hard rays a step", kind,
