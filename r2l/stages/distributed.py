@@ -37,13 +37,18 @@ TRAINERS = {"train_student": train_student, "finetune_student": finetune_student
 JOB_FILE = "distributed_job.json"  # in the resume folder
 
 
-def run_training(name: str, args: dict, gpus: int, resume_dir: str | Path, log_path: str | Path | None = None):
+def run_training(name: str, args: dict, gpus: int, resume_dir: str | Path, log_path: str | Path | None = None,
+                 wanted: int | None = None):
     """Call the training function ``name`` (a key of :data:`TRAINERS`) with ``args``: in this process when
     ``gpus`` <= 1 (returning its result), else in ``gpus`` processes launched by torchrun (returning None).
 
-    args: its keyword arguments, ``cfg`` a :class:`~r2l.stages.student.DistillConfig`, the others JSON values or paths. log_path: the
-    rule's log, named in the error when a process fails.
+    args: its keyword arguments, ``cfg`` a :class:`~r2l.stages.student.DistillConfig`, the others JSON values or
+    paths. log_path: the rule's log, named in the error when a process fails. wanted: the GPUs the config asks
+    for; a warning says so when Snakemake granted fewer (``--resources gpu=G`` caps a job's ``gpus``).
     """
+    if wanted is not None and wanted > gpus:
+        log.warning("the config asks for %d GPUs for this job but Snakemake granted %d (raise --resources gpu=G to "
+                    "use them): training in %d process(es)", wanted, gpus, max(gpus, 1))
     if gpus <= 1:
         return TRAINERS[name](**args)
     check_devices(args["cfg"].device, gpus)
@@ -130,9 +135,11 @@ def init_from_env(device: str) -> torch.device | None:
     if device.startswith("cuda:"):
         raise R2LError(f"device {device!r} names one GPU; with several processes use auto or cuda")
     chosen = torch.device("cuda", local) if device == "cuda" else pick_device(device)
-    if chosen.type == "cuda":
-        torch.cuda.set_device(chosen)
-    dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo", rank=rank, world_size=world)
+    if chosen.type != "cuda":
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        return chosen
+    torch.cuda.set_device(chosen)
+    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=chosen)
     return chosen
 
 

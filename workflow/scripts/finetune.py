@@ -19,4 +19,5 @@ with stage(snakemake) as job:
     args = dict(student_ckpt=Path(snakemake.input.student), real_store=Path(snakemake.input.real).parent,
                 val_store=Path(snakemake.input.val).parent, cfg=cfg, steps=ft["steps"],
                 out_path=snakemake.output.model, resume_dir=resume_dir, history_path=snakemake.output.history)
-    run_training("finetune_student", args, snakemake.resources.gpu, resume_dir, snakemake.log[0])
+    run_training("finetune_student", args, snakemake.resources.gpu, resume_dir, snakemake.log[0],
+                 job.config["resources"]["finetune"]["gpus"])

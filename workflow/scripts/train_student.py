@@ -16,4 +16,5 @@ with stage(snakemake) as job:
     args = dict(store_dirs=[Path(snakemake.input.pseudo).parent], cfg=cfg, out_path=snakemake.output.model,
                 resume_dir=resume_dir, val_store=Path(snakemake.input.val).parent,
                 history_path=snakemake.output.history)
-    run_training("train_student", args, snakemake.resources.gpu, resume_dir, snakemake.log[0])
+    run_training("train_student", args, snakemake.resources.gpu, resume_dir, snakemake.log[0],
+                 job.config["resources"]["student"]["gpus"])
