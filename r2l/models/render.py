@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
+
+from r2l.geometry.rays import get_rays, ndc_rays
 
 Field = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -235,3 +238,18 @@ def render_rays_grid(
         rgb = rgb.index_put((seen,), field.color(pts[seen], dirs[seen]).float())
     out = blend(weights, rgb.reshape(*t.shape, 3), t, background)
     return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
+
+
+def pose_rays(c2w, H: int, W: int, focal: float, ndc: bool, ndc_near: float | None,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Render-space rays of a whole H x W view, built on ``device`` from its pose (no host-built rays copied).
+
+    c2w: (4, 4) or (3, 4) camera-to-world pose (array or tensor). ndc: map the rays into NDC with the near plane
+    at ``ndc_near`` (forward-facing scenes). Returns ``rays_o, rays_d``: (H * W, 3) float32 on ``device``; on the
+    CPU exactly :meth:`r2l.data.scene.Scene.rays`'s.
+    """
+    c2w = torch.as_tensor(np.asarray(c2w.cpu() if torch.is_tensor(c2w) else c2w, dtype=np.float32), device=device)
+    rays_o, rays_d = get_rays(c2w, H, W, focal)
+    if ndc:
+        rays_o, rays_d = ndc_rays(H, W, focal, ndc_near, rays_o, rays_d)
+    return rays_o, rays_d

@@ -15,17 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
 from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
-from r2l.geometry.rays import get_rays, ndc_rays
 from r2l.models.grid import GridConfig, GridField, scene_aabb
 from r2l.models.nerf import NeRF, NeRFConfig
-from r2l.models.render import render_rays_grid, render_rays_nerf
+from r2l.models.render import pose_rays, render_rays_grid, render_rays_nerf
 
 if TYPE_CHECKING:  # annotations only: models never import the data layer at run time
     from r2l.data.scene import Scene
@@ -134,13 +132,10 @@ class Teacher:
         return render_eval(self.model, self.cfg, self.info, rays_o, rays_d, self.device, self.precision).cpu()
 
     def render_image(self, scene: Scene | None, c2w, H: int, W: int, focal: float) -> torch.Tensor:
-        """A full image (H, W, 3) at pose ``c2w`` (4, 4); render space from ``scene`` or the stored scene info."""
-        if scene is not None:
-            rays_o, rays_d = scene.rays(c2w, H, W, focal)
-        else:
-            rays_o, rays_d = get_rays(torch.as_tensor(np.asarray(c2w, dtype=np.float32)), H, W, focal)
-            if self.info["ndc"]:
-                rays_o, rays_d = ndc_rays(H, W, focal, self.info["ndc_near"], rays_o, rays_d)
+        """A full image (H, W, 3) float32 on CPU at pose ``c2w`` (4, 4), its rays built on the teacher's device;
+        render space (NDC or not) from ``scene`` or the stored scene info."""
+        ndc, ndc_near = (scene.ndc, scene.ndc_near) if scene is not None else (self.info["ndc"], self.info["ndc_near"])
+        rays_o, rays_d = pose_rays(c2w, H, W, focal, bool(ndc), ndc_near, self.device)
         return self.render_rays(rays_o, rays_d).reshape(H, W, 3)
 
 

@@ -7,9 +7,11 @@
   it cannot run offline (see :mod:`r2l.core.metrics`). Scores use the float renders, not the 8-bit PNGs.
 - ``mflops_per_ray``: traced on real rays of the first view (see :mod:`r2l.models.flops`; a grid teacher's
   count covers only its MLPs, logged as a note).
-- ``ms_per_frame``: median wall time of ``renderer.render_rays`` on the full frame's rays (prepared on
-  the CPU beforehand; host-device transfers included, as they are part of the renderer's contract)
-  over ``n_speed_frames`` frames after ``warmup`` frames, synchronised on CUDA; ``fps = 1000 / ms``.
+- ``ms_per_frame``: median wall time of ``renderer.render_rays`` on the full frame's rays (built from the
+  pose on the renderer's device beforehand, :func:`r2l.models.render.pose_rays`; the copy of the colours back
+  to the host included, as it is part of the renderer's contract) over ``n_speed_frames`` frames after
+  ``warmup`` frames, synchronised on CUDA; ``fps = 1000 / ms``. Every view scored is rendered from rays
+  built on the device the same way (no host-built rays copied).
 - ``params``: parameters of ``renderer.model``; ``size_mb``: bytes of its weights (every state-dict
   tensor, as stored) / 1e6 -- the paper's "model size" (5,917,187 float32 parameters = 23.7 MB). Not
   the file size: a distilled student's file also carries its Adam state so that finetuning can go
@@ -45,6 +47,8 @@ from r2l.core.runtime import pick_device
 from r2l.data.scene import Scene
 from r2l.models.flops import flops_note, flops_per_ray
 from r2l.models.load import load_model, model_scene
+from r2l.models.r2lnet import Student
+from r2l.models.render import pose_rays
 from r2l.report.tables import COLUMNS, MODELS, write_metrics_csv
 
 log = logging.getLogger("r2l")
@@ -134,12 +138,18 @@ def _views(scene: Scene, split: str, H: int, W: int) -> tuple[np.ndarray, np.nda
     return gts, poses, scene.focal * W / scene.W
 
 
+def view_rays(renderer, scene: Scene, pose, H: int, W: int, focal: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The render-space rays of the H x W view at ``pose`` (4, 4), built on the renderer's device:
+    ``rays_o, rays_d`` (H * W, 3) each (on the CPU exactly ``scene.rays(pose, H, W, focal)``)."""
+    return pose_rays(pose, H, W, focal, scene.ndc, scene.ndc_near, renderer_device(renderer))
+
+
 def _score_views(renderer, scene, gts, poses, H, W, focal, renders_dir, lpips) -> list[dict]:
     """Render each view, score it, save its PNG; returns per-view {view, psnr, ssim, lpips}."""
     rows = []
     with progress(len(poses), desc=f"evaluate {scene.name}") as bar:
         for i in range(len(poses)):
-            pred = renderer.render_rays(*scene.rays(poses[i], H, W, focal)).reshape(H, W, 3).numpy()
+            pred = renderer.render_rays(*view_rays(renderer, scene, poses[i], H, W, focal)).reshape(H, W, 3).numpy()
             score = lpips(pred, gts[i]) if lpips is not None else None
             rows.append({"view": i, "psnr": psnr(pred, gts[i]), "ssim": ssim(pred, gts[i]), "lpips": score})
             if renders_dir is not None:
@@ -190,7 +200,7 @@ def evaluate_model(
         renderer.precision = precision
     if renders_dir is not None:
         _per_view_csv(per_view, Path(renders_dir) / "per_view.csv")
-    rays_o, rays_d = scene.rays(poses[0], H, W, focal)
+    rays_o, rays_d = view_rays(renderer, scene, poses[0], H, W, focal)
     ms = time_frames(renderer, rays_o, rays_d, n_speed_frames, warmup)
     if model_path is not None:
         log.info("model file %s: %.2f MB on disk", model_path, Path(model_path).stat().st_size / 1e6)
@@ -213,13 +223,16 @@ def evaluate_model(
 def evaluate_scene(
     scene: Scene, model_paths: dict[str, str | Path], out_csv: str | Path, renders_root: str | Path | None = None,
     device: str | None = None, H: int | None = None, W: int | None = None, use_lpips: bool = True,
-    scene_name: str | None = None, n_speed_frames: int = 5, warmup: int = 2,
+    scene_name: str | None = None, n_speed_frames: int = 5, warmup: int = 2, compile: str = "auto",
 ) -> list[dict]:
     """Evaluate each model file and write ``out_csv`` (one row per model, atomically).
 
     model_paths: ``{"teacher": path, "student": path, "finetuned": path}`` (any subset; each file loads with
     :func:`r2l.models.load.load_model`, which reads the file's kind).
     renders_root: renders go to ``renders_root/{model}/``. device: None/"auto" = CUDA when present.
+    compile: whether students render through ``torch.compile`` ("off" | "on" | "auto": on CUDA only; see
+    :func:`r2l.models.r2lnet.compile_for_inference`); the first frames of a compiled student (quality renders)
+    pay its compile time, the timed frames (after ``warmup``) do not.
     """
     device = str(pick_device(device))
     scorer = LpipsScorer(device) if use_lpips else None
@@ -227,6 +240,8 @@ def evaluate_scene(
     for name in [m for m in MODELS if m in model_paths]:
         path = Path(model_paths[name])
         renderer = load_model(path, device)
+        if isinstance(renderer, Student) and renderer.set_compile(compile):
+            log.info("%s: rendering through torch.compile (compile=%s)", name, compile)
         scene.check_identity(model_scene(renderer), path)
         out_dir = Path(renders_root) / name if renders_root is not None else None
         rows.append(evaluate_model(renderer, scene, "test", H, W, n_speed_frames, warmup, out_dir, scorer,
