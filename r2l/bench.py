@@ -16,15 +16,18 @@ Everything is measured in the same run, because absolute times on shared machine
    a view store of 4 grey 400 x 400 views (ray drawing, the hard pool filling then in use, loss reads,
    checkpoints; validation off), from its own ``train_seconds`` (on CPU the default network only).
 3. Student rendering: :class:`~r2l.models.r2lnet.Student` ``render_rays`` (the inference path: chunks of
-   32,768 rays, rays copied to the device and colours back) on the rays of a 400 x 400 view, in ms per
-   frame. Where fewer rays are timed (CPU), an even spread over the frame is timed and scaled to it.
+   32,768 rays already on the device, as evaluation builds them from the pose there; colours copied back once)
+   on the rays of a 400 x 400 view, in ms per frame. Where fewer rays are timed (CPU), an even spread over the
+   frame is timed and scaled to it. The same through ``torch.compile`` (``compile="on"``,
+   :func:`~r2l.models.r2lnet.compile_for_inference`; the default network on CPU, both on CUDA): the seconds of
+   its first call (compiling a graph for each chunk size, then rendering) apart, then ms per frame.
 4. Teachers, RANDOM WEIGHTS (nothing is trained here), at the sizes of the checkout's config files: the
    grid and NeRF teachers of ``config/config.yaml`` (the default run), the NeRF of ``config/paper.yaml``
    and the grid of ``config/lego_fast.yaml``. The grid is built at its final resolution (after every
    upsampling) with its occupancy grid all set (nothing pruned), as at the start of training; a trained
    grid skips the empty space it has pruned but shades the samples it sees, so its cost differs from
    this in either direction. A NeRF's cost does not depend on its weights.
-   Training: :func:`r2l.stages.teacher.train_step` (the real step, with its host read of the loss) on the
+   Training: :func:`r2l.stages.teacher.take_step` (the loop's step; the loss is not read) on the
    rays of a synthetic 400 x 400 Blender-like scene (4 views on the radius-4 sphere, lego's focal), in
    rays per second. Rendering: :class:`~r2l.models.teacher.Teacher` ``render_rays`` on the same 400 x 400
    frame as the student, in ms per frame, and the student's speed-up over each teacher at the same
@@ -110,6 +113,7 @@ class Settings:
     pseudo_configs: tuple[str | None, ...] = (None, "lego_fast.yaml")  # the grid teachers pseudo-data is timed with
     loop_steps: int = 300  # steps of the whole student loop timed
     loop_networks: tuple[str, ...] = tuple(NETWORKS)  # the networks whose whole loop is timed
+    compile_networks: tuple[str, ...] = tuple(NETWORKS)  # the networks whose render is timed through torch.compile
 
 
 def settings_for(device: torch.device, mode: str = "full") -> Settings:
@@ -123,7 +127,7 @@ def settings_for(device: torch.device, mode: str = "full") -> Settings:
     files = [None, "paper.yaml", "lego_fast.yaml"]
     if mode == "smoke":
         return Settings(device, mode, 0.0, 0.0, 64, {n: 32 for n in NETWORKS}, 64, dict.fromkeys(files, 16),
-                        dict.fromkeys(files, 64), 8, 1, loop_steps=3)
+                        dict.fromkeys(files, 64), 8, 1, loop_steps=3, compile_networks=())
     quick = mode == "quick"
     seconds = 1.0 if quick else (3.0 if device.type == "cuda" else 5.0)
     if device.type == "cuda":
@@ -137,7 +141,8 @@ def settings_for(device: torch.device, mode: str = "full") -> Settings:
         teacher_rays = {k: 4 * v for k, v in teacher_rays.items()}
     return Settings(device, mode, seconds, 0.25, 1024 if quick else 2048, batch, frame // 20 if quick else frame,
                     teacher_batch, teacher_rays, 100 if quick else FRAME_SIDE, 2, (None,),
-                    loop_steps=120 if quick else 300, loop_networks=("default 12x128",))
+                    loop_steps=120 if quick else 300, loop_networks=("default 12x128",),
+                    compile_networks=("default 12x128",))
 
 
 def _sync(device: torch.device) -> None:
@@ -268,8 +273,9 @@ def frame_rays(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _frame_rate(render: Callable, n_rays: int, s: Settings) -> dict:
-    """Rays per second and ms per 400 x 400 frame of ``render(rays_o, rays_d)`` on ``n_rays`` rays of the frame."""
-    rays_o, rays_d = frame_rays(n_rays)
+    """Rays per second and ms per 400 x 400 frame of ``render(rays_o, rays_d)`` on ``n_rays`` rays of the frame
+    (on ``s.device``)."""
+    rays_o, rays_d = (x.to(s.device) for x in frame_rays(n_rays))  # built on the device, as evaluation does
     calls = best_rate(lambda: render(rays_o, rays_d), s.device, s.seconds, s.segment)
     rays = calls * rays_o.shape[0]
     return {"rays_timed": rays_o.shape[0], "rays_per_s": rays, "ms_per_frame": 1000.0 * FRAME_SIDE**2 / rays}
@@ -280,6 +286,24 @@ def bench_render(name: str, net: R2LNetConfig, precision: str, s: Settings, peak
     torch.manual_seed(0)
     student = Student(R2LNet(net).to(s.device), 2.0, 6.0, meta={}, precision=precision)
     row = {"network": name, "precision": precision, **_frame_rate(student.render_rays, s.render_rays, s)}
+    flops = student_closed_form_flops(net) * row["rays_per_s"]
+    return {**row, "flops_per_s": flops, "fraction_of_peak": flops / peaks[precision]}
+
+
+def bench_render_compiled(name: str, net: R2LNetConfig, precision: str, s: Settings,
+                          peaks: dict[str, float]) -> dict:
+    """:func:`bench_render` through ``torch.compile``: ``first_call_s`` (compiling for each chunk size of the
+    timed rays, then one render; an eager render of them takes ``ms_per_frame`` scaled) and ``compiled`` (False
+    when compiling failed and the eager network was timed; the log says why)."""
+    torch.manual_seed(0)
+    student = Student(R2LNet(net).to(s.device), 2.0, 6.0, meta={}, precision=precision, compile="on")
+    rays_o, rays_d = (x.to(s.device) for x in frame_rays(s.render_rays))
+    t0 = time.perf_counter()
+    student.render_rays(rays_o, rays_d)
+    _sync(s.device)
+    first = time.perf_counter() - t0
+    row = {"network": name, "precision": precision, "first_call_s": first, "compiled": student.net.compiled,
+           **_frame_rate(student.render_rays, s.render_rays, s)}
     flops = student_closed_form_flops(net) * row["rays_per_s"]
     return {**row, "flops_per_s": flops, "fraction_of_peak": flops / peaks[precision]}
 
@@ -347,7 +371,7 @@ def bench_teacher_training(kind: str, config: str | None, precision: str, s: Set
     rngs = (torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1))
     step = cfg.precrop_steps  # past the centre crop
     def call():
-        return teacher_stage.train_step(model, optimizer, cfg, info, rays, rngs, step, False, device, "bench")
+        return teacher_stage.take_step(model, optimizer, cfg, info, rays, rngs, step, False, device)
 
     rate = cfg.batch_rays * best_rate(call, device, s.seconds, s.segment)
     return {"teacher": teacher_name(kind, config), "precision": precision, "rays_per_step": cfg.batch_rays,
@@ -516,11 +540,12 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
     ps = precisions(dev)
     train = [bench_training(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
     render = [bench_render(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
+    compiled = [bench_render_compiled(name, NETWORKS[name], p, s, peaks) for name in s.compile_networks for p in ps]
     loops = run_student_loops(s, peaks)
     teachers = run_teachers(s, peaks)
     last = matmul_peaks(s)
     peaks.update({p: max(first[p], last[p]) for p in first})
-    for row in train + loops + render + teachers["teacher_training"] + teachers["teacher_render"]:
+    for row in train + loops + render + compiled + teachers["teacher_training"] + teachers["teacher_render"]:
         if row["flops_per_s"] is not None:
             row["fraction_of_peak"] = row["flops_per_s"] / peaks[row["precision"]]
     return {
@@ -529,6 +554,7 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "matmul_n": s.matmul_n, "peak_flops_per_s": peaks,
         "peak_flops_per_s_first_last": {"first": first, "last": last},
         "train_method": TRAIN_METHOD, "student_training": train, "student_loop": loops, "student_render": render,
+        "student_render_compiled": compiled,
         "teacher_training": teachers["teacher_training"], "teacher_render": teachers["teacher_render"],
         "student_speedup": speedups(render, teachers["teacher_render"]), "pseudo_data": teachers["pseudo_data"],
         "pipeline": None if pipeline_dir is None else pipeline_times(pipeline_dir), "notes": teachers["notes"],
@@ -566,6 +592,11 @@ def _header(r: dict) -> list[str]:
 
 def _speed_lines(r: dict) -> list[str]:
     lines = []
+    if r.get("student_render_compiled"):
+        lines += ["", "torch.compile of the student's render (compile='on'; first call: compiling + one render):"]
+        lines += [f"  {x['network']} ({x['precision']}): first call {x['first_call_s']:,.1f} s"
+                  + ("" if x["compiled"] else "; compiling FAILED, the eager network was timed")
+                  for x in r["student_render_compiled"]]
     if r["student_speedup"]:
         lines += ["", "student speed-up over each teacher (ms per 400x400 frame, same precision):"]
         lines += [f"  {x['student']} over {x['teacher']} ({x['precision']}): {x['speedup']:,.1f}x"
@@ -606,6 +637,7 @@ def format_table(r: dict) -> str:
     lines += [_row("student train", x["network"], x) for x in r["student_training"]]
     lines += [_row("student loop", x["network"], x) for x in r["student_loop"]]
     lines += [_row("student render", x["network"], x) for x in r["student_render"]]
+    lines += [_row("compiled render", x["network"], x) for x in r.get("student_render_compiled", [])]
     lines += [_row("teacher train", x["teacher"], x) for x in r["teacher_training"]]
     lines += [_row("teacher render", x["teacher"], x) for x in r["teacher_render"]]
     timed = [x["rays_timed"] for x in r["student_render"] + r["teacher_render"] if x["rays_timed"] < FRAME_SIDE**2]

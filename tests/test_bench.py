@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from r2l.bench import FRAME_SIDE, frame_rays, pipeline_times, read_benchmark, settings_for, speedups, teacher_config
+from r2l.bench import (
+    FRAME_SIDE,
+    bench_render_compiled,
+    format_table,
+    frame_rays,
+    pipeline_times,
+    read_benchmark,
+    settings_for,
+    speedups,
+    teacher_config,
+)
+from r2l.models.r2lnet import R2LNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TSV_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -70,6 +82,27 @@ def test_settings_are_positive(mode):
         s = settings_for(torch.device(device), mode)
         assert s.matmul_n > 0 and s.render_rays > 0 and s.pseudo_views > 0 and min(s.batch_rays.values()) > 0
         assert min(s.teacher_render_rays.values()) > 0 and all(b is None or b > 0 for b in s.teacher_batch.values())
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile's Inductor backend needs a C++ compiler on CPU (none on PATH)")
+def test_compiled_render_row():
+    """The compiled render of a tiny student: it compiled (no fallback), and the table prints its row and first call."""
+    s = settings_for(torch.device("cpu"), "smoke")
+    assert s.compile_networks == () and settings_for(torch.device("cpu"), "quick").compile_networks == (
+        "default 12x128",) and len(settings_for(torch.device("cuda"), "full").compile_networks) == 2
+    net = R2LNetConfig(n_points=4, n_freqs=2, depth=4, width=8)
+    row = bench_render_compiled("tiny 4x8", net, "fp32", s, {"fp32": 1e9})
+    assert row["compiled"] is True and row["first_call_s"] > 0 and row["rays_timed"] == s.render_rays
+    assert row["flops_per_s"] == pytest.approx(2 * (60 * 8 + 8 * 8 * 2 + 8 * 3) * row["rays_per_s"])
+    lines = format_table({"device": "cpu", "device_name": "x", "torch": "t", "mode": "smoke", "date": "d",
+                          "matmul_n": 64, "peak_flops_per_s": {"fp32": 1e9}, "train_method": "m",
+                          "load_average": {"before": 0.0, "after": 0.0}, "threads": 1, "student_training": [],
+                          "student_loop": [], "student_render": [], "student_render_compiled": [row],
+                          "teacher_training": [], "teacher_render": [], "student_speedup": [], "pseudo_data": [],
+                          "pipeline": None, "notes": []}).splitlines()
+    assert any(line.startswith("compiled render") and "tiny 4x8" in line for line in lines)
+    assert any(line.startswith("  tiny 4x8 (fp32): first call") for line in lines)
 
 
 def test_speedups_pair_students_with_their_teachers():
