@@ -144,15 +144,19 @@ def init_from_env(device: str) -> torch.device | None:
 
 
 def run_job(job_path: Path) -> int:
-    """One training process: join the group, run the job on this process's device; returns the exit status."""
-    name, args = read_job(job_path)
-    device = init_from_env(args["cfg"].device)
-    if device is None:
-        raise R2LError(f"{job_path}: run it with torchrun (r2l.stages.distributed.launch), not directly")
-    rank = dist.get_rank()
+    """One training process: join the group, run the job on this process's device; returns the exit status.
+
+    Only the first process logs below warnings; an R2LError is printed as one ``r2l: process N: ...`` line, which
+    :func:`launch` reports.
+    """
+    rank = int(os.environ.get("RANK", "0"))
     if rank != 0:
-        logging.getLogger("r2l").setLevel(logging.WARNING)  # the first process reports progress
+        logging.getLogger("r2l").setLevel(logging.WARNING)
     try:
+        name, args = read_job(job_path)
+        device = init_from_env(args["cfg"].device)
+        if device is None:
+            raise R2LError(f"{job_path}: run it with torchrun (r2l.stages.distributed.launch), not directly")
         TRAINERS[name](**{**args, "cfg": dataclasses.replace(args["cfg"], device=str(device))})
     except R2LError as err:
         print(f"r2l: process {rank}: {err}", file=sys.stderr, flush=True)
