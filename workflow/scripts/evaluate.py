@@ -6,7 +6,8 @@ from r2l.workflow import stage
 
 with stage(snakemake) as job:
     cfg = job.section("evaluate")
+    compile_mode = {True: "on", False: "off"}.get(cfg["compile"], cfg["compile"])  # YAML's bare on/off
     models = {name: snakemake.input[name] for name in ("teacher", "student", "finetuned")}
     evaluate_scene(job.scene(), models, snakemake.output.metrics, snakemake.output.renders, device=cfg["device"],
                    use_lpips=cfg["lpips"], scene_name=job.scene_name, n_speed_frames=cfg["speed_frames"],
-                   warmup=cfg["warmup_frames"])
+                   warmup=cfg["warmup_frames"], compile=compile_mode)
