@@ -46,6 +46,7 @@ PART_NAME = "part.json"  # a finished part of a store rendered by several jobs
 AUTHORS_BYTES_PER_RAY = 9 * 4  # origin, direction, colour as float32
 SHARD_KEYS = ("first_view", "hw", "poses", "focals", "colors")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamp: identical views give identical bytes
+# what reading a damaged npz raises; zipfile raises NotImplementedError for a member whose compression it cannot read
 _SHARD_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, struct.error, NotImplementedError)
 
 

@@ -36,7 +36,7 @@ from r2l.data.views import (
     write_shard,
 )
 from r2l.geometry.poses import blender_radius_from_cameras, sample_blender_poses, sample_llff_poses
-from r2l.geometry.rays import get_rays, ndc_rays
+from r2l.models.render import pose_rays
 
 log = logging.getLogger("r2l")
 
@@ -73,28 +73,17 @@ def plan_pseudo_views(
     return poses, focals, {"sampler": "blender", "radius": radius, "focal_scale": scale}
 
 
-def render_view(teacher, c2w: np.ndarray, focal: float, H: int, W: int, ndc: bool, ndc_near: float, chunk: int | None) -> torch.Tensor:
-    """Render one view with a ray renderer: uint8 colours ``(H*W, 3)``.
-
-    c2w: (4, 4). See :func:`render_views` (this is one view of it).
-    """
-    return render_views(teacher, np.asarray(c2w)[None], np.asarray([focal], dtype=np.float32), H, W, ndc, ndc_near,
-                        chunk)[0]
-
-
 def render_views(teacher, c2w: np.ndarray, focals: np.ndarray, H: int, W: int, ndc: bool, ndc_near: float,
                  chunk: int | None) -> torch.Tensor:
     """Render several views in one pass of a ray renderer: uint8 colours ``(n_views, H*W, 3)`` on the CPU.
 
     c2w: (n_views, 4, 4). focals: (n_views,). Rays come from :func:`r2l.geometry.rays.get_rays` at each view's
     own ``(H, W, focal)`` (and NDC at this size when ``ndc``), built on the teacher's device (``teacher.device``
-    when it has one). chunk: rays per ``render_rays`` call (None: one view a call).
+    when it has one) by :func:`r2l.models.render.pose_rays`. chunk: rays per ``render_rays`` call (None: one view
+    a call).
     """
     device = torch.device(getattr(teacher, "device", "cpu"))
-    rays = [get_rays(torch.as_tensor(pose, dtype=torch.float32, device=device), H, W, float(f))
-            for pose, f in zip(c2w, focals)]
-    if ndc:
-        rays = [ndc_rays(H, W, float(f), ndc_near, o, d) for (o, d), f in zip(rays, focals)]
+    rays = [pose_rays(pose, H, W, float(f), ndc, ndc_near, device) for pose, f in zip(c2w, focals)]
     rays_o, rays_d = torch.cat([o for o, _ in rays]), torch.cat([d for _, d in rays])
     n = len(focals) * H * W
     with torch.no_grad():

@@ -454,8 +454,9 @@ def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: Distill
     hard = pool.draw()  # every pool fills at the same step (pool_share)
     n_global = n_batch + (0 if hard is None else cfg.n_hard)
     t = stratified_t(geom["near"], geom["far"], n_global, cfg.network.n_points, True, gen, device)
-    hard_rows = share(n_global - n_batch, rank, world)
-    t = torch.cat([t[fresh], t[n_batch + hard_rows.start:n_batch + hard_rows.stop]], dim=0)
+    if world > 1:  # this process's rows of the global draw: its fresh rows, then its share of the pool rows
+        hard_rows = share(n_global - n_batch, rank, world)
+        t = torch.cat([t[fresh], t[n_batch + hard_rows.start:n_batch + hard_rows.stop]], dim=0)
     if hard is not None:
         rays_o, rays_d, rgb = (torch.cat([a, b], dim=0) for a, b in zip((rays_o, rays_d, rgb), hard))
     with computing_in(device, cfg.precision):

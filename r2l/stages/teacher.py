@@ -9,9 +9,10 @@
 step, RNG states, elapsed time and the histories), and stops with an :class:`R2LError` on a non-finite
 loss, keeping the last good checkpoint. The loss stays on the device between ``log_every`` steps (no host
 synchronisation in the loop's steps): it is read and checked at those steps, and a checkpoint refuses
-non-finite weights, so a non-finite loss stops training at the next log step or checkpoint, whichever is first. The result is written atomically to ``out_path``; the full
-training history (step, loss, train PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) goes to
-``history_path`` at every checkpoint and at the end when one is given.
+non-finite weights, so a non-finite loss stops training at the next log step or checkpoint, whichever is
+first. The result is written atomically to ``out_path``; the full training history (step, loss, train
+PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) goes to ``history_path`` at every checkpoint and at
+the end when one is given.
 
 The trained teacher is loaded for inference with :func:`r2l.models.teacher.load_teacher`.
 """
@@ -279,8 +280,8 @@ def train_teacher(
     """Train a teacher on ``scene``'s train split; write ``out_path``; return its metrics.
 
     Resumes from the newest checkpoint in ``resume_dir``. ``on_step(step, loss)`` (optional) is called
-    after every finished step with the step's loss tensor, unread (tests use it to simulate a kill). ``history_path``: where the training
-    history CSV goes (none written without it).
+    after every finished step with the step's loss tensor, unread (tests use it to simulate a kill).
+    ``history_path``: where the training history CSV goes (none written without it).
     """
     cfg = resolve_for_scene(cfg, scene)
     device = pick_device(cfg.device)
