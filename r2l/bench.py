@@ -15,11 +15,11 @@ Everything is measured in the same run, because absolute times on shared machine
    The whole loop ("student loop"): :func:`~r2l.stages.student.train_student` itself for a few hundred steps on
    a view store of 4 grey 400 x 400 views (ray drawing, the hard pool filling then in use, loss reads,
    checkpoints; validation off), from its own ``train_seconds`` (on CPU the default network only).
-3. Student rendering: :class:`~r2l.models.r2lnet.Student` ``render_rays`` (the inference path: chunks of
+3. Student rendering: :class:`~r2l.models.students.Student` ``render_rays`` (the inference path: chunks of
    32,768 rays already on the device, as evaluation builds them from the pose there; colours copied back once)
    on the rays of a 400 x 400 view, in ms per frame. Where fewer rays are timed (CPU), an even spread over the
    frame is timed and scaled to it. The same through ``torch.compile`` (``compile="on"``,
-   :func:`~r2l.models.r2lnet.compile_for_inference`; the default network on CPU, both on CUDA): the seconds of
+   :func:`~r2l.models.students.compile_for_inference`; the default network on CPU, both on CUDA): the seconds of
    its first call (compiling a graph for each chunk size, then rendering) apart, then ms per frame.
 4. Teachers, RANDOM WEIGHTS (nothing is trained here), at the sizes of the checkout's config files: the
    grid and NeRF teachers of ``config/config.yaml`` (the default run), the NeRF of ``config/paper.yaml``
@@ -75,7 +75,8 @@ from r2l.data.scene import Scene
 from r2l.geometry.poses import sample_blender_poses
 from r2l.geometry.rays import get_rays
 from r2l.models.flops import nerf_closed_form_flops, student_closed_form_flops
-from r2l.models.r2lnet import R2LNet, R2LNetConfig, Student
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.students import Student
 from r2l.models.teacher import Teacher, TeacherConfig, build_model, teacher_config_from_dict
 from r2l.stages import teacher as teacher_stage
 from r2l.stages.pseudo_data import convert_real_data, generate_pseudo_data
@@ -223,7 +224,8 @@ def bench_training(name: str, net: R2LNetConfig, precision: str, s: Settings, pe
     model = R2LNet(net).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
     pool = _full_pool(cfg, device, gen)
-    batch = (*_random_rays(cfg.batch_rays, device, gen), torch.rand(cfg.batch_rays, 3, generator=gen).to(device))
+    batch = (*_random_rays(cfg.batch_rays, device, gen), torch.rand(cfg.batch_rays, 3, generator=gen).to(device),
+             torch.full((cfg.batch_rays, 2), float("nan"), device=device))  # no teacher depth: the R2L MLP has no use for it
     jitter = torch.Generator(device=device).manual_seed(1)
     geom = {"near": 2.0, "far": 6.0}
     step = lambda: train_step(model, optimizer, batch, pool, geom, cfg, device, jitter)  # noqa: E731

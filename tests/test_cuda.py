@@ -26,7 +26,8 @@ from r2l.core.checkpoint import load_checkpoint
 from r2l.data.builtin import BuiltinScene, blender_split_poses, write_blender
 from r2l.data.registry import load_scene
 from r2l.data.scene import Scene
-from r2l.models.r2lnet import R2LNet, R2LNetConfig, load_student
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.students import load_student
 from r2l.models.teacher import build_model, load_teacher, teacher_config_from_dict
 from r2l.stages import teacher as teacher_stage
 from r2l.stages.pseudo_data import generate_pseudo_data
@@ -108,7 +109,8 @@ def student_losses(device: str) -> list[float]:
         rays_o = torch.randn(cfg.batch_rays, 3, generator=gen) * 0.1 + torch.tensor([0.0, 0.0, 4.0])
         rays_d = torch.randn(cfg.batch_rays, 3, generator=gen) * 0.1 - torch.tensor([0.0, 0.0, 1.0])
         rgb = torch.rand(cfg.batch_rays, 3, generator=gen)
-        batch = tuple(x.to(dev) for x in (rays_o, rays_d, rgb))
+        geo = torch.full((cfg.batch_rays, 2), float("nan"))  # no teacher depth (the R2L MLP does not use it)
+        batch = tuple(x.to(dev) for x in (rays_o, rays_d, rgb, geo))
         losses.append(float(student_step(model, optimizer, batch, pool, {"near": 2.0, "far": 6.0}, cfg, dev, jitter)))
     assert pool.size < pool.capacity  # no pool draws yet: the pool's own generator lives on the device
     return losses

@@ -16,7 +16,8 @@ from r2l.core.errors import R2LError
 from r2l.data.builtin import BuiltinScene, blender_split_poses
 from r2l.data.scene import Scene
 from r2l.data.views import ViewStore
-from r2l.models.r2lnet import R2LNet, R2LNetConfig, load_student
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.students import load_student
 from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.stages.student import (
     DistillConfig,
@@ -83,6 +84,11 @@ def _rays(ids, loss=None):
     return o, d, rgb
 
 
+def _no_geo(n):
+    """The teacher depth and opacity of rays from a store without them (real views): NaN."""
+    return torch.full((n, 2), float("nan"))
+
+
 def test_pool_fill_phase_keeps_the_hardest():
     pool = HardPool(capacity=6, n_hard=2)
     losses = [[0.1, 0.9, 0.3, 0.8, 0.2], [0.5, 0.1, 0.7, 0.6, 0.0], [0.0, 0.2, 0.1, 0.3, 0.9]]
@@ -105,7 +111,7 @@ def test_pool_full_overwrites_exactly_the_drawn_slots():
     assert pool.full and pool.rays_o[:, 0].tolist() == [100, 101, 102, 110, 111, 112, 120, 121]
     for round_ in range(4):
         before = pool.rays_o.clone()
-        drawn_o, _, _ = pool.draw()
+        drawn_o, _, _, _ = pool.draw()
         slots = pool.drawn.clone()
         assert len(set(slots.tolist())) == 3  # distinct slots
         assert torch.equal(drawn_o, before[slots])  # the drawn rays are those slots' rays
@@ -132,13 +138,13 @@ def test_train_step_uses_and_feeds_the_pool():
     gen = torch.Generator().manual_seed(0)
     # fill phase: two steps, no pool rays in the batch (loss = mean of the fresh losses)
     for b in range(2):
-        batch = _rays([10 * b + i for i in range(5)], loss=[0.09, 0.09, 0.04, 0.01, 0.0])
+        batch = (*_rays([10 * b + i for i in range(5)], loss=[0.09, 0.09, 0.04, 0.01, 0.0]), _no_geo(5))
         loss = train_step(model, optimizer, batch, pool, geom, cfg, torch.device("cpu"), gen)
         assert float(loss) == pytest.approx(0.23 / 5, rel=1e-5)
     assert pool.full and sorted(pool.rays_o[:, 0].tolist()) == [0, 1, 10, 11]
     before_o, before_rgb = pool.rays_o.clone(), pool.rgb.clone()
     fresh_losses = [0.0, 0.01, 0.16, 0.04, 0.0025]
-    batch = _rays([20, 21, 22, 23, 24], loss=fresh_losses)
+    batch = (*_rays([20, 21, 22, 23, 24], loss=fresh_losses), _no_geo(5))
     loss = train_step(model, optimizer, batch, pool, geom, cfg, torch.device("cpu"), gen)
     # 5 fresh + 2 pool rays (each pool ray has loss 0.09)
     assert float(loss) == pytest.approx((sum(fresh_losses) + 2 * 0.09) / 7, rel=1e-5)

@@ -11,7 +11,8 @@ import torch
 from r2l.core.errors import R2LError
 from r2l.data.scene import Scene
 from r2l.geometry.poses import sample_blender_poses
-from r2l.models.r2lnet import R2LNet, R2LNetConfig, Student, compile_for_inference, compile_wanted
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.students import Student, compile_for_inference, compile_wanted
 from r2l.models.render import pose_rays
 
 HAS_CXX = any(shutil.which(c) for c in ("g++", "c++", "clang++"))

@@ -18,7 +18,8 @@ from r2l.models.flops import (
     student_closed_form_flops,
 )
 from r2l.models.nerf import NeRF, NeRFConfig
-from r2l.models.r2lnet import R2LNet, R2LNetConfig, Student
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.students import Student
 from r2l.models.render import render_rays_nerf
 
 

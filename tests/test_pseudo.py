@@ -12,7 +12,7 @@ import torch
 
 from r2l.core.errors import DataError, R2LError
 from r2l.data.scene import Scene
-from r2l.data.views import META_NAME, PART_NAME, ViewStore, shard_name
+from r2l.data.views import META_NAME, PART_NAME, ViewStore, read_shard, shard_name, write_shard
 from r2l.geometry.poses import look_at, sample_blender_poses
 from r2l.geometry.rays import get_rays, ndc_rays
 from r2l.stages.pseudo_data import (
@@ -46,6 +46,19 @@ class FakeTeacher:
         self.calls += 1
         self.rays += rays_o.shape[0]
         return _colour(rays_o, rays_d)
+
+
+class DepthTeacher(FakeTeacher):
+    """A fake teacher that also gives opacity and depth (``render_outputs``, as r2l's Teacher)."""
+
+    def __init__(self, fail_after: int | None = None, kind: str = "fake", depth_scale: float = 1.0):
+        super().__init__(fail_after, kind)
+        self.depth_scale = depth_scale
+
+    def render_outputs(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> dict[str, torch.Tensor]:
+        acc = torch.sigmoid(4.0 * rays_d[:, 0])
+        depth = self.depth_scale * acc * (2.0 + rays_o.norm(dim=-1))
+        return {"rgb": self.render_rays(rays_o, rays_d), "acc": acc, "depth": depth}
 
 
 def _blender_scene(fmt: str = "blender") -> Scene:
@@ -350,19 +363,22 @@ def test_k_jobs_render_the_same_bytes_as_one_job(tmp_path):
     assert merged == reference and len(reference) == 4
     one, three = ViewStore(tmp_path / "one"), ViewStore(tmp_path / "three")
     assert torch.equal(one.colors, three.colors) and torch.equal(one.poses, three.poses)
+    assert one.has_depth and torch.equal(one.depths, three.depths) and torch.equal(one.alphas, three.alphas)
     assert one.colors.float().std() > 1  # the teacher really rendered something
     meta = json.loads((tmp_path / "three" / META_NAME).read_text())
+    assert meta["depth"] is True and json.loads((folders[0] / PART_NAME).read_text())["store"]["depth"] is True
     assert meta["shard_files"] == ["part_0/shard_00000.npz", "part_1/shard_00001.npz", "part_2/shard_00002.npz",
                                    "part_2/shard_00003.npz"]
     assert meta["parts"] == 3 and meta["stats"]["views_rendered"] == 7
     assert meta["stats"]["bytes_total"] == sum(len(b) for b in reference.values())
 
 
-def test_views_per_teacher_call_do_not_change_the_views(tmp_path):
+@pytest.mark.parametrize("teacher_cls", [FakeTeacher, DepthTeacher])
+def test_views_per_teacher_call_do_not_change_the_views(teacher_cls, tmp_path):
     scene = _blender_scene()
     kw = dict(n_views=5, H=H, W=W, seed=2, views_per_shard=5)
     for name, chunk in (("per_view", None), ("three_views", 3 * H * W), ("half_view", H * W // 2)):
-        teacher = FakeTeacher()
+        teacher = teacher_cls()
         generate_pseudo_data(teacher, scene, tmp_path / name, chunk=chunk, **kw)
         assert teacher.calls == {"per_view": 5, "three_views": 2, "half_view": 10}[name]
     assert _shard_bytes(tmp_path / "per_view") == _shard_bytes(tmp_path / "three_views") == _shard_bytes(
@@ -425,3 +441,113 @@ def test_a_store_lists_only_shards_inside_it(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(DataError, match="must list the 2 shard paths"):
         ViewStore(tmp_path / "store")
+
+
+# ----------------------------------------------------------------------------- the teacher's depth and opacity
+
+
+def test_shard_round_trip_with_depths_and_alphas(tmp_path):
+    rng = np.random.default_rng(0)
+    poses, focals = rng.random((2, 4, 4)).astype(np.float32), np.full(2, 9.0, dtype=np.float32)
+    colors = rng.integers(0, 256, (2, H * W, 3)).astype(np.uint8)
+    depths = rng.uniform(2, 6, (2, H * W)).astype(np.float16)
+    alphas = rng.integers(0, 256, (2, H * W)).astype(np.uint8)
+    write_shard(tmp_path / "d.npz", 4, poses, focals, colors, H, W, depths=depths, alphas=alphas)
+    arrs = read_shard(tmp_path / "d.npz", H, W, 2, 4, depth=True)
+    np.testing.assert_array_equal(arrs["depths"], depths)
+    np.testing.assert_array_equal(arrs["alphas"], alphas)
+    assert arrs["depths"].dtype == np.float16 and arrs["alphas"].dtype == np.uint8
+    write_shard(tmp_path / "d2.npz", 4, poses, focals, colors, H, W, depths=depths, alphas=alphas)
+    assert (tmp_path / "d.npz").read_bytes() == (tmp_path / "d2.npz").read_bytes()  # deterministic
+    write_shard(tmp_path / "plain.npz", 4, poses, focals, colors, H, W)
+    with np.load(tmp_path / "plain.npz") as z:
+        assert z.files == ["first_view", "hw", "poses", "focals", "colors"]  # the format without depth, unchanged
+    assert "depths" not in read_shard(tmp_path / "plain.npz", H, W, 2, 4)
+    with pytest.raises(DataError, match="plain.npz: shard lacks the teacher's depths and alphas"):
+        read_shard(tmp_path / "plain.npz", H, W, 2, 4, depth=True)
+    write_shard(tmp_path / "bad.npz", 4, poses, focals, colors, H, W, depths=depths[:, :-1], alphas=alphas)
+    with pytest.raises(DataError, match=r"bad.npz: depths has shape \(2, 59\) float16, expected \(2, 60\)"):
+        read_shard(tmp_path / "bad.npz", H, W, 2, 4)
+    with pytest.raises(R2LError, match="together"):
+        write_shard(tmp_path / "half.npz", 4, poses, focals, colors, H, W, depths=depths)
+
+
+def test_teacher_render_outputs_match_render_rays():
+    scene = _llff_scene()
+    teacher = _grid_teacher(scene)
+    rays_o, rays_d = scene.rays(scene.poses[0])
+    out = teacher.render_outputs(rays_o, rays_d)
+    assert {k: (tuple(v.shape), v.dtype, v.device.type) for k, v in out.items()} == {
+        "rgb": ((20, 3), torch.float32, "cpu"), "acc": ((20,), torch.float32, "cpu"),
+        "depth": ((20,), torch.float32, "cpu")}
+    assert torch.equal(out["rgb"], teacher.render_rays(rays_o, rays_d))
+    assert ((out["acc"] >= 0) & (out["acc"] <= 1 + 1e-5)).all() and out["acc"].std() > 0.01
+    empty = teacher.render_outputs(rays_o[:0], rays_d[:0])
+    assert {k: tuple(v.shape) for k, v in empty.items()} == {"rgb": (0, 3), "acc": (0,), "depth": (0,)}
+
+
+@pytest.mark.parametrize("make_scene", [_blender_scene, _llff_scene])
+def test_a_grid_teacher_store_holds_its_depth_and_opacity(make_scene, tmp_path):
+    """depth_at / alpha_at give the teacher's depth + (1 - acc) * far and acc, to float16 / uint8 rounding."""
+    scene = make_scene()
+    teacher = _grid_teacher(scene)
+    generate_pseudo_data(teacher, scene, tmp_path, n_views=3, H=H, W=W, seed=1, views_per_shard=2, chunk=2 * H * W)
+    store = ViewStore(tmp_path)
+    assert store.has_depth and store.meta["depth"] is True and store.meta["far"] == scene.far
+    assert store.depths.shape == (3, H * W) and store.depths.dtype == torch.float16
+    assert store.alphas.shape == (3, H * W) and store.alphas.dtype == torch.uint8
+    view, pix = torch.tensor([0, 1, 2, 2, 0]), torch.tensor([0, 17, 59, 30, 44])
+    out = teacher.render_outputs(*store.render_rays_at(view, pix))
+    depth = out["depth"] + (1 - out["acc"]) * scene.far
+    got_depth, got_alpha = store.depth_at(view, pix), store.alpha_at(view, pix)
+    assert got_depth.dtype == torch.float32 and got_alpha.dtype == torch.float32
+    torch.testing.assert_close(got_depth, depth, rtol=2e-3, atol=1e-4)  # float16: 11 significant bits
+    torch.testing.assert_close(got_alpha, out["acc"].clamp(0, 1), rtol=0, atol=0.5 / 255 + 1e-4)
+
+
+def test_stores_without_depth(tmp_path):
+    generate_pseudo_data(FakeTeacher(), _blender_scene(), tmp_path / "fake", n_views=2, H=H, W=W, views_per_shard=2)
+    convert_real_data(_blender_scene(), tmp_path / "real")
+    for name in ("fake", "real"):
+        store = ViewStore(tmp_path / name)
+        assert store.meta["depth"] is False and not store.has_depth and store.depths is None and store.alphas is None
+        with pytest.raises(DataError, match=f"{name}/meta.json: this view store has no teacher depths"):
+            store.depth_at(torch.tensor([0]), torch.tensor([0]))
+        with pytest.raises(DataError, match="no teacher depths"):
+            store.alpha_at(torch.tensor([0]), torch.tensor([0]))
+
+
+def test_depth_store_values_and_a_shard_without_depth(tmp_path):
+    scene, kw = _blender_scene(), dict(n_views=4, H=H, W=W, seed=0, views_per_shard=2)
+    generate_pseudo_data(DepthTeacher(), scene, tmp_path, **kw)
+    store = ViewStore(tmp_path)
+    o, d = get_rays(store.poses[3], H, W, float(store.focals[3]))
+    acc = torch.sigmoid(4.0 * d[:, 0])
+    expected = (acc * (2.0 + o.norm(dim=-1)) + (1 - acc) * scene.far).to(torch.float16)
+    torch.testing.assert_close(store.depths[3], expected, atol=0, rtol=1e-3)
+    assert torch.equal(store.alphas[3], torch.round(acc * 255).to(torch.uint8))
+    arrs = read_shard(tmp_path / shard_name(1), H, W, 2, 2)
+    write_shard(tmp_path / shard_name(1), 2, arrs["poses"], arrs["focals"], arrs["colors"], H, W)  # no depths
+    with pytest.raises(DataError, match=f"{shard_name(1)}: shard lacks the teacher's depths") as err:
+        ViewStore(tmp_path)
+    assert err.value.path == tmp_path / shard_name(1)
+    teacher = DepthTeacher()
+    generate_pseudo_data(teacher, scene, tmp_path, **kw)
+    assert teacher.calls == 2  # that shard only, rendered again with its depths
+    assert torch.equal(ViewStore(tmp_path).depths, store.depths)
+
+
+def test_a_store_rendered_without_depth_is_rendered_again_with_it(tmp_path):
+    scene, kw = _blender_scene(), dict(n_views=4, H=H, W=W, seed=0, views_per_shard=2)
+    generate_pseudo_data(FakeTeacher(), scene, tmp_path, **kw)  # same teacher id: only the plan's depth differs
+    assert json.loads((tmp_path / "plan.json").read_text())["depth"] is False
+    teacher = DepthTeacher()
+    generate_pseudo_data(teacher, scene, tmp_path, **kw)
+    assert teacher.calls == 4 and ViewStore(tmp_path).has_depth
+
+
+@pytest.mark.parametrize("scale", [float("nan"), 1e6])  # 1e6 overflows float16
+def test_non_finite_depth_is_refused(scale, tmp_path):
+    with pytest.raises(R2LError, match="non-finite depths"):
+        generate_pseudo_data(DepthTeacher(depth_scale=scale), _blender_scene(), tmp_path, n_views=1, H=H, W=W,
+                             views_per_shard=1)

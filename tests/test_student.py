@@ -12,7 +12,8 @@ from r2l.core.checkpoint import atomic_torch_save
 from r2l.core.errors import DataError, R2LError
 from r2l.models.flops import count_flops, student_closed_form_flops
 from r2l.models.nerf import posenc
-from r2l.models.r2lnet import R2LNet, R2LNetConfig, load_student
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.students import load_student
 from r2l.models.render import stratified_t
 
 

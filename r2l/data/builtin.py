@@ -589,6 +589,12 @@ class AnalyticRenderer:
         """rays_o, rays_d: (n, 3) world rays. Returns rgb: (n, 3) float32 on CPU, composited on the background."""
         return self.scene.render_rays(rays_o, rays_d, background=self.background)[0]
 
+    def render_outputs(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """As a teacher's: ``rgb: (n, 3)``, ``acc: (n,)`` (1 on a hit, 0 on a miss) and ``depth: (n,)`` (the hit's
+        distance along ``rays_d``, 0 on a miss), float32 on CPU, for rays_o, rays_d: (n, 3) world rays."""
+        rgb, hit, t = self.scene._render_rays(rays_o, rays_d, self.background)
+        return {"rgb": rgb, "acc": hit, "depth": torch.where(hit > 0, t, torch.zeros_like(t))}
+
 
 # ---------------------------------------------------------------- cameras
 

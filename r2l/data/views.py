@@ -3,19 +3,23 @@
 The authors store 9 float32 per ray (origin, direction, colour): 36 bytes a ray, about 58 GB for
 10,000 views at 400x400. Rays are a function of the camera, so r2l stores per VIEW its pose
 ``(4, 4)`` float32 and focal float32 (68 bytes) and its colours as uint8 ``(H*W, 3)`` (3 bytes a ray),
-about 1/12 of the authors' size (4.8 GB for 10k views at 400x400), and rebuilds rays on the fly with
+about 1/12 of the authors' size (4.8 GB for 10k views at 400x400; pseudo-data adds the teacher's depth and
+opacity, 3 more bytes a ray: 1/6, 9.6 GB), and rebuilds rays on the fly with
 :func:`r2l.geometry.rays.rays_at_pixels`.
 
 Folder layout (a "view store"):
 
 - ``shard_{i:05d}.npz``: views ``i * views_per_shard`` onwards, an uncompressed npz (readable with
   ``np.load(allow_pickle=False)``) of ``first_view`` () int64, ``hw`` (2,) int64, ``poses (k, 4, 4)``
-  float32, ``focals (k,)`` float32, ``colors (k, H*W, 3)`` uint8. Each shard is written to a temp name
-  and renamed, with fixed zip timestamps, so the same views always give byte-identical files.
+  float32, ``focals (k,)`` float32, ``colors (k, H*W, 3)`` uint8, and in a store whose meta has ``depth``
+  true (pseudo-data) the teacher's ``depths (k, H*W)`` float16 and ``alphas (k, H*W)`` uint8. depths: the
+  expected distance along the render-space ray, in the parameter t of ``rays_o + t * rays_d``, with the
+  background term: ``sum_i w_i t_i + (1 - acc) * far``; alphas: ``round(255 * clamp(acc, 0, 1))``. Each shard
+  is written to a temp name and renamed, with fixed zip timestamps, so the same views give byte-identical files.
 - ``plan.json`` (pseudo-data only): the settings the shards were rendered with; a rerun with other
   settings (teacher, seed, size, ...) discards the old shards instead of mixing them in.
 - ``meta.json``: written LAST; its presence marks a complete store (H, W, n_views, views_per_shard,
-  near, far, ndc, ndc_near, format_version, source "pseudo" | "real", teacher, stats).
+  near, far, ndc, ndc_near, format_version, source "pseudo" | "real", depth, teacher, stats).
 
 Pseudo-data rendered by K jobs (``pseudo_data.jobs``) lives in K part folders ``part_{k}/``, each with its own
 ``plan.json``, its run of shards (same names and bytes as in a one-job store) and ``part.json`` (written last when
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 
 from r2l.core.atomic import atomic_write_stream
-from r2l.core.errors import DataError
+from r2l.core.errors import DataError, R2LError
 from r2l.core.log import log
 from r2l.geometry.rays import ndc_rays, rays_at_pixels
 
@@ -45,6 +49,7 @@ PLAN_NAME = "plan.json"
 PART_NAME = "part.json"  # a finished part of a store rendered by several jobs
 AUTHORS_BYTES_PER_RAY = 9 * 4  # origin, direction, colour as float32
 SHARD_KEYS = ("first_view", "hw", "poses", "focals", "colors")
+DEPTH_KEYS = ("depths", "alphas")  # members of the shards of a store with depth (meta "depth": true)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamp: identical views give identical bytes
 # what reading a damaged npz raises; zipfile raises NotImplementedError for a member whose compression it cannot read
 _SHARD_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, struct.error, NotImplementedError)
@@ -55,11 +60,15 @@ def shard_name(i: int) -> str:
     return f"shard_{i:05d}.npz"
 
 
-def write_shard(path: str | Path, first_view: int, poses: np.ndarray, focals: np.ndarray, colors: np.ndarray, H: int, W: int) -> None:
+def write_shard(path: str | Path, first_view: int, poses: np.ndarray, focals: np.ndarray, colors: np.ndarray, H: int,
+                W: int, depths: np.ndarray | None = None, alphas: np.ndarray | None = None) -> None:
     """Write one shard atomically (deterministic bytes).
 
-    poses: (k, 4, 4) float32. focals: (k,) float32. colors: (k, H*W, 3) uint8.
+    poses: (k, 4, 4) float32. focals: (k,) float32. colors: (k, H*W, 3) uint8. depths: (k, H*W) float16 and
+    alphas: (k, H*W) uint8, both or neither (stored only when given: without them the bytes are as before).
     """
+    if (depths is None) != (alphas is None):
+        raise R2LError(f"{path}: a shard gets depths and alphas together, not one of them")
     arrays = {
         "first_view": np.asarray(first_view, dtype=np.int64),
         "hw": np.asarray([H, W], dtype=np.int64),
@@ -67,6 +76,9 @@ def write_shard(path: str | Path, first_view: int, poses: np.ndarray, focals: np
         "focals": np.ascontiguousarray(focals, dtype=np.float32),
         "colors": np.ascontiguousarray(colors, dtype=np.uint8),
     }
+    if depths is not None:
+        arrays.update(depths=np.ascontiguousarray(depths, dtype=np.float16),
+                      alphas=np.ascontiguousarray(alphas, dtype=np.uint8))
 
     def write(fh):
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -78,25 +90,33 @@ def write_shard(path: str | Path, first_view: int, poses: np.ndarray, focals: np
     atomic_write_stream(path, write)
 
 
-def read_shard(path: str | Path, H: int, W: int, n_expected: int, first_view: int) -> dict[str, np.ndarray]:
+def read_shard(path: str | Path, H: int, W: int, n_expected: int, first_view: int,
+               depth: bool = False) -> dict[str, np.ndarray]:
     """Read and check one shard; raises DataError naming it when missing, unreadable or inconsistent.
 
-    Returns ``poses (k, 4, 4)`` float32, ``focals (k,)`` float32, ``colors (k, H*W, 3)`` uint8 (k = n_expected).
+    Returns ``poses (k, 4, 4)`` float32, ``focals (k,)`` float32, ``colors (k, H*W, 3)`` uint8 (k = n_expected),
+    and ``depths (k, H*W)`` float16, ``alphas (k, H*W)`` uint8 when the shard has them (required when ``depth``).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "shard is missing (the view store is incomplete; regenerate it)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrs = {key: z[key] for key in SHARD_KEYS}  # reading checks each member's CRC
+            keys = SHARD_KEYS + tuple(k for k in DEPTH_KEYS if k in z.files)
+            arrs = {key: z[key] for key in keys}  # reading checks each member's CRC
     except _SHARD_ERRORS as err:
         raise DataError(path, f"shard is unreadable ({type(err).__name__}: {err}); regenerate it") from err
+    missing = [k for k in DEPTH_KEYS if k not in arrs]
+    if missing and (depth or len(missing) < len(DEPTH_KEYS)):
+        raise DataError(path, f"shard lacks the teacher's {' and '.join(missing)} (rendered without them); "
+                              "regenerate it")
     want = {
         "first_view": ((), np.int64), "hw": ((2,), np.int64), "poses": ((n_expected, 4, 4), np.float32),
         "focals": ((n_expected,), np.float32), "colors": ((n_expected, H * W, 3), np.uint8),
+        "depths": ((n_expected, H * W), np.float16), "alphas": ((n_expected, H * W), np.uint8),
     }
     for key, (shape, dtype) in want.items():
-        if arrs[key].shape != shape or arrs[key].dtype != dtype:
+        if key in arrs and (arrs[key].shape != shape or arrs[key].dtype != dtype):
             raise DataError(path, f"{key} has shape {arrs[key].shape} {arrs[key].dtype}, expected {shape} {np.dtype(dtype)}")
     if int(arrs["first_view"]) != first_view or arrs["hw"].tolist() != [H, W]:
         raise DataError(path, f"shard holds views from {int(arrs['first_view'])} at {arrs['hw'].tolist()}, expected {first_view} at {[H, W]}")
@@ -139,10 +159,11 @@ def shard_files(folder: Path, meta: dict) -> list[Path]:
 
 class ViewStore:
     """A complete view store loaded into memory (all shards; uint8 colours are small: 10k views at 400x400
-    take 4.8 GB, fine on a GPU box). A missing or corrupt shard raises DataError naming it.
+    take 4.8 GB, 9.6 GB with depths, fine on a GPU box). A missing or corrupt shard raises DataError naming it.
 
     Attributes: ``H, W, n_views``, ``poses (n_views, 4, 4)`` float32, ``focals (n_views,)`` float32,
-    ``colors (n_views, H*W, 3)`` uint8 tensors on ``device``, ``meta`` (the meta.json dict).
+    ``colors (n_views, H*W, 3)`` uint8 tensors on ``device``, ``meta`` (the meta.json dict); when ``meta["depth"]``,
+    the teacher's ``depths (n_views, H*W)`` float16 and ``alphas (n_views, H*W)`` uint8 there too (else None).
     """
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
@@ -154,18 +175,48 @@ class ViewStore:
         poses = torch.empty((self.n_views, 4, 4), dtype=torch.float32)
         focals = torch.empty((self.n_views,), dtype=torch.float32)
         colors = torch.empty((self.n_views, self.H * self.W, 3), dtype=torch.uint8)
+        depth = bool(self.meta.get("depth", False))
+        depths = torch.empty((self.n_views, self.H * self.W), dtype=torch.float16) if depth else None
+        alphas = torch.empty((self.n_views, self.H * self.W), dtype=torch.uint8) if depth else None
         for i, path in enumerate(files):
             lo, hi = i * vps, min(self.n_views, (i + 1) * vps)
-            arrs = read_shard(path, self.H, self.W, hi - lo, lo)
+            arrs = read_shard(path, self.H, self.W, hi - lo, lo, depth=depth)
             poses[lo:hi], focals[lo:hi] = torch.from_numpy(arrs["poses"]), torch.from_numpy(arrs["focals"])
             colors[lo:hi] = torch.from_numpy(arrs["colors"])
+            if depth:
+                depths[lo:hi], alphas[lo:hi] = torch.from_numpy(arrs["depths"]), torch.from_numpy(arrs["alphas"])
         self.device = torch.device(device)
         self.poses, self.focals, self.colors = poses.to(self.device), focals.to(self.device), colors.to(self.device)
+        self.depths = None if depths is None else depths.to(self.device)
+        self.alphas = None if alphas is None else alphas.to(self.device)
         self.ndc, self.ndc_near = bool(self.meta["ndc"]), float(self.meta.get("ndc_near", 1.0))
         log.info("view store %s: %d views at %dx%d (%s)", self.folder, self.n_views, self.H, self.W, self.meta.get("source"))
 
     def __len__(self) -> int:
         return self.n_views
+
+    @property
+    def has_depth(self) -> bool:
+        """True when the store holds the teacher's depths and alphas (pseudo-data rendered with them)."""
+        return self.depths is not None
+
+    def _need_depth(self) -> None:
+        """DataError naming the store's meta.json when it holds no depths."""
+        if not self.has_depth:
+            raise DataError(self.folder / META_NAME, "this view store has no teacher depths (real views, or "
+                                                     "pseudo-data rendered without them: regenerate it)")
+
+    def depth_at(self, view: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+        """The teacher's expected render-space distance (with the background term) at ``view: (n,)``, flat pixels
+        ``pix: (n,)``: (n,) float32 on the store's device. DataError when the store has no depth."""
+        self._need_depth()
+        return self.depths[view.to(self.device), pix.to(self.device)].float()
+
+    def alpha_at(self, view: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+        """The teacher's opacity at ``view: (n,)``, ``pix: (n,)``: (n,) float32 in [0, 1] on the store's device
+        (stored as uint8, so within 0.5/255 of the rendered one). DataError when the store has no depth."""
+        self._need_depth()
+        return self.alphas[view.to(self.device), pix.to(self.device)].float() / 255.0
 
     def sample(self, n_rays: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n_rays`` rays uniform over all pixels of all views (with replacement).

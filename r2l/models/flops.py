@@ -36,6 +36,10 @@ GRID_NOTE = (
     "NeRF's 303.82 M"
 )
 MLP_NOTE = "2 x multiply-adds of the linear layers per ray (biases ignored), measured on real rays"
+GRID_STUDENT_NOTE = (
+    "grid student: 2 x multiply-adds of its colour MLP per ray, measured on real rays, plus its feature lookups in "
+    "closed form (2 FLOPs per corner value read: trilinear logits, bilinear tri-plane features and their products)"
+)
 
 
 def count_flops(fn: nn.Module | Callable, *inputs) -> int:
@@ -51,7 +55,8 @@ def count_flops(fn: nn.Module | Callable, *inputs) -> int:
 
 
 def flops_per_ray(renderer_or_callable, rays_o: torch.Tensor, rays_d: torch.Tensor) -> float:
-    """FLOPs per ray of one real forward pass in eval mode: :func:`count_flops` / n_rays.
+    """FLOPs per ray of one real forward pass in eval mode: :func:`count_flops` / n_rays, plus the feature lookups a
+    grid student's ``meta["lookup_flops_per_ray"]`` states (:func:`r2l.models.gridstudent.grid_student_lookup_flops`).
 
     renderer_or_callable: a ray renderer (its ``render_rays`` is measured, its ``model`` put in eval
     mode meanwhile) or any callable ``f(rays_o, rays_d)``. rays_o, rays_d: (n_rays, 3) render-space rays.
@@ -69,13 +74,16 @@ def flops_per_ray(renderer_or_callable, rays_o: torch.Tensor, rays_d: torch.Tens
     finally:
         if was_training:
             model.train()
-    return flops / n
+    return flops / n + float(getattr(renderer_or_callable, "meta", {}).get("lookup_flops_per_ray", 0.0))
 
 
 def flops_note(renderer) -> str:
-    """What the measured FLOPs of ``renderer`` cover (its ``meta["kind"]`` names grid teachers)."""
-    kind = str(getattr(renderer, "meta", {}).get("kind", ""))
-    return GRID_NOTE if "grid" in kind.lower() else MLP_NOTE
+    """What the measured FLOPs of ``renderer`` cover (its ``meta["kind"]`` names grid teachers, ``meta["family"]``
+    grid students)."""
+    meta = getattr(renderer, "meta", {})
+    if meta.get("family") == "grid":
+        return GRID_STUDENT_NOTE
+    return GRID_NOTE if "grid" in str(meta.get("kind", "")).lower() else MLP_NOTE
 
 
 def nerf_macs_per_sample(cfg) -> int:

@@ -7,7 +7,7 @@ Model files are plain dicts read with ``weights_only=True`` (never code). Their 
 ndc_near, background, render_poses``; a student file of r2l 0.1 has no ``scene``).
 
 - :func:`load_model`: the file as a renderer (:class:`~r2l.models.teacher.Teacher` or
-  :class:`~r2l.models.r2lnet.Student`), both with ``render_rays(rays_o: (n, 3), rays_d: (n, 3)) -> (n, 3)``.
+  :class:`~r2l.models.students.Student`), both with ``render_rays(rays_o: (n, 3), rays_d: (n, 3)) -> (n, 3)``.
 - :func:`model_camera`: a loaded renderer's stored scene camera, or None.
 - :func:`describe_model`: what a file is (kind, network, scene, step, val PSNR, training time, device,
   precision), as JSON-ready values, without building the network.
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from r2l.core.errors import DataError, R2LError
-from r2l.models.r2lnet import Student, load_student
+from r2l.models.students import FAMILIES, Student, family, load_student, stored_family, stored_network
 from r2l.models.teacher import Teacher, load_teacher
 
 TEACHER_KINDS = ("nerf", "grid")
@@ -91,7 +91,7 @@ def network_of(ckpt: dict) -> dict:
     config = ckpt.get("config") or {}
     if ckpt["kind"] in TEACHER_KINDS:
         return dict(config.get(ckpt["kind"], {}))
-    return dict(config.get("network", config.get("student", {})))  # "student": files of r2l 0.1
+    return dict(stored_network(config) or {})
 
 
 def _scene_summary(scene) -> dict | None:
@@ -111,13 +111,17 @@ def describe_model(path: str | Path) -> dict:
     is_teacher = kind in TEACHER_KINDS
     tensors = {k: w for k, w in weights.items() if isinstance(w, torch.Tensor)}
     matrices = sum(int(w.numel()) for k, w in tensors.items() if k.endswith("weight") and w.dim() == 2)
+    name = None if is_teacher else stored_family(ckpt.get("config") or {})
+    lookups = 0.0 if is_teacher or name not in FAMILIES else family(name).lookup_flops(
+        family(name).config_cls(**network_of(ckpt)))
     return {
         "file": str(path),
         "role": "teacher" if is_teacher else kind,
         "kind": kind,
         "network": network_of(ckpt),
         "stored_values": sum(int(w.numel()) for w in tensors.values()),  # parameters and buffers
-        "mflops_per_ray": None if is_teacher else 2.0 * matrices / 1e6,  # every 2-D weight is a linear layer
+        "family": name,  # the student family (None for a teacher)
+        "mflops_per_ray": None if is_teacher else (2.0 * matrices + lookups) / 1e6,  # 2-D weights: linear layers
         "scene": _scene_summary(ckpt.get("scene")),
         "step": int(ckpt["step"]) if "step" in ckpt else None,
         "val_psnr": metrics.get("val_psnr"),

@@ -4,7 +4,8 @@ A teacher is either the paper's coarse + fine NeRF (:mod:`r2l.models.nerf`) or a
 (:mod:`r2l.models.grid`); :func:`render` draws rays through either with :mod:`r2l.models.render`.
 :func:`load_teacher` returns a :class:`Teacher`, the shared "ray renderer" interface:
 ``render_rays(rays_o: (n, 3), rays_d: (n, 3)) -> rgb: (n, 3)`` on render-space rays, eval mode,
-deterministic, chunked, no grad, output on CPU; plus ``.model``, ``.meta`` and ``.render_image``.
+deterministic, chunked, no grad, output on CPU; plus ``.model``, ``.meta``, ``.render_image`` and
+``.render_outputs`` (rgb with the expected depth and opacity along each ray).
 The stage that trains it is :mod:`r2l.stages.teacher`.
 """
 
@@ -130,6 +131,16 @@ class Teacher:
         if rays_o.shape[0] == 0:
             return torch.zeros(0, 3)
         return render_eval(self.model, self.cfg, self.info, rays_o, rays_d, self.device, self.precision).cpu()
+
+    def render_outputs(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """rays_o, rays_d: (n, 3) render-space rays. Returns float32 on CPU: ``rgb: (n, 3)`` in [0, 1] (as
+        :meth:`render_rays`), ``acc: (n,)`` the opacity ``sum_i w_i`` and ``depth: (n,)`` the expected distance
+        ``sum_i w_i t_i`` along ``rays_o + t * rays_d`` (no background term)."""
+        rays_o, rays_d = torch.as_tensor(rays_o, dtype=torch.float32), torch.as_tensor(rays_d, dtype=torch.float32)
+        if rays_o.shape[0] == 0:
+            return {"rgb": torch.zeros(0, 3), "acc": torch.zeros(0), "depth": torch.zeros(0)}
+        out = render_eval_outputs(self.model, self.cfg, self.info, rays_o, rays_d, self.device, self.precision)
+        return {k: out[k].cpu() for k in ("rgb", "acc", "depth")}
 
     def render_image(self, scene: Scene | None, c2w, H: int, W: int, focal: float) -> torch.Tensor:
         """A full image (H, W, 3) float32 on CPU at pose ``c2w`` (4, 4), its rays built on the teacher's device;

@@ -47,7 +47,7 @@ from r2l.core.runtime import pick_device
 from r2l.data.scene import Scene
 from r2l.models.flops import flops_note, flops_per_ray
 from r2l.models.load import load_model, model_scene
-from r2l.models.r2lnet import Student
+from r2l.models.students import Student
 from r2l.models.render import pose_rays
 from r2l.report.tables import COLUMNS, MODELS, write_metrics_csv
 
@@ -231,7 +231,7 @@ def evaluate_scene(
     :func:`r2l.models.load.load_model`, which reads the file's kind).
     renders_root: renders go to ``renders_root/{model}/``. device: None/"auto" = CUDA when present.
     compile: whether students render through ``torch.compile`` ("off" | "on" | "auto": on CUDA only; see
-    :func:`r2l.models.r2lnet.compile_for_inference`); the first frames of a compiled student (quality renders)
+    :func:`r2l.models.students.compile_for_inference`); the first frames of a compiled student (quality renders)
     pay its compile time, the timed frames (after ``warmup``) do not.
     """
     device = str(pick_device(device))

@@ -2,7 +2,9 @@
 and the real_data rule writes the scene's own views into the same format.
 
 Generation is resumable: valid shards of the same plan are kept, only missing or unreadable ones are
-rendered again (a shard is written only when all its views are done).
+rendered again (a shard is written only when all its views are done). A teacher with ``render_outputs``
+(:class:`r2l.models.teacher.Teacher`) also gives each pixel's expected depth and opacity, stored beside the
+colours (meta ``depth``: true); a renderer with only ``render_rays`` gives colours alone.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from r2l.models.render import pose_rays
 
 log = logging.getLogger("r2l")
 
-def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
-    """Colours ``(..., 3)`` in [0, 1] -> uint8, rounded and clamped."""
-    return torch.round(rgb.float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] (colours ``(..., 3)``, opacities ``(...)``) -> uint8, rounded and clamped."""
+    return torch.round(x.float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
 
 def _train_poses(scene: Scene) -> np.ndarray:
@@ -73,26 +75,57 @@ def plan_pseudo_views(
     return poses, focals, {"sampler": "blender", "radius": radius, "focal_scale": scale}
 
 
+def has_depth(teacher) -> bool:
+    """Whether the ray renderer ``teacher`` gives depth and opacity (a ``render_outputs`` method)."""
+    return callable(getattr(teacher, "render_outputs", None))
+
+
+def _teacher_outputs(teacher, rays_o: torch.Tensor, rays_d: torch.Tensor, chunk: int) -> dict[str, torch.Tensor]:
+    """``rgb: (n, 3)`` and, when :func:`has_depth`, ``acc, depth: (n,)`` on CPU, of rays ``rays_o, rays_d: (n, 3)``
+    given to the teacher ``chunk`` at a time."""
+    depth = has_depth(teacher)
+
+    def fn(o, d):
+        if not depth:
+            return {"rgb": teacher.render_rays(o, d).cpu()}
+        out = teacher.render_outputs(o, d)
+        return {k: out[k].cpu() for k in ("rgb", "acc", "depth")}
+
+    with torch.no_grad():
+        return chunked(fn, rays_o, rays_d, chunk)
+
+
+def _checked(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``x`` when of ``shape`` and finite, else R2LError (``name``: what the teacher returned)."""
+    if tuple(x.shape) != shape:
+        raise R2LError(f"the teacher returned {name} of shape {tuple(x.shape)} for {shape[0]} rays")
+    if not torch.isfinite(x).all():
+        raise R2LError(f"the teacher returned non-finite {name}; check the teacher checkpoint")
+    return x
+
+
 def render_views(teacher, c2w: np.ndarray, focals: np.ndarray, H: int, W: int, ndc: bool, ndc_near: float,
-                 chunk: int | None) -> torch.Tensor:
-    """Render several views in one pass of a ray renderer: uint8 colours ``(n_views, H*W, 3)`` on the CPU.
+                 far: float, chunk: int | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Render several views in one pass of a ray renderer; returns on the CPU uint8 ``colors (n_views, H*W, 3)``,
+    float16 ``depths (n_views, H*W)`` (``sum_i w_i t_i + (1 - acc) * far``, far: the render-space far) and uint8
+    ``alphas (n_views, H*W)`` (``acc``); depths and alphas are None when the renderer has no ``render_outputs``.
 
     c2w: (n_views, 4, 4). focals: (n_views,). Rays come from :func:`r2l.geometry.rays.get_rays` at each view's
     own ``(H, W, focal)`` (and NDC at this size when ``ndc``), built on the teacher's device (``teacher.device``
-    when it has one) by :func:`r2l.models.render.pose_rays`. chunk: rays per ``render_rays`` call (None: one view
-    a call).
+    when it has one) by :func:`r2l.models.render.pose_rays`. chunk: rays per teacher call (None: one view a call).
     """
     device = torch.device(getattr(teacher, "device", "cpu"))
     rays = [pose_rays(pose, H, W, float(f), ndc, ndc_near, device) for pose, f in zip(c2w, focals)]
     rays_o, rays_d = torch.cat([o for o, _ in rays]), torch.cat([d for _, d in rays])
-    n = len(focals) * H * W
-    with torch.no_grad():
-        rgb = chunked(lambda o, d: teacher.render_rays(o, d).cpu(), rays_o, rays_d, chunk or H * W)
-    if rgb.shape != (n, 3):
-        raise R2LError(f"the teacher returned colours of shape {tuple(rgb.shape)} for {n} rays")
-    if not torch.isfinite(rgb).all():
-        raise R2LError("the teacher returned non-finite colours; check the teacher checkpoint")
-    return _to_uint8(rgb).reshape(len(focals), H * W, 3)
+    n, shape = len(focals) * H * W, (len(focals), H * W)
+    out = _teacher_outputs(teacher, rays_o, rays_d, chunk or H * W)
+    colors = _to_uint8(_checked("colours", out["rgb"], (n, 3))).reshape(*shape, 3)
+    if "depth" not in out:
+        return colors, None, None
+    acc = _checked("opacities", out["acc"].float(), (n,))
+    depth = _checked("depths", out["depth"].float(), (n,)) + (1.0 - acc) * far
+    depths = _checked("depths", depth.to(torch.float16), (n,))  # after the cast: fp16 overflow is caught too
+    return colors, depths.reshape(shape), _to_uint8(acc).reshape(shape)
 
 
 def _teacher_id(teacher, teacher_path) -> str:
@@ -131,12 +164,13 @@ def _tidy(out_dir: Path, keep: range) -> None:
             f.unlink()
 
 
-def _shard_done(path: Path, H: int, W: int, first: int, poses: np.ndarray, focals: np.ndarray) -> bool:
-    """True when ``path`` is a valid shard holding exactly the planned ``poses (k,4,4)``, ``focals (k,)``."""
+def _shard_done(path: Path, H: int, W: int, first: int, poses: np.ndarray, focals: np.ndarray, depth: bool) -> bool:
+    """True when ``path`` is a valid shard holding exactly the planned ``poses (k,4,4)``, ``focals (k,)`` (and
+    depths when ``depth``)."""
     if not path.exists():
         return False
     try:
-        arrs = read_shard(path, H, W, len(poses), first)
+        arrs = read_shard(path, H, W, len(poses), first, depth=depth)
     except DataError as err:
         log.warning("%s; rendering it again", err)
         return False
@@ -169,23 +203,31 @@ def _render_shards(teacher, out_dir: Path, todo: list[int], spans: list[tuple[in
     Views go to the teacher ``chunk // (H*W)`` at a time (at least one); each shard is written by a background
     thread while the next one renders (a failure of either stops the loop; a shard is only ever whole).
     """
-    per_call = max(1, (chunk or 0) // (H * W))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         pending = None
         for i in todo:
             lo, hi = spans[i]
-            colors = []
-            for v in range(lo, hi, per_call):
-                end = min(hi, v + per_call)
-                colors.append(render_views(teacher, poses[v:end], focals[v:end], H, W, scene.ndc, scene.ndc_near,
-                                           chunk).numpy())
-                bar.update(end - v)
+            colors, depths, alphas = _render_span(teacher, lo, hi, poses, focals, H, W, scene, chunk, bar)
             if pending is not None:
                 pending.result()  # re-raises the writer's error
-            pending = writer.submit(write_shard, out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi],
-                                    np.concatenate(colors), H, W)
+            pending = writer.submit(write_shard, out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi], colors, H,
+                                    W, depths, alphas)
         if pending is not None:
             pending.result()
+
+
+def _render_span(teacher, lo: int, hi: int, poses: np.ndarray, focals: np.ndarray, H: int, W: int, scene: Scene,
+                 chunk: int | None, bar) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Views ``[lo, hi)`` rendered ``chunk // (H*W)`` (at least one) a teacher call: ``colors (k, H*W, 3)`` uint8,
+    ``depths (k, H*W)`` float16 and ``alphas (k, H*W)`` uint8 (None without depth)."""
+    per_call = max(1, (chunk or 0) // (H * W))
+    parts = []
+    for v in range(lo, hi, per_call):
+        end = min(hi, v + per_call)
+        parts.append(render_views(teacher, poses[v:end], focals[v:end], H, W, scene.ndc, scene.ndc_near, scene.far,
+                                  chunk))
+        bar.update(end - v)
+    return tuple(None if p[0] is None else np.concatenate([x.numpy() for x in p]) for p in zip(*parts))
 
 
 def generate_pseudo_data(
@@ -228,14 +270,15 @@ def generate_pseudo_data(
     poses, focals, info = plan_pseudo_views(scene, n_views, W, seed, focal_scale, llff_enlarge)
     plan = {"format_version": FORMAT_VERSION, "teacher": _teacher_id(teacher, teacher_path), "H": H, "W": W,
             "seed": seed, "views_per_shard": views_per_shard, "scene": scene.name, "ndc": scene.ndc,
-            "ndc_near": scene.ndc_near, "precision": getattr(teacher, "precision", None), **info}
+            "ndc_near": scene.ndc_near, "precision": getattr(teacher, "precision", None), "depth": has_depth(teacher),
+            **info}
     _reset_if_replanned(out_dir, plan)
     n_shards = math.ceil(n_views / views_per_shard)
     mine = range(n_shards) if part is None else part_shards(n_shards, *part)
     _tidy(out_dir, mine)
     spans = [(i * views_per_shard, min(n_views, (i + 1) * views_per_shard)) for i in range(n_shards)]
     todo = [i for i in mine if not _shard_done(out_dir / shard_name(i), H, W, spans[i][0], poses[slice(*spans[i])],
-                                               focals[slice(*spans[i])])]
+                                               focals[slice(*spans[i])], plan["depth"])]
     n_mine = sum(spans[i][1] - spans[i][0] for i in mine)
     n_todo = sum(spans[i][1] - spans[i][0] for i in todo)
     log.info("pseudo-data %s: %d of %d views to render (shards %d-%d, %d kept)", out_dir, n_todo, n_mine,
@@ -248,7 +291,7 @@ def generate_pseudo_data(
     stats = {**store_stats(files, n_mine, H, W), "seconds": time.time() - start, "views_rendered": n_todo}
     meta = _base_meta(scene, H, W, n_views, views_per_shard, n_shards, "pseudo")
     meta.update({"teacher": None if teacher_path is None else str(teacher_path), "teacher_id": plan["teacher"],
-                 "precision": plan["precision"],
+                 "precision": plan["precision"], "depth": plan["depth"],
                  "seed": seed, "focal": scene.focal * W / scene.W, **info, "stats": stats})
     if part is not None:
         meta = {"part": part[0], "parts": part[1], "shards": list(mine), "plan": plan, "store": meta}
@@ -366,7 +409,7 @@ def convert_real_data(
     stats = store_stats([out_dir / shard_name(i) for i in range(n_shards)], n_views, scene.H, scene.W)
     meta = _base_meta(scene, scene.H, scene.W, n_views, views_per_shard, n_shards, "real")
     in_train = split != "train" and bool(np.isin(scene.splits[split], scene.splits.get("train", [])).any())
-    meta.update({"split": split, "teacher": None, "focal": scene.focal, "stats": stats,
+    meta.update({"split": split, "teacher": None, "focal": scene.focal, "stats": stats, "depth": False,
                  "views_in_train": in_train})  # LLFF's val views are training views
     atomic_write_json(out_dir / META_NAME, meta)
     return stats

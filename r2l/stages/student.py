@@ -9,9 +9,11 @@ pool. It validates every ``val_every`` steps (mean per-image PSNR of full views,
 checkpoints every ``ckpt_every`` steps into ``resume_dir`` and resumes from the newest checkpoint on
 restart (weights, optimizer, step, generator states, elapsed seconds, histories). The full training
 history (step, loss, train PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) is written to
-``history_path`` at every checkpoint and at the end when one is given. The hard pool is NOT
-checkpointed (as in the authors' code): after a resume it fills again over the next ``1 / hard_ratio *
-hard_mul`` steps (100 with the paper's values). The loss stays on the device and is read every
+``history_path`` at every checkpoint and at the end when one is given. The hard pool is checkpointed
+too (the authors' code does not), so a resume in one process continues bit for bit; with several processes
+each rebuilds its pool over the next ``1 / hard_ratio * hard_mul`` steps (100 with the paper's values). The
+student family (``family``: :mod:`r2l.models.students`) supplies the network, its Adam groups and, for a family
+that predicts depth, a depth loss against the teacher's depth in the pseudo-data. The loss stays on the device and is read every
 ``log_every`` steps only (no host synchronisation in between). A non-finite loss (seen at those steps) or
 non-finite weights (checked at every checkpoint) stop training with an R2LError and the last good checkpoint
 stays. The result is written atomically to ``out_path``.
@@ -82,8 +84,10 @@ from r2l.core.runtime import (
 )
 from r2l.data.scene import check_same_scene
 from r2l.data.views import ViewStore, read_meta
-from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.gridstudent import GridStudentConfig, scene_box
+from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.render import stratified_t
+from r2l.models.students import family, stored_family, stored_network
 from r2l.report.curves import record_row, write_history
 
 log = logging.getLogger("r2l")
@@ -111,7 +115,9 @@ class DistillConfig:
     device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
     precision: str = "fp32"  # training arithmetic: fp32 (the authors'), tf32 or bf16; validation is always fp32
     chunk: int = 32_768  # rays per chunk when rendering without grad (validation)
-    network: R2LNetConfig = field(default_factory=R2LNetConfig)  # the student network
+    family: str = "r2l"  # the student family: r2l (the paper's MLP, ``network``) or grid (``grid``)
+    network: R2LNetConfig = field(default_factory=R2LNetConfig)  # the r2l family's network
+    grid: GridStudentConfig = field(default_factory=GridStudentConfig)  # the grid family's network
 
     def __post_init__(self):
         positive = ("batch_rays", "hard_mul", "lr_decay_steps", "ckpt_every", "log_every", "chunk")
@@ -124,6 +130,12 @@ class DistillConfig:
             bad.append(f"lr={self.lr}, warmup_lr={self.warmup_lr}, lr_decay_factor={self.lr_decay_factor} (must be > 0)")
         if bad:
             raise R2LError(f"student config: invalid value(s): {', '.join(bad)}")
+        family(self.family)
+
+    @property
+    def net(self):
+        """The network config of the chosen family (``network`` for r2l, ``grid`` for grid)."""
+        return getattr(self, family(self.family).config_key)
 
     @property
     def n_hard(self) -> int:
@@ -163,7 +175,8 @@ def lr_at(step: int, cfg: DistillConfig) -> float:
 
 
 class HardPool:
-    """A fixed-capacity pool of hard rays ``(rays_o, rays_d, rgb)``, render space, on ``device``.
+    """A fixed-capacity pool of hard rays ``(rays_o, rays_d, rgb, geo)``, render space, on ``device`` (geo: the
+    teacher's depth and opacity, :func:`teacher_geometry`).
 
     Fill phase: :meth:`add` appends the ``n_hard`` highest-loss rays of each step until ``capacity`` rays
     are held. Once full, :meth:`draw` returns ``n_hard`` distinct random slots' rays for the next batch
@@ -181,6 +194,7 @@ class HardPool:
         self.rays_o = torch.zeros(self.capacity, 3, device=self.device)
         self.rays_d = torch.zeros(self.capacity, 3, device=self.device)
         self.rgb = torch.zeros(self.capacity, 3, device=self.device)
+        self.geo = torch.zeros(self.capacity, 2, device=self.device)
         self.size = 0
         self.drawn: torch.Tensor | None = None  # slots handed out by the last draw(), overwritten by add()
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -189,19 +203,36 @@ class HardPool:
     def full(self) -> bool:
         return self.size >= self.capacity
 
-    def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """``n_hard`` random distinct pool rays ``(rays_o, rays_d, rgb)`` each (n_hard, 3), or None until full."""
+    def state_dict(self) -> dict:
+        """The pool's rays, fill level and generator state (what a checkpoint keeps, for a bit-identical resume)."""
+        return {"rays_o": self.rays_o.cpu(), "rays_d": self.rays_d.cpu(), "rgb": self.rgb.cpu(), "geo": self.geo.cpu(),
+                "size": self.size, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s contents; R2LError when the capacity differs."""
+        if state["rays_o"].shape[0] != self.capacity:
+            raise R2LError(f"hard pool of {state['rays_o'].shape[0]} rays in the checkpoint, {self.capacity} configured")
+        for key in ("rays_o", "rays_d", "rgb", "geo"):
+            getattr(self, key).copy_(state[key])
+        self.size, self.drawn = int(state["size"]), None
+        self.generator.set_state(state["generator"])
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``n_hard`` random distinct pool rays ``(rays_o, rays_d, rgb)`` each (n_hard, 3) and ``geo`` (n_hard, 2), or
+        None until full."""
         if not self.full or self.n_hard == 0:
             return None
         perm = torch.randperm(self.capacity, generator=self.generator, device=self.device)
         self.drawn = perm[: self.n_hard]
-        return self.rays_o[self.drawn], self.rays_d[self.drawn], self.rgb[self.drawn]
+        return self.rays_o[self.drawn], self.rays_d[self.drawn], self.rgb[self.drawn], self.geo[self.drawn]
 
     @torch.no_grad()
-    def add(self, rays_o: torch.Tensor, rays_d: torch.Tensor, rgb: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    def add(self, rays_o: torch.Tensor, rays_d: torch.Tensor, rgb: torch.Tensor, loss: torch.Tensor,
+            geo: torch.Tensor | None = None) -> torch.Tensor:
         """Put the ``n_hard`` highest-``loss`` rays in the pool; returns the slots written (int64).
 
-        rays_o, rays_d, rgb: (n, 3) the step's fresh rays; loss: (n,) their per-ray loss.
+        rays_o, rays_d, rgb: (n, 3) the step's fresh rays; loss: (n,) their per-ray loss; geo: (n, 2) their
+        teacher depth and opacity (None: NaN, none).
         """
         k = min(self.n_hard, loss.shape[0])
         if k == 0:
@@ -220,6 +251,7 @@ class HardPool:
         self.rays_o[slots] = rays_o[hardest[:n]].to(self.device, torch.float32)
         self.rays_d[slots] = rays_d[hardest[:n]].to(self.device, torch.float32)
         self.rgb[slots] = rgb[hardest[:n]].to(self.device, torch.float32)
+        self.geo[slots] = float("nan") if geo is None else geo[hardest[:n]].to(self.device, torch.float32)
         return slots
 
 
@@ -264,14 +296,23 @@ def split_counts(n_rays: int, stores: list[ViewStore]) -> list[int]:
     return counts.tolist()
 
 
+def teacher_geometry(store: ViewStore, view: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+    """The teacher's depth and opacity at ``view, pix: (n,)`` as (n, 2) float32; NaN rows for stores without them
+    (real views)."""
+    if not store.has_depth:
+        return torch.full((view.shape[0], 2), float("nan"), device=store.device)
+    return torch.stack([store.depth_at(view, pix), store.alpha_at(view, pix)], dim=-1)
+
+
 def fresh_batch(stores: list[ViewStore], counts: list[int], generator: torch.Generator):
-    """Fresh random rays: ``rays_o, rays_d, rgb`` each (sum(counts), 3) on the stores' device."""
+    """Fresh random rays: ``rays_o, rays_d, rgb`` each (sum(counts), 3) and :func:`teacher_geometry` (sum(counts),
+    2) on the stores' device."""
     parts = []
     for store, n in zip(stores, counts):
         if n > 0:
             view, pix, rgb = store.sample(n, generator)
             rays_o, rays_d = store.render_rays_at(view, pix)
-            parts.append((rays_o, rays_d, rgb))
+            parts.append((rays_o, rays_d, rgb, teacher_geometry(store, view, pix)))
     return tuple(torch.cat(p, dim=0) for p in zip(*parts))
 
 
@@ -283,7 +324,7 @@ def view_indices(n_total: int, n_views: int) -> list[int]:
 
 
 @torch.no_grad()
-def store_psnr(model: R2LNet, store: ViewStore, near: float, far: float, n_views: int, chunk: int) -> float:
+def store_psnr(model: torch.nn.Module, store: ViewStore, near: float, far: float, n_views: int, chunk: int) -> float:
     """Mean per-image PSNR (dB) of ``model`` on full views of ``store`` (deterministic points, float32).
 
     n_views: views scored, evenly spread (0 = all). chunk: rays per forward pass.
@@ -311,12 +352,13 @@ def _cpu_weights(model: torch.nn.Module) -> dict:
 
 
 def _check_arch(config: dict, cfg: DistillConfig, where) -> None:
-    """Raise R2LError when a stored config's network differs from ``cfg.network``."""
-    stored = config.get("network", config.get("student")) if isinstance(config, dict) else None  # "student": r2l 0.1
-    if stored != dataclasses.asdict(cfg.network):
+    """Raise R2LError when a stored config's student family or network differs from ``cfg``'s."""
+    stored, name = stored_network(config), stored_family(config)
+    wanted = dataclasses.asdict(cfg.net)
+    if name != cfg.family or stored != wanted:
         raise R2LError(
-            f"{where}: was trained with another student network ({stored}); the config asks for "
-            f"{dataclasses.asdict(cfg.network)}. Restore the old network settings or delete it to start over."
+            f"{where}: was trained with another student network ({name}: {stored}); the config asks for "
+            f"{cfg.family}: {wanted}. Restore the old network settings or delete it to start over."
         )
 
 
@@ -352,16 +394,19 @@ def _generators(gens: tuple[torch.Generator, torch.Generator]) -> dict[str, torc
 
 
 def _checkpoint(resume_dir, model, optimizer, cfg: DistillConfig, rng: dict, loop: dict, best: dict,
-                history_path: str | Path | None = None, rank: int = 0) -> None:
+                history_path: str | Path | None = None, rank: int = 0, pool: HardPool | None = None) -> None:
     """Write the full training state (and the history CSV when ``history_path``); refuse non-finite weights.
 
-    Every process checks its weights (the same in all, so all stop together); only process 0 (``rank``) writes.
+    Every process checks its weights (the same in all, so all stop together); only process 0 (``rank``) writes,
+    with its hard pool (``pool``; a resume in one process restores it, so it continues bit for bit).
     """
     check_finite_weights(model, loop["step"], resume_dir)
     if rank != 0:
         return
     state = {"weights": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dataclasses.asdict(cfg),
              "rng": rng, "loop": dict(loop), "best": best}
+    if pool is not None:
+        state["pool"] = pool.state_dict()
     save_checkpoint(resume_dir, state, loop["step"])
     if history_path is not None:
         write_history(history_path, loop["curve"])
@@ -393,7 +438,7 @@ def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | 
         set_rng_state(ckpt["rng"], _generators(gens), gens[1].device)
         log.info("resuming student from step %d of %s (%.0f s trained)", ckpt["loop"]["step"], resume_dir,
                  ckpt["loop"]["train_seconds"])
-        return {"curve": [], **ckpt["loop"], "resumed": True}, ckpt["best"]
+        return {"curve": [], **ckpt["loop"], "resumed": True, "pool": ckpt.get("pool")}, ckpt["best"]
     if init:
         model.load_state_dict(init["weights"])
         optimizer.load_state_dict(init["optimizer"])
@@ -437,7 +482,7 @@ def check_shares(cfg: DistillConfig, world: int) -> None:
 
 
 def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: DistillConfig, device, gen,
-               rank: int = 0, world: int = 1) -> torch.Tensor:
+               rank: int = 0, world: int = 1, use_depth: bool = False) -> torch.Tensor:
     """One Adam step on fresh + pool rays; feeds the pool. Returns the loss (a tensor, not synchronised).
 
     batch: the GLOBAL fresh ``(rays_o, rays_d, rgb)`` each (batch_rays, 3) on ``device``, the same in every
@@ -445,29 +490,66 @@ def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: Distill
     once the pools are full) as one process would. Process ``rank`` of ``world`` trains on its :func:`share` of
     both parts (its pool's rays standing for its share of the pool rays), its mean loss weighted by its share
     of the global batch. model: the network, or its DistributedDataParallel wrapper, which averages the
-    processes' gradients: the gradient of the global batch's mean loss.
+    processes' gradients: the gradient of the global batch's mean loss. use_depth: add the family's depth loss
+    (:func:`uses_depth`); the returned loss is the colour MSE alone.
     """
     n_batch = batch[0].shape[0]
     fresh = share(n_batch, rank, world)
-    rays_o, rays_d, rgb = (x[fresh] for x in batch)
+    rays_o, rays_d, rgb, geo = (x[fresh] for x in batch)
     n_fresh = rays_o.shape[0]
     hard = pool.draw()  # every pool fills at the same step (pool_share)
     n_global = n_batch + (0 if hard is None else cfg.n_hard)
-    t = stratified_t(geom["near"], geom["far"], n_global, cfg.network.n_points, True, gen, device)
+    t = stratified_t(geom["near"], geom["far"], n_global, cfg.net.n_points, True, gen, device)
     if world > 1:  # this process's rows of the global draw: its fresh rows, then its share of the pool rows
         hard_rows = share(n_global - n_batch, rank, world)
         t = torch.cat([t[fresh], t[n_batch + hard_rows.start:n_batch + hard_rows.stop]], dim=0)
     if hard is not None:
-        rays_o, rays_d, rgb = (torch.cat([a, b], dim=0) for a, b in zip((rays_o, rays_d, rgb), hard))
-    with computing_in(device, cfg.precision):
-        pred = model(rays_o, rays_d, geom["near"], geom["far"], train=True, t=t)
-    per_ray = (pred.float() - rgb).square().mean(dim=-1)
-    loss = per_ray.mean() * (per_ray.shape[0] * world / n_global)  # exactly the mean with equal shares
+        rays_o, rays_d, rgb, geo = (torch.cat([a, b], dim=0) for a, b in zip((rays_o, rays_d, rgb, geo), hard))
+    per_ray, extra = _per_ray_loss(model, rays_o, rays_d, rgb, geo, geom, cfg, device, t, use_depth)
+    weight = per_ray.shape[0] * world / n_global  # 1 with equal shares
+    loss = per_ray.mean() * weight
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if extra is None else loss + extra.mean() * weight).backward()
     optimizer.step()
-    pool.add(rays_o[:n_fresh], rays_d[:n_fresh], rgb[:n_fresh], per_ray[:n_fresh].detach())
+    pool.add(rays_o[:n_fresh], rays_d[:n_fresh], rgb[:n_fresh], per_ray[:n_fresh].detach(), geo[:n_fresh])
     return loss.detach()
+
+
+def _per_ray_loss(model, rays_o, rays_d, rgb, geo, geom: dict, cfg: DistillConfig, device, t, use_depth: bool):
+    """``(colour MSE (n,), depth loss (n,) or None)`` of a forward pass on the rays (n, 3) with their teacher
+    ``geo`` (n, 2) and point distances t (n, n_points); the depth loss (the family's ``depth_loss`` times its
+    ``depth_weight``) when ``use_depth`` (:func:`uses_depth`)."""
+    net = getattr(model, "module", model)  # the network inside a DistributedDataParallel wrapper
+    with computing_in(device, cfg.precision):
+        out = model(rays_o, rays_d, geom["near"], geom["far"], train=True, t=t, with_depth=use_depth)
+    pred, aux = out if use_depth else (out, None)
+    per_ray = (pred.float() - rgb).square().mean(dim=-1)
+    if aux is None:
+        return per_ray, None
+    return per_ray, cfg.net.depth_weight * net.depth_loss(aux, geo, geom["far"])
+
+
+def uses_depth(model, cfg: DistillConfig, stores: list[ViewStore]) -> bool:
+    """Whether training adds the depth loss: the family predicts depth, its ``depth_weight`` is above 0 and some
+    store holds the teacher's depth (pseudo-data does, real views do not)."""
+    return bool(model.predicts_depth and cfg.net.depth_weight > 0 and any(s.has_depth for s in stores))
+
+
+def student_box(stores: list[ViewStore], ndc: bool, max_rays: int = 1 << 20) -> torch.Tensor:
+    """The grids' box (2, 3) of a grid student (:func:`r2l.models.gridstudent.scene_box`) from the surface points of
+    the stores' rays that the teacher saw as opaque (opacity above 0.5): at most ``max_rays`` rays a store, taken at
+    a fixed stride (so the box is the same on every run); the format's box when no store has depth."""
+    points = []
+    for store in (s for s in stores if s.has_depth):
+        n = store.n_views * store.H * store.W
+        idx = torch.arange(0, n, max(1, n // max_rays), device=store.device)
+        view, pix = idx // (store.H * store.W), idx % (store.H * store.W)
+        geo = teacher_geometry(store, view, pix)
+        keep = geo[:, 1] > 0.5
+        rays_o, rays_d = store.render_rays_at(view[keep], pix[keep])
+        depth = (geo[keep, 0] - (1.0 - geo[keep, 1]) * float(store.meta["far"])) / geo[keep, 1]
+        points.append(rays_o + depth[:, None] * rays_d)
+    return scene_box(torch.cat(points).cpu() if points else None, ndc)
 
 
 def _global_mean(loss: torch.Tensor, world: int) -> torch.Tensor:
@@ -524,7 +606,7 @@ def train_student(
     out_path: str | Path,
     resume_dir: str | Path,
     init_from: Path | None = None,
-    val_fn: Callable[[R2LNet], float] | None = None,
+    val_fn: Callable[[torch.nn.Module], float] | None = None,
     max_steps: int | None = None,
     val_store: Path | None = None,
     n_steps: int | None = None,
@@ -552,15 +634,19 @@ def train_student(
     cfg = resolve_lr_decay(cfg, geom["ndc"])
     scene = store_scene(stores[0].meta)  # recorded in the student file, as a teacher file records its scene
     init = _load_init(init_from, cfg, geom, scene) if init_from is not None else None
-    model = R2LNet(cfg.network).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+    model = family(cfg.family).build(cfg.net, student_box(stores, geom["ndc"])).to(device)
+    optimizer = torch.optim.Adam(model.param_groups(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
     loop, best = _start(resume_dir, model, optimizer, (gen, jitter_gen), cfg, init)
     end_step = loop["base_step"] + (cfg.steps if n_steps is None else int(n_steps))
     stop = end_step if max_steps is None else min(end_step, int(max_steps))
     val_fn, val_source = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
     pool = HardPool(*pool_share(cfg, rank, world), device, seed=(cfg.seed + 2 + loop["step"]) * world + rank)
+    pool_state = loop.pop("pool", None)  # one process: the checkpoint's pool; several: each rebuilds its own
+    if pool_state is not None and world == 1:
+        pool.load_state_dict(pool_state)
     net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     counts = split_counts(cfg.batch_rays, stores)
+    use_depth = uses_depth(model, cfg, stores)
     log.info("%s on %s (%s, %d process(es)): steps %d -> %d, %d fresh + %d hard rays a step", kind,
              ", ".join(str(s.folder) for s in stores), device, world, loop["step"], end_step, cfg.batch_rays, cfg.n_hard)
     if not loop["resumed"]:
@@ -571,8 +657,8 @@ def train_student(
     batch = fresh_batch(stores, counts, gen)
     while loop["step"] < stop:
         step, lr = loop["step"], lr_at(loop["step"], cfg)
-        set_group_lr(optimizer, lambda group, lr=lr: lr)
-        loss = train_step(net, optimizer, batch, pool, geom, cfg, device, jitter_gen, rank, world)
+        set_group_lr(optimizer, lambda group, lr=lr: lr * group.get("lr_scale", 1.0))
+        loss = train_step(net, optimizer, batch, pool, geom, cfg, device, jitter_gen, rank, world, use_depth)
         rng = rng_state(_generators((gen, jitter_gen)), device)  # what a resume restarts from: before drawing the next batch
         batch = fresh_batch(stores, counts, gen)  # drawn while the GPU works on this step
         loop["step"] = step + 1
@@ -587,7 +673,7 @@ def train_student(
             _validate(val_fn, model, loop, best, select_on_val)
             val_seconds += time.perf_counter() - t0
         if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == stop:
-            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best, history_path, rank)
+            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best, history_path, rank, pool)
     bar.close()
     if loop["step"] < end_step:
         log.info("%s stopped at step %d of %d (max_steps); rerun to resume", kind, loop["step"], end_step)
@@ -642,7 +728,7 @@ def finetune_student(
     out_path: str | Path,
     resume_dir: str | Path,
     max_steps: int | None = None,
-    val_fn: Callable[[R2LNet], float] | None = None,
+    val_fn: Callable[[torch.nn.Module], float] | None = None,
     history_path: str | Path | None = None,
 ) -> dict:
     """Finetune a distilled student on the real training rays, selecting on the validation store.

@@ -1,0 +1,220 @@
+"""The grid student family: a depth-guided grid-feature light field, one network pass per ray.
+
+A ray is looked up at a fixed number of points and mapped to a colour by one small MLP; nothing is
+composited by volume rendering. The forward pass (:class:`GridStudentNet`):
+
+1. Where: ``n_points`` points stratified between near and far (as the R2L student's) read one logit each
+   from a dense 3-D grid (``geometry_resolution`` per side, trilinear); with one learned background logit
+   they go through a softmax along the ray, whose weights give the expected depth ``depth = sum_i w_i t_i +
+   w_bg far``. Where the pseudo-data holds the teacher's depth, the weights are trained towards it
+   (:meth:`GridStudentNet.depth_loss`: cross-entropy against the two points around it, or the background).
+2. What: ``n_fine`` points around that depth (spread over ``fine_spread`` coarse spacings) read multi-
+   resolution tri-plane features (K-Planes: the product of the three axis-pair planes, ``channels`` per
+   level), concatenated in ray order with ``1 - w_bg`` and the encoded view direction.
+3. An MLP (``mlp_depth`` hidden layers of ``mlp_width``, ReLU, sigmoid out) gives the colour.
+
+Grids cover ``box`` (render space, from the scene: :func:`scene_box`); points outside it get no weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from r2l.core.errors import R2LError
+from r2l.models.nerf import posenc, posenc_dim
+from r2l.models.render import stratified_t
+
+OUTSIDE_LOGIT = -1e4  # softmax logit of a point outside the box: no weight
+PLANE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
+
+
+@dataclass
+class GridStudentConfig:
+    """The grid student family's network (defaults: measured on the built-in scene, lego and flower)."""
+
+    n_points: int = 32  # points stratified between near and far that place the feature points (geometry lookups)
+    geometry_resolution: int = 64  # side of the dense logit grid that gives each point's weight
+    n_fine: int = 4  # feature points around the expected depth (tri-plane lookups)
+    fine_spread: float = 1.0  # the feature points span this many coarse spacings (far - near) / n_points
+    resolutions: tuple[int, ...] = (64, 128)  # side of the tri-plane feature grids, one level each
+    channels: int = 8  # feature channels per level
+    mlp_width: int = 64  # hidden width of the colour MLP
+    mlp_depth: int = 2  # hidden layers of the colour MLP
+    view_freqs: int = 2  # positional-encoding frequencies of the unit view direction (-1: no direction)
+    depth_weight: float = 0.01  # weight of the depth loss (cross-entropy of the weights against the teacher's depth)
+    lr_geometry_scale: float = 400.0  # the logit grid's and background logit's learning rate: this times the student's lr
+    lr_features_scale: float = 40.0  # the feature planes' learning rate: this times the student's lr
+    lr_mlp_scale: float = 4.0  # the MLP's learning rate: this times the student's lr
+
+    def __post_init__(self):
+        self.resolutions = tuple(int(r) for r in self.resolutions)
+        ints = {"n_points": 2, "geometry_resolution": 2, "n_fine": 1, "channels": 1, "mlp_width": 1, "mlp_depth": 1}
+        bad = [f"{k}={getattr(self, k)} (at least {lo})" for k, lo in ints.items() if getattr(self, k) < lo]
+        if not self.resolutions or min(self.resolutions) < 2:
+            bad.append(f"resolutions={list(self.resolutions)} (one or more sides >= 2)")
+        if self.view_freqs < -1 or self.fine_spread < 0 or self.depth_weight < 0:
+            bad.append(f"view_freqs={self.view_freqs} (>= -1), fine_spread={self.fine_spread}, "
+                       f"depth_weight={self.depth_weight} (>= 0)")
+        scales = ("lr_geometry_scale", "lr_features_scale", "lr_mlp_scale")
+        bad += [f"{k}={getattr(self, k)} (> 0)" for k in scales if getattr(self, k) <= 0]
+        if bad:
+            raise R2LError(f"grid student config: invalid value(s): {', '.join(bad)}")
+
+    @property
+    def feature_dim(self) -> int:
+        """Features per feature point: channels x levels."""
+        return self.channels * len(self.resolutions)
+
+    @property
+    def dir_dim(self) -> int:
+        """Inputs the view direction adds: 0 with view_freqs -1, else 3 (1 + 2 view_freqs)."""
+        return 0 if self.view_freqs < 0 else posenc_dim(3, self.view_freqs)
+
+    @property
+    def in_dim(self) -> int:
+        """MLP input width: n_fine x feature_dim + 1 (opacity) + dir_dim."""
+        return self.n_fine * self.feature_dim + 1 + self.dir_dim
+
+
+def scene_box(points: torch.Tensor | None, ndc: bool, margin: float = 0.05) -> torch.Tensor:
+    """The grids' box (2, 3) in render space.
+
+    points: (n, 3) surface points (the teacher's depth along opaque pseudo-data rays) or None. From them: the
+    0.1 and 99.9 percentiles per axis, enlarged by ``margin`` of the extent on each side; NDC boxes are kept
+    inside the NDC cube. Without points: the NDC cube, or +-1.5 (the NeRF-synthetic box) for object scenes.
+    """
+    cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    if points is None or points.shape[0] < 16:
+        return cube if ndc else 1.5 * cube
+    pts = points.float().cpu()
+    lo, hi = torch.quantile(pts, 0.001, dim=0), torch.quantile(pts, 0.999, dim=0)
+    pad = margin * (hi - lo).clamp_min(1e-3)
+    box = torch.stack([lo - pad, hi + pad])
+    if ndc:
+        box = torch.maximum(torch.minimum(box, cube[1]), cube[0])
+    return box
+
+
+def _grid_coords(pts: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """pts: (..., 3) render space -> grid_sample coordinates in [-1, 1] over ``box`` (2, 3)."""
+    return (pts - box[0]) / (box[1] - box[0]) * 2.0 - 1.0
+
+
+class GridStudentNet(nn.Module):
+    """The grid student (module docstring). ``box``: (2, 3) min and max corners of its grids, render space."""
+
+    predicts_depth = True
+
+    def __init__(self, cfg: GridStudentConfig, box: torch.Tensor):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("box", torch.as_tensor(box, dtype=torch.float32).reshape(2, 3).clone())
+        G = cfg.geometry_resolution
+        self.geometry = nn.Parameter(torch.zeros(1, 1, G, G, G))
+        self.background = nn.Parameter(torch.zeros(1))
+        self.planes = nn.ParameterList(
+            nn.Parameter(0.1 + 0.4 * torch.rand(3, cfg.channels, R, R)) for R in cfg.resolutions)
+        layers, width = [], cfg.in_dim
+        for _ in range(cfg.mlp_depth):
+            layers += [nn.Linear(width, cfg.mlp_width), nn.ReLU()]
+            width = cfg.mlp_width
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, 3))
+
+    @property
+    def n_points(self) -> int:
+        return self.cfg.n_points
+
+    def param_groups(self) -> list[dict]:
+        """Adam groups, each with its ``lr_scale``: the logits (grid and background), the planes, the MLP."""
+        return [{"params": [self.geometry, self.background], "lr_scale": self.cfg.lr_geometry_scale},
+                {"params": list(self.planes), "lr_scale": self.cfg.lr_features_scale},
+                {"params": list(self.mlp.parameters()), "lr_scale": self.cfg.lr_mlp_scale}]
+
+    def logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits of the softmax along the rays: (n, n_points + 1), the last column the background's.
+
+        rays_o, rays_d: (n, 3); t: (n, n_points) distances of the points.
+        """
+        pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (n, p, 3)
+        g = _grid_coords(pts, self.box)
+        logit = F.grid_sample(self.geometry, g.reshape(1, -1, 1, 1, 3), align_corners=True).reshape(t.shape)
+        inside = (g.abs() <= 1.0).all(dim=-1)
+        logit = torch.where(inside, logit, torch.full_like(logit, OUTSIDE_LOGIT))
+        return torch.cat([logit, self.background.expand(t.shape[0], 1)], dim=-1)
+
+    def features(self, pts: torch.Tensor) -> torch.Tensor:
+        """Tri-plane product features of points. pts: (m, 3) render space. Returns (m, channels x levels)."""
+        g = _grid_coords(pts, self.box)
+        coords = torch.stack([g[:, [a, b]] for a, b in PLANE_PAIRS])[:, :, None, :]  # (3, m, 1, 2)
+        levels = []
+        for planes in self.planes:
+            f = F.grid_sample(planes, coords, align_corners=True)[..., 0]  # (3, C, m)
+            levels.append((f[0] * f[1] * f[2]).t())
+        return torch.cat(levels, dim=-1)
+
+    def fine_t(self, depth: torch.Tensor, near: float, far: float) -> torch.Tensor:
+        """Distances of the feature points: (n, n_fine) evenly over ``fine_spread`` coarse spacings about
+        ``depth: (n,)``, clamped to [near, far]."""
+        K, spacing = self.cfg.n_fine, (far - near) / self.cfg.n_points
+        offsets = torch.linspace(-0.5, 0.5, K, device=depth.device) if K > 1 else depth.new_zeros(1)
+        return (depth[:, None] + self.cfg.fine_spread * spacing * offsets).clamp(near, far)
+
+    def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float, train: bool,
+                generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                with_depth: bool = False):
+        """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``; t: (n, n_points) given
+        distances instead. Returns rgb: (n, 3), or with ``with_depth`` ``(rgb, aux)``: aux ``{"depth": (n,),
+        "logits": (n, n_points + 1), "t": (n, n_points)}``, what :meth:`depth_loss` reads."""
+        rays_o, rays_d = rays_o.float(), rays_d.float()
+        if t is None:
+            t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
+        logits = self.logits(rays_o, rays_d, t)
+        w = torch.softmax(logits, dim=-1)
+        depth = (w[:, :-1] * t).sum(dim=-1) + w[:, -1] * far
+        tf = self.fine_t(depth, near, far)
+        pts = rays_o[:, None, :] + tf[..., None] * rays_d[:, None, :]
+        feats = self.features(pts.reshape(-1, 3)).reshape(rays_o.shape[0], -1)
+        parts = [feats, 1.0 - w[:, -1:]]
+        if self.cfg.view_freqs >= 0:
+            parts.append(posenc(F.normalize(rays_d, dim=-1), self.cfg.view_freqs))
+        rgb = torch.sigmoid(self.mlp(torch.cat(parts, dim=-1)))
+        return (rgb, {"depth": depth, "logits": logits, "t": t}) if with_depth else rgb
+
+    def depth_loss(self, aux: dict, target: torch.Tensor, far: float) -> torch.Tensor:
+        """Per-ray cross-entropy (n,) of the softmax weights against the teacher's depth and opacity.
+
+        target: (n, 2) the teacher's expected depth (with its background term ``(1 - acc) far``) and opacity
+        ``acc`` per ray; NaN depth for rays without one (real views), which cost 0. The target distribution puts
+        ``1 - acc`` on the background and ``acc`` on the two points around the surface depth ``(depth - (1 - acc)
+        far) / acc``, split linearly (so its expectation is that depth). Log-weights are floored at -30 so that
+        targets in places with no weight (outside the box) do not swamp the loss.
+        """
+        t, log_w = aux["t"], torch.log_softmax(aux["logits"], dim=-1).clamp_min(-30.0)
+        known = torch.isfinite(target[:, 0])
+        target = torch.where(known[:, None], target, torch.zeros_like(target))  # no NaN reaches the gradient
+        depth, acc = target[:, 0], target[:, 1].clamp(0.0, 1.0)
+        surface = (depth - (1.0 - acc) * far) / acc.clamp_min(1e-3)
+        d = surface.clamp(min=t[:, 0], max=t[:, -1])[:, None]
+        hi = torch.searchsorted(t.contiguous(), d.contiguous()).clamp(1, t.shape[1] - 1)
+        lo = hi - 1
+        t_lo, t_hi = t.gather(1, lo), t.gather(1, hi)
+        frac = ((d - t_lo) / (t_hi - t_lo).clamp_min(1e-8)).clamp(0.0, 1.0)[:, 0]
+        on_surface = -((1.0 - frac) * log_w.gather(1, lo)[:, 0] + frac * log_w.gather(1, hi)[:, 0])
+        ce = acc * on_surface - (1.0 - acc) * log_w[:, -1]
+        return torch.where(known, ce, torch.zeros_like(ce))
+
+
+def grid_student_lookup_flops(cfg: GridStudentConfig) -> float:
+    """FLOPs per ray of the feature lookups, which a FLOP counter of matrix products does not see.
+
+    Counted as 2 FLOPs (a multiply-add) per corner value read and weighted: a trilinear geometry read is 8
+    corners of 1 channel (16 FLOPs, ``n_points`` a ray); a level's bilinear plane reads are 3 planes x 4 corners x
+    ``channels`` (24 C) and their product 2 C multiplies (``n_fine`` points a ray, every level). Corner weights,
+    softmax and encoding are not counted (as biases and activations are not for the linear layers).
+    """
+    levels = len(cfg.resolutions)
+    return float(cfg.n_points * 16 + cfg.n_fine * levels * 26 * cfg.channels)
