@@ -8,8 +8,12 @@ Everything is measured in the same run, because absolute times on shared machine
 2. Student training: :func:`r2l.stages.student.train_step` (the real step: fresh rays plus rays from a
    full :class:`~r2l.stages.student.HardPool`, forward, backward, Adam) on random rays already on the
    device, for the default network (config/config.yaml: depth 12, width 128) and the paper's (88 x 256),
-   16 points and 10 frequencies each. Drawing fresh rays from view stores, validation and checkpoints are
-   not timed. FLOPs per ray are R2L's count (2 x multiply-adds of the linear layers, one forward);
+   16 points and 10 frequencies each, and the default grid student (``"grid default"``:
+   :class:`~r2l.models.gridstudent.GridStudentConfig` defaults over a +-1.5 box, the Adam groups of the loop, the
+   depth loss on with random teacher depths in [2, 6] and opacities in [0, 1]). Drawing fresh rays from view
+   stores, validation and checkpoints are not timed. FLOPs per ray are R2L's count (2 x multiply-adds of the
+   linear layers, one forward; the grid student's: its colour MLP's closed form plus its feature lookups counted
+   in closed form, :func:`~r2l.models.gridstudent.grid_student_lookup_flops`, which no matmul peak bounds);
    a training step counts 3 x that (forward + backward). Precision: fp32 on CPU; on CUDA bf16 autocast
    (``precision: bf16``) and TF32 (``precision: tf32``); fp32 everywhere (``precision: fp32``).
    The whole loop ("student loop"): :func:`~r2l.stages.student.train_student` itself for a few hundred steps on
@@ -17,7 +21,8 @@ Everything is measured in the same run, because absolute times on shared machine
    checkpoints; validation off), from its own ``train_seconds`` (on CPU the default network only).
 3. Student rendering: :class:`~r2l.models.students.Student` ``render_rays`` (the inference path: chunks of
    32,768 rays already on the device, as evaluation builds them from the pose there; colours copied back once)
-   on the rays of a 400 x 400 view, in ms per frame. Where fewer rays are timed (CPU), an even spread over the
+   on the rays of a 400 x 400 view, in ms per frame, for the same networks (the grid student's with random
+   grids: its cost does not depend on their values). Where fewer rays are timed (CPU), an even spread over the
    frame is timed and scaled to it. The same through ``torch.compile`` (``compile="on"``,
    :func:`~r2l.models.students.compile_for_inference`; the default network on CPU, both on CUDA): the seconds of
    its first call (compiling a graph for each chunk size, then rendering) apart, then ms per frame.
@@ -75,6 +80,7 @@ from r2l.data.scene import Scene
 from r2l.geometry.poses import sample_blender_poses
 from r2l.geometry.rays import get_rays
 from r2l.models.flops import nerf_closed_form_flops, student_closed_form_flops
+from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_student_lookup_flops
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.models.students import Student
 from r2l.models.teacher import Teacher, TeacherConfig, build_model, teacher_config_from_dict
@@ -86,6 +92,13 @@ NETWORKS = {
     "default 12x128": R2LNetConfig(n_points=16, n_freqs=10, depth=12, width=128),
     "paper 88x256": R2LNetConfig(n_points=16, n_freqs=10, depth=88, width=256),
 }
+# The grid student family's networks, timed beside NETWORKS (training step and render; not the whole loop, not
+# compiled), over the NeRF-synthetic box of +-1.5 (r2l.models.gridstudent.scene_box without points).
+GRID_NETWORKS = {"grid default": GridStudentConfig()}
+GRID_BOX = 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+STUDENTS = {**NETWORKS, **GRID_NETWORKS}  # every student network whose training step and render are timed
+GRID_FLOPS_NOTE = ("grid student: FLOPs = its colour MLP's closed form + its feature lookups counted in closed form "
+                   "(grid_student_lookup_flops: 2 per corner value read; not bounded by the matmul peak)")
 # The teachers timed: (kind, the config file merged over config/config.yaml, or None for config.yaml alone).
 TEACHERS = (("grid", None), ("nerf", None), ("nerf", "paper.yaml"), ("grid", "lego_fast.yaml"))
 STUDENT_OF = {None: "default 12x128", "paper.yaml": "paper 88x256", "lego_fast.yaml": "paper 88x256"}
@@ -127,15 +140,15 @@ def settings_for(device: torch.device, mode: str = "full") -> Settings:
     frame = FRAME_SIDE * FRAME_SIDE
     files = [None, "paper.yaml", "lego_fast.yaml"]
     if mode == "smoke":
-        return Settings(device, mode, 0.0, 0.0, 64, {n: 32 for n in NETWORKS}, 64, dict.fromkeys(files, 16),
+        return Settings(device, mode, 0.0, 0.0, 64, {n: 32 for n in STUDENTS}, 64, dict.fromkeys(files, 16),
                         dict.fromkeys(files, 64), 8, 1, loop_steps=3, compile_networks=())
     quick = mode == "quick"
     seconds = 1.0 if quick else (3.0 if device.type == "cuda" else 5.0)
     if device.type == "cuda":
-        return Settings(device, mode, seconds, 0.25, 8192, {n: 81_920 for n in NETWORKS}, frame,
+        return Settings(device, mode, seconds, 0.25, 8192, {n: 81_920 for n in STUDENTS}, frame,
                         dict.fromkeys(files), dict.fromkeys(files, frame), FRAME_SIDE, 10 if quick else 20,
                         loop_steps=150 if quick else 300)
-    batch = {"default 12x128": 2048, "paper 88x256": 1024 if quick else 2048}
+    batch = {"default 12x128": 2048, "paper 88x256": 1024 if quick else 2048, "grid default": 2048}
     teacher_batch = {None: None, "paper.yaml": 64 if quick else 256, "lego_fast.yaml": 256 if quick else 1024}
     teacher_rays = {None: 4000, "paper.yaml": 400, "lego_fast.yaml": 2000}
     if not quick:
@@ -207,34 +220,77 @@ def _random_rays(n: int, device: torch.device, gen: torch.Generator) -> tuple[to
     return rays_o, rays_d
 
 
+def _random_geo(n: int, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+    """(n, 2) random teacher geometry: an expected depth in [2, 6] and an opacity in [0, 1] per ray."""
+    u = torch.rand(n, 2, generator=gen)
+    return torch.stack([2.0 + 4.0 * u[:, 0], u[:, 1]], dim=-1).to(device)
+
+
 def _full_pool(cfg: DistillConfig, device: torch.device, gen: torch.Generator) -> HardPool:
-    """A hard-example pool already full of random rays, as after the first ``hard_mul / hard_ratio`` steps."""
+    """A hard-example pool already full of random rays (and teacher geometry), as after the first
+    ``hard_mul / hard_ratio`` steps."""
     pool = HardPool(cfg.hard_mul * cfg.batch_rays, cfg.n_hard, device, seed=0)
     pool.rays_o[:], pool.rays_d[:] = _random_rays(pool.capacity, device, gen)
     pool.rgb[:] = torch.rand(pool.capacity, 3, generator=gen).to(device)
+    pool.geo[:] = _random_geo(pool.capacity, device, gen)
     pool.size = pool.capacity
     return pool
 
 
-def bench_training(name: str, net: R2LNetConfig, precision: str, s: Settings, peaks: dict[str, float]) -> dict:
-    """Rays per second and achieved FLOP/s of student training steps (see the module docstring)."""
+def is_grid(net) -> bool:
+    """Whether ``net`` is a grid student's config (else an R2L MLP's)."""
+    return isinstance(net, GridStudentConfig)
+
+
+def grid_mlp_flops(cfg: GridStudentConfig) -> float:
+    """FLOPs per ray of a grid student's colour MLP: 2 x its multiply-adds, ``in_dim`` -> ``mlp_depth`` hidden
+    layers of ``mlp_width`` -> 3."""
+    w = cfg.mlp_width
+    return 2.0 * (cfg.in_dim * w + (cfg.mlp_depth - 1) * w * w + w * 3)
+
+
+def network_flops(net: R2LNetConfig | GridStudentConfig) -> float:
+    """FLOPs per ray of one forward pass of a student network: R2L's closed form for the MLP; for a grid student its
+    MLP's closed form plus its feature lookups in closed form (:func:`grid_student_lookup_flops`)."""
+    if is_grid(net):
+        return grid_mlp_flops(net) + grid_student_lookup_flops(net)
+    return student_closed_form_flops(net)
+
+
+def build_student_net(net: R2LNetConfig | GridStudentConfig) -> torch.nn.Module:
+    """A student network with random weights: the R2L MLP, or a grid student over :data:`GRID_BOX`."""
+    return GridStudentNet(net, GRID_BOX) if is_grid(net) else R2LNet(net)
+
+
+def _flops_note(net) -> dict:
+    """The row's ``flops_note`` for a grid student (how its FLOPs are counted); nothing for the R2L MLP."""
+    return {"flops_note": GRID_FLOPS_NOTE} if is_grid(net) else {}
+
+
+def bench_training(name: str, net: R2LNetConfig | GridStudentConfig, precision: str, s: Settings,
+                   peaks: dict[str, float]) -> dict:
+    """Rays per second and achieved FLOP/s of student training steps (see the module docstring); a grid student's
+    steps add the depth loss on random teacher geometry (as on pseudo-data)."""
     device, gen = s.device, torch.Generator().manual_seed(0)
-    cfg = DistillConfig(network=net, batch_rays=s.batch_rays[name], precision=precision, device=str(device))
+    grid = is_grid(net)
+    net_cfg = {"family": "grid", "grid": net} if grid else {"network": net}
+    cfg = DistillConfig(**net_cfg, batch_rays=s.batch_rays[name], precision=precision, device=str(device))
     torch.manual_seed(0)
-    model = R2LNet(net).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+    model = build_student_net(net).to(device)
+    optimizer = torch.optim.Adam(model.param_groups(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
     pool = _full_pool(cfg, device, gen)
-    batch = (*_random_rays(cfg.batch_rays, device, gen), torch.rand(cfg.batch_rays, 3, generator=gen).to(device),
-             torch.full((cfg.batch_rays, 2), float("nan"), device=device))  # no teacher depth: the R2L MLP has no use for it
+    geo = (_random_geo(cfg.batch_rays, device, gen) if grid  # the teacher depth the grid's depth loss reads
+           else torch.full((cfg.batch_rays, 2), float("nan"), device=device))  # the R2L MLP has no use for it
+    batch = (*_random_rays(cfg.batch_rays, device, gen), torch.rand(cfg.batch_rays, 3, generator=gen).to(device), geo)
     jitter = torch.Generator(device=device).manual_seed(1)
     geom = {"near": 2.0, "far": 6.0}
-    step = lambda: train_step(model, optimizer, batch, pool, geom, cfg, device, jitter)  # noqa: E731
+    step = lambda: train_step(model, optimizer, batch, pool, geom, cfg, device, jitter, use_depth=grid)  # noqa: E731
     steps = best_rate(step, device, s.seconds, s.segment)
     rays = steps * (cfg.batch_rays + cfg.n_hard)
-    flops = 3.0 * student_closed_form_flops(net) * rays
+    flops = 3.0 * network_flops(net) * rays
     return {"network": name, "precision": precision, "rays_per_step": cfg.batch_rays + cfg.n_hard,
             "steps_per_s": steps, "rays_per_s": rays, "flops_per_s": flops,
-            "fraction_of_peak": flops / peaks[precision]}
+            "fraction_of_peak": flops / peaks[precision], **_flops_note(net)}
 
 
 def bench_student_loop(name: str, precision: str, s: Settings, store: Path, peaks: dict[str, float]) -> dict:
@@ -283,13 +339,14 @@ def _frame_rate(render: Callable, n_rays: int, s: Settings) -> dict:
     return {"rays_timed": rays_o.shape[0], "rays_per_s": rays, "ms_per_frame": 1000.0 * FRAME_SIDE**2 / rays}
 
 
-def bench_render(name: str, net: R2LNetConfig, precision: str, s: Settings, peaks: dict[str, float]) -> dict:
+def bench_render(name: str, net: R2LNetConfig | GridStudentConfig, precision: str, s: Settings,
+                 peaks: dict[str, float]) -> dict:
     """ms per 400 x 400 frame and achieved FLOP/s of the student's inference path at ``precision``."""
     torch.manual_seed(0)
-    student = Student(R2LNet(net).to(s.device), 2.0, 6.0, meta={}, precision=precision)
+    student = Student(build_student_net(net).to(s.device), 2.0, 6.0, meta={}, precision=precision)
     row = {"network": name, "precision": precision, **_frame_rate(student.render_rays, s.render_rays, s)}
-    flops = student_closed_form_flops(net) * row["rays_per_s"]
-    return {**row, "flops_per_s": flops, "fraction_of_peak": flops / peaks[precision]}
+    flops = network_flops(net) * row["rays_per_s"]
+    return {**row, "flops_per_s": flops, "fraction_of_peak": flops / peaks[precision], **_flops_note(net)}
 
 
 def bench_render_compiled(name: str, net: R2LNetConfig, precision: str, s: Settings,
@@ -540,8 +597,8 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
     first = matmul_peaks(s)
     peaks = dict(first)  # raised below to the best of before and after: the others' fractions are set at the end
     ps = precisions(dev)
-    train = [bench_training(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
-    render = [bench_render(name, net, p, s, peaks) for name, net in NETWORKS.items() for p in ps]
+    train = [bench_training(name, net, p, s, peaks) for name, net in STUDENTS.items() for p in ps]
+    render = [bench_render(name, net, p, s, peaks) for name, net in STUDENTS.items() for p in ps]
     compiled = [bench_render_compiled(name, NETWORKS[name], p, s, peaks) for name in s.compile_networks for p in ps]
     loops = run_student_loops(s, peaks)
     teachers = run_teachers(s, peaks)
@@ -555,7 +612,8 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
         "torch": torch.__version__, "mode": s.mode, "quick": s.mode == "quick",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "matmul_n": s.matmul_n, "peak_flops_per_s": peaks,
         "peak_flops_per_s_first_last": {"first": first, "last": last},
-        "train_method": TRAIN_METHOD, "student_training": train, "student_loop": loops, "student_render": render,
+        "train_method": TRAIN_METHOD, "grid_flops_note": GRID_FLOPS_NOTE,
+        "student_training": train, "student_loop": loops, "student_render": render,
         "student_render_compiled": compiled,
         "teacher_training": teachers["teacher_training"], "teacher_render": teachers["teacher_render"],
         "student_speedup": speedups(render, teachers["teacher_render"]), "pseudo_data": teachers["pseudo_data"],
@@ -588,6 +646,7 @@ def _header(r: dict) -> list[str]:
     return [f"r2l bench on {r['device']} ({r['device_name']}), torch {r['torch']}{mode}, {r['date']}",
             f"matmul peak ({r['matmul_n']}x{r['matmul_n']}, best segment, better of first and last): {peaks}",
             f"student training step: {r['train_method']}; FLOPs = 3 x forward",
+            *([f"{r['grid_flops_note']}"] if r.get("grid_flops_note") else []),
             "teachers: RANDOM weights (grid: final resolution, occupancy all set); FLOPs: NeRF closed form, grid n/a",
             f"machine load (1 min): {load['before']:.2f} before, {load['after']:.2f} after; threads {r['threads']}"]
 

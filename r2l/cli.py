@@ -3,7 +3,8 @@
 - ``r2l run [snakemake args]``: the Snakemake pipeline of this checkout (``--snakefile`` added when not
   given, ``--cores 1`` when no ``--cores`` and ``--resources gpu=1`` when no ``--resources``); returns Snakemake's
   exit code.
-- ``r2l info MODEL [--json]``: what a model file is (kind, network, scene, step, val PSNR, training).
+- ``r2l info MODEL [--json]``: what a model file is (kind, student family, network, scene, step, val PSNR,
+  training).
 - ``r2l render MODEL --path orbit|spiral --out video.mp4`` or ``--pose FILE --out image.png``: renders any
   trained teacher or student with the scene camera stored in its file (or ``--scene DIR --format F``).
 - ``r2l bench [--quick] [--json FILE] [--pipeline-benchmarks DIR]``: each stage's speed against the matmul peak.
@@ -29,6 +30,8 @@ from r2l.core.errors import DataError, R2LError
 POSE_HELP = ("a 4x4 (or 3x4) camera-to-world matrix in the OpenGL convention (x right, y up, looking down -z; "
              "r2l.geometry.rays) in the scene's world frame (that of its poses), as .npy, .txt or .json")
 PATH_KINDS = {False: "orbit", True: "spiral"}  # the camera path a scene stores: object-centric or forward-facing (ndc)
+# what ``r2l info`` says of each student family (r2l.models.students.FAMILIES)
+FAMILY_TEXT = {"r2l": "the paper's residual MLP", "grid": "grid-feature light field"}
 
 
 class UsageError(R2LError):
@@ -109,8 +112,8 @@ def add_run_parser(sub) -> None:
 
 def add_info_parser(sub) -> None:
     p = add_command(sub, "info", "what a model file is", (
-        "Describe a trained model file: kind (teacher nerf/grid, student, finetuned), network, scene identity "
-        "and camera, step, validation PSNR, training time and device, precision."),
+        "Describe a trained model file: kind (teacher nerf/grid, student, finetuned), a student's family (r2l or "
+        "grid), network, scene identity and camera, step, validation PSNR, training time and device, precision."),
         ["r2l info results/builtin/finetuned/model.pt", "r2l info --json results/builtin/teacher/model.pt"])
     p.add_argument("model", type=Path, metavar="MODEL", help="a teacher, student or finetuned model file (.pt)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -139,7 +142,8 @@ def add_render_parser(sub) -> None:
 def add_bench_parser(sub) -> None:
     p = add_command(sub, "bench", "each stage's speed against the device's matmul peak", (
         "Measure the device's dense matmul peak, then student training (rays/s, FLOP/s as a fraction of the peak) "
-        "and rendering (ms per 400x400 frame) for the default (12x128) and paper (88x256) networks, the teachers' "
+        "and rendering (ms per 400x400 frame) for the default (12x128) and paper (88x256) networks and the default "
+        "grid student (its feature lookups' FLOPs in closed form), the teachers' "
         "training and rendering (random weights, at the sizes of config/*.yaml) and the student's speed-up over "
         "each, and pseudo-data views per second, in one run; with --pipeline-benchmarks, each rule's time from "
         "Snakemake's benchmark files."),
@@ -258,14 +262,19 @@ def info_lines(d: dict) -> list[str]:
     """``r2l info``'s text: one ``name  value`` line per field."""
     role = f"teacher ({d['kind']})" if d["role"] == "teacher" else d["kind"]
     net = ", ".join(f"{k} {v}" for k, v in d["network"].items()) or "not recorded"
+    family = d.get("family")  # None for a teacher
     cost = f"; {d['mflops_per_ray']:.2f} MFLOPs per ray" if d["mflops_per_ray"] is not None else ""
+    if cost and family == "grid":
+        cost += ", its feature lookups counted in closed form"
+    family_row = [] if family is None else [("family", f"{family} ({FAMILY_TEXT.get(family, 'unknown family')})")]
     seconds = d["train_seconds"]
     training = "not recorded" if seconds is None else f"{seconds:.0f} s"
     if d["total_train_seconds"] is not None and d["total_train_seconds"] != seconds:
         training += f" (this stage; {d['total_train_seconds']:.0f} s with the stages before)"
     device = d["device"] if d["device_name"] in (None, d["device"]) else f"{d['device']} ({d['device_name']})"
     precision = d["precision"] or f"not recorded (r2l 0.1 file, config amp: {_fmt(d['amp'])}: bf16 autocast on CUDA)"
-    rows = [("model", d["file"]), ("kind", role), ("network", f"{net} ({d['stored_values']:,} stored values{cost})"),
+    rows = [("model", d["file"]), ("kind", role), *family_row,
+            ("network", f"{net} ({d['stored_values']:,} stored values{cost})"),
             ("scene", _scene_line(d["scene"])), ("step", _fmt(d["step"])), ("val PSNR", _fmt(d["val_psnr"], " dB")),
             ("training", training), ("device", _fmt(device)), ("precision", precision),
             ("file size", f"{d['size_mb']:.2f} MB")]

@@ -17,16 +17,27 @@ import torch
 
 from r2l.bench import (
     FRAME_SIDE,
+    GRID_BOX,
+    GRID_FLOPS_NOTE,
+    GRID_NETWORKS,
+    STUDENTS,
+    bench_render,
     bench_render_compiled,
+    bench_training,
+    build_student_net,
     format_table,
     frame_rays,
+    network_flops,
     pipeline_times,
     read_benchmark,
     settings_for,
     speedups,
     teacher_config,
 )
+from r2l.models.flops import flops_per_ray, student_closed_form_flops
+from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_student_lookup_flops
 from r2l.models.r2lnet import R2LNetConfig
+from r2l.models.students import Student
 
 ROOT = Path(__file__).resolve().parents[1]
 TSV_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -81,6 +92,7 @@ def test_settings_are_positive(mode):
     for device in ("cpu", "cuda"):
         s = settings_for(torch.device(device), mode)
         assert s.matmul_n > 0 and s.render_rays > 0 and s.pseudo_views > 0 and min(s.batch_rays.values()) > 0
+        assert set(s.batch_rays) == set(STUDENTS)  # every student timed has a batch, the grid student's too
         assert min(s.teacher_render_rays.values()) > 0 and all(b is None or b > 0 for b in s.teacher_batch.values())
 
 
@@ -113,6 +125,52 @@ def test_speedups_pair_students_with_their_teachers():
                 {"teacher": "nerf paper.yaml", "precision": "bf16", "ms_per_frame": 1000.0}]
     got = {(x["student"], x["teacher"]): x["speedup"] for x in speedups(students, teachers)}
     assert got == {("default 12x128", "grid config.yaml"): 5.0, ("paper 88x256", "nerf paper.yaml"): 30.0}
+
+
+def test_grid_student_flops_are_its_mlp_and_lookups():
+    """The bench's closed form of the default grid student equals what evaluation counts on its real forward pass
+    (the MLP's matrix products traced, plus the lookups its meta states)."""
+    cfg = GRID_NETWORKS["grid default"]
+    assert cfg == GridStudentConfig() and torch.equal(GRID_BOX, torch.tensor([[-1.5] * 3, [1.5] * 3]))
+    w = cfg.mlp_width
+    mlp = 2 * (cfg.in_dim * w + (cfg.mlp_depth - 1) * w * w + w * 3)
+    assert network_flops(cfg) == mlp + grid_student_lookup_flops(cfg)
+    torch.manual_seed(0)
+    net = build_student_net(cfg)
+    assert isinstance(net, GridStudentNet) and torch.equal(net.box, GRID_BOX)
+    student = Student(net, 2.0, 6.0, meta={"lookup_flops_per_ray": grid_student_lookup_flops(cfg)})
+    assert flops_per_ray(student, *frame_rays(64)) == pytest.approx(network_flops(cfg))
+    r2l = STUDENTS["default 12x128"]
+    assert network_flops(r2l) == student_closed_form_flops(r2l)
+
+
+def test_grid_student_rows(monkeypatch):
+    """A small grid student's training step (its parameters move) and render at smoke settings, and their rows."""
+    import r2l.bench as bench
+
+    cfg = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
+                            mlp_width=16)
+    s = settings_for(torch.device("cpu"), "smoke")
+    s.batch_rays["tiny grid"] = 32
+    built = []
+    monkeypatch.setattr(bench, "build_student_net", lambda net: built.append(build_student_net(net)) or built[-1])
+    train = bench_training("tiny grid", cfg, "fp32", s, {"fp32": 1e9})
+    assert built[0].geometry.abs().max() > 0  # the step trained the logit grid (it starts at zero)
+    assert train["rays_per_step"] == 32 + round(0.2 * 32) and train["flops_note"] == GRID_FLOPS_NOTE
+    assert train["rays_per_s"] > 0
+    assert train["flops_per_s"] == pytest.approx(3 * network_flops(cfg) * train["rays_per_s"])
+    render = bench_render("tiny grid", cfg, "fp32", s, {"fp32": 1e9})
+    assert render["rays_timed"] == s.render_rays and render["ms_per_frame"] > 0
+    assert render["flops_per_s"] == pytest.approx(network_flops(cfg) * render["rays_per_s"])
+    r = {"device": "cpu", "device_name": "x", "torch": "t", "mode": "smoke", "date": "d", "matmul_n": 64,
+         "peak_flops_per_s": {"fp32": 1e9}, "train_method": "m", "grid_flops_note": GRID_FLOPS_NOTE,
+         "load_average": {"before": 0.0, "after": 0.0}, "threads": 1, "student_training": [train], "student_loop": [],
+         "student_render": [render], "student_render_compiled": [], "teacher_training": [], "teacher_render": [],
+         "student_speedup": [], "pseudo_data": [], "pipeline": None, "notes": []}
+    lines = format_table(r).splitlines()
+    assert GRID_FLOPS_NOTE in lines
+    assert any(line.startswith("student train") and "tiny grid" in line for line in lines)
+    assert any(line.startswith("student render") and "tiny grid" in line for line in lines)
 
 
 def test_gpu_targets_verdicts():
@@ -156,6 +214,10 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "check.log", "gpu_check.json", "paper_run.json"]
     bench = json.loads((out / "bench.json").read_text())
     assert bench["mode"] == "smoke" and positive_finite(bench["peak_flops_per_s"]["fp32"])
+    for section in ("student_training", "student_render"):  # the grid student beside the R2L MLPs
+        assert [r["network"] for r in bench[section]] == ["default 12x128", "paper 88x256", "grid default"]
+        assert bench[section][-1]["flops_note"] == bench["grid_flops_note"] and positive_finite(
+            bench[section][-1]["rays_per_s"])
     assert {r["teacher"] for r in bench["teacher_render"]} == {"grid config.yaml", "nerf config.yaml",
                                                                "nerf paper.yaml", "grid lego_fast.yaml"}
     paper = json.loads((out / "paper_run.json").read_text())

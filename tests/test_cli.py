@@ -18,6 +18,7 @@ from r2l.core.checkpoint import atomic_torch_save
 from r2l.core.imageio import to_uint8
 from r2l.data.builtin import write_blender, write_llff
 from r2l.data.registry import load_scene
+from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_student_lookup_flops
 from r2l.models.load import load_model, model_camera
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.models.teacher import teacher_config_from_dict
@@ -31,6 +32,8 @@ TINY_GRID = {
     "app_dim": 8, "mlp_width": 16, "n_samples": 24, "occupancy_resolution": 8, "occupancy_warmup": 100,
 }
 NET = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
+GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
+                             mlp_width=16)
 
 
 def r2l(*args: str) -> subprocess.CompletedProcess:
@@ -71,12 +74,18 @@ def teacher(scene, tmp_path_factory):
     return d / "teacher.pt"
 
 
-def student_file(path: Path, scene, kind: str = "student") -> Path:
-    """A student file with the keys r2l.stages.student writes; ``scene`` None: a file of r2l 0.1 (no camera)."""
+def student_file(path: Path, scene, kind: str = "student", family: str = "r2l") -> Path:
+    """A student file with the keys r2l.stages.student writes; ``scene`` None: a file of r2l 0.1 (no camera).
+    family: ``r2l`` (NET) or ``grid`` (GRID_NET over the +-1.5 box)."""
     torch.manual_seed(0)
     cam = scene.camera() if scene is not None else {"near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0}
+    if family == "grid":
+        net = GridStudentNet(GRID_NET, 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+        config = dataclasses.asdict(DistillConfig(family="grid", grid=GRID_NET))
+    else:
+        net, config = R2LNet(NET), dataclasses.asdict(DistillConfig(network=NET))
     atomic_torch_save({
-        "weights": R2LNet(NET).state_dict(), "config": dataclasses.asdict(DistillConfig(network=NET)), "kind": kind,
+        "weights": net.state_dict(), "config": config, "kind": kind,
         "near": cam["near"], "far": cam["far"], "ndc": cam["ndc"], "ndc_near": cam["ndc_near"],
         "scene": None if scene is None else {"name": scene.name, "format": scene.format, **cam},
         "step": 40, "metrics": {"val_psnr": 12.5, "train_seconds": 3.0, "device": "cpu", "device_name": "cpu"},
@@ -88,7 +97,7 @@ def student_file(path: Path, scene, kind: str = "student") -> Path:
 def students(scene, ff_scene, tmp_path_factory):
     d = tmp_path_factory.mktemp("students")
     return {"orbit": student_file(d / "student.pt", scene), "ndc": student_file(d / "ff.pt", ff_scene, "finetuned"),
-            "old": student_file(d / "old.pt", None)}
+            "old": student_file(d / "old.pt", None), "grid": student_file(d / "grid.pt", scene, family="grid")}
 
 
 def run_main(capsys, *args) -> tuple[int, str, str]:
@@ -126,8 +135,27 @@ def test_info_students(students, capsys):
     assert code == 0 and d["kind"] == "finetuned" and d["step"] == 40 and d["val_psnr"] == 12.5
     assert d["scene"]["name"] == "builtin_ff" and d["scene"]["ndc"] is True and d["network"]["depth"] == 4
     assert d["mflops_per_ray"] == pytest.approx(2 * (3 * 8 * 9 * 16 + 2 * 16 * 16 + 16 * 3) / 1e6)
+    assert d["family"] == "r2l"
     code, out, _ = run_main(capsys, "info", students["old"])
     assert code == 0 and "student" in out and "scene      not recorded" in out
+    assert "family     r2l (the paper's residual MLP)" in out  # a file without a family: the R2L MLP
+
+
+def test_info_grid_student(students, teacher, capsys):
+    code, out, _ = run_main(capsys, "info", students["grid"])
+    assert code == 0
+    lines = dict(line.split(None, 1) for line in out.splitlines() if not line.startswith((" ", "val ", "file ")))
+    assert lines["kind"] == "student" and lines["family"] == "grid (grid-feature light field)"
+    flat = " ".join(line.strip() for line in out.splitlines())  # (long lines are wrapped)
+    assert "geometry_resolution 16" in flat and "its feature lookups counted in closed form" in flat
+    code, out, _ = run_main(capsys, "info", "--json", students["grid"])
+    d = json.loads(out)
+    assert d["family"] == "grid" and d["network"]["n_fine"] == 2 and d["network"]["resolutions"] == [8, 16]
+    w, in_dim = GRID_NET.mlp_width, GRID_NET.in_dim
+    mlp = 2 * (in_dim * w + (GRID_NET.mlp_depth - 1) * w * w + w * 3)
+    assert d["mflops_per_ray"] == pytest.approx((mlp + grid_student_lookup_flops(GRID_NET)) / 1e6)
+    code, out, _ = run_main(capsys, "info", teacher)
+    assert code == 0 and "family" not in out  # a teacher has no student family
 
 
 def test_load_model_picks_the_renderer(teacher, students):
@@ -148,7 +176,7 @@ def expected_image(model_path: Path, camera_scene, pose: np.ndarray, width: int)
     return to_uint8(model.render_rays(*rays).reshape(H, width, 3).numpy())
 
 
-@pytest.mark.parametrize("which", ["teacher", "orbit", "ndc"])
+@pytest.mark.parametrize("which", ["teacher", "orbit", "ndc", "grid"])
 def test_render_pose_matches_render_rays(which, teacher, students, scene, ff_scene, tmp_path, capsys):
     path = teacher if which == "teacher" else students[which]
     cam_scene = ff_scene if which == "ndc" else scene
@@ -192,6 +220,11 @@ def test_render_path_writes_the_requested_frames(teacher, students, tmp_path, ca
     assert iio.imread(written, index=0).shape[:2] == (12, 16)  # the scene's size
     if written.suffix == ".mp4":  # (Pillow's GIF writer merges identical frames, and this student is nearly flat)
         assert n_frames(written) == 3
+    code, out, err = run_main(capsys, "render", students["grid"], "--path", "orbit", "--frames", 4, "--out",
+                              tmp_path / "grid.mp4", "--width", 8, "--device", "cpu")  # a grid student, unchanged
+    assert code == 0, err
+    written = video_path_for(tmp_path, "grid")
+    assert str(written) in out and iio.imread(written, index=0).shape[:2] == (8, 8)
 
 
 def test_render_with_scene_folder_for_a_file_without_camera(students, scene, scene_dir, tmp_path, capsys):
@@ -278,7 +311,9 @@ def test_bench_writes_json(tmp_path, capsys):
     r = json.loads((tmp_path / "out.json").read_text())
     assert r["peak_flops_per_s"]["fp32"] > 0 and math.isfinite(r["peak_flops_per_s"]["fp32"])
     rows = r["student_training"] + r["student_loop"] + r["student_render"]
-    assert {row["network"] for row in rows} == {"default 12x128", "paper 88x256"}
+    assert {row["network"] for row in rows} == {"default 12x128", "paper 88x256", "grid default"}
+    assert {row["network"] for row in r["student_loop"]} == {"default 12x128", "paper 88x256"}  # the grid: no loop
+    assert "grid default" in out and "lookups counted in closed form" in out
     teachers = r["teacher_training"] + r["teacher_render"]
     assert {row["teacher"] for row in teachers} == {"grid config.yaml", "nerf config.yaml", "nerf paper.yaml",
                                                     "grid lego_fast.yaml"}

@@ -17,7 +17,17 @@ from r2l.data.scene import Scene
 from r2l.data.views import ViewStore
 from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.teacher import teacher_config_from_dict
-from r2l.report.curves import COLORS, COLUMNS, DPI, FIGSIZE, curves_figure, read_history, record_row, write_history
+from r2l.report.curves import (
+    COLORS,
+    COLUMNS,
+    DPI,
+    FIGSIZE,
+    curves_figure,
+    legend_labels,
+    read_history,
+    record_row,
+    write_history,
+)
 from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.stages.student import DistillConfig, finetune_student, lr_at, store_psnr, train_student
 from r2l.stages.teacher import train_teacher
@@ -234,3 +244,26 @@ def test_curves_figure(teacher_csv, student_run, tmp_path):
     assert _colour_pixels(iio.imread(only), COLORS["student"]) < _colour_pixels(img, COLORS["student"])
     with pytest.raises(ValueError, match="unknown model"):
         curves_figure({"nerf": teacher_csv}, tmp_path / "x.png")
+
+
+def test_legend_names_the_student_family(tmp_path):
+    """Hand-made histories: the legend says ``student (grid)`` / ``finetuned (grid)`` when the family is given."""
+    models = ["teacher", "student", "finetuned"]
+    assert legend_labels(models) == models
+    assert legend_labels(models, {"student": "grid", "finetuned": "grid"}) == [
+        "teacher", "student (grid)", "finetuned (grid)"]
+    assert legend_labels(models, {"teacher": "grid", "student": "r2l", "finetuned": None}) == [
+        "teacher", "student (r2l)", "finetuned"]
+    paths = {}
+    for k, model in enumerate(models):
+        rows = []
+        for step in range(0, 50, 5):
+            record_row(rows, 50 * k + step, loss=0.1 / (step + 1), train_psnr=10 + step / 5, lr=1e-3, seconds=step)
+        record_row(rows, 50 * k + 45, val_psnr=15.0 + k)
+        paths[model] = write_history(tmp_path / f"{model}.csv", rows)
+    plain = iio.imread(curves_figure(paths, tmp_path / "plain.png", title="toy"))
+    named = iio.imread(curves_figure(paths, tmp_path / "grid.png", title="toy",
+                                     families={"student": "grid", "finetuned": "grid"}))
+    assert plain.shape == named.shape and not np.array_equal(plain, named)  # the legend text differs
+    for model, colour in COLORS.items():
+        assert _colour_pixels(named, colour) > 100, model

@@ -122,6 +122,27 @@ def test_psnr_label_is_the_computed_psnr():
                       ("finetuned", "PSNR 120.00 dB"), ("error", "black 0, yellow ≥ 0.2")]
 
 
+def test_panel_labels_name_the_student_family(tmp_path):
+    gt = np.zeros((4, 5, 3), np.float32)
+    preds = [np.full_like(gt, 0.1), np.full_like(gt, 0.5), gt]
+    labels = panel_labels(gt, preds, families={"student": "grid", "finetuned": "grid"})
+    assert [name for name, _ in labels] == ["ground truth", "teacher", "student (grid)", "finetuned (grid)", "error"]
+    assert labels[2][1] == "PSNR 6.02 dB"  # the second lines do not change
+    assert [n for n, _ in panel_labels(gt, preds, families={"student": "r2l", "finetuned": None})][2:4] == [
+        "student (r2l)", "finetuned"]  # an unknown family: the bare name
+    assert [n for n, _ in panel_labels(gt, preds, families={"teacher": "grid"})][1] == "teacher"
+    # drawn: only the student and finetuned labels change
+    img = {fam: iio.imread(comparison_figure(gt, gt, gt, gt, tmp_path / f"{fam}.png",
+                                             families={"student": fam, "finetuned": fam} if fam else None))
+           for fam in (None, "grid")}
+    band, s = figure_layout(4, 5)
+    step = s * 5 + SEPARATOR
+    columns = [slice(k * step, (k + 1) * step) for k in range(5)]
+    changed = [not np.array_equal(img[None][:band, c], img["grid"][:band, c]) for c in columns]
+    assert changed == [False, False, True, True, False]
+    assert np.array_equal(img[None][band:], img["grid"][band:])  # the panels themselves are the same
+
+
 def test_colormap_endpoints_and_monotone_brightness():
     ramp = colormap(np.linspace(0, 1, 11)[None])[0]
     assert ramp.shape == (11, 3)
@@ -137,6 +158,10 @@ def test_scene_comparison_from_evaluation_renders(tmp_path):
     out = scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=1)
     band, s = figure_layout(16, 20)
     assert iio.imread(out).shape == (band + s * 16, 5 * s * 20 + 4 * SEPARATOR, 3)
+    grid = scene_comparison_figure(scene, tmp_path, tmp_path / "grid.png", view=1,
+                                   families={"student": "grid", "finetuned": "grid"})
+    assert not np.array_equal(iio.imread(grid)[:band], iio.imread(out)[:band])  # the labels name the family
+    np.testing.assert_array_equal(iio.imread(grid)[band:], iio.imread(out)[band:])
     with pytest.raises(DataError, match="outside"):
         scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=5)
     (tmp_path / "student" / "000.png").unlink()

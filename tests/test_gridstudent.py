@@ -26,7 +26,7 @@ from r2l.stages.student import DistillConfig, student_box, train_student
 
 RES = 24
 BOX = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
-TINY = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
+TINY = GridStudentConfig(n_points=8, geometry_resolution=16, n_refine=4, n_fine=2, resolutions=(8, 16), channels=3,
                          mlp_width=16, mlp_depth=2, view_freqs=1)
 
 
@@ -37,8 +37,9 @@ def test_flops_match_a_hand_count():
     n = 7
     measured = count_flops(model, torch.zeros(n, 3), torch.ones(n, 3), 2.0, 6.0, False) / n
     assert measured == 2 * (22 * 16 + 16 * 16 + 16 * 3) == 1312
-    # 8 geometry points x 8 corners x 2; 2 feature points x 2 levels x (3 planes x 4 corners x 3 channels x 2 + 2 x 3)
-    assert grid_student_lookup_flops(TINY) == 8 * 16 + 2 * 2 * (72 + 6) == 440
+    # (8 + 4 refining) geometry points x 8 corners x 2; 2 feature points x 2 levels x (3 planes x 4 corners x
+    # 3 channels x 2 + 2 x 3 for the product)
+    assert grid_student_lookup_flops(TINY) == 12 * 16 + 2 * 2 * (72 + 6) == 504
 
 
 def test_depth_loss_by_hand():
@@ -146,9 +147,9 @@ def test_the_grid_student_learns_the_scene(data, tmp_path):
     info = describe_model(tmp_path / "model.pt")
     assert info["network"]["n_fine"] == TINY.n_fine and info["family"] == "grid"
     student = load_model(tmp_path / "model.pt", "cpu")
-    assert student.meta["family"] == "grid" and student.meta["lookup_flops_per_ray"] == 440.0
+    assert student.meta["family"] == "grid" and student.meta["lookup_flops_per_ray"] == 504.0
     rays_o, rays_d = pose_rays(data["test"].poses[0], RES, RES, data["test"].focal, False, None, "cpu")
-    assert flops_per_ray(student, rays_o, rays_d) == 1312 + 440  # linear layers counted, lookups added
+    assert flops_per_ray(student, rays_o, rays_d) == 1312 + 504  # linear layers counted, lookups added
 
 
 def test_a_killed_run_resumes_bit_identically(data, tmp_path):

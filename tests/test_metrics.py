@@ -181,6 +181,7 @@ def test_evaluate_model_hand_checked(tmp_path):
                          n_speed_frames=3, warmup=1)
     assert list(row) == COLUMNS
     assert row["scene"] == "flat" and row["model"] == "student"
+    assert row["family"] is None  # its meta names no student family
     assert row["psnr"] == pytest.approx(20.0, abs=1e-5)  # |0.5 - 0.6| = 0.1 everywhere
     c1 = 0.01**2
     assert row["ssim"] == pytest.approx((2 * 0.5 * 0.6 + c1) / (0.25 + 0.36 + c1), abs=1e-6)
@@ -208,6 +209,7 @@ def test_evaluate_model_resized_and_named(tmp_path):
     row = evaluate_model(GreyRenderer(kind="grid"), scene, H=12, W=11, n_speed_frames=1, warmup=0,
                          renders_dir=tmp_path, scene_name="lego_100")
     assert row["model"] == "teacher" and row["scene"] == "lego_100"  # grid/nerf kinds are the teacher
+    assert row["family"] is None
     assert iio.imread(tmp_path / "000.png").shape == (12, 11, 3)
     assert row["psnr"] == pytest.approx(20.0, abs=1e-5)
 
@@ -246,6 +248,7 @@ def test_evaluate_scene_with_real_model_files(tmp_path):
     from r2l.core.checkpoint import atomic_torch_save
     from r2l.data.builtin import write_blender
     from r2l.data.registry import load_scene
+    from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
     from r2l.models.r2lnet import R2LNet, R2LNetConfig
     from r2l.models.teacher import teacher_config_from_dict
     from r2l.stages.evaluate import evaluate_scene
@@ -258,9 +261,14 @@ def test_evaluate_scene_with_real_model_files(tmp_path):
                                      "device": "cpu", "grid": grid, "check_learned": False})  # 3 steps learn little
     train_teacher(scene, tcfg, tmp_path / "teacher.pt", tmp_path / "resume")
     scfg = R2LNetConfig(depth=4, width=8, n_points=4, n_freqs=2)
+    gcfg = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
+                             mlp_width=16)
+    grid = GridStudentNet(gcfg, 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     for kind, seconds in (("student", 120.0), ("finetuned", 30.0)):
-        atomic_torch_save({
-            "weights": R2LNet(scfg).state_dict(), "config": {"student": dataclasses.asdict(scfg)}, "kind": kind,
+        atomic_torch_save({  # the student: an R2L MLP of r2l 0.1 (no family recorded); the finetuned: a grid student
+            "weights": R2LNet(scfg).state_dict() if kind == "student" else grid.state_dict(),
+            "config": {"student": dataclasses.asdict(scfg)} if kind == "student" else {
+                "family": "grid", "grid": dataclasses.asdict(gcfg)}, "kind": kind,
             "near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0, "step": 5,
             "metrics": {"train_seconds": seconds, "total_train_seconds": seconds + 120.0 * (kind == "finetuned")},
         }, tmp_path / f"{kind}.pt")
@@ -270,10 +278,13 @@ def test_evaluate_scene_with_real_model_files(tmp_path):
     assert [r["model"] for r in rows] == ["teacher", "student", "finetuned"]
     df = __import__("pandas").read_csv(tmp_path / "out" / "metrics.csv")
     assert list(df.columns) == COLUMNS and len(df) == 3
+    assert [r["family"] for r in rows] == [None, "r2l", "grid"]
+    assert df["family"].isna().tolist() == [True, False, False] and list(df["family"][1:]) == ["r2l", "grid"]
     student = rows[1]
     assert student["mflops_per_ray"] == pytest.approx(2 * (4 * 3 * 5 * 8 + 2 * 8 * 8 + 8 * 3) / 1e6)
     assert student["params"] == sum(p.numel() for p in R2LNet(scfg).parameters())
     assert rows[2]["train_minutes"] == pytest.approx(0.5)  # the finetuning stage alone
+    assert rows[2]["params"] == sum(p.numel() for p in grid.parameters())
     assert rows[1]["train_minutes"] == pytest.approx(2.0)
     assert 0 < rows[0]["mflops_per_ray"] and 5 < rows[0]["psnr"] < 120
     for m in ("teacher", "student", "finetuned"):

@@ -9,13 +9,23 @@ import pytest
 
 from r2l.core.errors import DataError
 from r2l.report.published import BLENDER_PSNR, LLFF_PSNR, TABLE2, match_paper_scene, published_psnr
-from r2l.report.tables import COLUMNS, read_metrics, write_metrics_csv, write_summary
+from r2l.report.tables import (
+    COLUMNS,
+    LEGACY_COLUMNS,
+    model_label,
+    read_metrics,
+    summary_markdown,
+    write_metrics_csv,
+    write_summary,
+)
 
 
-def row(scene: str, model: str, psnr: float, ms: float, mflops: float, minutes: float, lpips=None) -> dict:
-    """A hand-made metrics row."""
+def row(scene: str, model: str, psnr: float, ms: float, mflops: float, minutes: float, lpips=None,
+        family: str = "r2l") -> dict:
+    """A hand-made metrics row (the teacher's family None)."""
     return {
-        "scene": scene, "model": model, "psnr": psnr, "ssim": 0.9, "lpips": lpips, "mflops_per_ray": mflops,
+        "scene": scene, "model": model, "family": None if model == "teacher" else family, "psnr": psnr, "ssim": 0.9,
+        "lpips": lpips, "mflops_per_ray": mflops,
         "ms_per_frame": ms, "fps": 1000.0 / ms, "params": 5_917_187 if model != "teacher" else 1_191_688,
         "size_mb": 23.7 if model != "teacher" else 4.8, "train_minutes": minutes, "device": "NVIDIA H100", "precision": "bf16",
     }
@@ -37,11 +47,13 @@ def two_scenes(tmp_path):
 
 def test_metrics_csv_columns_and_empty_cells(two_scenes):
     text = two_scenes[0].read_text().splitlines()
-    assert text[0] == ",".join(COLUMNS)
-    assert text[1].split(",")[4] == ""  # lpips None -> empty cell
+    assert text[0] == ",".join(COLUMNS) and COLUMNS[:3] == ["scene", "model", "family"]
+    assert text[1].split(",")[2] == ""  # the teacher has no family
+    assert text[1].split(",")[5] == ""  # lpips None -> empty cell
     df = pd.read_csv(two_scenes[0])
     assert list(df.columns) == COLUMNS and list(df["model"]) == ["teacher", "student", "finetuned"]
     assert df["lpips"].isna().all()
+    assert df["family"].isna().tolist() == [True, False, False] and list(df["family"][1:]) == ["r2l", "r2l"]
 
 
 def test_metrics_row_keys_are_checked(tmp_path):
@@ -82,12 +94,14 @@ def test_comparison_gains_speedups_and_paper_numbers(two_scenes, tmp_path):
 def test_summary_markdown(two_scenes, tmp_path):
     write_summary(two_scenes, tmp_path / "s.csv", tmp_path / "s.md")
     md = (tmp_path / "s.md").read_text()
-    for heading in ("## teacher", "## student", "## finetuned", "## Student vs teacher"):
+    for heading in ("## teacher\n", "## student (r2l)\n", "## finetuned (r2l)\n", "## Student vs teacher"):
         assert heading in md
-    assert "| lego_100 (lego) | 30.00 | 31.00 | +1.00 | 32.00 | +2.00 | 25.0 | 25.0 | 25.8 | 35.0 |" in md
+    assert "| lego_100 (lego) | r2l | 30.00 | 31.00 | +1.00 | 32.00 | +2.00 | 25.0 | 25.0 | 25.8 | 35.0 |" in md
     assert "| 35.0 | 31.42 | 32.53 | +1.11 |" in md
-    assert "| toy | 28.00 | 27.50 | -0.50 |" in md
-    assert "| **mean** | 29.00 | 29.25 | +0.25 | 30.50 | +1.50 | 22.5 | 22.5 |" in md
+    assert "| toy | r2l | 28.00 | 27.50 | -0.50 |" in md
+    assert "| **mean** | r2l | 29.00 | 29.25 | +0.25 | 30.50 | +1.50 | 22.5 | 22.5 |" in md
+    assert "| scene | family | PSNR (dB) |" in md and "| toy | r2l | 27.50 | 0.9000 | 0.1000 |" in md  # student table
+    assert "| ours teacher (mean) | 4.8 |" in md and "| ours finetuned (r2l, mean) | 23.7 | 11.79 |" in md
     # the teacher's mean row; LPIPS mean over the one scene that has it, params with separators
     assert "| **mean** | 29.00 | 0.9000 | 0.2000 | 303.82 | 800.0 |" in md
     assert "1,191,688" in md
@@ -105,7 +119,7 @@ def test_missing_model_leaves_cells_empty(tmp_path):
     assert table.loc["mean", "paper_nerf_psnr"] == 26.86  # every scene is a paper scene: mean row has it
     assert "mean (paper scenes)" not in table.index
     md = (tmp_path / "s.md").read_text()
-    assert "| fern (fern) | 26.00 |  |  |  |  |  |  |  |  | 26.86 | 26.87 | +0.01 |" in md
+    assert "| fern (fern) |  | 26.00 |  |  |  |  |  |  |  |  | 26.86 | 26.87 | +0.01 |" in md
     assert "## student" not in md
 
 
@@ -144,3 +158,56 @@ def test_published_numbers():
     # the workflow passes every run scene's paper_scene, None meaning "match by name" (the config default)
     assert match_paper_scene("flower", {"flower": None}) == "flower"
     assert match_paper_scene("my_fern", {"my_fern": "fern"}) == "fern"
+
+
+def test_grid_student_is_named_in_the_summary(tmp_path):
+    """A scene distilled into the grid family beside one of the R2L MLP: every table says which is which."""
+    a, b = tmp_path / "lego_100.csv", tmp_path / "fern.csv"
+    write_metrics_csv([row("lego_100", "teacher", 30.0, 1000.0, 303.82, 60.0),
+                       row("lego_100", "student", 29.0, 20.0, 0.03, 10.0, family="grid"),
+                       row("lego_100", "finetuned", 29.5, 20.0, 0.03, 2.0, family="grid")], a)
+    write_metrics_csv([row("fern", "teacher", 26.0, 500.0, 227.87, 10.0),
+                       row("fern", "student", 25.0, 40.0, 11.79, 5.0),
+                       row("fern", "finetuned", 26.5, 40.0, 11.79, 1.0)], b)
+    table = write_summary([a, b], tmp_path / "s.csv", tmp_path / "s.md").set_index("scene")
+    assert table.loc["lego_100", "family"] == "grid" and table.loc["fern", "family"] == "r2l"
+    assert table.loc["mean", "family"] == ""  # the scenes' families differ
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert list(df.columns) == COLUMNS
+    assert df.fillna({"family": ""}).set_index(["scene", "model"])["family"].to_dict() == {
+        ("lego_100", "teacher"): "", ("lego_100", "student"): "grid", ("lego_100", "finetuned"): "grid",
+        ("fern", "teacher"): "", ("fern", "student"): "r2l", ("fern", "finetuned"): "r2l"}
+    md = (tmp_path / "s.md").read_text()
+    assert "## student\n" in md and "## finetuned\n" in md  # mixed families: the heading names none
+    assert "| lego_100 | grid | 29.00 |" in md and "| fern | r2l | 25.00 |" in md
+    assert "| lego_100 (lego) | grid | 30.00 | 29.00 | -1.00 |" in md
+    assert "| fern (fern) | r2l | 26.00 | 25.00 | -1.00 |" in md
+    assert "| ours finetuned (grid, mean) | 23.7 | 0.03 |  |  | 29.50 |" in md
+    assert "| ours finetuned (r2l, mean) | 23.7 | 11.79 |  |  | 26.50 |" in md
+    write_metrics_csv([row("lego_100", "student", 29.0, 20.0, 0.03, 10.0, family="grid")], b)
+    md = summary_markdown(read_metrics([b]))
+    assert "## student (grid)\n" in md and "| **mean** | grid | 29.00 |" in md
+
+
+def test_metrics_csv_without_the_family_column_still_reads(two_scenes, tmp_path):
+    """A metrics.csv written before the family column: read with an empty family, summarised beside a new one."""
+    old = tmp_path / "old.csv"
+    pd.read_csv(two_scenes[1]).drop(columns=["family"]).to_csv(old, index=False)
+    assert old.read_text().splitlines()[0] == ",".join(LEGACY_COLUMNS)
+    df = read_metrics([old])
+    assert list(df.columns) == COLUMNS and len(df) == 3 and df["family"].isna().all()
+    assert df.loc[df["model"] == "student", "psnr"].item() == 27.5
+    table = write_summary([two_scenes[0], old], tmp_path / "s.csv", tmp_path / "s.md").set_index("scene")
+    assert table.loc["toy", "family"] == "" and table.loc["lego_100", "family"] == "r2l"
+    assert table.loc["toy", "student_gain_db"] == pytest.approx(-0.5)
+    md = (tmp_path / "s.md").read_text()
+    assert "| toy |  | 28.00 | 27.50 | -0.50 |" in md and "## student\n" in md  # unknown: not named
+    assert "| ours student (r2l, mean) |" in md and "| ours student (family unknown, mean) |" in md
+    assert list(pd.read_csv(tmp_path / "s.csv").columns) == COLUMNS
+
+
+def test_model_label():
+    assert model_label("student", "grid") == "student (grid)" and model_label("finetuned", "r2l") == "finetuned (r2l)"
+    assert model_label("student", None) == model_label("student", "") == "student"
+    assert model_label("student", math.nan) == "student"  # an empty cell of metrics.csv
+    assert model_label("teacher", "grid") == "teacher"

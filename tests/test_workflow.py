@@ -9,10 +9,13 @@ import imageio.v3 as iio
 import pandas as pd
 import pytest
 
+from r2l.models.load import describe_model
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["builtin", "builtin_ff"]
 HISTORY = ["step", "loss", "train_psnr", "val_psnr", "lr", "seconds"]
-COLUMNS = "scene,model,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,params,size_mb,train_minutes,device,precision".split(",")
+COLUMNS = ("scene,model,family,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,params,size_mb,train_minutes,device,"
+           "precision").split(",")
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -74,6 +77,7 @@ def test_metrics_rows(run, scene):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == COLUMNS
     assert [r["model"] for r in rows] == ["teacher", "student", "finetuned"]
+    assert rows[0]["family"] == "" and rows[1]["family"] == rows[2]["family"] in ("r2l", "grid")  # the student family
     for row in rows:
         assert row["scene"] == scene
         assert 5.0 < float(row["psnr"]) < 60.0
@@ -81,15 +85,22 @@ def test_metrics_rows(run, scene):
         assert float(row["ms_per_frame"]) > 0 and float(row["params"]) > 0
         assert row["precision"] == "fp32"  # the default config trains (and so times) every model in fp32
     student = rows[1]
-    # depth 4, width 32, 16 points x 21 encodings x 3 = 1008 inputs: 2 x (1008*32 + 2*32*32 + 32*3) per ray
-    assert float(student["mflops_per_ray"]) == pytest.approx(2 * (1008 * 32 + 2 * 32 * 32 + 32 * 3) / 1e6, rel=1e-6)
+    if student["family"] == "r2l":
+        # depth 4, width 32, 16 points x 21 encodings x 3 = 1008 inputs: 2 x (1008*32 + 2*32*32 + 32*3) per ray
+        want = 2 * (1008 * 32 + 2 * 32 * 32 + 32 * 3) / 1e6
+    else:  # the grid family: its MLP's products traced + its lookups in closed form = the file's weights + lookups
+        want = describe_model(run / "results" / scene / "student" / "model.pt")["mflops_per_ray"]
+    assert float(student["mflops_per_ray"]) == pytest.approx(want, rel=1e-6)
 
 
 def test_summary_and_rerun_is_a_no_op(run):
     text = (run / "results" / "summary.md").read_text()
     assert "builtin" in text and "builtin_ff" in text
     with open(run / "results" / "summary.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    families = {r["family"] for r in rows if r["model"] != "teacher"}
+    assert len(families) == 1 and f"## student ({families.pop()})" in text  # the summary names the student family
     again = snakemake(run, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

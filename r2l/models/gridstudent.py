@@ -38,21 +38,22 @@ class GridStudentConfig:
 
     n_points: int = 32  # points stratified between near and far that place the feature points (geometry lookups)
     geometry_resolution: int = 64  # side of the dense logit grid that gives each point's weight
+    n_refine: int = 8  # points over +-1 spacing about the first depth whose softmax refines it (0: no refinement)
     n_fine: int = 4  # feature points around the expected depth (tri-plane lookups)
     fine_spread: float = 1.0  # the feature points span this many coarse spacings (far - near) / n_points
-    resolutions: tuple[int, ...] = (64, 128)  # side of the tri-plane feature grids, one level each
+    resolutions: tuple[int, ...] = (32, 64, 128)  # side of the tri-plane feature grids, one level each
     channels: int = 8  # feature channels per level
     mlp_width: int = 64  # hidden width of the colour MLP
     mlp_depth: int = 2  # hidden layers of the colour MLP
     view_freqs: int = 2  # positional-encoding frequencies of the unit view direction (-1: no direction)
-    depth_weight: float = 0.01  # weight of the depth loss (cross-entropy of the weights against the teacher's depth)
+    depth_weight: float = 0.05  # weight of the depth loss (cross-entropy of the weights against the teacher's depth)
     lr_geometry_scale: float = 400.0  # the logit grid's and background logit's learning rate: this times the student's lr
     lr_features_scale: float = 40.0  # the feature planes' learning rate: this times the student's lr
     lr_mlp_scale: float = 4.0  # the MLP's learning rate: this times the student's lr
 
     def __post_init__(self):
         self.resolutions = tuple(int(r) for r in self.resolutions)
-        ints = {"n_points": 2, "geometry_resolution": 2, "n_fine": 1, "channels": 1, "mlp_width": 1, "mlp_depth": 1}
+        ints = {"n_points": 2, "geometry_resolution": 2, "n_refine": 0, "n_fine": 1, "channels": 1, "mlp_width": 1, "mlp_depth": 1}
         bad = [f"{k}={getattr(self, k)} (at least {lo})" for k, lo in ints.items() if getattr(self, k) < lo]
         if not self.resolutions or min(self.resolutions) < 2:
             bad.append(f"resolutions={list(self.resolutions)} (one or more sides >= 2)")
@@ -134,17 +135,29 @@ class GridStudentNet(nn.Module):
                 {"params": list(self.planes), "lr_scale": self.cfg.lr_features_scale},
                 {"params": list(self.mlp.parameters()), "lr_scale": self.cfg.lr_mlp_scale}]
 
-    def logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Logits of the softmax along the rays: (n, n_points + 1), the last column the background's.
-
-        rays_o, rays_d: (n, 3); t: (n, n_points) distances of the points.
-        """
+    def point_logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits (n, p) of the points at distances ``t: (n, p)`` along rays_o, rays_d: (n, 3) (trilinear reads of
+        the logit grid; OUTSIDE_LOGIT outside the box)."""
         pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (n, p, 3)
         g = _grid_coords(pts, self.box)
         logit = F.grid_sample(self.geometry, g.reshape(1, -1, 1, 1, 3), align_corners=True).reshape(t.shape)
         inside = (g.abs() <= 1.0).all(dim=-1)
-        logit = torch.where(inside, logit, torch.full_like(logit, OUTSIDE_LOGIT))
+        return torch.where(inside, logit, torch.full_like(logit, OUTSIDE_LOGIT))
+
+    def logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits of the first softmax along the rays: (n, n_points + 1), the last column the background's.
+
+        rays_o, rays_d: (n, 3); t: (n, n_points) distances of the points.
+        """
+        logit = self.point_logits(rays_o, rays_d, t)
         return torch.cat([logit, self.background.expand(t.shape[0], 1)], dim=-1)
+
+    def refine_t(self, surface: torch.Tensor, near: float, far: float) -> torch.Tensor:
+        """Distances (n, n_refine) of the refining points: evenly over one point spacing either side of
+        ``surface: (n,)``, clamped to [near, far]."""
+        spacing = (far - near) / self.cfg.n_points
+        offsets = torch.linspace(-spacing, spacing, self.cfg.n_refine, device=surface.device)
+        return (surface[:, None] + offsets).clamp(near, far)
 
     def features(self, pts: torch.Tensor) -> torch.Tensor:
         """Tri-plane product features of points. pts: (m, 3) render space. Returns (m, channels x levels)."""
@@ -172,49 +185,73 @@ class GridStudentNet(nn.Module):
         rays_o, rays_d = rays_o.float(), rays_d.float()
         if t is None:
             t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
-        logits = self.logits(rays_o, rays_d, t)
-        w = torch.softmax(logits, dim=-1)
-        depth = (w[:, :-1] * t).sum(dim=-1) + w[:, -1] * far
-        tf = self.fine_t(depth, near, far)
+        aux = self.where(rays_o, rays_d, t, near, far)
+        tf = self.fine_t(aux["surface"], near, far)
         pts = rays_o[:, None, :] + tf[..., None] * rays_d[:, None, :]
         feats = self.features(pts.reshape(-1, 3)).reshape(rays_o.shape[0], -1)
-        parts = [feats, 1.0 - w[:, -1:]]
+        parts = [feats, aux["opacity"][:, None]]
         if self.cfg.view_freqs >= 0:
             parts.append(posenc(F.normalize(rays_d, dim=-1), self.cfg.view_freqs))
         rgb = torch.sigmoid(self.mlp(torch.cat(parts, dim=-1)))
-        return (rgb, {"depth": depth, "logits": logits, "t": t}) if with_depth else rgb
+        return (rgb, aux) if with_depth else rgb
+
+    def where(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, near: float, far: float) -> dict:
+        """Step 1 of the forward pass for rays_o, rays_d: (n, 3) and points t: (n, n_points): ``opacity`` (n,) = 1 -
+        the background weight, ``surface`` (n,) the depth the feature points go around (the first softmax's
+        foreground depth, refined by the second), ``depth`` (n,) = opacity x surface + (1 - opacity) x far, and
+        what :meth:`depth_loss` reads (``t``, ``logits``, ``refine_t``, ``refine_logits``)."""
+        logits = self.logits(rays_o, rays_d, t)
+        w = torch.softmax(logits, dim=-1)
+        opacity = 1.0 - w[:, -1]
+        surface = ((w[:, :-1] * t).sum(dim=-1) / opacity.clamp_min(1e-6)).clamp(near, far)
+        aux = {"t": t, "logits": logits}
+        if self.cfg.n_refine > 0:
+            tr = self.refine_t(surface, near, far)
+            lr = self.point_logits(rays_o, rays_d, tr)
+            surface = (torch.softmax(lr, dim=-1) * tr).sum(dim=-1)
+            aux.update(refine_t=tr, refine_logits=lr)
+        return {**aux, "opacity": opacity, "surface": surface, "depth": opacity * surface + (1.0 - opacity) * far}
 
     def depth_loss(self, aux: dict, target: torch.Tensor, far: float) -> torch.Tensor:
         """Per-ray cross-entropy (n,) of the softmax weights against the teacher's depth and opacity.
 
         target: (n, 2) the teacher's expected depth (with its background term ``(1 - acc) far``) and opacity
-        ``acc`` per ray; NaN depth for rays without one (real views), which cost 0. The target distribution puts
+        ``acc`` per ray; NaN depth for rays without one (real views), which cost 0. The first softmax's target puts
         ``1 - acc`` on the background and ``acc`` on the two points around the surface depth ``(depth - (1 - acc)
-        far) / acc``, split linearly (so its expectation is that depth). Log-weights are floored at -30 so that
-        targets in places with no weight (outside the box) do not swamp the loss.
+        far) / acc``, split linearly (so its expectation is that depth); the refining softmax's (when there is
+        one) puts the surface depth on its two points around it, weighted by ``acc``. Log-weights are floored at
+        -30 so that targets in places with no weight (outside the box) do not swamp the loss.
         """
-        t, log_w = aux["t"], torch.log_softmax(aux["logits"], dim=-1).clamp_min(-30.0)
         known = torch.isfinite(target[:, 0])
         target = torch.where(known[:, None], target, torch.zeros_like(target))  # no NaN reaches the gradient
         depth, acc = target[:, 0], target[:, 1].clamp(0.0, 1.0)
         surface = (depth - (1.0 - acc) * far) / acc.clamp_min(1e-3)
-        d = surface.clamp(min=t[:, 0], max=t[:, -1])[:, None]
-        hi = torch.searchsorted(t.contiguous(), d.contiguous()).clamp(1, t.shape[1] - 1)
-        lo = hi - 1
-        t_lo, t_hi = t.gather(1, lo), t.gather(1, hi)
-        frac = ((d - t_lo) / (t_hi - t_lo).clamp_min(1e-8)).clamp(0.0, 1.0)[:, 0]
-        on_surface = -((1.0 - frac) * log_w.gather(1, lo)[:, 0] + frac * log_w.gather(1, hi)[:, 0])
-        ce = acc * on_surface - (1.0 - acc) * log_w[:, -1]
+        log_w = torch.log_softmax(aux["logits"], dim=-1).clamp_min(-30.0)
+        ce = acc * _two_point_ce(aux["t"], log_w[:, :-1], surface) - (1.0 - acc) * log_w[:, -1]
+        if "refine_t" in aux:
+            log_r = torch.log_softmax(aux["refine_logits"], dim=-1).clamp_min(-30.0)
+            ce = ce + acc * _two_point_ce(aux["refine_t"], log_r, surface)
         return torch.where(known, ce, torch.zeros_like(ce))
+
+
+def _two_point_ce(t: torch.Tensor, log_w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (n,) of log-weights ``log_w: (n, p)`` of points ``t: (n, p)`` (sorted) against the depth
+    ``d: (n,)`` split linearly between the two points around it (the end point when outside them)."""
+    d = d.clamp(min=t[:, 0], max=t[:, -1])[:, None]
+    hi = torch.searchsorted(t.contiguous(), d.contiguous()).clamp(1, t.shape[1] - 1)
+    lo = hi - 1
+    t_lo, t_hi = t.gather(1, lo), t.gather(1, hi)
+    frac = ((d - t_lo) / (t_hi - t_lo).clamp_min(1e-8)).clamp(0.0, 1.0)[:, 0]
+    return -((1.0 - frac) * log_w.gather(1, lo)[:, 0] + frac * log_w.gather(1, hi)[:, 0])
 
 
 def grid_student_lookup_flops(cfg: GridStudentConfig) -> float:
     """FLOPs per ray of the feature lookups, which a FLOP counter of matrix products does not see.
 
     Counted as 2 FLOPs (a multiply-add) per corner value read and weighted: a trilinear geometry read is 8
-    corners of 1 channel (16 FLOPs, ``n_points`` a ray); a level's bilinear plane reads are 3 planes x 4 corners x
+    corners of 1 channel (16 FLOPs, ``n_points + n_refine`` a ray); a level's bilinear plane reads are 3 planes x 4 corners x
     ``channels`` (24 C) and their product 2 C multiplies (``n_fine`` points a ray, every level). Corner weights,
     softmax and encoding are not counted (as biases and activations are not for the linear layers).
     """
     levels = len(cfg.resolutions)
-    return float(cfg.n_points * 16 + cfg.n_fine * levels * 26 * cfg.channels)
+    return float((cfg.n_points + cfg.n_refine) * 16 + cfg.n_fine * levels * 26 * cfg.channels)

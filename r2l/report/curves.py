@@ -25,7 +25,8 @@ shares its row. Missing values are empty cells. The stages rewrite the CSV at ev
 long run can be watched, and keep the rows in their checkpoints, so a resumed run writes them all.
 
 :func:`curves_figure` draws a scene's three CSVs side by side (PSNR against steps, PSNR against
-training minutes, loss against steps on a log scale), with matplotlib.
+training minutes, loss against steps on a log scale), with matplotlib; the legend names the student and
+finetuned curves with their student family when given (``student (grid)``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pandas as pd
 
 from r2l.core.atomic import atomic_write, atomic_write_text
 from r2l.core.errors import DataError
+from r2l.report.tables import model_label
 
 COLUMNS = ("step", "loss", "train_psnr", "val_psnr", "lr", "seconds")
 MODELS = ("teacher", "student", "finetuned")
@@ -97,8 +99,15 @@ def _plot_psnr(ax, frame: pd.DataFrame, x: pd.Series, model: str) -> None:
     ax.plot(x[val], frame["val_psnr"][val], MARKERS[model], color=COLORS[model], ms=5, alpha=0.9)
 
 
-def _style(axes, models: list[str], title: str) -> None:
-    """Titles, labels, grids and the legend (one entry per model) of the three panels."""
+def legend_labels(models: list[str], families: dict[str, str | None] | None = None) -> list[str]:
+    """The legend entry of each model: its name, ``student (grid)`` for a student or finetuned student whose family
+    ``families`` gives (:func:`r2l.report.tables.model_label`)."""
+    families = families or {}
+    return [model_label(m, families.get(m)) for m in models]
+
+
+def _style(axes, models: list[str], title: str, families: dict[str, str | None] | None = None) -> None:
+    """Titles, labels, grids and the legend (one entry per model, :func:`legend_labels`) of the three panels."""
     from matplotlib.lines import Line2D  # matplotlib is imported only to draw
 
     ax_step, ax_min, ax_loss = axes
@@ -108,18 +117,21 @@ def _style(axes, models: list[str], title: str) -> None:
     ax_loss.set(xlabel="optimiser step", ylabel="training loss", title="loss (log scale)", yscale="log")
     for ax in axes:
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=COLORS[m], lw=0.8, marker=MARKERS[m], ms=5, label=m) for m in models]
+    handles = [Line2D([], [], color=COLORS[m], lw=0.8, marker=MARKERS[m], ms=5, label=label)
+               for m, label in zip(models, legend_labels(models, families), strict=True)]
     ax_step.legend(handles=handles, fontsize=8, loc="best", title="line: training batch, marks: validation",
                    title_fontsize=8)
     ax_step.figure.suptitle(title)
 
 
-def curves_figure(histories: dict[str, str | Path], out_png: str | Path, title: str = "") -> Path:
+def curves_figure(histories: dict[str, str | Path], out_png: str | Path, title: str = "",
+                  families: dict[str, str | None] | None = None) -> Path:
     """Draw the training curves of a scene into ``out_png`` (FIGSIZE * DPI pixels); returns its path.
 
     histories: model name (``teacher``, ``student``, ``finetuned``) -> its ``history.csv``. Three panels:
     PSNR against steps, PSNR against training minutes (finetuning's clock starts at the student's
     last minute, as its steps continue the student's), and the loss against steps on a log scale.
+    families: the student family of ``student`` and ``finetuned`` (missing or None: unknown), in the legend.
     """
     from matplotlib.figure import Figure  # kept out of the training stages' imports
 
@@ -136,8 +148,9 @@ def curves_figure(histories: dict[str, str | Path], out_png: str | Path, title: 
         _plot_psnr(axes[0], frame, frame["step"], model)
         _plot_psnr(axes[1], frame, frame["seconds"] / 60.0 + offsets[model], model)
         loss = frame["loss"].notna() & (frame["loss"] > 0)
-        axes[2].plot(frame["step"][loss], frame["loss"][loss], color=COLORS[model], lw=0.8, label=model)
-    _style(axes, models, f"{title}: training curves" if title else "training curves")
+        axes[2].plot(frame["step"][loss], frame["loss"][loss], color=COLORS[model], lw=0.8,
+                     label=model_label(model, (families or {}).get(model)))
+    _style(axes, models, f"{title}: training curves" if title else "training curves", families)
     atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI), suffix=".png")
     return Path(out_png)
 

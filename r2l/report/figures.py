@@ -1,8 +1,9 @@
 """Figures and videos: a side-by-side comparison strip and a fly-through video of a renderer.
 
 - :func:`comparison_figure`: one PNG row ``ground truth | teacher | student | finetuned | error map``
-  separated by thin white bars, under a white label band that names each panel and prints each model
-  panel's PSNR against the ground truth (:func:`panel_labels`; text drawn with matplotlib). Panels
+  separated by thin white bars, under a white label band that names each panel (the student and finetuned
+  ones with their student family when given, e.g. ``student (grid)``) and prints each model panel's PSNR
+  against the ground truth (:func:`panel_labels`; text drawn with matplotlib). Panels
   narrower than :data:`MIN_PANEL_WIDTH` pixels are enlarged by a whole factor (nearest neighbour) so
   that the labels fit; :func:`figure_layout` tells where each panel's pixels are. The error map is
   ``|finetuned - gt|`` averaged over the colour channels, scaled so that ``err_max`` (default 0.2) and
@@ -34,6 +35,7 @@ from r2l.core.imageio import area_resize, read_image, save_png
 from r2l.core.log import progress
 from r2l.core.metrics import psnr
 from r2l.data.scene import Scene
+from r2l.report.tables import model_label
 
 log = logging.getLogger("r2l")
 
@@ -77,14 +79,18 @@ def psnr_label(pred: np.ndarray, gt: np.ndarray) -> str:
 
 
 def panel_labels(gt: np.ndarray, preds: list[np.ndarray], err_max: float = 0.2,
-                 view_name: str = "this view") -> list[tuple[str, str]]:
+                 view_name: str = "this view", families: dict[str, str | None] | None = None) -> list[tuple[str, str]]:
     """``(name, second line)`` of the five panels: the models' lines are their PSNR against ``gt``.
 
     gt: (H, W, 3) in [0, 1]; preds: the teacher's, student's and finetuned student's (H, W, 3) renders.
-    view_name: the ground truth's second line.
+    view_name: the ground truth's second line. families: the student family of ``student`` and ``finetuned``
+    (e.g. ``{"student": "grid", "finetuned": "grid"}``; missing or None: the bare name), named on their panels
+    as ``student (grid)`` (:func:`r2l.report.tables.model_label`).
     """
+    families = families or {}
+    names = [model_label(n, families.get(n)) for n in PANEL_NAMES]
     scores = [psnr_label(pred, gt) for pred in preds]
-    return list(zip(PANEL_NAMES, [view_name, *scores, f"black 0, yellow ≥ {err_max:g}"], strict=True))
+    return list(zip(names, [view_name, *scores, f"black 0, yellow ≥ {err_max:g}"], strict=True))
 
 
 def figure_layout(H: int, W: int) -> tuple[int, int]:
@@ -119,12 +125,12 @@ def _label_band(labels: list[tuple[str, str]], panel_width: int, band: int) -> n
 
 
 def comparison_figure(gt, teacher, student, finetuned, out_png: str | Path, err_max: float = 0.2,
-                      view_name: str = "this view") -> Path:
+                      view_name: str = "this view", families: dict[str, str | None] | None = None) -> Path:
     """Write ``gt | teacher | student | finetuned | error(finetuned)`` as one labelled PNG row.
 
     Each image: (H, W, 3) float in [0, 1] (or uint8). With ``(band, s) = figure_layout(H, W)`` the PNG is
     (band + s H, 5 s W + 4 SEPARATOR, 3): the label band (:func:`panel_labels`; ``view_name`` under
-    "ground truth"), then the panels.
+    "ground truth", ``families`` in the student panels' names), then the panels.
     """
     gt = _panel(gt, "ground truth", np.shape(gt))
     if gt.ndim != 3 or gt.shape[-1] != 3:
@@ -135,19 +141,21 @@ def comparison_figure(gt, teacher, student, finetuned, out_png: str | Path, err_
     panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]
     bar = np.ones((panels[0].shape[0], SEPARATOR, 3), np.float32)
     row = np.concatenate([p for panel in panels for p in (panel, bar)][:-1], axis=1)
-    labels = _label_band(panel_labels(gt, preds, err_max, view_name), panels[0].shape[1], band)
+    labels = _label_band(panel_labels(gt, preds, err_max, view_name, families), panels[0].shape[1], band)
     save_png(np.concatenate([labels, row], axis=0), out_png)
     return Path(out_png)
 
 
 def scene_comparison_figure(
-    scene: Scene, renders_root: str | Path, out_png: str | Path, view: int = 0, split: str = "test"
+    scene: Scene, renders_root: str | Path, out_png: str | Path, view: int = 0, split: str = "test",
+    families: dict[str, str | None] | None = None,
 ) -> Path:
     """Comparison figure of one view from PNGs written by :func:`r2l.stages.evaluate.evaluate_model`.
 
     Reads ``renders_root/{teacher,student,finetuned}/{view:03d}.png``; the ground truth is the scene's
     ``split`` view ``view``, area-resized to the renders' size if needed. Each model panel's PSNR is
     against that ground truth, on the 8-bit render (metrics.csv scores the float renders, every view).
+    families: the student family of ``student`` and ``finetuned``, named on their panels (:func:`panel_labels`).
     """
     gts, _ = scene.split(split)
     if not 0 <= view < len(gts):
@@ -160,7 +168,7 @@ def scene_comparison_figure(
         imgs.append(read_image(path)[..., :3])
     H, W = imgs[0].shape[:2]
     gt = area_resize(gts[view], H, W)
-    return comparison_figure(gt, *imgs, out_png, view_name=f"{split} view {view}")
+    return comparison_figure(gt, *imgs, out_png, view_name=f"{split} view {view}", families=families)
 
 
 def mp4_available() -> bool:

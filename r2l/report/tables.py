@@ -2,14 +2,19 @@
 
 ``results/{scene}/metrics.csv`` has exactly the columns :data:`COLUMNS`, one row per model
 (``teacher``, ``student`` = trained on pseudo-data only, ``finetuned`` = then finetuned on the real
-training views). Missing values (LPIPS without offline weights, size without a model file) are empty
-cells, never invented.
+training views). ``family`` names the student family of the student and finetuned rows (``r2l`` or
+``grid``, :data:`r2l.models.students.FAMILIES`) and is empty for the teacher. Missing values (LPIPS without
+offline weights, size without a model file) are empty cells, never invented. Files written before the
+``family`` column (:data:`LEGACY_COLUMNS`) still read, their family empty (unknown: such a file may come
+from a grid student).
 
 :func:`write_summary` concatenates them into ``summary.csv`` (same columns) and writes ``summary.md``:
-one table per model with a mean row over scenes, a student-vs-teacher table (PSNR gain in dB,
-speed-up = teacher ms / student ms, FLOPs reduction) beside R2L's published per-scene PSNR where the
-paper reports the scene, and R2L's Table 2 next to our means. Means are over the scenes that have a
-value; the mean gain / speed-up is the mean of the per-scene gains / speed-ups.
+one table per model with a mean row over scenes (the student and finetuned tables name each scene's
+student family; the heading too when every scene's is the same: :func:`model_label`), a student-vs-teacher
+table (the student family, PSNR gain in dB, speed-up = teacher ms / student ms, FLOPs reduction) beside
+R2L's published per-scene PSNR where the paper reports the scene, and R2L's Table 2 next to our means (a row
+per student family). Means are over the scenes that have a value; the mean gain / speed-up is the mean of
+the per-scene gains / speed-ups.
 """
 
 from __future__ import annotations
@@ -24,16 +29,24 @@ from r2l.core.errors import DataError
 from r2l.report.published import SOURCE, TABLE2, match_paper_scene, published_psnr
 
 COLUMNS = [
-    "scene", "model", "psnr", "ssim", "lpips", "mflops_per_ray", "ms_per_frame",
+    "scene", "model", "family", "psnr", "ssim", "lpips", "mflops_per_ray", "ms_per_frame",
     "fps", "params", "size_mb", "train_minutes", "device", "precision",
 ]
 MODELS = ("teacher", "student", "finetuned")
+LEGACY_COLUMNS = [c for c in COLUMNS if c != "family"]  # metrics.csv files written before the family column
 # column -> (Markdown header, format spec); params get thousands separators.
 _SHOW = {
     "psnr": ("PSNR (dB)", ".2f"), "ssim": ("SSIM", ".4f"), "lpips": ("LPIPS", ".4f"),
     "mflops_per_ray": ("MFLOPs/ray", ".2f"), "ms_per_frame": ("ms/frame", ".1f"), "fps": ("fps", ".2f"),
     "params": ("params", ",.0f"), "size_mb": ("size (MB)", ".2f"), "train_minutes": ("train (min)", ".1f"),
 }
+
+
+def model_label(model: str, family: str | None = None) -> str:
+    """How tables and figures name a model: ``"student (grid)"`` for a student or finetuned student of a known
+    family, else the model's name (the teacher, or a student whose family is unknown)."""
+    known = isinstance(family, str) and family != ""
+    return f"{model} ({family})" if known and model != "teacher" else model
 
 
 def metrics_frame(rows: list[dict]) -> pd.DataFrame:
@@ -50,12 +63,18 @@ def write_metrics_csv(rows: list[dict], path: str | Path) -> None:
 
 
 def read_metrics(paths: list[str | Path]) -> pd.DataFrame:
-    """Concatenate metrics CSVs, checking columns, model names and one row per (scene, model)."""
+    """Concatenate metrics CSVs, checking columns, model names and one row per (scene, model).
+
+    A file with :data:`LEGACY_COLUMNS` (no ``family``) reads with an empty family (NaN) on every row.
+    """
     frames = []
     for path in paths:
         if not Path(path).is_file():
             raise DataError(path, "metrics file not found")
-        df = pd.read_csv(path, dtype={"scene": str, "model": str, "device": str, "precision": str}, keep_default_na=True)
+        df = pd.read_csv(path, dtype={"scene": str, "model": str, "family": str, "device": str, "precision": str},
+                         keep_default_na=True)
+        if list(df.columns) == LEGACY_COLUMNS:
+            df.insert(COLUMNS.index("family"), "family", pd.Series([math.nan] * len(df), index=df.index, dtype=object))
         if list(df.columns) != COLUMNS:
             raise DataError(path, f"columns {list(df.columns)} differ from the expected {COLUMNS}")
         bad = sorted(set(df["model"]) - set(MODELS))
@@ -68,6 +87,25 @@ def read_metrics(paths: list[str | Path]) -> pd.DataFrame:
         pairs = sorted(set(zip(dup["scene"], dup["model"])))
         raise DataError(paths[0] if paths else ".", f"duplicate (scene, model) rows across the inputs: {pairs}")
     return df
+
+
+def _families(values) -> list[str]:
+    """The distinct known families among ``values`` (missing and empty ones skipped), in order of appearance."""
+    return list(dict.fromkeys(str(v) for v in values if isinstance(v, str) and v))
+
+
+def scene_family(df: pd.DataFrame, scene: str) -> str:
+    """The student family of a scene's student and finetuned rows: ``"grid"``; ``""`` when unknown (no student
+    row, or metrics.csv from before the family column); both joined by ``/`` should they differ."""
+    rows = df[(df["scene"] == scene) & df["model"].isin(("student", "finetuned"))]
+    return "/".join(_families(rows["family"]))
+
+
+def common_family(df: pd.DataFrame, model: str) -> str | None:
+    """The family every ``model`` row of ``df`` has, or None (families differ or some are unknown)."""
+    values = df.loc[df["model"] == model, "family"]
+    fams = _families(values)
+    return fams[0] if len(fams) == 1 and values.notna().all() else None
 
 
 def _value(df: pd.DataFrame, scene: str, model: str, col: str) -> float:
@@ -90,7 +128,7 @@ def _scene_comparison(df: pd.DataFrame, scene: str, paper_scene: dict[str, str] 
     paper = match_paper_scene(scene, paper_scene)
     pub = published_psnr(paper) or (math.nan, math.nan)
     return {
-        "scene": scene, "paper_scene": paper or "",
+        "scene": scene, "paper_scene": paper or "", "family": scene_family(df, scene),
         "teacher_psnr": v("teacher", "psnr"), "student_psnr": v("student", "psnr"),
         "student_gain_db": v("student", "psnr") - v("teacher", "psnr"),
         "finetuned_psnr": v("finetuned", "psnr"),
@@ -104,7 +142,8 @@ def _scene_comparison(df: pd.DataFrame, scene: str, paper_scene: dict[str, str] 
 
 
 def comparison_table(df: pd.DataFrame, paper_scene: dict[str, str] | None = None) -> pd.DataFrame:
-    """Per scene, then mean rows: our PSNRs, gains over the teacher, speed-ups, FLOPs ratio, paper PSNRs.
+    """Per scene, then mean rows: the student family, our PSNRs, gains over the teacher, speed-ups, FLOPs ratio,
+    paper PSNRs.
 
     df: concatenated metrics (see :func:`read_metrics`). Row ``mean`` averages each column over the
     scenes that have a value; its paper columns are filled only when the paper reports every scene.
@@ -125,9 +164,11 @@ def comparison_table(df: pd.DataFrame, paper_scene: dict[str, str] | None = None
 
 
 def _mean_row(table: pd.DataFrame, label: str) -> dict:
-    """Column means (skipping missing values) of comparison rows, labelled ``label``."""
-    mean = table.drop(columns=["scene", "paper_scene"]).mean(numeric_only=True, skipna=True)
-    return {"scene": label, "paper_scene": "", **mean.to_dict()}
+    """Column means (skipping missing values) of comparison rows, labelled ``label``; the family when they share one."""
+    mean = table.drop(columns=["scene", "paper_scene", "family"]).mean(numeric_only=True, skipna=True)
+    fams = _families(table["family"])
+    same = len(fams) == 1 and (table["family"] != "").all()
+    return {"scene": label, "paper_scene": "", "family": fams[0] if same else "", **mean.to_dict()}
 
 
 def _fmt(value, spec: str) -> str:
@@ -145,15 +186,18 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def model_table(df: pd.DataFrame, model: str) -> str:
-    """Markdown table of one model over scenes, with a mean row (means over the scenes with a value)."""
+    """Markdown table of one model over scenes, with a mean row (means over the scenes with a value). The student
+    and finetuned tables have a ``family`` column after the scene (empty where unknown)."""
     sub = df[df["model"] == model]
-    rows = [[str(r["scene"])] + [_fmt(float(r[c]), s) for c, (_, s) in _SHOW.items()]
+    fam = [] if model == "teacher" else ["family"]
+    rows = [[str(r["scene"])] + [_fmt(r[c], "") for c in fam] + [_fmt(float(r[c]), s) for c, (_, s) in _SHOW.items()]
             + [_fmt(r["device"], ""), _fmt(r["precision"], "")] for _, r in sub.iterrows()]
     means = sub[list(_SHOW)].apply(pd.to_numeric, errors="coerce").mean(skipna=True)
     same = [sub[c].dropna().unique() for c in ("device", "precision")]
-    rows.append(["**mean**"] + [_fmt(float(means[c]), s) for c, (_, s) in _SHOW.items()]
+    rows.append(["**mean**"] + [common_family(df, model) or "" for _ in fam]
+                + [_fmt(float(means[c]), s) for c, (_, s) in _SHOW.items()]
                 + [u[0] if len(u) == 1 else "" for u in same])
-    return _md_table(["scene"] + [h for h, _ in _SHOW.values()] + ["device", "timed at"], rows)
+    return _md_table(["scene", *fam] + [h for h, _ in _SHOW.values()] + ["device", "timed at"], rows)
 
 
 def _comparison_md(table: pd.DataFrame) -> str:
@@ -173,20 +217,23 @@ def _comparison_md(table: pd.DataFrame) -> str:
             name = f"**{r['scene']}**"
         else:
             name = str(r["scene"]) + (f" ({r['paper_scene']})" if r["paper_scene"] else "")
-        rows.append([name] + [_fmt(r[c], s) for c, _, s in cols])
-    return _md_table(["scene (paper scene)"] + [h for _, h, _ in cols], rows)
+        rows.append([name, _fmt(r["family"], "")] + [_fmt(r[c], s) for c, _, s in cols])
+    return _md_table(["scene (paper scene)", "student family"] + [h for _, h, _ in cols], rows)
 
 
 def _table2_md(df: pd.DataFrame) -> str:
-    """R2L's Table 2 beside our teacher / finetuned means over scenes."""
+    """R2L's Table 2 beside our teacher / student / finetuned means over scenes (one row per student family)."""
     rows = [[f"paper {name}", _fmt(t["size_mb"], ".1f"), _fmt(t["mflops_per_ray"], ".2f"),
              _fmt(t["psnr_synthetic"], ".2f"), _fmt(t["psnr_real"], ".2f"), ""] for name, t in
             (("NeRF", TABLE2["nerf"]), ("R2L", TABLE2["r2l"]))]
     for model in MODELS:
         sub = df[df["model"] == model]
-        if len(sub):
-            m = sub[["size_mb", "mflops_per_ray", "psnr"]].apply(pd.to_numeric, errors="coerce").mean()
-            rows.append([f"ours {model} (mean)", _fmt(float(m["size_mb"]), ".1f"),
+        fams = sub["family"].where(sub["family"].notna() & (model != "teacher"), "").astype(str)
+        groups = list(dict.fromkeys(fams))
+        for fam in groups:
+            m = sub[fams == fam][["size_mb", "mflops_per_ray", "psnr"]].apply(pd.to_numeric, errors="coerce").mean()
+            what = fam or ("family unknown" if len(groups) > 1 else "")
+            rows.append([f"ours {model} ({what + ', ' if what else ''}mean)", _fmt(float(m["size_mb"]), ".1f"),
                          _fmt(float(m["mflops_per_ray"]), ".2f"), "", "", _fmt(float(m["psnr"]), ".2f")])
     header = ["model", "size (MB)", "MFLOPs/ray", "PSNR synthetic (mean)", "PSNR real/LLFF (mean)",
               "PSNR (mean over our scenes)"]
@@ -198,13 +245,15 @@ def summary_markdown(df: pd.DataFrame, paper_scene: dict[str, str] | None = None
     parts = [
         "# r2l results", "",
         "PSNR and SSIM: higher is better; LPIPS (AlexNet): lower is better, empty when its weights were not "
-        "available offline. MFLOPs/ray: 2 x linear-layer multiply-adds per ray (R2L's convention). "
+        "available offline. family: the student family (r2l: the paper's MLP; grid: the grid-feature light "
+        "field), empty where not recorded. MFLOPs/ray: 2 x linear-layer multiply-adds per ray (R2L's convention); "
+        "a grid student's adds its feature lookups, counted in closed form. "
         "ms/frame: median full-frame render time after warm-up on the listed device. Empty cells are "
         "missing values.", "",
     ]
     for model in MODELS:
         if (df["model"] == model).any():
-            parts += [f"## {model}", "", model_table(df, model), ""]
+            parts += [f"## {model_label(model, common_family(df, model))}", "", model_table(df, model), ""]
     parts += ["## Student vs teacher (read beside R2L Table 2)", "",
               "Gain = student PSNR - teacher PSNR; speed-up = teacher ms / student ms; FLOPs reduction = "
               "teacher MFLOPs / finetuned MFLOPs. Paper columns: R2L's published PSNR for the matching scene.", "",

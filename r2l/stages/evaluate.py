@@ -3,6 +3,8 @@
 :func:`evaluate_model` renders every view of a split at the evaluation resolution and returns one
 ``metrics.csv`` row (the columns of :data:`r2l.report.tables.COLUMNS`):
 
+- ``family``: the student family of a student or finetuned renderer (``meta["family"]``: ``r2l`` or ``grid``;
+  None when its meta has none), None for the teacher.
 - ``psnr``: mean of per-image PSNRs; ``ssim``: mean SSIM; ``lpips``: mean LPIPS (AlexNet) or None when
   it cannot run offline (see :mod:`r2l.core.metrics`). Scores use the float renders, not the 8-bit PNGs.
 - ``mflops_per_ray``: traced on real rays of the first view (see :mod:`r2l.models.flops`; a grid teacher's
@@ -49,7 +51,7 @@ from r2l.models.flops import flops_note, flops_per_ray
 from r2l.models.load import load_model, model_scene
 from r2l.models.students import Student
 from r2l.models.render import pose_rays
-from r2l.report.tables import COLUMNS, MODELS, write_metrics_csv
+from r2l.report.tables import COLUMNS, MODELS, model_label, write_metrics_csv
 
 log = logging.getLogger("r2l")
 
@@ -125,6 +127,12 @@ def _model_name(renderer, model: str | None) -> str:
     if name not in MODELS:
         raise R2LError(f"cannot tell which model this is (kind {name!r}); pass model= one of {list(MODELS)}")
     return name
+
+
+def _family(renderer, name: str) -> str | None:
+    """The metrics row's student family: ``meta["family"]`` for a student or finetuned student, None else."""
+    family = renderer.meta.get("family") if name != "teacher" else None
+    return str(family) if family else None
 
 
 def _views(scene: Scene, split: str, H: int, W: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -205,7 +213,7 @@ def evaluate_model(
     if model_path is not None:
         log.info("model file %s: %.2f MB on disk", model_path, Path(model_path).stat().st_size / 1e6)
     row = {
-        "scene": scene_name or scene.name, "model": name,
+        "scene": scene_name or scene.name, "model": name, "family": _family(renderer, name),
         "psnr": float(np.mean([r["psnr"] for r in per_view])),
         "ssim": float(np.mean([r["ssim"] for r in per_view])),
         "lpips": float(np.mean([r["lpips"] for r in per_view])) if scorer is not None else None,
@@ -216,7 +224,8 @@ def evaluate_model(
         "device": device_name(renderer_device(renderer)), "precision": precision,
     }
     assert list(row) == COLUMNS
-    log.info("%s/%s: PSNR %.2f dB, SSIM %.4f, %.1f ms/frame", row["scene"], name, row["psnr"], row["ssim"], ms)
+    log.info("%s/%s: PSNR %.2f dB, SSIM %.4f, %.1f ms/frame", row["scene"], model_label(name, row["family"]),
+             row["psnr"], row["ssim"], ms)
     return row
 
 

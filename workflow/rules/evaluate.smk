@@ -36,6 +36,8 @@ rule comparison_figure:
     input:
         scene=scene_dir,
         renders="results/{scene}/renders",
+        student_model="results/{scene}/student/model.pt",  # their student family names the panels
+        finetuned_model="results/{scene}/finetuned/model.pt",
     output:
         report(
             "results/{scene}/comparison.png",
@@ -63,6 +65,8 @@ rule curves:
         teacher="results/{scene}/teacher/history.csv",
         student="results/{scene}/student/history.csv",
         finetuned="results/{scene}/finetuned/history.csv",
+        student_model="results/{scene}/student/model.pt",  # their student family names the legend entries
+        finetuned_model="results/{scene}/finetuned/model.pt",
     output:
         report(
             "results/{scene}/curves.png",

@@ -1,9 +1,11 @@
 """Ground truth | teacher | student | finetuned | error map, for one test view of the scene."""
 
 import _checkout  # noqa: F401  (r2l from this checkout; first)
+from r2l.models.load import describe_model
 from r2l.report.figures import scene_comparison_figure
 from r2l.workflow import stage
 
 with stage(snakemake) as job:
+    families = {m: describe_model(snakemake.input[f"{m}_model"])["family"] for m in ("student", "finetuned")}
     scene_comparison_figure(job.scene(), snakemake.input.renders, snakemake.output[0],
-                            view=job.section("evaluate")["figure_view"])
+                            view=job.section("evaluate")["figure_view"], families=families)
