@@ -30,6 +30,7 @@ from r2l.models.render import stratified_t
 
 OUTSIDE_LOGIT = -1e4  # softmax logit of a point outside the box: no weight
 PLANE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
+ADAM_BETAS = (0.9, 0.99)
 
 
 @dataclass
@@ -130,10 +131,11 @@ class GridStudentNet(nn.Module):
         return self.cfg.n_points
 
     def param_groups(self) -> list[dict]:
-        """Adam groups, each with its ``lr_scale``: the logits (grid and background), the planes, the MLP."""
-        return [{"params": [self.geometry, self.background], "lr_scale": self.cfg.lr_geometry_scale},
-                {"params": list(self.planes), "lr_scale": self.cfg.lr_features_scale},
-                {"params": list(self.mlp.parameters()), "lr_scale": self.cfg.lr_mlp_scale}]
+        """Adam groups, each with its ``lr_scale``: the logits (grid and background), the planes, the MLP; all with
+        ``betas`` (0.9, 0.99), as grid fields are usually trained (most cells see a gradient only now and then)."""
+        groups = [([self.geometry, self.background], self.cfg.lr_geometry_scale),
+                  (list(self.planes), self.cfg.lr_features_scale), (list(self.mlp.parameters()), self.cfg.lr_mlp_scale)]
+        return [{"params": params, "lr_scale": scale, "betas": ADAM_BETAS} for params, scale in groups]
 
     def point_logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits (n, p) of the points at distances ``t: (n, p)`` along rays_o, rays_d: (n, 3) (trilinear reads of
