@@ -173,5 +173,12 @@ def test_two_processes_match_one(data, tmp_path):
     assert two["metrics"]["processes"] == 2
     np.testing.assert_allclose([r[1] for r in two["metrics"]["loss_history"]],
                                [r[1] for r in one["metrics"]["loss_history"]], rtol=1e-5)
+    # Adam divides by the root of the squared-gradient average: a logit cell whose gradient is about 1e-9 in one run
+    # and of the other sign in the other (the processes' sum is taken in another order) steps the other way, so a
+    # few cells differ by a fraction of one step's lr (0.04 here); the renders must still agree.
     for name, w in one["weights"].items():
-        torch.testing.assert_close(two["weights"][name], w, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(two["weights"][name], w, rtol=0, atol=2e-3)
+    scene = data["test"]
+    renders = [load_model(tmp_path / f, "cpu").render_image(scene, scene.poses[0], RES, RES, scene.focal)
+               for f in ("one.pt", "two.pt")]
+    torch.testing.assert_close(renders[1], renders[0], rtol=0, atol=1e-3)
