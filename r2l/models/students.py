@@ -32,19 +32,21 @@ from r2l.models.render import pose_rays
 @dataclass(frozen=True)
 class Family:
     """A student family: its name, the student config's field that holds its network config, the config class,
-    how to build the network from that config and the grids' box ((2, 3) render space; unused by the MLP), and the
-    FLOPs per ray its feature lookups cost (beyond the linear layers a FLOP counter sees)."""
+    how to build the network from that config and the grids' box ((2, 3) render space; unused by the MLP), the
+    FLOPs per ray its feature lookups cost (beyond the linear layers a FLOP counter sees) and whether it needs
+    the box."""
 
     name: str
     config_key: str
     config_cls: type
     build: Callable[[object, torch.Tensor], nn.Module]
     lookup_flops: Callable[[object], float]
+    needs_box: bool  # whether its grids need the scene box (the training loop finds it only then)
 
 
 FAMILIES = {
-    "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box: R2LNet(cfg), lambda cfg: 0.0),
-    "grid": Family("grid", "grid", GridStudentConfig, GridStudentNet, grid_student_lookup_flops),
+    "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box: R2LNet(cfg), lambda cfg: 0.0, False),
+    "grid": Family("grid", "grid", GridStudentConfig, GridStudentNet, grid_student_lookup_flops, True),
 }
 
 

@@ -549,7 +549,10 @@ def student_box(stores: list[ViewStore], ndc: bool, max_rays: int = 1 << 20) -> 
         rays_o, rays_d = store.render_rays_at(view[keep], pix[keep])
         depth = (geo[keep, 0] - (1.0 - geo[keep, 1]) * float(store.meta["far"])) / geo[keep, 1]
         points.append(rays_o + depth[:, None] * rays_d)
-    return scene_box(torch.cat(points).cpu() if points else None, ndc)
+    box = scene_box(torch.cat(points).cpu() if points else None, ndc)
+    log.info("student grid box %s (from %s)", [[round(v, 3) for v in row] for row in box.tolist()],
+             f"{sum(len(p) for p in points)} surface points" if points else "the scene format")
+    return box
 
 
 def _global_mean(loss: torch.Tensor, world: int) -> torch.Tensor:
@@ -634,7 +637,9 @@ def train_student(
     cfg = resolve_lr_decay(cfg, geom["ndc"])
     scene = store_scene(stores[0].meta)  # recorded in the student file, as a teacher file records its scene
     init = _load_init(init_from, cfg, geom, scene) if init_from is not None else None
-    model = family(cfg.family).build(cfg.net, student_box(stores, geom["ndc"])).to(device)
+    fam = family(cfg.family)
+    box = student_box(stores, geom["ndc"]) if fam.needs_box and init is None else torch.zeros(2, 3)  # else: loaded
+    model = fam.build(cfg.net, box).to(device)
     optimizer = torch.optim.Adam(model.param_groups(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
     loop, best = _start(resume_dir, model, optimizer, (gen, jitter_gen), cfg, init)
     end_step = loop["base_step"] + (cfg.steps if n_steps is None else int(n_steps))
@@ -647,6 +652,8 @@ def train_student(
     net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     counts = split_counts(cfg.batch_rays, stores)
     use_depth = uses_depth(model, cfg, stores)
+    log.info("student family %s (%d parameters)%s", cfg.family, sum(p.numel() for p in model.parameters()),
+             "; depth loss against the teacher's depth in the pseudo-data" if use_depth else "")
     log.info("%s on %s (%s, %d process(es)): steps %d -> %d, %d fresh + %d hard rays a step", kind,
              ", ".join(str(s.folder) for s in stores), device, world, loop["step"], end_step, cfg.batch_rays, cfg.n_hard)
     if not loop["resumed"]:
