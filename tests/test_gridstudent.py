@@ -84,7 +84,7 @@ def test_expected_depth_follows_the_weights():
 def test_scene_box_from_points_and_defaults():
     pts = torch.cartesian_prod(*[torch.linspace(-1.0, 0.5, 11)] * 3)
     box = scene_box(pts, ndc=False)
-    torch.testing.assert_close(box, torch.tensor([[-1.075] * 3, [0.575] * 3]), atol=2e-3, rtol=0)
+    torch.testing.assert_close(box, torch.tensor([[-1.15] * 3, [0.65] * 3]))  # the extent 1.5, 10% each side
     torch.testing.assert_close(scene_box(None, ndc=False), BOX)
     assert scene_box(pts * 5, ndc=True).abs().max() <= 1.0  # NDC boxes stay in the NDC cube
 

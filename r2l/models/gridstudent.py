@@ -82,18 +82,19 @@ class GridStudentConfig:
         return self.n_fine * self.feature_dim + 1 + self.dir_dim
 
 
-def scene_box(points: torch.Tensor | None, ndc: bool, margin: float = 0.05) -> torch.Tensor:
+def scene_box(points: torch.Tensor | None, ndc: bool, margin: float = 0.1) -> torch.Tensor:
     """The grids' box (2, 3) in render space.
 
-    points: (n, 3) surface points (the teacher's depth along opaque pseudo-data rays) or None. From them: the
-    0.1 and 99.9 percentiles per axis, enlarged by ``margin`` of the extent on each side; NDC boxes are kept
-    inside the NDC cube. Without points: the NDC cube, or +-1.5 (the NeRF-synthetic box) for object scenes.
+    points: (n, 3) surface points (the teacher's depth along opaque pseudo-data rays) or None. From them: their
+    extent per axis, enlarged by ``margin`` of it on each side (the feature and refining points around a surface
+    at the edge of the box must still fall inside); NDC boxes are kept inside the NDC cube. Without points: the
+    NDC cube, or +-1.5 (the NeRF-synthetic box) for object scenes.
     """
     cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     if points is None or points.shape[0] < 16:
         return cube if ndc else 1.5 * cube
     pts = points.float().cpu()
-    lo, hi = torch.quantile(pts, 0.001, dim=0), torch.quantile(pts, 0.999, dim=0)
+    lo, hi = pts.min(dim=0).values, pts.max(dim=0).values
     pad = margin * (hi - lo).clamp_min(1e-3)
     box = torch.stack([lo - pad, hi + pad])
     if ndc:
