@@ -5,12 +5,14 @@ composited by volume rendering. The forward pass (:class:`GridStudentNet`):
 
 1. Where: ``n_points`` points stratified between near and far (as the R2L student's) read one logit each
    from a dense 3-D grid (``geometry_resolution`` per side, trilinear); with one learned background logit
-   they go through a softmax along the ray, whose weights give the expected depth ``depth = sum_i w_i t_i +
-   w_bg far``. Where the pseudo-data holds the teacher's depth, the weights are trained towards it
-   (:meth:`GridStudentNet.depth_loss`: cross-entropy against the two points around it, or the background).
-2. What: ``n_fine`` points around that depth (spread over ``fine_spread`` coarse spacings) read multi-
+   they go through a softmax along the ray: ``1 - w_bg`` is the opacity, the other weights give a surface
+   depth. A second softmax over ``n_refine`` points within one point spacing of it refines that depth. Where
+   the pseudo-data holds the teacher's depth and opacity, both softmaxes are trained towards them
+   (:meth:`GridStudentNet.depth_loss`: cross-entropy against the two points around the depth, and the
+   background).
+2. What: ``n_fine`` points around that depth (spread over ``fine_spread`` point spacings) read multi-
    resolution tri-plane features (K-Planes: the product of the three axis-pair planes, ``channels`` per
-   level), concatenated in ray order with ``1 - w_bg`` and the encoded view direction.
+   level), concatenated in ray order with the opacity and the encoded view direction.
 3. An MLP (``mlp_depth`` hidden layers of ``mlp_width``, ReLU, sigmoid out) gives the colour.
 
 Grids cover ``box`` (render space, from the scene: :func:`scene_box`); points outside it get no weight.
