@@ -80,9 +80,9 @@ from r2l.data.scene import Scene
 from r2l.geometry.poses import sample_blender_poses
 from r2l.geometry.rays import get_rays
 from r2l.models.flops import nerf_closed_form_flops, student_closed_form_flops
-from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_student_lookup_flops
-from r2l.models.r2lnet import R2LNet, R2LNetConfig
-from r2l.models.students import Student
+from r2l.models.gridstudent import GridStudentConfig
+from r2l.models.r2lnet import R2LNetConfig
+from r2l.models.students import Student, family_of_config
 from r2l.models.teacher import Teacher, TeacherConfig, build_model, teacher_config_from_dict
 from r2l.stages import teacher as teacher_stage
 from r2l.stages.pseudo_data import convert_real_data, generate_pseudo_data
@@ -239,27 +239,18 @@ def _full_pool(cfg: DistillConfig, device: torch.device, gen: torch.Generator) -
 
 def is_grid(net) -> bool:
     """Whether ``net`` is a grid student's config (else an R2L MLP's)."""
-    return isinstance(net, GridStudentConfig)
-
-
-def grid_mlp_flops(cfg: GridStudentConfig) -> float:
-    """FLOPs per ray of a grid student's colour MLP: 2 x its multiply-adds, ``in_dim`` -> ``mlp_depth`` hidden
-    layers of ``mlp_width`` -> 3."""
-    w = cfg.mlp_width
-    return 2.0 * (cfg.in_dim * w + (cfg.mlp_depth - 1) * w * w + w * 3)
+    return family_of_config(net).name == "grid"
 
 
 def network_flops(net: R2LNetConfig | GridStudentConfig) -> float:
-    """FLOPs per ray of one forward pass of a student network: R2L's closed form for the MLP; for a grid student its
-    MLP's closed form plus its feature lookups in closed form (:func:`grid_student_lookup_flops`)."""
-    if is_grid(net):
-        return grid_mlp_flops(net) + grid_student_lookup_flops(net)
-    return student_closed_form_flops(net)
+    """FLOPs per ray of one forward pass of a student network, its family's closed form (for a grid student its
+    MLP's plus its feature lookups, :func:`~r2l.models.gridstudent.grid_student_closed_form_flops`)."""
+    return family_of_config(net).closed_form_flops(net)
 
 
 def build_student_net(net: R2LNetConfig | GridStudentConfig) -> torch.nn.Module:
     """A student network with random weights: the R2L MLP, or a grid student over :data:`GRID_BOX`."""
-    return GridStudentNet(net, GRID_BOX) if is_grid(net) else R2LNet(net)
+    return family_of_config(net).build(net, GRID_BOX)
 
 
 def _flops_note(net) -> dict:
@@ -355,7 +346,7 @@ def bench_render_compiled(name: str, net: R2LNetConfig, precision: str, s: Setti
     timed rays, then one render; an eager render of them takes ``ms_per_frame`` scaled) and ``compiled`` (False
     when compiling failed and the eager network was timed; the log says why)."""
     torch.manual_seed(0)
-    student = Student(R2LNet(net).to(s.device), 2.0, 6.0, meta={}, precision=precision, compile="on")
+    student = Student(build_student_net(net).to(s.device), 2.0, 6.0, meta={}, precision=precision, compile="on")
     rays_o, rays_d = (x.to(s.device) for x in frame_rays(s.render_rays))
     t0 = time.perf_counter()
     student.render_rays(rays_o, rays_d)

@@ -104,6 +104,12 @@ def scene_box(points: torch.Tensor | None, ndc: bool, margin: float = 0.1) -> to
     return box
 
 
+def surface_depth(depth: torch.Tensor, acc: torch.Tensor, far: float) -> torch.Tensor:
+    """The teacher's surface depth (n,) from its stored expected depth ``depth: (n,)`` (with the background term
+    ``(1 - acc) far``) and opacity ``acc: (n,)``: ``(depth - (1 - acc) far) / acc``."""
+    return (depth - (1.0 - acc) * far) / acc.clamp_min(1e-3)
+
+
 def _grid_coords(pts: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """pts: (..., 3) render space -> grid_sample coordinates in [-1, 1] over ``box`` (2, 3)."""
     return (pts - box[0]) / (box[1] - box[0]) * 2.0 - 1.0
@@ -230,7 +236,7 @@ class GridStudentNet(nn.Module):
         known = torch.isfinite(target[:, 0])
         target = torch.where(known[:, None], target, torch.zeros_like(target))  # no NaN reaches the gradient
         depth, acc = target[:, 0], target[:, 1].clamp(0.0, 1.0)
-        surface = (depth - (1.0 - acc) * far) / acc.clamp_min(1e-3)
+        surface = surface_depth(depth, acc, far)
         log_w = torch.log_softmax(aux["logits"], dim=-1).clamp_min(-30.0)
         ce = acc * _two_point_ce(aux["t"], log_w[:, :-1], surface) - (1.0 - acc) * log_w[:, -1]
         if "refine_t" in aux:
@@ -260,3 +266,10 @@ def grid_student_lookup_flops(cfg: GridStudentConfig) -> float:
     """
     levels = len(cfg.resolutions)
     return float((cfg.n_points + cfg.n_refine) * 16 + cfg.n_fine * levels * 26 * cfg.channels)
+
+
+def grid_student_closed_form_flops(cfg: GridStudentConfig) -> float:
+    """FLOPs per ray of a grid student from its config: 2 x the colour MLP's multiply-adds (``in_dim`` ->
+    ``mlp_depth`` hidden layers of ``mlp_width`` -> 3) plus :func:`grid_student_lookup_flops`."""
+    w = cfg.mlp_width
+    return 2.0 * (cfg.in_dim * w + (cfg.mlp_depth - 1) * w * w + w * 3) + grid_student_lookup_flops(cfg)

@@ -24,7 +24,13 @@ from r2l.core.checkpoint import load_checkpoint
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import log
 from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
-from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_student_lookup_flops
+from r2l.models.flops import student_closed_form_flops
+from r2l.models.gridstudent import (
+    GridStudentConfig,
+    GridStudentNet,
+    grid_student_closed_form_flops,
+    grid_student_lookup_flops,
+)
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.models.render import pose_rays
 
@@ -33,20 +39,23 @@ from r2l.models.render import pose_rays
 class Family:
     """A student family: its name, the student config's field that holds its network config, the config class,
     how to build the network from that config and the grids' box ((2, 3) render space; unused by the MLP), the
-    FLOPs per ray its feature lookups cost (beyond the linear layers a FLOP counter sees) and whether it needs
-    the box."""
+    FLOPs per ray its feature lookups cost (beyond the linear layers a FLOP counter sees), its whole FLOPs per
+    ray in closed form (linear layers and lookups, from the config alone) and whether it needs the box."""
 
     name: str
     config_key: str
     config_cls: type
     build: Callable[[object, torch.Tensor], nn.Module]
     lookup_flops: Callable[[object], float]
+    closed_form_flops: Callable[[object], float]
     needs_box: bool  # whether its grids need the scene box (the training loop finds it only then)
 
 
 FAMILIES = {
-    "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box: R2LNet(cfg), lambda cfg: 0.0, False),
-    "grid": Family("grid", "grid", GridStudentConfig, GridStudentNet, grid_student_lookup_flops, True),
+    "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box: R2LNet(cfg), lambda cfg: 0.0,
+                  student_closed_form_flops, False),
+    "grid": Family("grid", "grid", GridStudentConfig, GridStudentNet, grid_student_lookup_flops,
+                   grid_student_closed_form_flops, True),
 }
 
 
@@ -55,6 +64,14 @@ def family(name: str) -> Family:
     if name not in FAMILIES:
         raise R2LError(f"unknown student family {name!r}; expected one of {', '.join(FAMILIES)}")
     return FAMILIES[name]
+
+
+def family_of_config(cfg) -> Family:
+    """The family whose network config class ``cfg`` is an instance of (R2LError for anything else)."""
+    for fam in FAMILIES.values():
+        if isinstance(cfg, fam.config_cls):
+            return fam
+    raise R2LError(f"not a student network config: {type(cfg).__name__}")
 
 
 def stored_family(config: dict) -> str:
@@ -74,6 +91,7 @@ def build_network(name: str, settings: dict, box: torch.Tensor | None = None) ->
     """The network of family ``name`` from its stored settings (a dict), grids over ``box`` (2, 3)."""
     fam = family(name)
     return fam.build(fam.config_cls(**settings), torch.zeros(2, 3) if box is None else box)
+
 
 COMPILE_MODES = ("off", "on", "auto")
 

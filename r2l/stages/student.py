@@ -84,7 +84,7 @@ from r2l.core.runtime import (
 )
 from r2l.data.scene import check_same_scene
 from r2l.data.views import ViewStore, read_meta
-from r2l.models.gridstudent import GridStudentConfig, scene_box
+from r2l.models.gridstudent import GridStudentConfig, scene_box, surface_depth
 from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.render import stratified_t
 from r2l.models.students import family, stored_family, stored_network
@@ -547,7 +547,7 @@ def student_box(stores: list[ViewStore], ndc: bool, max_rays: int = 1 << 20) -> 
         geo = teacher_geometry(store, view, pix)
         keep = geo[:, 1] > 0.5
         rays_o, rays_d = store.render_rays_at(view[keep], pix[keep])
-        depth = (geo[keep, 0] - (1.0 - geo[keep, 1]) * float(store.meta["far"])) / geo[keep, 1]
+        depth = surface_depth(geo[keep, 0], geo[keep, 1], float(store.meta["far"]))
         points.append(rays_o + depth[:, None] * rays_d)
     box = scene_box(torch.cat(points).cpu() if points else None, ndc)
     log.info("student grid box %s (from %s)", [[round(v, 3) for v in row] for row in box.tolist()],
