@@ -4,7 +4,7 @@
   given, ``--cores 1`` when no ``--cores`` and ``--resources gpu=1`` when no ``--resources``); returns Snakemake's
   exit code.
 - ``r2l info MODEL [--json]``: what a model file is (kind, student family, network, scene, step, val PSNR,
-  training).
+  training); for another file (a CSV, a training checkpoint, a pickle), what it is instead, in one line.
 - ``r2l render MODEL --path orbit|spiral --out video.mp4`` or ``--pose FILE --out image.png``: renders any
   trained teacher or student with the scene camera stored in its file (or ``--scene DIR --format F``).
 - ``r2l bench [--quick] [--json FILE] [--pipeline-benchmarks DIR]``: each stage's speed against the matmul peak.
@@ -20,9 +20,13 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import pickle
 import subprocess
 import sys
+import tempfile
 import textwrap
+import warnings
+import zipfile
 from pathlib import Path
 
 from r2l.core.errors import DataError, R2LError
@@ -32,6 +36,7 @@ POSE_HELP = ("a 4x4 (or 3x4) camera-to-world matrix in the OpenGL convention (x 
 PATH_KINDS = {False: "orbit", True: "spiral"}  # the camera path a scene stores: object-centric or forward-facing (ndc)
 # what ``r2l info`` says of each student family (r2l.models.students.FAMILIES)
 FAMILY_TEXT = {"r2l": "the paper's residual MLP", "grid": "grid-feature light field"}
+MAX_SIDE = 16_384  # the largest rendered image side (a 16384 x 16384 view's rays alone take ~6 GB)
 
 
 class UsageError(R2LError):
@@ -57,6 +62,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def image_width(text: str) -> int:
+    """An argparse type: an image width in pixels, 1 to MAX_SIDE."""
+    value = positive_int(text)
+    if value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} pixels is too wide: at most {MAX_SIDE} per side")
     return value
 
 
@@ -131,7 +144,8 @@ def add_render_parser(sub) -> None:
     what.add_argument("--path", choices=("orbit", "spiral"), help="render the stored camera path as a video")
     what.add_argument("--pose", type=Path, metavar="FILE", help=f"render one image at this pose: {POSE_HELP}")
     p.add_argument("--out", type=Path, required=True, help="output: .mp4 or .gif for --path, .png for --pose")
-    p.add_argument("--width", type=positive_int, help="image width in pixels (default the scene's; aspect kept)")
+    p.add_argument("--width", type=image_width,
+                   help=f"image width in pixels, at most {MAX_SIDE} (default the scene's; aspect kept)")
     p.add_argument("--frames", type=positive_int, help="--path: frames, evenly spread over the path (default all)")
     p.add_argument("--fps", type=positive_int, default=24, help="--path: frames per second (default 24)")
     p.add_argument("--scene", type=Path, metavar="DIR", help="take the camera from this scene folder instead")
@@ -282,11 +296,110 @@ def info_lines(d: dict) -> list[str]:
             for name, value in rows]
 
 
+# What a file that is not a torch file starts with (torch.save writes a zip, or a pickle in its legacy format).
+FILE_MAGIC = {b"\x93NUMPY": "a NumPy .npy array", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image"}
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # its pickled magic number
+REFUSED_PICKLE = "a pickle that is not a plain torch.save of tensors (refused by weights_only loading)"
+# a resume checkpoint's stage (its resume folder's name) -> the model file that stage writes when it ends
+CHECKPOINT_MODELS = {"teacher": "teacher", "student": "student", "finetune": "finetuned"}
+
+
+def sniff_file(path: Path) -> str | None:
+    """What ``path`` is when its first bytes show it is no torch file (text, empty, an image, a plain pickle), in
+    words; None when it may be one (torch then reads it)."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file, not a model file"
+    what = next((text for magic, text in FILE_MAGIC.items() if head.startswith(magic)), None)
+    if what is not None:
+        return f"not a torch file ({what})"
+    if head[:1] == b"\x80" and not head.startswith(TORCH_LEGACY_MAGIC):
+        return REFUSED_PICKLE  # a pickle.dump, not a torch.save
+    if head.startswith(b"PK\x03\x04"):
+        return zip_text(path)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # (not just a character cut at the end of the 4 KB read)
+            return None
+    return None if b"\0" in head else "not a torch file (a CSV/text file?)"
+
+
+def zip_text(path: Path) -> str | None:
+    """``path`` (a zip archive) in words when it is no torch file (which holds ``*/data.pkl``), else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None  # damaged: torch's message says more
+    if any(name.endswith("/data.pkl") for name in names):
+        return None
+    npz = names and all(name.endswith(".npy") for name in names)
+    return f"not a torch file (a zip archive{': a NumPy .npz' if npz else ''})"
+
+
+def checkpoint_text(path: Path, ckpt: dict) -> str | None:
+    """``ckpt`` (from ``path``) in words when it is a teacher's or student's resume checkpoint, else None."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    loop = ckpt.get("loop") if isinstance(ckpt.get("loop"), dict) else {}
+    if {"model", "optimizer", "rng"} <= ckpt.keys() and config.get("kind") in ("nerf", "grid"):
+        stage, what, step = "teacher", f"a {config['kind']} teacher", ckpt.get("step")
+    elif {"weights", "optimizer", "rng", "loop"} <= ckpt.keys():
+        finetune = path.parent.name == "finetune" or (loop.get("base_step") or 0) > 0
+        stage = "finetune" if finetune else "student"
+        what, step = f"a student's {'finetuning' if finetune else 'distillation'}", loop.get("step")
+    else:
+        return None
+    in_resume = path.parent.name in CHECKPOINT_MODELS and path.parent.parent.parent.name == "resume"
+    scene = path.parent.parent.name if in_resume else "{scene}"  # resources/resume/{scene}/{stage}/ckpt_*.pt
+    at = "" if step is None else f" at step {step}"
+    return (f"a training checkpoint (resume point) of {what}{at}, not a model file; the model is "
+            f"results/{scene}/{CHECKPOINT_MODELS[stage]}/model.pt (written when the training ends)")
+
+
+def torch_file_text(path: Path) -> str | None:
+    """What a torch file that is no r2l model file holds, in words; None when it cannot be told (or is a model)."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns of pickle protocols it does not write
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        with path.open("rb") as f:  # a pickle (torch's zip holds one) that holds more than tensors, or no pickle
+            return REFUSED_PICKLE if f.read(4) in (b"PK\x03\x04", TORCH_LEGACY_MAGIC[:4]) else None
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError):
+        return None  # damaged: the loader's own message stands
+    if not isinstance(obj, dict):
+        return f"a torch file holding a {type(obj).__name__}, not an r2l model file"
+    if obj.get("kind") in ("nerf", "grid", "student", "finetuned"):
+        return None
+    keys = ", ".join(sorted(map(str, obj))[:6]) + (", ..." if len(obj) > 6 else "")
+    return checkpoint_text(path, obj) or f"a torch file holding a dict ({keys}) that is not an r2l model file"
+
+
+def read_model(path: Path, read):
+    """``read(path)`` (describe_model or load_model); DataError saying what the file is when it is not a model."""
+    problem = sniff_file(path)
+    if problem is not None:
+        raise DataError(path, problem)
+    try:
+        return read(path)
+    except DataError as err:
+        better = torch_file_text(path) if err.path == path and path.is_file() else None
+        if better is None:
+            raise
+        raise DataError(path, better) from err
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what ``args.model`` is, as text or JSON."""
     from r2l.models.load import describe_model
 
-    d = describe_model(args.model)
+    d = read_model(args.model, describe_model)
     print(json.dumps(d, indent=2) if args.json else "\n".join(info_lines(d)))
     return 0
 
@@ -377,9 +490,14 @@ def render_scene(args: argparse.Namespace, model):
 
 
 def size_at_width(scene, width: int | None) -> tuple[int, int]:
-    """``(H, W)`` of a view ``width`` pixels wide (default the scene's), the scene's aspect kept."""
+    """``(H, W)`` of a view ``width`` pixels wide (default the scene's), the scene's aspect kept; UsageError when a
+    side is over MAX_SIDE."""
     W = scene.W if width is None else int(width)
-    return max(1, round(W * scene.H / scene.W)), W
+    H = max(1, round(W * scene.H / scene.W))
+    if max(H, W) > MAX_SIDE:
+        raise UsageError(f"a {W} x {H} image is too large: at most {MAX_SIDE} pixels per side; pass a smaller "
+                         "--width", "r2l render")
+    return H, W
 
 
 def path_poses(args: argparse.Namespace, scene):
@@ -408,6 +526,23 @@ def check_out(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {args.out} must end in {' or '.join(wanted)}", "r2l render")
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder", "r2l render")
+    check_writable(args.out)
+
+
+def check_writable(out: Path) -> None:
+    """UsageError unless a file can be written in ``out``'s folder (or in the nearest folder above it that exists,
+    where the missing ones will be made); leaves nothing behind."""
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"--out {out}: {folder} is a file, not a folder", "r2l render")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write in {folder} ({err.strerror or type(err).__name__})",
+                         "r2l render") from None
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -418,16 +553,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     check_out(args)
     pose = read_pose(args.pose) if args.pose is not None else None
-    model = load_model(args.model, device_of(args.device))
+    device = device_of(args.device)
+    model = read_model(args.model, lambda path: load_model(path, device))
     scene = render_scene(args, model)
     H, W = size_at_width(scene, args.width)
-    if pose is not None:
-        rays_o, rays_d = scene.rays(pose, H, W, scene.focal * W / scene.W)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        save_png(model.render_rays(rays_o, rays_d).reshape(H, W, 3).numpy(), args.out)
-        written = args.out
-    else:
-        written = render_video(model, scene, path_poses(args, scene), args.out, fps=args.fps, H=H, W=W)
+    poses = path_poses(args, scene) if pose is None else None
+    try:
+        if pose is not None:
+            rays_o, rays_d = scene.rays(pose, H, W, scene.focal * W / scene.W)
+            save_png(model.render_rays(rays_o, rays_d).reshape(H, W, 3).numpy(), args.out)
+            written = args.out
+        else:
+            written = render_video(model, scene, poses, args.out, fps=args.fps, H=H, W=W)
+    except OSError as err:  # the folder went away, the disk is full, ...
+        raise R2LError(f"--out {args.out}: cannot write it ({err.strerror or err})") from err
     print(f"wrote {written} ({W} x {H})")
     return 0
 

@@ -4,17 +4,20 @@ errors, ``run -n`` through Snakemake, and ``bench --quick`` (values checked for 
 import dataclasses
 import json
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 
-from r2l.cli import main, snakemake_command
+from r2l.cli import main, size_at_width, snakemake_command
 from r2l.core.checkpoint import atomic_torch_save
+from r2l.core.errors import R2LError
 from r2l.core.imageio import to_uint8
 from r2l.data.builtin import write_blender, write_llff
 from r2l.data.registry import load_scene
@@ -247,7 +250,7 @@ def test_bad_inputs_give_one_line(teacher, students, tmp_path, capsys):
     pose = ["--pose", tmp_path / "pose.txt", *out_png]
     cases = [
         (["info", tmp_path / "missing.pt"], "missing.pt: model file not found"),
-        (["info", tmp_path / "notes.txt"], "notes.txt: not a readable r2l model file"),
+        (["info", tmp_path / "notes.txt"], "notes.txt: not a torch file (a CSV/text file?)"),
         (["render", teacher, "--pose", tmp_path / "small.txt", *out_png], "small.txt: a pose must"),
         (["render", teacher, "--pose", tmp_path / "bad.json", *out_png], "bad.json: unreadable pose"),
         (["render", teacher, "--pose", tmp_path / "nope.txt", *out_png], "nope.txt: pose file not found"),
@@ -272,8 +275,78 @@ def test_error_from_the_installed_command_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model\n")
     result = r2l("info", str(tmp_path / "notes.txt"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    want = f"r2l: error: {tmp_path / 'notes.txt'}: not a readable r2l model file (not written by torch.save)"
+    want = f"r2l: error: {tmp_path / 'notes.txt'}: not a torch file (a CSV/text file?)"
     assert result.stderr.strip().splitlines() == [want]
+    with open(tmp_path / "data.pkl", "wb") as f:  # torch warns of its pickle protocol when it reads it
+        pickle.dump({"weights": np.zeros(3)}, f, protocol=4)
+    result = r2l("info", str(tmp_path / "data.pkl"))
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"r2l: error: {tmp_path / 'data.pkl'}: a pickle that is not a plain torch.save of tensors (refused by "
+        "weights_only loading)"]
+
+
+def student_checkpoint(path: Path, base_step: int) -> Path:
+    """A resume checkpoint with the keys r2l.stages.student._checkpoint writes (``base_step`` > 0: finetuning)."""
+    net = R2LNet(NET)
+    optimizer = torch.optim.Adam(net.parameters())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"weights": net.state_dict(), "optimizer": optimizer.state_dict(),
+                       "config": dataclasses.asdict(DistillConfig(network=NET)), "rng": {"batch": torch.zeros(2)},
+                       "loop": {"step": base_step + 10, "base_step": base_step}, "best": {}}, path)
+    return path
+
+
+def test_info_says_what_a_file_that_is_no_model_is(teacher, tmp_path, capsys):
+    (tmp_path / "history.csv").write_text("step,loss,psnr\n0,0.1,12.0\n100,0.05,15.5\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")  # a whole module: refused by weights_only
+    torch.save([1, 2], tmp_path / "list.pt")
+    np.savez(tmp_path / "arrays.npz", x=np.zeros(3))
+    resume = tmp_path / "resources" / "resume" / "lego"
+    (teacher_ckpt,) = sorted((teacher.parent / "resume").glob("ckpt_*.pt"))  # what train_teacher wrote
+    cases = [
+        (tmp_path / "history.csv", "not a torch file (a CSV/text file?)"),
+        (tmp_path / "empty.pt", "an empty file, not a model file"),
+        (tmp_path / "module.pt", "a pickle that is not a plain torch.save of tensors (refused by weights_only "
+                                 "loading)"),
+        (tmp_path / "list.pt", "a torch file holding a list, not an r2l model file"),
+        (tmp_path / "arrays.npz", "not a torch file (a zip archive: a NumPy .npz)"),
+        (teacher_ckpt, "a training checkpoint (resume point) of a grid teacher at step 2, not a model file; the "
+                       "model is results/{scene}/teacher/model.pt (written when the training ends)"),
+        (student_checkpoint(resume / "student" / "ckpt_000000010.pt", 0), "a training checkpoint (resume point) of "
+         "a student's distillation at step 10, not a model file; the model is results/lego/student/model.pt"),
+        (student_checkpoint(resume / "finetune" / "ckpt_000000050.pt", 40), "of a student's finetuning at step 50, "
+         "not a model file; the model is results/lego/finetuned/model.pt"),
+    ]
+    for path, message in cases:
+        code, out, err = run_main(capsys, "info", path)
+        assert code == 1 and out == "", (path, err)
+        assert err.strip().splitlines() == [err.strip()] and f"r2l: error: {path}: " in err and message in err, err
+
+
+def test_render_unwritable_out_or_huge_size_gives_one_line(teacher, tmp_path, capsys):
+    np.savetxt(tmp_path / "pose.txt", np.eye(4))
+    (tmp_path / "good.png").write_bytes(b"an existing file")
+    pose = ["render", teacher, "--pose", tmp_path / "pose.txt", "--device", "cpu"]
+    cases = [
+        ([*pose, "--out", tmp_path / "good.png" / "x.png"], f"{tmp_path / 'good.png'} is a file, not a folder"),
+        ([*pose, "--out", tmp_path / "good.png" / "sub" / "x.png"], f"{tmp_path / 'good.png'} is a file"),
+        (["render", teacher, "--path", "orbit", "--out", tmp_path / "good.png" / "v.mp4"], "is a file, not a folder"),
+        ([*pose, "--out", "/proc/x.png"], "--out /proc/x.png: cannot write in /proc"),
+        ([*pose, "--out", tmp_path / "x.png", "--width", 100000], "at most 16384 per side"),
+    ]
+    for args, message in cases:
+        code, out, err = run_main(capsys, *args)
+        assert code == 1, (args, out, err)
+        assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, (args, err)
+    assert (tmp_path / "good.png").read_bytes() == b"an existing file" and not (tmp_path / "x.png").exists()
+
+
+def test_render_size_limit_applies_to_the_height_too():
+    tall = SimpleNamespace(H=4000, W=100)
+    assert size_at_width(tall, 400) == (16000, 400) and size_at_width(tall, None) == (4000, 100)
+    with pytest.raises(R2LError, match=r"a 500 x 20000 image is too large: at most 16384 pixels per side"):
+        size_at_width(tall, 500)
 
 
 # ----------------------------------------------------------------------------- run and bench

@@ -327,6 +327,13 @@ def test_too_few_registered_photos_or_points():
         check_registration(FakeReconstruction(2, 5000), Path("photos"), names, ColmapConfig(min_registered=0.1))
     with pytest.raises(DataError, match=r"only 50 3-D points from 10 photos \(need colmap.min_points 100\)"):
         check_registration(FakeReconstruction(10, 50), Path("photos"), names, cfg)
+    with pytest.raises(DataError) as err:  # exhaustive is the default: advise what is not done already
+        check_registration(None, Path("photos"), names, cfg)
+    assert "{matcher: exhaustive}" not in str(err.value) and "from different positions" in str(err.value)
+    assert "for video frames, colmap: {matcher: sequential} with a larger colmap.sequential_overlap" in str(err.value)
+    with pytest.raises(DataError) as err:
+        check_registration(None, Path("photos"), names, ColmapConfig(matcher="sequential", sequential_overlap=5))
+    assert "a larger colmap.sequential_overlap (now 5) may help, or colmap: {matcher: exhaustive}" in str(err.value)
 
 
 def test_missing_pycolmap_says_how_to_install_it(tmp_path, monkeypatch):

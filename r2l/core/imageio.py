@@ -88,15 +88,17 @@ def area_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Resize by area averaging (box filter), like OpenCV's INTER_AREA when shrinking.
 
     img: (H, W, C) float32. Returns (out_h, out_w, C) float32. Integer factors use an exact
-    block mean; other sizes use the overlap-weighted average of :func:`area_weights`.
+    block mean; other sizes use the overlap-weighted average of :func:`area_weights`, applied as two
+    float64 matrix products (rows, then columns) instead of one three-operand contraction.
     """
     H, W, C = img.shape
     if (out_h, out_w) == (H, W):
         return img
     if H % out_h == 0 and W % out_w == 0:
         return _block_mean(img.astype(np.float32, copy=False), H // out_h, W // out_w)
-    wh, ww = area_weights(H, out_h), area_weights(W, out_w)
-    return np.einsum("ih,hwc,jw->ijc", wh, img.astype(np.float64), ww).astype(np.float32)
+    wh, ww = area_weights(H, out_h), area_weights(W, out_w)  # (out_h, H), (out_w, W)
+    rows = np.tensordot(wh, img.astype(np.float64), axes=(1, 0))  # (out_h, W, C): rows first
+    return np.matmul(ww, rows).astype(np.float32)  # (out_h, out_w, C): then columns, per row and channel
 
 
 def _block_mean(img: np.ndarray, fh: int, fw: int) -> np.ndarray:

@@ -423,14 +423,26 @@ def sparse_model(rec) -> SparseModel:
     )
 
 
+def _registration_hint(cfg: ColmapConfig) -> str:
+    """What may help when COLMAP registers too few photos (advice that fits the matcher in use)."""
+    if cfg.matcher == "sequential":
+        matcher = (f"a larger colmap.sequential_overlap (now {cfg.sequential_overlap}) may help, or colmap: "
+                   "{matcher: exhaustive} when the photos are not in capture order")
+    else:  # exhaustive already matches every pair
+        matcher = ("for video frames, colmap: {matcher: sequential} with a larger colmap.sequential_overlap "
+                   f"(default {ColmapConfig.sequential_overlap}) may help")
+    return ("the photos must show the scene from different positions (identical or near-identical photos, or a "
+            "camera that only turns, give no 3-D), overlap enough and be sharp and textured; take more photos, "
+            f"moving between shots, or try a smaller colmap.init_min_tri_angle; {matcher}")
+
+
 def check_registration(rec, folder: Path, names: list[str], cfg: ColmapConfig) -> SparseModel:
     """The SparseModel of ``rec``, or DataError when too few photos registered or too few points exist.
 
     Photos that did not register are named in a warning.
     """
     n, need = len(names), _needed(len(names), cfg)
-    hint = ("the photos may overlap too little, be blurred or too uniform; take more photos with more overlap, "
-            "or try colmap: {matcher: exhaustive} or a smaller colmap.init_min_tri_angle")
+    hint = _registration_hint(cfg)
     if rec is None or rec.num_reg_images() == 0:
         raise DataError(folder, f"COLMAP registered none of the {n} photos (no initial image pair found); {hint}")
     if rec.num_reg_images() < need:
