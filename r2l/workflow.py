@@ -69,6 +69,28 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
     )
 
 
+def compared_families(config: dict, scene: str) -> list[str]:
+    """The student families a scene trains beside its own (``student.compare``), in config order."""
+    return list(stage_section(config, "student", scene).get("compare") or [])
+
+
+def family_section(section: dict, extra: str) -> dict:
+    """The student settings of the student kept in ``results/{scene}/student{extra}/``.
+
+    section: the scene's ``student`` settings. extra: ``""`` for its own family (``family``), ``"_NAME"`` for the
+    family NAME of its ``compare`` list. The result names that family and has no ``compare`` (which changes no
+    student: adding a family to compare reruns nothing already trained).
+    """
+    out = {k: v for k, v in section.items() if k != "compare"}
+    if extra:
+        name = extra.removeprefix("_")
+        if name not in (section.get("compare") or []):
+            raise R2LError(f"student family {name!r} is not in this scene's student.compare "
+                           f"({list(section.get('compare') or [])})")
+        out["family"] = name
+    return out
+
+
 def inside_workdir(path: str | Path) -> Path:
     """``path``, checked to lie inside the working directory (where r2l writes everything); R2LError if not.
 

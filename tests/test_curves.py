@@ -21,8 +21,11 @@ from r2l.report.curves import (
     COLORS,
     COLUMNS,
     DPI,
+    EXTRA_COLORS,
     FIGSIZE,
+    curve_styles,
     curves_figure,
+    draw_curves,
     legend_labels,
     read_history,
     record_row,
@@ -267,3 +270,53 @@ def test_legend_names_the_student_family(tmp_path):
     assert plain.shape == named.shape and not np.array_equal(plain, named)  # the legend text differs
     for model, colour in COLORS.items():
         assert _colour_pixels(named, colour) > 100, model
+
+
+def _hand_history(path, first_step: int, seconds_per_step: float, val: float):
+    """Ten logged rows from ``first_step`` (every 5 steps) and one validation at the last; seconds in proportion."""
+    rows = []
+    for step in range(0, 50, 5):
+        record_row(rows, first_step + step, loss=0.1 / (step + 1), train_psnr=10 + step / 5, lr=1e-3,
+                   seconds=seconds_per_step * step)
+    record_row(rows, first_step + 45, val_psnr=val)
+    return write_history(path, rows)
+
+
+def test_extra_family_curves(tmp_path):
+    """An extra family (r2l) beside the primary (grid): two more curves in every panel, own colours, dashed,
+    labelled ``student (r2l)``, its finetuning's clock offset by its own student's end."""
+    paths = {"teacher": _hand_history(tmp_path / "t.csv", 0, 1.0, 15.0),
+             "student_r2l": _hand_history(tmp_path / "sr.csv", 50, 4.0, 14.0),  # ends at 180 s = 3 min
+             "student": _hand_history(tmp_path / "s.csv", 50, 1.0, 16.0),  # ends at 45 s = 0.75 min
+             "finetuned": _hand_history(tmp_path / "f.csv", 95, 1.0, 17.0),
+             "finetuned_r2l": _hand_history(tmp_path / "fr.csv", 95, 2.0, 13.0)}
+    fig = draw_curves(paths, "toy", families={"student": "grid", "finetuned": "grid"})
+    ax_step, ax_min, ax_loss = fig.axes[:3]
+    assert (len(ax_step.lines), len(ax_min.lines), len(ax_loss.lines)) == (10, 10, 5)  # 2 + 2 + 1 per curve
+    labels = ["teacher", "student (grid)", "finetuned (grid)", "student (r2l)", "finetuned (r2l)"]
+    assert [ln.get_label() for ln in ax_loss.lines] == labels
+    assert [t.get_text() for t in ax_step.get_legend().get_texts()] == labels
+    assert [ln.get_color() for ln in ax_loss.lines] == [*COLORS.values(), *EXTRA_COLORS[:2]]
+    assert [ln.get_linestyle() for ln in ax_loss.lines] == ["-", "-", "-", "--", "--"]
+    # PSNR against minutes: the validation marks (second line of each curve) at the offset end of each stage
+    val_minutes = [float(ax_min.lines[2 * k + 1].get_xdata()[0]) for k in range(5)]
+    assert val_minutes == pytest.approx([0.75, 0.75, 0.75 + 0.75, 3.0, 3.0 + 1.5])
+    png = iio.imread(curves_figure(paths, tmp_path / "curves.png", title="toy"))
+    for colour in (*COLORS.values(), *EXTRA_COLORS[:2]):
+        assert _colour_pixels(png, colour) > 100, colour
+    for bad in ("teacher_r2l", "student_", "nerf"):
+        with pytest.raises(ValueError, match="unknown model"):
+            curves_figure({"teacher": paths["teacher"], bad: paths["student"]}, tmp_path / "x.png")
+
+
+def test_curve_styles_order_and_colours():
+    keys = ["finetuned_r2l", "teacher", "student_mlp", "student_r2l", "student"]
+    curves = curve_styles(keys, {"student": "grid"})
+    # the primary first, then each extra family in order of first appearance: its student, then its finetuned
+    assert [c.key for c in curves] == ["teacher", "student", "student_r2l", "finetuned_r2l", "student_mlp"]
+    assert [c.label for c in curves] == ["teacher", "student (grid)", "student (r2l)", "finetuned (r2l)",
+                                         "student (mlp)"]
+    assert [c.model for c in curves] == ["teacher", "student", "student", "finetuned", "student"]
+    assert [c.color for c in curves] == [COLORS["teacher"], COLORS["student"], *EXTRA_COLORS[:3]]
+    assert len({c.color for c in curves}) == 5
+    assert legend_labels(["student_r2l", "finetuned"], {"finetuned": "grid"}) == ["student (r2l)", "finetuned (grid)"]

@@ -11,6 +11,7 @@ from torch import nn
 
 import r2l.report.figures as figures
 from r2l.core.errors import DataError
+from r2l.core.imageio import save_png
 from r2l.data.scene import Scene
 from r2l.report.figures import (
     MIN_PANEL_WIDTH,
@@ -167,6 +168,65 @@ def test_scene_comparison_from_evaluation_renders(tmp_path):
     (tmp_path / "student" / "000.png").unlink()
     with pytest.raises(DataError, match="student"):
         scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=0)
+
+
+def test_comparison_figure_with_extra_panels(tmp_path):
+    """Two extra panels (another family's student and finetuned) go before the error map, each with its PSNR."""
+    H, W = 12, 17
+    gt = np.zeros((H, W, 3), np.float32)
+    extra_s, extra_f = np.full_like(gt, 0.1), np.full_like(gt, 0.5)
+    out = comparison_figure(gt, gt, gt, gt, tmp_path / "cmp.png",
+                            extras=[("student (r2l)", extra_s), ("finetuned (r2l)", extra_f)])
+    img = iio.imread(out)
+    band, s = figure_layout(H, W)
+    assert img.shape == (band + s * H, 7 * s * W + 6 * SEPARATOR, 3)
+    step = s * W + SEPARATOR
+    panels = img[band:]
+    assert np.all(panels[:, 4 * step : 4 * step + s * W] == round(0.1 * 255))  # student (r2l)
+    assert np.all(panels[:, 5 * step : 5 * step + s * W] == round(0.5 * 255))  # finetuned (r2l)
+    zero = (colormap(np.zeros((1, 1)))[0, 0] * 255 + 0.5).astype(np.uint8)
+    assert np.all(panels[:, 6 * step :] == zero)  # the error map is still the primary finetuned's (== gt)
+    labels = panel_labels(gt, [gt, gt, gt, extra_s, extra_f], families={"student": "grid", "finetuned": "grid"},
+                          extra_names=["student (r2l)", "finetuned (r2l)"])
+    assert labels[1:] == [("teacher", "PSNR 120.00 dB"), ("student (grid)", "PSNR 120.00 dB"),
+                          ("finetuned (grid)", "PSNR 120.00 dB"), ("student (r2l)", "PSNR 20.00 dB"),
+                          ("finetuned (r2l)", "PSNR 6.02 dB"), ("error", "black 0, yellow ≥ 0.2")]
+    with pytest.raises(ValueError, match="student \\(r2l\\) image"):
+        comparison_figure(gt, gt, gt, gt, tmp_path / "x.png", extras=[("student (r2l)", gt[:5])])
+
+
+def test_scene_comparison_with_an_extra_family(tmp_path, monkeypatch):
+    """renders/student_r2l and renders/finetuned_r2l become panels 5 and 6 of 7, named with their family."""
+    scene = make_scene()
+    for k, name in enumerate(("teacher", "student", "finetuned", "student_r2l", "finetuned_r2l")):
+        for view in range(2):
+            save_png(np.full((16, 20, 3), 0.1 * (k + 1), np.float32), tmp_path / name / f"{view:03d}.png")
+    drawn, label_band = [], figures._label_band
+
+    def recording_label_band(labels, panel_width, band):
+        drawn.append(labels)
+        return label_band(labels, panel_width, band)
+
+    monkeypatch.setattr(figures, "_label_band", recording_label_band)
+    plain = iio.imread(scene_comparison_figure(scene, tmp_path, tmp_path / "plain.png", view=1))
+    out = scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=1,
+                                  families={"student": "grid", "finetuned": "grid"}, extras=["r2l"])
+    img = iio.imread(out)
+    band, s = figure_layout(16, 20)
+    step = s * 20 + SEPARATOR
+    assert img.shape == (band + s * 16, 7 * s * 20 + 6 * SEPARATOR, 3) and plain.shape[1] == 5 * step - SEPARATOR
+    assert [name for name, _ in drawn[1]] == ["ground truth", "teacher", "student (grid)", "finetuned (grid)",
+                                               "student (r2l)", "finetuned (r2l)", "error"]
+    assert [line for _, line in drawn[1]][:4] == [line for _, line in drawn[0]][:4]
+    for k, level in ((4, 0.4), (5, 0.5)):  # the extra family's renders
+        assert np.all(img[band:, k * step : k * step + s * 20] == round(level * 255)), k
+    np.testing.assert_array_equal(img[band:, : 4 * step], plain[band:, : 4 * step])  # gt and the primary's panels
+    np.testing.assert_array_equal(img[band:, 6 * step :], plain[band:, 4 * step :])  # the primary's error map
+    (tmp_path / "finetuned_r2l" / "001.png").unlink()
+    with pytest.raises(DataError, match="finetuned_r2l"):
+        scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=1, extras=["r2l"])
+    with pytest.raises(ValueError, match="non-empty"):
+        scene_comparison_figure(scene, tmp_path, tmp_path / "cmp.png", view=0, extras=[""])
 
 
 def test_render_video_mp4_frame_count(tmp_path):

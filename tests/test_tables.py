@@ -211,3 +211,86 @@ def test_model_label():
     assert model_label("student", None) == model_label("student", "") == "student"
     assert model_label("student", math.nan) == "student"  # an empty cell of metrics.csv
     assert model_label("teacher", "grid") == "teacher"
+
+
+@pytest.fixture
+def two_families(tmp_path):
+    """fern: a teacher and the grid (primary) and r2l student and finetuned rows; toy: the grid family only."""
+    a, b = tmp_path / "fern" / "metrics.csv", tmp_path / "toy" / "metrics.csv"
+    write_metrics_csv([row("fern", "teacher", 27.0, 500.0, 227.87, 10.0),
+                       row("fern", "student", 25.0, 20.0, 0.03, 6.0, family="grid"),
+                       row("fern", "finetuned", 26.0, 25.0, 0.03, 2.0, family="grid"),
+                       row("fern", "student", 22.0, 50.0, 11.79, 8.0),
+                       row("fern", "finetuned", 23.5, 40.0, 11.79, 1.0)], a)
+    write_metrics_csv([row("toy", "teacher", 30.0, 600.0, 303.82, 20.0),
+                       row("toy", "student", 29.0, 30.0, 0.03, 5.0, family="grid"),
+                       row("toy", "finetuned", 31.0, 30.0, 0.03, 1.0, family="grid")], b)
+    return [a, b]
+
+
+def test_summary_row_per_scene_and_student_family(two_families, tmp_path):
+    """Two families of one scene: a comparison row each, the teacher repeated, gains by hand; means per family."""
+    table = write_summary(two_families, tmp_path / "s.csv", tmp_path / "s.md")
+    assert list(zip(table["scene"], table["family"])) == [
+        ("fern", "grid"), ("fern", "r2l"), ("toy", "grid"), ("mean", "grid"), ("mean (paper scenes)", "grid"),
+        ("mean", "r2l")]
+    fern_grid, fern_r2l, toy, mean_grid, paper_grid, mean_r2l = (table.iloc[k] for k in range(6))
+    assert fern_grid["teacher_psnr"] == fern_r2l["teacher_psnr"] == 27.0
+    assert fern_grid["student_gain_db"] == pytest.approx(-2.0) and fern_r2l["student_gain_db"] == pytest.approx(-5.0)
+    assert fern_grid["finetuned_gain_db"] == pytest.approx(-1.0)
+    assert fern_r2l["finetuned_gain_db"] == pytest.approx(-3.5)
+    assert fern_grid["student_speedup"] == pytest.approx(25.0) and fern_r2l["student_speedup"] == pytest.approx(10.0)
+    assert fern_r2l["finetuned_speedup"] == pytest.approx(12.5)
+    assert fern_grid["flops_reduction"] == pytest.approx(227.87 / 0.03)
+    assert fern_grid["r2l_train_minutes"] == pytest.approx(8.0) and fern_r2l["r2l_train_minutes"] == pytest.approx(9.0)
+    assert fern_grid["paper_r2l_psnr"] == fern_r2l["paper_r2l_psnr"] == 26.87 and toy["paper_scene"] == ""
+    # each family's means over its own rows: the fern teacher counts once in each
+    assert mean_grid["teacher_psnr"] == pytest.approx(28.5) and mean_grid["student_gain_db"] == pytest.approx(-1.5)
+    assert paper_grid["student_gain_db"] == pytest.approx(-2.0)  # fern only
+    assert mean_r2l["teacher_psnr"] == pytest.approx(27.0) and mean_r2l["student_gain_db"] == pytest.approx(-5.0)
+    assert mean_r2l["paper_nerf_psnr"] == 26.86  # the r2l rows are all paper scenes
+    md = (tmp_path / "s.md").read_text()
+    assert "| fern (fern) | grid | 27.00 | 25.00 | -2.00 | 26.00 | -1.00 | 25.0 | 20.0 |" in md
+    assert "| fern (fern) | r2l | 27.00 | 22.00 | -5.00 | 23.50 | -3.50 | 10.0 | 12.5 |" in md
+    assert "| **mean** | grid | 28.50 | 27.00 | -1.50 |" in md and "| **mean** | r2l | 27.00 | 22.00 | -5.00 |" in md
+
+
+def test_model_and_table2_tables_with_two_families_in_a_scene(two_families, tmp_path):
+    write_summary(two_families, tmp_path / "s.csv", tmp_path / "s.md")
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert len(df) == 8 and list(df.columns) == COLUMNS
+    assert list(zip(df["scene"], df["model"], df["family"].fillna(""))) == [
+        ("fern", "teacher", ""), ("fern", "student", "grid"), ("fern", "finetuned", "grid"),
+        ("fern", "student", "r2l"), ("fern", "finetuned", "r2l"), ("toy", "teacher", ""),
+        ("toy", "student", "grid"), ("toy", "finetuned", "grid")]
+    md = (tmp_path / "s.md").read_text()
+    student = md[md.index("## student\n"):md.index("## finetuned\n")]  # mixed families: the heading names none
+    lines = [ln for ln in student.splitlines() if ln.startswith("| ") and not ln.startswith("| scene")]
+    assert [ln.split(" | ")[:3] for ln in lines] == [
+        ["| fern", "grid", "25.00"], ["| fern", "r2l", "22.00"], ["| toy", "grid", "29.00"],
+        ["| **mean**", "grid", "27.00"], ["| **mean**", "r2l", "22.00"]]
+    assert "| **mean** | 28.50 |" in md  # the teacher table: one row per scene, one mean
+    assert "| ours student (grid, mean) | 23.7 | 0.03 |  |  | 27.00 |" in md
+    assert "| ours student (r2l, mean) | 23.7 | 11.79 |  |  | 22.00 |" in md
+    assert "| ours finetuned (grid, mean) | 23.7 | 0.03 |  |  | 28.50 |" in md
+    assert "| ours finetuned (r2l, mean) | 23.7 | 11.79 |  |  | 23.50 |" in md
+    assert "| ours teacher (mean) | 4.8 | 265.85 |  |  | 28.50 |" in md
+
+
+def test_read_metrics_rejects_duplicate_family_rows_and_a_second_teacher(two_families, tmp_path):
+    df = read_metrics(two_families)
+    assert len(df) == 8 and df.loc[(df["model"] == "student") & (df["family"] == "r2l"), "psnr"].item() == 22.0
+    dup = tmp_path / "dup" / "metrics.csv"
+    write_metrics_csv([row("fern", "teacher", 27.0, 500.0, 227.87, 10.0),
+                       row("fern", "student", 25.0, 20.0, 0.03, 6.0, family="grid"),
+                       row("fern", "student", 24.0, 20.0, 0.03, 6.0, family="grid")], dup)
+    with pytest.raises(DataError, match=r"dup/metrics\.csv: duplicate \(scene, model, family\) row "
+                                        r"\('fern', 'student', 'grid'\)"):
+        read_metrics([dup])
+    teachers = tmp_path / "teachers" / "metrics.csv"
+    write_metrics_csv([row("fern", "teacher", 27.0, 500.0, 227.87, 10.0),
+                       row("fern", "teacher", 26.0, 500.0, 227.87, 10.0, family="grid") | {"family": "grid"}], teachers)
+    with pytest.raises(DataError, match=r"teachers/metrics\.csv: duplicate teacher row of scene 'fern'"):
+        read_metrics([teachers])
+    with pytest.raises(DataError, match=r"toy/metrics\.csv: duplicate teacher row of scene 'toy'; the first is in"):
+        read_metrics([two_families[1], two_families[1]])  # across files: the file repeating it is named

@@ -1,6 +1,7 @@
 """The whole workflow end to end on a tiny config: both built-in layouts, every stage, every product."""
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from r2l.models.load import describe_model
+from r2l.report.figures import SEPARATOR, figure_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ["builtin", "builtin_ff"]
@@ -18,10 +20,13 @@ COLUMNS = ("scene,model,family,psnr,ssim,lpips,mflops_per_ray,ms_per_frame,fps,p
            "precision").split(",")
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+COMPARED = {"builtin": ["r2l"], "builtin_ff": []}  # .test/config/config.yaml: the families beside each scene's own
+
+
+def snakemake(workdir: Path, *args: str, configfiles: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(ROOT / ".test" / "config" / "config.yaml"), "--cores", "1", "--resources", "gpu=1",
-           *args]
+           "--configfile", str(ROOT / ".test" / "config" / "config.yaml"), *map(str, configfiles), "--cores", "1",
+           "--resources", "gpu=1", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
 
 
@@ -41,15 +46,24 @@ def test_every_product_exists(run, scene):
                  "teacher/history.csv", "student/history.csv", "finetuned/history.csv", "curves.png"]:
         assert (res / path).is_file(), path
     assert (res / "video.mp4").is_file() or (res / "video.gif").is_file()
-    for model in ("teacher", "student", "finetuned"):
+    extras = [f"_{name}" for name in COMPARED[scene]]
+    for name in COMPARED[scene]:  # each compared family's student and finetuned student, as the scene's own
+        for path in ("model.pt", "history.csv"):
+            assert (res / f"student_{name}" / path).is_file() and (res / f"finetuned_{name}" / path).is_file()
+        assert describe_model(res / f"finetuned_{name}" / "model.pt")["family"] == name
+    for model in ("teacher", "student", "finetuned", *(f"{m}{x}" for x in extras for m in ("student", "finetuned"))):
         assert len(list((res / "renders" / model).glob("*.png"))) == (3 if scene == "builtin" else 2)
-    for rule in ("train_teacher", "pseudo_data.part_0", "pseudo_data.part_1", "train_student", "finetune", "evaluate"):
+    for rule in ("train_teacher", "pseudo_data.part_0", "pseudo_data.part_1", "train_student", "finetune", "evaluate",
+                 *(f"{r}{x}" for x in extras for r in ("train_student", "finetune"))):
         assert (run / "benchmarks" / scene / f"{rule}.tsv").is_file(), rule
     for log in ("train_teacher", "pseudo_data.part_0", "pseudo_data.part_1", "pseudo_data", "train_student",
-                "finetune", "evaluate", "curves"):
+                "finetune", "evaluate", "curves", *(f"{r}{x}" for x in extras for r in ("train_student", "finetune"))):
         assert (run / "logs" / scene / f"{log}.log").is_file(), log
     figure = iio.imread(res / "comparison.png")
-    assert figure.shape[1] > 4 * figure.shape[0]  # five panels side by side (under a label band)
+    panels = 5 + 2 * len(extras)  # gt, teacher, student, finetuned, error; 2 more per compared family
+    H, W = iio.imread(res / "renders" / "teacher" / "000.png").shape[:2]
+    band, scale = figure_layout(H, W)
+    assert figure.shape[:2] == (band + scale * H, panels * (scale * W + SEPARATOR) - SEPARATOR)
     curves = iio.imread(res / "curves.png")
     assert curves.shape[:2] == (450, 1500) and curves[..., :3].std() > 10
 
@@ -63,6 +77,8 @@ def test_training_histories(run, scene):
         "student": ([0, 1, 11, 20, 21, 31, 40], [0, 20, 40]),
         "finetuned": ([40, 41, 50, 51, 60], [40, 50, 60]),
     }
+    for name in COMPARED[scene]:  # a compared family trains on the same schedule
+        expected.update({f"student_{name}": expected["student"], f"finetuned_{name}": expected["finetuned"]})
     for model, (steps, validated) in expected.items():
         h = pd.read_csv(res / model / "history.csv")
         assert list(h.columns) == HISTORY, model
@@ -76,8 +92,10 @@ def test_metrics_rows(run, scene):
     with open(run / "results" / scene / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == COLUMNS
-    assert [r["model"] for r in rows] == ["teacher", "student", "finetuned"]
-    assert rows[0]["family"] == "" and rows[1]["family"] == rows[2]["family"] in ("r2l", "grid")  # the student family
+    extra_models = ["student", "finetuned"] * len(COMPARED[scene])
+    assert [r["model"] for r in rows] == ["teacher", "student", "finetuned", *extra_models]
+    assert rows[0]["family"] == "" and rows[1]["family"] == rows[2]["family"] == "grid"  # the scene's own family
+    assert [r["family"] for r in rows[3:]] == [name for name in COMPARED[scene] for _ in range(2)]
     for row in rows:
         assert row["scene"] == scene
         assert 5.0 < float(row["psnr"]) < 60.0
@@ -98,12 +116,28 @@ def test_summary_and_rerun_is_a_no_op(run):
     assert "builtin" in text and "builtin_ff" in text
     with open(run / "results" / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6
-    families = {r["family"] for r in rows if r["model"] != "teacher"}
-    assert len(families) == 1 and f"## student ({families.pop()})" in text  # the summary names the student family
+    assert len(rows) == 8  # teacher, student, finetuned of each scene; r2l's student and finetuned on builtin
+    assert {(r["scene"], r["family"]) for r in rows if r["model"] != "teacher"} == {
+        ("builtin", "grid"), ("builtin", "r2l"), ("builtin_ff", "grid")}
+    assert "builtin | r2l" in text or "| r2l |" in text  # the summary has a row for the compared family
     again = snakemake(run, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_adding_a_compared_family_retrains_nothing_trained(run, tmp_path):
+    """student.compare added to a finished scene: only the new family's student and finetuning run (and the
+    evaluation, figures and tables that show it); the teacher, pseudo-data and the scene's own student stay."""
+    extra = tmp_path / "compare.yaml"
+    extra.write_text("student: {compare: [r2l]}\n")  # builtin_ff's student is compared with r2l's too now
+    plan = snakemake(run, "-n", configfiles=(extra,))
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    out = plan.stdout + plan.stderr
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats"):], flags=re.M))
+    assert {k: v for k, v in stats.items() if k not in ("all", "total")} == {
+        "train_student": "1", "finetune": "1", "evaluate": "1", "comparison_figure": "1", "curves": "1",
+        "summary": "1"}, out[-3000:]
+    assert "extra=_r2l" in out and "train_teacher" not in out
 
 
 def test_report_is_built(run):

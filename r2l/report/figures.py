@@ -1,6 +1,7 @@
 """Figures and videos: a side-by-side comparison strip and a fly-through video of a renderer.
 
 - :func:`comparison_figure`: one PNG row ``ground truth | teacher | student | finetuned | error map``
+  (extra panels, e.g. another student family's ``student (r2l) | finetuned (r2l)``, before the error map)
   separated by thin white bars, under a white label band that names each panel (the student and finetuned
   ones with their student family when given, e.g. ``student (grid)``) and prints each model panel's PSNR
   against the ground truth (:func:`panel_labels`; text drawn with matplotlib). Panels
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -79,16 +81,18 @@ def psnr_label(pred: np.ndarray, gt: np.ndarray) -> str:
 
 
 def panel_labels(gt: np.ndarray, preds: list[np.ndarray], err_max: float = 0.2,
-                 view_name: str = "this view", families: dict[str, str | None] | None = None) -> list[tuple[str, str]]:
-    """``(name, second line)`` of the five panels: the models' lines are their PSNR against ``gt``.
+                 view_name: str = "this view", families: dict[str, str | None] | None = None,
+                 extra_names: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """``(name, second line)`` of the panels: the models' lines are their PSNR against ``gt``.
 
-    gt: (H, W, 3) in [0, 1]; preds: the teacher's, student's and finetuned student's (H, W, 3) renders.
+    gt: (H, W, 3) in [0, 1]; preds: the teacher's, student's and finetuned student's (H, W, 3) renders, then one
+    per name of ``extra_names`` (extra panels' names, e.g. ``"student (r2l)"``, placed before the error map).
     view_name: the ground truth's second line. families: the student family of ``student`` and ``finetuned``
     (e.g. ``{"student": "grid", "finetuned": "grid"}``; missing or None: the bare name), named on their panels
     as ``student (grid)`` (:func:`r2l.report.tables.model_label`).
     """
     families = families or {}
-    names = [model_label(n, families.get(n)) for n in PANEL_NAMES]
+    names = [model_label(n, families.get(n)) for n in PANEL_NAMES[:4]] + [*extra_names, PANEL_NAMES[4]]
     scores = [psnr_label(pred, gt) for pred in preds]
     return list(zip(names, [view_name, *scores, f"black 0, yellow ≥ {err_max:g}"], strict=True))
 
@@ -125,30 +129,43 @@ def _label_band(labels: list[tuple[str, str]], panel_width: int, band: int) -> n
 
 
 def comparison_figure(gt, teacher, student, finetuned, out_png: str | Path, err_max: float = 0.2,
-                      view_name: str = "this view", families: dict[str, str | None] | None = None) -> Path:
-    """Write ``gt | teacher | student | finetuned | error(finetuned)`` as one labelled PNG row.
+                      view_name: str = "this view", families: dict[str, str | None] | None = None,
+                      extras: Sequence[tuple[str, object]] = ()) -> Path:
+    """Write ``gt | teacher | student | finetuned | extras... | error(finetuned)`` as one labelled PNG row.
 
-    Each image: (H, W, 3) float in [0, 1] (or uint8). With ``(band, s) = figure_layout(H, W)`` the PNG is
-    (band + s H, 5 s W + 4 SEPARATOR, 3): the label band (:func:`panel_labels`; ``view_name`` under
+    Each image: (H, W, 3) float in [0, 1] (or uint8). extras: ``(panel name, image)`` pairs, e.g.
+    ``[("student (r2l)", img), ("finetuned (r2l)", img)]``, drawn in order before the error map, each with its PSNR.
+    With ``(band, s) = figure_layout(H, W)`` and ``n = 5 + len(extras)`` panels the PNG is
+    (band + s H, n s W + (n - 1) SEPARATOR, 3): the label band (:func:`panel_labels`; ``view_name`` under
     "ground truth", ``families`` in the student panels' names), then the panels.
     """
     gt = _panel(gt, "ground truth", np.shape(gt))
     if gt.ndim != 3 or gt.shape[-1] != 3:
         raise ValueError(f"ground truth must be (H, W, 3), got {gt.shape}")
-    preds = [_panel(x, n, gt.shape) for x, n in ((teacher, "teacher"), (student, "student"), (finetuned, "finetuned"))]
+    named = [("teacher", teacher), ("student", student), ("finetuned", finetuned), *extras]
+    preds = [_panel(x, n, gt.shape) for n, x in named]
     panels = [gt, *preds, error_map(preds[2], gt, err_max)]
     band, scale = figure_layout(*gt.shape[:2])
     panels = [p.repeat(scale, axis=0).repeat(scale, axis=1) for p in panels]
     bar = np.ones((panels[0].shape[0], SEPARATOR, 3), np.float32)
     row = np.concatenate([p for panel in panels for p in (panel, bar)][:-1], axis=1)
-    labels = _label_band(panel_labels(gt, preds, err_max, view_name, families), panels[0].shape[1], band)
+    names = [n for n, _ in extras]
+    labels = _label_band(panel_labels(gt, preds, err_max, view_name, families, names), panels[0].shape[1], band)
     save_png(np.concatenate([labels, row], axis=0), out_png)
     return Path(out_png)
 
 
+def _read_render(renders_root: str | Path, name: str, view: int) -> np.ndarray:
+    """``renders_root/{name}/{view:03d}.png`` as (H, W, 3); DataError when it is missing."""
+    path = Path(renders_root) / name / f"{view:03d}.png"
+    if not path.is_file():
+        raise DataError(path, f"render of view {view} by the {name} not found (run the evaluation first)")
+    return read_image(path)[..., :3]
+
+
 def scene_comparison_figure(
     scene: Scene, renders_root: str | Path, out_png: str | Path, view: int = 0, split: str = "test",
-    families: dict[str, str | None] | None = None,
+    families: dict[str, str | None] | None = None, extras: Sequence[str] = (),
 ) -> Path:
     """Comparison figure of one view from PNGs written by :func:`r2l.stages.evaluate.evaluate_model`.
 
@@ -156,19 +173,21 @@ def scene_comparison_figure(
     ``split`` view ``view``, area-resized to the renders' size if needed. Each model panel's PSNR is
     against that ground truth, on the 8-bit render (metrics.csv scores the float renders, every view).
     families: the student family of ``student`` and ``finetuned``, named on their panels (:func:`panel_labels`).
+    extras: extra student families, in order: for each ``F`` the panels ``student (F)`` and ``finetuned (F)`` from
+    ``renders_root/student_F/`` and ``renders_root/finetuned_F/``, before the error map (still the primary
+    finetuned student's).
     """
+    if any(not f for f in extras):
+        raise ValueError(f"extra family names must be non-empty, got {list(extras)}")
     gts, _ = scene.split(split)
     if not 0 <= view < len(gts):
         raise DataError(renders_root, f"view {view} is outside the {len(gts)} {split} views of {scene.name!r}")
-    imgs = []
-    for model in ("teacher", "student", "finetuned"):
-        path = Path(renders_root) / model / f"{view:03d}.png"
-        if not path.is_file():
-            raise DataError(path, f"render of view {view} by the {model} not found (run the evaluation first)")
-        imgs.append(read_image(path)[..., :3])
+    imgs = [_read_render(renders_root, model, view) for model in ("teacher", "student", "finetuned")]
+    more = [(model_label(m, f), _read_render(renders_root, f"{m}_{f}", view))
+            for f in extras for m in ("student", "finetuned")]
     H, W = imgs[0].shape[:2]
     gt = area_resize(gts[view], H, W)
-    return comparison_figure(gt, *imgs, out_png, view_name=f"{split} view {view}", families=families)
+    return comparison_figure(gt, *imgs, out_png, view_name=f"{split} view {view}", families=families, extras=more)
 
 
 def mp4_available() -> bool:

@@ -1,20 +1,22 @@
 """Result tables: the per-scene ``metrics.csv`` files and the all-scene summary (CSV + Markdown).
 
-``results/{scene}/metrics.csv`` has exactly the columns :data:`COLUMNS`, one row per model
-(``teacher``, ``student`` = trained on pseudo-data only, ``finetuned`` = then finetuned on the real
-training views). ``family`` names the student family of the student and finetuned rows (``r2l`` or
-``grid``, :data:`r2l.models.students.FAMILIES`) and is empty for the teacher. Missing values (LPIPS without
-offline weights, size without a model file) are empty cells, never invented. Files written before the
-``family`` column (:data:`LEGACY_COLUMNS`) still read, their family empty (unknown: such a file may come
+``results/{scene}/metrics.csv`` has exactly the columns :data:`COLUMNS`: one ``teacher`` row, and a
+``student`` (trained on pseudo-data only) and a ``finetuned`` (then finetuned on the real training views) row
+per student family trained for the scene (the primary family's first). ``family`` names the student family of
+the student and finetuned rows (``r2l`` or ``grid``, :data:`r2l.models.students.FAMILIES`) and is empty for the
+teacher; :func:`read_metrics` rejects a repeated (scene, model, family) and a second teacher row. Missing values
+(LPIPS without offline weights, size without a model file) are empty cells, never invented. Files written before
+the ``family`` column (:data:`LEGACY_COLUMNS`) still read, their family empty (unknown: such a file may come
 from a grid student).
 
 :func:`write_summary` concatenates them into ``summary.csv`` (same columns) and writes ``summary.md``:
-one table per model with a mean row over scenes (the student and finetuned tables name each scene's
-student family; the heading too when every scene's is the same: :func:`model_label`), a student-vs-teacher
-table (the student family, PSNR gain in dB, speed-up = teacher ms / student ms, FLOPs reduction) beside
-R2L's published per-scene PSNR where the paper reports the scene, and R2L's Table 2 next to our means (a row
-per student family). Means are over the scenes that have a value; the mean gain / speed-up is the mean of
-the per-scene gains / speed-ups.
+one table per model, a row per (scene, family), with a mean row over scenes (the student and finetuned tables
+name each row's student family; the heading too when every row's is the same: :func:`model_label`), a
+student-vs-teacher table (a row per (scene, student family), the teacher's values repeated: PSNR gain in dB,
+speed-up = teacher ms / student ms, FLOPs reduction) beside R2L's published per-scene PSNR where the paper
+reports the scene, and R2L's Table 2 next to our means (a row per student family). Means are over the scenes
+that have a value, per family when some scene has several (:func:`several_families`); the mean gain / speed-up
+is the mean of the per-scene gains / speed-ups.
 """
 
 from __future__ import annotations
@@ -62,31 +64,54 @@ def write_metrics_csv(rows: list[dict], path: str | Path) -> None:
     atomic_write_text(path, metrics_frame(rows).to_csv(index=False, na_rep=""))
 
 
-def read_metrics(paths: list[str | Path]) -> pd.DataFrame:
-    """Concatenate metrics CSVs, checking columns, model names and one row per (scene, model).
-
-    A file with :data:`LEGACY_COLUMNS` (no ``family``) reads with an empty family (NaN) on every row.
-    """
-    frames = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise DataError(path, "metrics file not found")
-        df = pd.read_csv(path, dtype={"scene": str, "model": str, "family": str, "device": str, "precision": str},
-                         keep_default_na=True)
-        if list(df.columns) == LEGACY_COLUMNS:
-            df.insert(COLUMNS.index("family"), "family", pd.Series([math.nan] * len(df), index=df.index, dtype=object))
-        if list(df.columns) != COLUMNS:
-            raise DataError(path, f"columns {list(df.columns)} differ from the expected {COLUMNS}")
-        bad = sorted(set(df["model"]) - set(MODELS))
-        if bad:
-            raise DataError(path, f"unknown model name(s) {bad}; expected {list(MODELS)}")
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    dup = df[df.duplicated(["scene", "model"], keep=False)]
-    if len(dup):
-        pairs = sorted(set(zip(dup["scene"], dup["model"])))
-        raise DataError(paths[0] if paths else ".", f"duplicate (scene, model) rows across the inputs: {pairs}")
+def _read_one(path: str | Path) -> pd.DataFrame:
+    """One metrics CSV, its columns and model names checked; a legacy file gets an empty (NaN) family."""
+    if not Path(path).is_file():
+        raise DataError(path, "metrics file not found")
+    df = pd.read_csv(path, dtype={"scene": str, "model": str, "family": str, "device": str, "precision": str},
+                     keep_default_na=True)
+    if list(df.columns) == LEGACY_COLUMNS:
+        df.insert(COLUMNS.index("family"), "family", pd.Series([math.nan] * len(df), index=df.index, dtype=object))
+    if list(df.columns) != COLUMNS:
+        raise DataError(path, f"columns {list(df.columns)} differ from the expected {COLUMNS}")
+    bad = sorted(set(df["model"]) - set(MODELS))
+    if bad:
+        raise DataError(path, f"unknown model name(s) {bad}; expected {list(MODELS)}")
     return df
+
+
+def read_metrics(paths: list[str | Path]) -> pd.DataFrame:
+    """Concatenate metrics CSVs (rows in input order), checking columns, model names and uniqueness.
+
+    A scene may have several student and finetuned rows, one per family, but one teacher row; a repeated
+    (scene, model, family) or a second teacher row is a DataError naming the file that repeats it. A file with
+    :data:`LEGACY_COLUMNS` (no ``family``) reads with an empty family (NaN) on every row.
+    """
+    frames = [_read_one(path) for path in paths]
+    sources = [str(path) for path, frame in zip(paths, frames, strict=True) for _ in range(len(frame))]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    _check_unique(df, sources)
+    return df
+
+
+def _fam(value) -> str:
+    """A family cell as a string: ``""`` for a missing or empty one."""
+    return value if isinstance(value, str) else ""
+
+
+def _check_unique(df: pd.DataFrame, sources: list[str]) -> None:
+    """DataError at the first row repeating an earlier one: a second teacher row of its scene, or the same
+    (scene, model, family). sources: the file of each row of ``df``."""
+    fams = [("" if m == "teacher" else _fam(f)) for m, f in zip(df["model"], df["family"], strict=True)]
+    keys = list(zip(df["scene"], df["model"], fams, strict=True))
+    seen: dict[tuple, int] = {}
+    for i, key in enumerate(keys):
+        if key in seen:
+            scene, model, fam = key
+            what = (f"duplicate teacher row of scene {scene!r}" if model == "teacher" else
+                    f"duplicate (scene, model, family) row {(scene, model, fam)}")
+            raise DataError(sources[i], f"{what}; the first is in {sources[seen[key]]}")
+        seen[key] = i
 
 
 def _families(values) -> list[str]:
@@ -95,10 +120,22 @@ def _families(values) -> list[str]:
 
 
 def scene_family(df: pd.DataFrame, scene: str) -> str:
-    """The student family of a scene's student and finetuned rows: ``"grid"``; ``""`` when unknown (no student
-    row, or metrics.csv from before the family column); both joined by ``/`` should they differ."""
+    """The student families of a scene's student and finetuned rows joined by ``/`` (``"grid"``, ``"grid/r2l"``);
+    ``""`` when unknown (no student row, or metrics.csv from before the family column)."""
     rows = df[(df["scene"] == scene) & df["model"].isin(("student", "finetuned"))]
     return "/".join(_families(rows["family"]))
+
+
+def scene_families(df: pd.DataFrame, scene: str) -> list[str]:
+    """The student families of a scene's student and finetuned rows in file order, ``""`` for an unknown one;
+    ``[""]`` when the scene has no such row."""
+    rows = df[(df["scene"] == scene) & df["model"].isin(("student", "finetuned"))]
+    return list(dict.fromkeys(_fam(v) for v in rows["family"])) or [""]
+
+
+def several_families(df: pd.DataFrame) -> bool:
+    """Whether some scene of ``df`` has student or finetuned rows of more than one family."""
+    return any(len(scene_families(df, s)) > 1 for s in dict.fromkeys(df["scene"]))
 
 
 def common_family(df: pd.DataFrame, model: str) -> str | None:
@@ -108,9 +145,12 @@ def common_family(df: pd.DataFrame, model: str) -> str | None:
     return fams[0] if len(fams) == 1 and values.notna().all() else None
 
 
-def _value(df: pd.DataFrame, scene: str, model: str, col: str) -> float:
-    """One numeric cell, NaN when the row or the value is missing."""
+def _value(df: pd.DataFrame, scene: str, model: str, col: str, family: str | None = None) -> float:
+    """One numeric cell, NaN when the row or the value is missing. family: that of the student or finetuned row
+    (``""``: unknown; None: any); the teacher's row ignores it."""
     hit = df[(df["scene"] == scene) & (df["model"] == model)]
+    if family is not None and model != "teacher":
+        hit = hit[hit["family"].map(_fam) == family]
     return float(hit[col].iloc[0]) if len(hit) and pd.notna(hit[col].iloc[0]) else math.nan
 
 
@@ -119,16 +159,16 @@ def _ratio(num: float, den: float) -> float:
     return num / den if (den > 0 and not math.isnan(num)) else math.nan
 
 
-def _scene_comparison(df: pd.DataFrame, scene: str, paper_scene: dict[str, str] | None) -> dict:
-    """One row of :func:`comparison_table`."""
+def _scene_comparison(df: pd.DataFrame, scene: str, family: str, paper_scene: dict[str, str] | None) -> dict:
+    """One row of :func:`comparison_table`: the scene's teacher against its ``family`` student and finetuned."""
 
     def v(model: str, col: str) -> float:
-        return _value(df, scene, model, col)
+        return _value(df, scene, model, col, family)
 
     paper = match_paper_scene(scene, paper_scene)
     pub = published_psnr(paper) or (math.nan, math.nan)
     return {
-        "scene": scene, "paper_scene": paper or "", "family": scene_family(df, scene),
+        "scene": scene, "paper_scene": paper or "", "family": family,
         "teacher_psnr": v("teacher", "psnr"), "student_psnr": v("student", "psnr"),
         "student_gain_db": v("student", "psnr") - v("teacher", "psnr"),
         "finetuned_psnr": v("finetuned", "psnr"),
@@ -142,17 +182,26 @@ def _scene_comparison(df: pd.DataFrame, scene: str, paper_scene: dict[str, str] 
 
 
 def comparison_table(df: pd.DataFrame, paper_scene: dict[str, str] | None = None) -> pd.DataFrame:
-    """Per scene, then mean rows: the student family, our PSNRs, gains over the teacher, speed-ups, FLOPs ratio,
-    paper PSNRs.
+    """A row per (scene, student family), then mean rows: the family, our PSNRs, gains over the teacher, speed-ups,
+    FLOPs ratio, paper PSNRs.
 
-    df: concatenated metrics (see :func:`read_metrics`). Row ``mean`` averages each column over the
-    scenes that have a value; its paper columns are filled only when the paper reports every scene.
-    When it reports some but not all, a row ``mean (paper scenes)`` averages over those scenes only,
-    so that our means and the paper's cover the same scenes.
+    df: concatenated metrics (see :func:`read_metrics`). Rows: scenes in input order, each scene's families in
+    file order, the teacher's values repeated in each. Row ``mean`` averages each column over the rows that have a
+    value; its paper columns are filled only when the paper reports every scene. When it reports some but not
+    all, a row ``mean (paper scenes)`` averages over those scenes only, so that our means and the paper's cover
+    the same scenes. When some scene has several families (:func:`several_families`), these mean rows come once
+    per family (in order of appearance, over that family's rows, the family named), so no scene counts twice.
     """
-    table = pd.DataFrame([_scene_comparison(df, s, paper_scene) for s in dict.fromkeys(df["scene"])])
+    rows = [_scene_comparison(df, s, f, paper_scene) for s in dict.fromkeys(df["scene"]) for f in scene_families(df, s)]
+    table = pd.DataFrame(rows)
     if not len(table):
         return table
+    groups = [table[table["family"] == f] for f in dict.fromkeys(table["family"])] if several_families(df) else [table]
+    return pd.concat([table, pd.DataFrame([m for g in groups for m in _mean_rows(g)])], ignore_index=True)
+
+
+def _mean_rows(table: pd.DataFrame) -> list[dict]:
+    """The ``mean`` row of comparison rows, and ``mean (paper scenes)`` when the paper reports only some scenes."""
     paper_cols = ["paper_nerf_psnr", "paper_r2l_psnr", "paper_gain_db"]
     matched = table[table["paper_scene"] != ""]
     means = [_mean_row(table, "mean")]
@@ -160,7 +209,7 @@ def comparison_table(df: pd.DataFrame, paper_scene: dict[str, str] | None = None
         means[0].update({c: math.nan for c in paper_cols})
         if len(matched):
             means.append(_mean_row(matched, "mean (paper scenes)"))
-    return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
+    return means
 
 
 def _mean_row(table: pd.DataFrame, label: str) -> dict:
@@ -186,18 +235,28 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def model_table(df: pd.DataFrame, model: str) -> str:
-    """Markdown table of one model over scenes, with a mean row (means over the scenes with a value). The student
-    and finetuned tables have a ``family`` column after the scene (empty where unknown)."""
+    """Markdown table of one model, a row per (scene, family) in input order, then a mean row (means over the rows
+    with a value). The student and finetuned tables have a ``family`` column after the scene (empty where unknown)
+    and, when some scene has several families (:func:`several_families`), a mean row per family."""
     sub = df[df["model"] == model]
     fam = [] if model == "teacher" else ["family"]
     rows = [[str(r["scene"])] + [_fmt(r[c], "") for c in fam] + [_fmt(float(r[c]), s) for c, (_, s) in _SHOW.items()]
             + [_fmt(r["device"], ""), _fmt(r["precision"], "")] for _, r in sub.iterrows()]
+    if fam and several_families(df):
+        keys = sub["family"].map(_fam)
+        groups = [(f, sub[keys == f]) for f in dict.fromkeys(keys)]
+    else:
+        groups = [(common_family(df, model) or "", sub)]
+    rows += [_model_mean_row(g, [f] if fam else []) for f, g in groups]
+    return _md_table(["scene", *fam] + [h for h, _ in _SHOW.values()] + ["device", "timed at"], rows)
+
+
+def _model_mean_row(sub: pd.DataFrame, family_cells: list[str]) -> list[str]:
+    """The ``**mean**`` row of :func:`model_table` over ``sub``'s rows; device and precision when they share one."""
     means = sub[list(_SHOW)].apply(pd.to_numeric, errors="coerce").mean(skipna=True)
     same = [sub[c].dropna().unique() for c in ("device", "precision")]
-    rows.append(["**mean**"] + [common_family(df, model) or "" for _ in fam]
-                + [_fmt(float(means[c]), s) for c, (_, s) in _SHOW.items()]
-                + [u[0] if len(u) == 1 else "" for u in same])
-    return _md_table(["scene", *fam] + [h for h, _ in _SHOW.values()] + ["device", "timed at"], rows)
+    return (["**mean**", *family_cells] + [_fmt(float(means[c]), s) for c, (_, s) in _SHOW.items()]
+            + [u[0] if len(u) == 1 else "" for u in same])
 
 
 def _comparison_md(table: pd.DataFrame) -> str:

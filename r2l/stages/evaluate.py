@@ -229,6 +229,21 @@ def evaluate_model(
     return row
 
 
+def evaluation_order(model_paths: dict[str, str | Path]) -> list[tuple[str, str]]:
+    """``(name, model)`` of each entry of ``model_paths`` in metrics order: teacher, student, finetuned, then
+    each further family's ``student_NAME`` and ``finetuned_NAME`` (model ``student`` / ``finetuned``), in the
+    order their students come; R2LError for any other name."""
+    extras = [name for name in model_paths if name not in MODELS]
+    bad = [name for name in extras if name.split("_", 1)[0] not in ("student", "finetuned") or "_" not in name]
+    if bad:
+        raise R2LError(f"cannot tell which model {bad} are: expected {list(MODELS)}, student_NAME or finetuned_NAME")
+    families = list(dict.fromkeys(name.split("_", 1)[1] for name in extras))
+    order = [(m, m) for m in MODELS if m in model_paths]
+    for fam in families:
+        order += [(f"{m}_{fam}", m) for m in ("student", "finetuned") if f"{m}_{fam}" in model_paths]
+    return order
+
+
 def evaluate_scene(
     scene: Scene, model_paths: dict[str, str | Path], out_csv: str | Path, renders_root: str | Path | None = None,
     device: str | None = None, H: int | None = None, W: int | None = None, use_lpips: bool = True,
@@ -237,7 +252,8 @@ def evaluate_scene(
     """Evaluate each model file and write ``out_csv`` (one row per model, atomically).
 
     model_paths: ``{"teacher": path, "student": path, "finetuned": path}`` (any subset; each file loads with
-    :func:`r2l.models.load.load_model`, which reads the file's kind).
+    :func:`r2l.models.load.load_model`, which reads the file's kind), and ``student_NAME``, ``finetuned_NAME``
+    for the students of further families (rows of model ``student`` / ``finetuned``, after the others).
     renders_root: renders go to ``renders_root/{model}/``. device: None/"auto" = CUDA when present.
     compile: whether students render through ``torch.compile`` ("off" | "on" | "auto": on CUDA only; see
     :func:`r2l.models.students.compile_for_inference`); the first frames of a compiled student (quality renders)
@@ -246,7 +262,7 @@ def evaluate_scene(
     device = str(pick_device(device))
     scorer = LpipsScorer(device) if use_lpips else None
     rows = []
-    for name in [m for m in MODELS if m in model_paths]:
+    for name, model in evaluation_order(model_paths):
         path = Path(model_paths[name])
         renderer = load_model(path, device)
         if isinstance(renderer, Student) and renderer.set_compile(compile):
@@ -254,7 +270,7 @@ def evaluate_scene(
         scene.check_identity(model_scene(renderer), path)
         out_dir = Path(renders_root) / name if renders_root is not None else None
         rows.append(evaluate_model(renderer, scene, "test", H, W, n_speed_frames, warmup, out_dir, scorer,
-                                   path, name, scene_name))
+                                   path, model, scene_name))
         del renderer
         gc.collect()
         if torch.cuda.is_available():

@@ -118,6 +118,7 @@ class DistillConfig:
     family: str = "r2l"  # the student family: r2l (the paper's MLP, ``network``) or grid (``grid``)
     network: R2LNetConfig = field(default_factory=R2LNetConfig)  # the r2l family's network
     grid: GridStudentConfig = field(default_factory=GridStudentConfig)  # the grid family's network
+    compare: tuple[str, ...] = ()  # further families trained beside ``family`` on the same pseudo-data, for comparison
 
     def __post_init__(self):
         positive = ("batch_rays", "hard_mul", "lr_decay_steps", "ckpt_every", "log_every", "chunk")
@@ -128,9 +129,13 @@ class DistillConfig:
             bad.append(f"hard_ratio={self.hard_ratio} (must be in [0, 1])")
         if not (self.lr > 0 and self.warmup_lr > 0 and self.lr_decay_factor > 0):
             bad.append(f"lr={self.lr}, warmup_lr={self.warmup_lr}, lr_decay_factor={self.lr_decay_factor} (must be > 0)")
+        self.compare = tuple(self.compare)
+        if self.family in self.compare or len(set(self.compare)) < len(self.compare):
+            bad.append(f"compare={list(self.compare)} (families other than family={self.family!r}, each once)")
         if bad:
             raise R2LError(f"student config: invalid value(s): {', '.join(bad)}")
-        family(self.family)
+        for name in (self.family, *self.compare):
+            family(name)
 
     @property
     def net(self):

@@ -9,11 +9,20 @@ from snakemake.exceptions import WorkflowError
 from r2l.report.figures import video_path_for
 from r2l.core.imageio import list_images
 from r2l.core.config import stage_section
-from r2l.workflow import scene_settings, scene_source_dir
+from r2l.workflow import (
+    compared_families,
+    family_section,
+    scene_settings,
+    scene_source_dir,
+)
 
 SCENES = list(config["scenes"])
 RUN_SCENES = config.get("run_scenes") or SCENES
 VIDEO = str(video_path_for("results/{scene}"))
+
+
+wildcard_constraints:
+    extra="(_[a-z0-9]+)?",  # "" for a scene's own student family, "_NAME" for one of student.compare
 
 
 def scenes_where(test):
@@ -63,6 +72,40 @@ def settings(*stages):
         return {"scene": scene_settings(config, wildcards.scene), **out}
 
     return for_scene
+
+
+def student_settings(*stages):
+    """``settings(*stages)`` for the student of the job's family (``{extra}``): its ``student`` section names
+    that family and has no ``compare`` (r2l.workflow.family_section)."""
+    of_scene = settings(*stages)
+
+    def for_job(wildcards):
+        out = of_scene(wildcards)
+        out["student"] = family_section(out["student"], wildcards.extra)
+        return out
+
+    return for_job
+
+
+def compared_models(stage):
+    """The model files of a scene's compared student families at ``stage`` (student or finetuned)."""
+
+    def for_scene(wildcards):
+        return [
+            f"results/{wildcards.scene}/{stage}_{name}/model.pt"
+            for name in compared_families(config, wildcards.scene)
+        ]
+
+    return for_scene
+
+
+def compared_histories(wildcards):
+    """The history.csv files of a scene's compared student families, by name (``student_NAME``, ...)."""
+    return {
+        f"{stage}_{name}": f"results/{wildcards.scene}/{stage}_{name}/history.csv"
+        for name in compared_families(config, wildcards.scene)
+        for stage in ("student", "finetuned")
+    }
 
 
 def pseudo_parts(wildcards):

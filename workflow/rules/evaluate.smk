@@ -1,5 +1,6 @@
-# Stage 4: score teacher, student and finetuned student on the test views (quality, FLOPs, speed,
-# size) in one job on one device; then figures (the comparison, the training curves), a video and the tables.
+# Stage 4: score teacher, student and finetuned student (and those of student.compare's families) on the
+# test views (quality, FLOPs, speed, size) in one job on one device; then figures (the comparison, the
+# training curves), a video and the tables.
 
 
 rule evaluate:
@@ -8,6 +9,8 @@ rule evaluate:
         teacher="results/{scene}/teacher/model.pt",
         student="results/{scene}/student/model.pt",
         finetuned="results/{scene}/finetuned/model.pt",
+        compared_students=compared_models("student"),
+        compared_finetuned=compared_models("finetuned"),
     output:
         metrics=report(
             "results/{scene}/metrics.csv",
@@ -38,6 +41,7 @@ rule comparison_figure:
         renders="results/{scene}/renders",
         student_model="results/{scene}/student/model.pt",  # their student family names the panels
         finetuned_model="results/{scene}/finetuned/model.pt",
+        compared=compared_models("finetuned"),  # each adds its panels
     output:
         report(
             "results/{scene}/comparison.png",
@@ -62,6 +66,7 @@ rule comparison_figure:
 
 rule curves:
     input:
+        unpack(compared_histories),
         teacher="results/{scene}/teacher/history.csv",
         student="results/{scene}/student/history.csv",
         finetuned="results/{scene}/finetuned/history.csv",

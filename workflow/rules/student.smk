@@ -1,5 +1,7 @@
-# Stage 3: distil the pseudo views into the R2L student (hard-example mining), then finetune it on
-# the real training views, keeping the checkpoint that is best on the validation views.
+# Stage 3: distil the pseudo views into the student (hard-example mining), then finetune it on the real
+# training views, keeping the checkpoint that is best on the validation views. {extra} is "" for the scene's
+# own student family (results/{scene}/student/) and "_NAME" for each family of student.compare
+# (results/{scene}/student_NAME/).
 
 
 rule train_student:
@@ -8,20 +10,20 @@ rule train_student:
         pseudo="results/{scene}/pseudo_data/meta.json",
         val="results/{scene}/real_data/val/meta.json",
     output:
-        model="results/{scene}/student/model.pt",
-        history="results/{scene}/student/history.csv",
+        model="results/{scene}/student{extra}/model.pt",
+        history="results/{scene}/student{extra}/history.csv",
     log:
-        "logs/{scene}/train_student.log",
+        "logs/{scene}/train_student{extra}.log",
     benchmark:
-        "benchmarks/{scene}/train_student.tsv"
+        "benchmarks/{scene}/train_student{extra}.tsv"
     conda:
         "../envs/r2l.yaml"
     threads: job_threads("student")
     resources:
         **job_resources("student"),
     params:
-        settings=settings("student"),
-        resume_dir="resources/resume/{scene}/student",
+        settings=student_settings("student"),
+        resume_dir="resources/resume/{scene}/student{extra}",
     script:
         "../scripts/train_student.py"
 
@@ -29,23 +31,23 @@ rule train_student:
 rule finetune:
     input:
         scene=scene_dir,
-        student="results/{scene}/student/model.pt",
+        student="results/{scene}/student{extra}/model.pt",
         real="results/{scene}/real_data/train/meta.json",
         val="results/{scene}/real_data/val/meta.json",
     output:
-        model="results/{scene}/finetuned/model.pt",
-        history="results/{scene}/finetuned/history.csv",
+        model="results/{scene}/finetuned{extra}/model.pt",
+        history="results/{scene}/finetuned{extra}/history.csv",
     log:
-        "logs/{scene}/finetune.log",
+        "logs/{scene}/finetune{extra}.log",
     benchmark:
-        "benchmarks/{scene}/finetune.tsv"
+        "benchmarks/{scene}/finetune{extra}.tsv"
     conda:
         "../envs/r2l.yaml"
     threads: job_threads("finetune")
     resources:
         **job_resources("finetune"),
     params:
-        settings=settings("student", "finetune"),
-        resume_dir="resources/resume/{scene}/finetune",
+        settings=student_settings("student", "finetune"),
+        resume_dir="resources/resume/{scene}/finetune{extra}",
     script:
         "../scripts/finetune.py"

@@ -1,4 +1,5 @@
-"""Ground truth | teacher | student | finetuned | error map, for one test view of the scene."""
+"""Ground truth | teacher | student | finetuned (| those of student.compare's families) | error map, for one test
+view of the scene."""
 
 import _checkout  # noqa: F401  (r2l from this checkout; first)
 from r2l.models.load import describe_model
@@ -7,5 +8,6 @@ from r2l.workflow import stage
 
 with stage(snakemake) as job:
     families = {m: describe_model(snakemake.input[f"{m}_model"])["family"] for m in ("student", "finetuned")}
+    extras = [describe_model(path)["family"] for path in snakemake.input.compared]
     scene_comparison_figure(job.scene(), snakemake.input.renders, snakemake.output[0],
-                            view=job.section("evaluate")["figure_view"], families=families)
+                            view=job.section("evaluate")["figure_view"], families=families, extras=extras)

@@ -1,11 +1,12 @@
-"""The training curves of one scene (teacher, student, finetuned) from their history.csv files."""
+"""The training curves of one scene (teacher, student, finetuned, and those of student.compare's families) from
+their history.csv files."""
 
 import _checkout  # noqa: F401  (r2l from this checkout; first)
 from r2l.models.load import describe_model
-from r2l.report.curves import MODELS, curves_figure
+from r2l.report.curves import curves_figure
 from r2l.workflow import stage
 
 with stage(snakemake) as job:
-    histories = {model: getattr(snakemake.input, model) for model in MODELS}
+    histories = {name: path for name, path in snakemake.input.items() if not name.endswith("_model")}
     families = {m: describe_model(snakemake.input[f"{m}_model"])["family"] for m in ("student", "finetuned")}
     curves_figure(histories, snakemake.output[0], title=job.scene_name, families=families)
