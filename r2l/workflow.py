@@ -29,6 +29,7 @@ from r2l.data.registry import load_scene
 from r2l.data.scene import Scene
 
 log = logging.getLogger("r2l")
+STAGE_SECTIONS = ("colmap", "teacher", "pseudo_data", "student", "finetune", "evaluate")  # a scene may override them
 
 
 def scene_source_dir(config: dict, scene: str) -> Path:
@@ -45,6 +46,12 @@ def scene_source_dir(config: dict, scene: str) -> Path:
 def scene_settings(config: dict, scene: str) -> dict:
     """A scene's entry with ``scene_defaults`` filled in for the keys it does not set (``builtin`` key by key)."""
     return deep_merge(config["scene_defaults"], config["scenes"][scene])
+
+
+def scene_identity(config: dict, scene: str) -> dict:
+    """:func:`scene_settings` without the stage sections a scene may override (``STAGE_SECTIONS``): what a stage
+    depends on of its scene, besides its own section (a scene's ``evaluate:`` override reruns no teacher)."""
+    return {k: v for k, v in scene_settings(config, scene).items() if k not in STAGE_SECTIONS}
 
 
 def scene_from_config(config: dict, scene: str, folder: str | Path | None = None) -> Scene:
@@ -160,7 +167,7 @@ class Job:
     def resume_dir(self, stages: tuple[str, ...], inputs: list[str | Path] = ()) -> Path:
         """The rule's resume folder, emptied first if the ``stages``' settings or ``inputs`` changed."""
         sections = {stage: self.section(stage) for stage in stages}
-        sections["scene"] = scene_settings(self.config, self.scene_name)
+        sections["scene"] = scene_identity(self.config, self.scene_name)
         if self.loaded is not None:  # a stage that reads the scene resumes only on the same bytes
             sections["data"] = {"sha256": self.loaded.digest}
         return prepare_resume_dir(self.lock(self.smk.params.resume_dir), sections, list(inputs))

@@ -126,10 +126,11 @@ def test_summary_and_rerun_is_a_no_op(run):
 
 
 def test_adding_a_compared_family_retrains_nothing_trained(run, tmp_path):
-    """student.compare added to a finished scene: only the new family's student and finetuning run (and the
-    evaluation, figures and tables that show it); the teacher, pseudo-data and the scene's own student stay."""
+    """student.compare added to a finished scene (in the scene's entry): only the new family's student and
+    finetuning run (and the evaluation, figures and tables that show it); the scene, teacher, pseudo-data and
+    the scene's own student stay."""
     extra = tmp_path / "compare.yaml"
-    extra.write_text("student: {compare: [r2l]}\n")  # builtin_ff's student is compared with r2l's too now
+    extra.write_text("scenes:\n  builtin_ff:\n    student: {compare: [r2l]}\n")  # a scene's own stage override
     plan = snakemake(run, "-n", configfiles=(extra,))
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
     out = plan.stdout + plan.stderr

@@ -12,6 +12,7 @@ from r2l.core.config import stage_section
 from r2l.workflow import (
     compared_families,
     family_section,
+    scene_identity,
     scene_settings,
     scene_source_dir,
 )
@@ -60,8 +61,8 @@ def colmap_settings(wildcards):
 
 
 def scene_entry(wildcards):
-    """The scene's config entry with ``scene_defaults`` filled in."""
-    return scene_settings(config, wildcards.scene)
+    """The scene's config entry with ``scene_defaults`` filled in, without its stage sections."""
+    return scene_identity(config, wildcards.scene)
 
 
 def settings(*stages):
@@ -69,7 +70,7 @@ def settings(*stages):
 
     def for_scene(wildcards):
         out = {stage: stage_section(config, stage, wildcards.scene) for stage in stages}
-        return {"scene": scene_settings(config, wildcards.scene), **out}
+        return {"scene": scene_identity(config, wildcards.scene), **out}
 
     return for_scene
 
