@@ -39,7 +39,7 @@ ADAM_BETAS = (0.9, 0.99)
 class GridStudentConfig:
     """The grid student family's network (defaults: measured on the built-in scene, lego and flower)."""
 
-    n_points: int = 32  # points stratified between near and far that place the feature points (geometry lookups)
+    n_points: int = 64  # points stratified between near and far that place the feature points (geometry lookups)
     geometry_resolution: int = 64  # side of the dense logit grid that gives each point's weight
     n_refine: int = 8  # points over +-1 spacing about the first depth whose softmax refines it (0: no refinement)
     n_fine: int = 4  # feature points around the expected depth (tri-plane lookups)
