@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from r2l.core.atomic import atomic_write_json
+from r2l.core.atomic import atomic_write_json, write_error
 from r2l.core.config import deep_merge, stage_section
 from r2l.core.digest import file_sha256, files_digest
 from r2l.core.errors import R2LError
@@ -233,7 +233,11 @@ def stage(smk):
         try:
             with job.locks:
                 yield job
-        except R2LError as err:
+        except (R2LError, OSError) as err:
+            if isinstance(err, OSError):  # a write outside the atomic writers: one line, if one the user can fix
+                err = write_error(err.filename or "a file of this job", err)
+                if err is None:
+                    raise
             log.error("%s", err)
             print(f"r2l: {err}", file=sys.__stderr__)
             sys.exit(1)

@@ -125,6 +125,21 @@ def test_summary_and_rerun_is_a_no_op(run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_a_deleted_model_file_is_trained_again(run, tmp_path):
+    """Every model file is a target: with one gone (a failed --forcerun deletes it), the plain command plans its
+    job (and what reads it) instead of "Nothing to be done"."""
+    model = run / "results" / "builtin_ff" / "finetuned" / "model.pt"
+    kept = tmp_path / "model.pt"
+    model.rename(kept)
+    try:
+        plan = snakemake(run, "-n")
+    finally:
+        kept.rename(model)
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 0 and "Nothing to be done" not in out, out[-3000:]
+    assert re.search(r"^finetune\s+1$", out, flags=re.M) and "train_teacher" not in out, out[-3000:]
+
+
 def test_adding_a_compared_family_retrains_nothing_trained(run, tmp_path):
     """student.compare added to a finished scene (in the scene's entry): only the new family's student and
     finetuning run (and the evaluation, figures and tables that show it); the scene, teacher, pseudo-data and

@@ -14,6 +14,7 @@ looks like any file or folder written directly.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -45,19 +46,60 @@ def _make_file(path: Path) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
+# errno values of a write the user can fix (space, quota, permissions, a read-only or failing disk)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO})
+# how torch reports a failed write (its C++ writer hides the errno): "basic_ios::clear: iostream error",
+# "[enforce fail at inline_container.cc:...] unexpected pos ..." , "PytorchStreamWriter failed writing ..."
+TORCH_WRITE_FAILURES = ("iostream error", "inline_container", "unexpected pos", "PytorchStreamWriter")
+LOW_SPACE_BYTES = 64 << 20  # a failed write with less than this free on the disk is put down to a full disk
+
+
+def write_error(path: str | Path, exc: BaseException) -> R2LError | None:
+    """The one-line error for ``exc`` raised while writing ``path`` (None when it is not a failed write): an
+    OSError of :data:`WRITE_ERRNOS` by its errno, torch's writer errors by the free space left on the disk."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return R2LError(f"{path}: cannot write it: {os.strerror(exc.errno)}")
+    if isinstance(exc, RuntimeError) and any(text in str(exc) for text in TORCH_WRITE_FAILURES):
+        free = _free_bytes(Path(path).parent)
+        if free is not None and free < LOW_SPACE_BYTES:
+            return R2LError(f"{path}: cannot write it: no space left on device ({free / 1e6:.1f} MB free)")
+        return R2LError(f"{path}: cannot write it: {str(exc).strip().splitlines()[0]}")
+    return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes free for this user on ``folder``'s disk (None when it cannot be told)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> Path:
     """Call ``write(tmp)`` to fill a temp file beside ``path``, then rename it onto ``path``; returns ``path``.
 
     ``tmp`` exists (empty) when ``write`` is called and ends with ``suffix`` (e.g. ``".mp4"`` for
     writers that pick the format from the name). Parent folders are created. If ``write`` raises, the
-    temp file is removed and ``path`` is untouched.
+    temp file is removed and ``path`` is untouched; a failed write (full disk, quota, permissions,
+    read-only disk) is an R2LError naming ``path`` and the cause (:func:`write_error`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_sibling(path, ".", ".tmp" + suffix, _make_file)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _fresh_sibling(path, ".", ".tmp" + suffix, _make_file)
+    except OSError as exc:
+        error = write_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        error = write_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -135,14 +135,24 @@ def paper_scenes(wildcards):
 
 
 def final_outputs():
-    """The targets of the default run: every stage's product for every scene, then the summary."""
+    """The targets of the default run: every stage's product for every scene (every model file too, so that
+    one deleted is trained again), then the summary."""
     per_scene = [
         "results/{scene}/metrics.csv",
         "results/{scene}/comparison.png",
         "results/{scene}/curves.png",
         VIDEO,
+        "results/{scene}/teacher/model.pt",
+        "results/{scene}/student/model.pt",
+        "results/{scene}/finetuned/model.pt",
     ]
-    return expand(per_scene, scene=RUN_SCENES) + ["results/summary.md"]
+    compared = [
+        f"results/{scene}/{stage}_{name}/model.pt"
+        for scene in RUN_SCENES
+        for name in compared_families(config, scene)
+        for stage in ("student", "finetuned")
+    ]
+    return expand(per_scene, scene=RUN_SCENES) + compared + ["results/summary.md"]
 
 
 def job_threads(stage):
