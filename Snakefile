@@ -3,6 +3,7 @@
 
 import os
 import sys
+from pathlib import Path
 
 from snakemake.utils import min_version
 
@@ -12,6 +13,7 @@ min_version("9")
 sys.path.insert(0, workflow.basedir)
 
 from r2l.core.config import run_scenes_line, validate_config
+from r2l.core.runlock import claim
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
@@ -19,6 +21,11 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 validate_config(config, "the config")
 print(run_scenes_line(config), file=sys.stderr)
+# Not inside a job: take over the locks of a run that was killed (r2l.core.runlock).
+if workflow.is_main_process:
+    claim_line = claim(Path.cwd())
+    if claim_line:
+        print(claim_line, file=sys.stderr)
 
 
 report: "workflow/report/workflow.rst"
