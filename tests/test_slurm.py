@@ -33,8 +33,10 @@ GPU_RULES = {"train_teacher": "teacher", "pseudo_data_part": "pseudo_data", "tra
              "finetune": "finetune", "evaluate": "evaluate", "video": "video"}
 LOCAL_RULES = ["builtin_scene", "real_data", "pseudo_data", "comparison_figure", "curves", "summary"]
 PARTS = yaml.safe_load(Path(CONFIGS[0]).read_text())["pseudo_data"]["jobs"]  # pseudo_data_part jobs (2)
-JOBS = {rule: PARTS if rule == "pseudo_data_part" else 1 for rule in GPU_RULES}  # sbatch jobs per GPU rule
 SCENE = "builtin"
+FAMILIES = 1 + len(yaml.safe_load(Path(CONFIGS[0]).read_text())["scenes"][SCENE]["student"]["compare"])  # 2
+JOBS = {rule: PARTS if rule == "pseudo_data_part" else FAMILIES if rule in ("train_student", "finetune") else 1
+        for rule in GPU_RULES}  # sbatch jobs per GPU rule: the student and finetuning once per student family
 RUN_TIMEOUT = 900  # seconds for the SLURM run (it takes about 3 minutes on an idle 2-core machine)
 
 pytestmark = pytest.mark.slow
