@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 
 from r2l.core.errors import DataError, R2LError
+from r2l.core.failures import failure_lines
 
 POSE_HELP = ("a 4x4 (or 3x4) camera-to-world matrix in the OpenGL convention (x right, y up, looking down -z; "
              "r2l.geometry.rays) in the scene's world frame (that of its poses), as .npy, .txt or .json")
@@ -246,7 +247,28 @@ def cmd_run(args: list[str]) -> int:
     if importlib.util.find_spec("snakemake") is None:
         raise R2LError(f"Snakemake is not installed for {sys.executable}; pip install 'snakemake>=9,<10'")
     check_configfiles(configfiles(args))
-    return subprocess.call(snakemake_command(args))
+    code = subprocess.call(snakemake_command(args))
+    if code != 0:  # the failed jobs' r2l lines once more, as the very last lines of the output
+        workdir = run_directory(args)
+        for line in failure_lines(newest_snakemake_log(workdir), workdir):
+            print(line, file=sys.stderr)
+    return code
+
+
+def run_directory(args: list[str]) -> Path:
+    """The working directory of ``snakemake ARGS`` (``--directory``/``-d``, else the current one)."""
+    for i, word in enumerate(args):
+        if word.startswith("--directory="):
+            return Path(word.split("=", 1)[1])
+        if word in ("--directory", "-d") and i + 1 < len(args):
+            return Path(args[i + 1])
+    return Path.cwd()
+
+
+def newest_snakemake_log(workdir: Path) -> list[Path]:
+    """The newest Snakemake log in ``workdir`` (a list of one, or empty when there is none)."""
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    return logs[-1:]
 
 
 # ----------------------------------------------------------------------------- info

@@ -2,10 +2,12 @@
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from r2l.core.failures import failure_lines
 from r2l.report.figures import video_path_for
 from r2l.core.imageio import list_images
 from r2l.core.config import stage_section
@@ -196,3 +198,8 @@ def check_slurm_settings():
 
 onstart:
     check_slurm_settings()
+
+
+onerror:
+    # the failed jobs' r2l lines again, below Snakemake's own report of them
+    print("\n".join(failure_lines(log)), file=sys.stderr)

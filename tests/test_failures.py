@@ -1,0 +1,65 @@
+"""A failed job's r2l line is said again at the end of the run's output (Snakemake's onerror, and `r2l run`)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from r2l.core.failures import failed_jobs, failure_lines, last_error
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE_LOG = """Select jobs to execute...
+Error in rule train_teacher:
+    message: None
+    jobid: 2
+    input: scene
+    output: results/bad/teacher/model.pt, results/bad/teacher/history.csv
+    log: logs/bad/train_teacher.log (check log file(s) for error details)
+Error in rule video:
+    jobid: 9
+Shutting down, this might take some time.
+"""
+
+
+def test_failure_lines_from_the_logs(tmp_path):
+    (tmp_path / "logs" / "bad").mkdir(parents=True)
+    (tmp_path / "logs" / "bad" / "train_teacher.log").write_text(
+        "2026-12-02 07:16:24,217 INFO torch uses 1 CPU thread(s)\n"
+        "2026-12-02 07:16:24,218 ERROR scene/transforms_train.json: 'frames' must be a non-empty list\n"
+        "Traceback-free tail\n")
+    (tmp_path / "run.log").write_text(SNAKEMAKE_LOG)
+    assert failed_jobs(tmp_path / "run.log") == [("train_teacher", "logs/bad/train_teacher.log"), ("video", None)]
+    assert last_error(tmp_path / "logs" / "bad" / "train_teacher.log") == (
+        "scene/transforms_train.json: 'frames' must be a non-empty list")
+    assert last_error(tmp_path / "missing.log") is None
+    assert failure_lines([tmp_path / "run.log"], tmp_path) == [  # rule logs: relative to the working directory
+        "r2l: rule train_teacher failed: scene/transforms_train.json: 'frames' must be a non-empty list "
+        "(log: logs/bad/train_teacher.log)",
+        "r2l: rule video failed: see Snakemake output above"]
+
+
+def bad_scene(tmp_path: Path) -> Path:
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for split in ("train", "val", "test"):
+        (scene / f"transforms_{split}.json").write_text('{"camera_angle_x": 0.5, "frames": "oops"}')
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"scenes:\n  bad: {{format: blender, path: {scene}, resolution: 32}}\nrun_scenes: [bad]\n")
+    return config
+
+
+def test_the_failed_job_s_line_ends_the_output(tmp_path):
+    config = bad_scene(tmp_path)
+    work = tmp_path / "work"
+    want = f"{tmp_path / 'scene' / 'transforms_train.json'}: 'frames' must be a non-empty list"
+    run = subprocess.run([sys.executable, "-m", "r2l.cli", "run", "--directory", str(work), "--configfile",
+                          str(ROOT / "config" / "config.yaml"), str(config)], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("r2l: rule ") and f"failed: {want} (log: logs/bad/" in last, run.stderr[-2000:]
+    # plain Snakemake: onerror says it again below Snakemake's report of the failed job
+    plain = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+                            str(work), "--configfile", str(ROOT / "config" / "config.yaml"), str(config), "--cores",
+                            "1"], capture_output=True, text=True, timeout=600)
+    tail = plain.stderr.strip().splitlines()[-10:]
+    assert plain.returncode != 0 and any(line.startswith("r2l: rule ") and want in line for line in tail), tail
