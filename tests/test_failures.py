@@ -1,6 +1,7 @@
 """A failed job's r2l line is said again at the end of the run's output (Snakemake's onerror, and `r2l run`)."""
 
 import subprocess
+import textwrap
 import sys
 from pathlib import Path
 
@@ -63,3 +64,22 @@ def test_the_failed_job_s_line_ends_the_output(tmp_path):
                             "1"], capture_output=True, text=True, timeout=600)
     tail = plain.stderr.strip().splitlines()[-10:]
     assert plain.returncode != 0 and any(line.startswith("r2l: rule ") and want in line for line in tail), tail
+
+
+def test_fewer_gpus_than_asked_is_said_on_the_console(tmp_path):
+    """A warning that changes what runs goes to the console as well as to the rule's log."""
+    script = textwrap.dedent(f"""
+        import types
+        import r2l.stages.distributed as distributed
+        from r2l.workflow import stage
+        distributed.TRAINERS["noop"] = lambda: 7
+        smk = types.SimpleNamespace(log=["{tmp_path}/job.log"], output=[], config={{}}, wildcards={{}}, threads=1,
+                                    params=types.SimpleNamespace(), input=types.SimpleNamespace())
+        with stage(smk):
+            assert distributed.run_training("noop", {{}}, 1, "{tmp_path}", wanted=2) == 7
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    want = "the config asks for 2 GPUs for this job but Snakemake granted 1"
+    assert result.stderr.startswith(f"r2l: warning: {want}"), result.stderr
+    assert want in (tmp_path / "job.log").read_text()

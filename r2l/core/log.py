@@ -21,7 +21,21 @@ def progress(total: int, initial: int = 0, desc: str = "") -> tqdm:
     )
 
 
+CONSOLE = {"console": True}  # ``extra=`` of a record the user must see on the console too (it changes what runs)
+
+
+class ConsoleEcho(logging.Handler):
+    """Echoes the records logged with ``extra=CONSOLE`` to the process's own stderr (the console, where a
+    Snakemake job's stderr is the rule's log) as ``r2l: warning: MESSAGE``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "console", False) and sys.__stderr__ is not None and sys.stderr is not sys.__stderr__:
+            print(f"r2l: {record.levelname.lower()}: {record.getMessage()}", file=sys.__stderr__, flush=True)
+
+
 def setup_logging() -> None:
-    """Log r2l messages (INFO and up, with a time stamp) to stderr."""
+    """Log r2l messages (INFO and up, with a time stamp) to stderr; those logged with ``extra=CONSOLE`` also to
+    the console when stderr has been sent elsewhere (a rule's log)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,
                         force=True)
+    logging.getLogger().addHandler(ConsoleEcho())

@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from r2l.core.atomic import atomic_write_json
 from r2l.core.errors import R2LError
+from r2l.core.log import CONSOLE
 from r2l.core.runtime import pick_device
 from r2l.stages.student import distill_config_from_dict, finetune_student, train_student
 
@@ -48,7 +49,7 @@ def run_training(name: str, args: dict, gpus: int, resume_dir: str | Path, log_p
     """
     if wanted is not None and wanted > gpus:
         log.warning("the config asks for %d GPUs for this job but Snakemake granted %d (raise --resources gpu=G to "
-                    "use them): training in %d process(es)", wanted, gpus, max(gpus, 1))
+                    "use them): training in %d process(es)", wanted, gpus, max(gpus, 1), extra=CONSOLE)
     if gpus <= 1:
         return TRAINERS[name](**args)
     check_devices(args["cfg"].device, gpus)
