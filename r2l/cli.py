@@ -37,6 +37,7 @@ POSE_HELP = ("a 4x4 (or 3x4) camera-to-world matrix in the OpenGL convention (x 
 PATH_KINDS = {False: "orbit", True: "spiral"}  # the camera path a scene stores: object-centric or forward-facing (ndc)
 # what ``r2l info`` says of each student family (r2l.models.students.FAMILIES)
 FAMILY_TEXT = {"r2l": "the paper's residual MLP", "grid": "grid-feature light field"}
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")  # what r2l run takes as a --configfile
 MAX_SIDE = 16_384  # the largest rendered image side (a 16384 x 16384 view's rays alone take ~6 GB)
 
 
@@ -230,8 +231,10 @@ def check_configfiles(files: list[str]) -> None:
 
     for name in files:
         path = Path(name)
-        if not path.is_file():
-            raise R2LError(f"{name}: config file not found")
+        if not path.is_file() or path.suffix.lower() not in CONFIG_SUFFIXES:
+            what = "config file not found" if not path.is_file() else "not a config file (.yaml, .yml or .json)"
+            raise R2LError(f"{name}: {what}; --configfile takes every word after it up to the next option, so a "
+                           "target placed there is read as a config file: put targets before --configfile")
         try:
             yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.MarkedYAMLError as err:

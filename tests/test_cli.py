@@ -424,3 +424,14 @@ def test_run_names_a_missing_or_broken_configfile_before_snakemake(tmp_path):
     missing = tmp_path / "nothere.yaml"
     out = r2l("run", "-n", "--configfile", str(missing))
     assert out.returncode == 1 and f"{missing}: config file not found" in out.stderr.strip().splitlines()[-1]
+
+
+def test_run_names_a_target_read_as_a_configfile(tmp_path):
+    """``--configfile config.yaml results/.../model.pt``: the target is read as a config file; say so."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"PK\x03\x04")
+    for target in (model, tmp_path / "results" / "builtin" / "metrics.csv"):
+        out = r2l("run", "-n", "--configfile", str(ROOT / "config" / "config.yaml"), str(target))
+        last = out.stderr.strip().splitlines()[-1]
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert f"{target}: " in last and "a target placed there is read as a config file" in last, last
