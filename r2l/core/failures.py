@@ -23,11 +23,11 @@ def failed_jobs(snakemake_log: str | Path) -> list[tuple[str, str | None]]:
     except OSError:
         return jobs
     for line in lines:
-        rule = FAILED_RULE.match(line)
+        rule, log = FAILED_RULE.match(line), RULE_LOG.match(line)
         if rule:
             jobs.append((rule.group(1), None))
-        elif jobs and jobs[-1][1] is None and RULE_LOG.match(line):
-            jobs[-1] = (jobs[-1][0], RULE_LOG.match(line).group(1).rstrip(","))
+        elif log and jobs and jobs[-1][1] is None:
+            jobs[-1] = (jobs[-1][0], log.group(1).rstrip(","))
     return jobs
 
 

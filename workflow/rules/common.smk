@@ -90,25 +90,28 @@ def student_settings(*stages):
     return for_job
 
 
+def compared_files(scene, stages, name):
+    """``{folder: path}`` of file ``name`` in the folders (``student_NAME``, ``finetuned_NAME``) of a scene's
+    compared student families at ``stages``."""
+    return {
+        f"{stage}_{family}": f"results/{scene}/{stage}_{family}/{name}"
+        for family in compared_families(config, scene)
+        for stage in stages
+    }
+
+
 def compared_models(stage):
     """The model files of a scene's compared student families at ``stage`` (student or finetuned)."""
 
     def for_scene(wildcards):
-        return [
-            f"results/{wildcards.scene}/{stage}_{name}/model.pt"
-            for name in compared_families(config, wildcards.scene)
-        ]
+        return list(compared_files(wildcards.scene, [stage], "model.pt").values())
 
     return for_scene
 
 
 def compared_histories(wildcards):
     """The history.csv files of a scene's compared student families, by name (``student_NAME``, ...)."""
-    return {
-        f"{stage}_{name}": f"results/{wildcards.scene}/{stage}_{name}/history.csv"
-        for name in compared_families(config, wildcards.scene)
-        for stage in ("student", "finetuned")
-    }
+    return compared_files(wildcards.scene, ["student", "finetuned"], "history.csv")
 
 
 def pseudo_parts(wildcards):
@@ -149,10 +152,9 @@ def final_outputs():
         "results/{scene}/finetuned/model.pt",
     ]
     compared = [
-        f"results/{scene}/{stage}_{name}/model.pt"
+        path
         for scene in RUN_SCENES
-        for name in compared_families(config, scene)
-        for stage in ("student", "finetuned")
+        for path in compared_files(scene, ["student", "finetuned"], "model.pt").values()
     ]
     return expand(per_scene, scene=RUN_SCENES) + compared + ["results/summary.md"]
 
