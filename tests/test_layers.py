@@ -1,6 +1,6 @@
 """The package's layers hold: a module imports only from lower layers or from its own subpackage.
 
-Layers, lowest first (README, "Architecture"):
+Layers, lowest first (docs/architecture.md):
   0 core, schemas   errors, atomic files, logging, config, image I/O, metrics, checkpoints, runtime helpers
   1 geometry        rays and camera poses
   2 data | models   scene loaders and view stores | networks, rendering, FLOPs, inference loaders
@@ -100,7 +100,7 @@ def package_sources() -> dict[str, str]:
 
 def test_every_module_has_a_layer():
     missing = sorted({unit(m) for m in package_sources()} - set(LAYERS))
-    assert not missing, f"modules without a layer (add them to LAYERS and the README): {missing}"
+    assert not missing, f"modules without a layer (add them to LAYERS and docs/architecture.md): {missing}"
 
 
 def test_no_module_imports_a_higher_or_sibling_layer():
