@@ -111,7 +111,7 @@ def compile_wanted(mode: str, device: torch.device) -> bool:
 
     "auto" compiles on CUDA only (where fusing the positional encoding saves its memory traffic; not measured
     yet). On CPU it does not pay (torch 2.13, 2-core AVX2 EPYC, eager and compiled renders interleaved in one
-    process, benchmarks/RESULTS.md): the 12x128 student's compiled render took 1.5x eager's time with one
+    process, docs/benchmarks.md): the 12x128 student's compiled render took 1.5x eager's time with one
     thread (median per-round ratio 0.66) and the same with two (0.98); the 88x256 one's the same (1.00); and
     the first call compiles for 4 to 24 s.
     """
