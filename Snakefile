@@ -9,8 +9,11 @@ from snakemake.utils import min_version
 
 min_version("9")
 
-# r2l is imported from this checkout, installed or not (rule scripts do the same via workflow/scripts/_checkout.py).
-sys.path.insert(0, workflow.basedir)
+# The Snakefile and workflow/rules/*.smk import only torch-free modules of r2l (r2l.core), from this checkout:
+# Snakemake puts the Snakefile's folder first on sys.path. The rule scripts import the r2l package installed in
+# their environment: `pip install -e .` here, or, with --sdm conda, workflow/envs/r2l.post-deploy.sh, which
+# installs the checkout named by R2L_CHECKOUT (set here, for that script) into each env Snakemake builds.
+os.environ.update(R2L_CHECKOUT=workflow.basedir)
 
 from r2l.core.config import run_scenes_line, validate_config
 from r2l.core.runlock import claim

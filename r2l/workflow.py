@@ -3,7 +3,8 @@
 The scripts in ``workflow/scripts`` stay thin: ``with stage(snakemake) as job:`` sends stderr and the
 ``r2l`` logger to the rule's log, turns an :class:`~r2l.core.errors.R2LError` into one clear line and a
 non-zero exit, and offers ``job.section(name)`` (a stage's settings for this scene) and
-``job.scene()`` (the scene loaded as the config says).
+``job.scene()`` (the scene loaded as the config says). The config helpers the Snakefile needs too live in
+:mod:`r2l.core.config` (torch-free); this module is for the jobs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from r2l.core.atomic import atomic_write_json, write_error
-from r2l.core.config import deep_merge, stage_section
+from r2l.core.config import scene_identity, scene_settings, scene_source_dir, stage_section
 from r2l.core.digest import file_sha256, files_digest
 from r2l.core.errors import R2LError
 from r2l.core.lock import FolderLock, remove_stale_temps
@@ -29,29 +30,6 @@ from r2l.data.registry import load_scene
 from r2l.data.scene import Scene
 
 log = logging.getLogger("r2l")
-STAGE_SECTIONS = ("colmap", "teacher", "pseudo_data", "student", "finetune", "evaluate")  # a scene may override them
-
-
-def scene_source_dir(config: dict, scene: str) -> Path:
-    """Where a scene's files are: its ``path:``, else the folder the download/builtin/colmap rule makes.
-
-    A ``format: photos`` scene's ``path:`` holds the photos; its scene folder is made by the colmap rule.
-    """
-    entry = config["scenes"][scene]
-    if "path" in entry and entry["format"] != "photos":
-        return Path(entry["path"])
-    return Path("resources") / "scenes" / scene
-
-
-def scene_settings(config: dict, scene: str) -> dict:
-    """A scene's entry with ``scene_defaults`` filled in for the keys it does not set (``builtin`` key by key)."""
-    return deep_merge(config["scene_defaults"], config["scenes"][scene])
-
-
-def scene_identity(config: dict, scene: str) -> dict:
-    """:func:`scene_settings` without the stage sections a scene may override (``STAGE_SECTIONS``): what a stage
-    depends on of its scene, besides its own section (a scene's ``evaluate:`` override reruns no teacher)."""
-    return {k: v for k, v in scene_settings(config, scene).items() if k not in STAGE_SECTIONS}
 
 
 def scene_from_config(config: dict, scene: str, folder: str | Path | None = None) -> Scene:
@@ -74,28 +52,6 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
         llff_hold=entry["llff_hold"],
         resize_order=entry["resize_order"],
     )
-
-
-def compared_families(config: dict, scene: str) -> list[str]:
-    """The student families a scene trains beside its own (``student.compare``), in config order."""
-    return list(stage_section(config, "student", scene).get("compare") or [])
-
-
-def family_section(section: dict, extra: str) -> dict:
-    """The student settings of the student kept in ``results/{scene}/student{extra}/``.
-
-    section: the scene's ``student`` settings. extra: ``""`` for its own family (``family``), ``"_NAME"`` for the
-    family NAME of its ``compare`` list. The result names that family and has no ``compare`` (which changes no
-    student: adding a family to compare reruns nothing already trained).
-    """
-    out = {k: v for k, v in section.items() if k != "compare"}
-    if extra:
-        name = extra.removeprefix("_")
-        if name not in (section.get("compare") or []):
-            raise R2LError(f"student family {name!r} is not in this scene's student.compare "
-                           f"({list(section.get('compare') or [])})")
-        out["family"] = name
-    return out
 
 
 def inside_workdir(path: str | Path) -> Path:

@@ -3,10 +3,10 @@ the order in which the evaluation scores them."""
 
 import pytest
 
+from r2l.core.config import compared_families, family_section
 from r2l.core.errors import R2LError
 from r2l.stages.evaluate import evaluation_order
 from r2l.stages.student import distill_config_from_dict
-from r2l.workflow import compared_families, family_section
 
 
 def test_compare_names_other_known_families_once():

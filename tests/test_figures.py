@@ -1,4 +1,4 @@
-"""Comparison figure layout and labels, and the fly-through video (MP4, or GIF without an encoder)."""
+"""Comparison figure layout and labels, and the fly-through video (MP4 on every machine, GIF when asked)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import r2l.report.figures as figures
-from r2l.core.errors import DataError
+from r2l.core.errors import DataError, R2LError
 from r2l.core.imageio import save_png
 from r2l.data.scene import Scene
 from r2l.report.figures import (
@@ -23,7 +23,6 @@ from r2l.report.figures import (
     psnr_label,
     render_video,
     scene_comparison_figure,
-    video_path_for,
 )
 from r2l.stages.evaluate import evaluate_model
 
@@ -230,23 +229,31 @@ def test_scene_comparison_with_an_extra_family(tmp_path, monkeypatch):
 
 
 def test_render_video_mp4_frame_count(tmp_path):
-    if not figures.mp4_available():
-        pytest.skip("imageio-ffmpeg cannot find ffmpeg here")
+    """MP4 wherever r2l is installed: imageio-ffmpeg's wheel carries the ffmpeg binary (nothing from the host)."""
     scene = make_scene(n_frames=6)
     out = render_video(DirRenderer(), scene, scene.render_poses, tmp_path / "video.mp4", fps=12)
-    assert out == tmp_path / "video.mp4" == video_path_for(tmp_path)
+    assert out == tmp_path / "video.mp4"
     with iio2.get_reader(out, format="FFMPEG") as reader:
         assert reader.count_frames() == 6
         assert reader.get_data(0).shape == (16, 20, 3)
     assert [p.name for p in tmp_path.iterdir()] == ["video.mp4"]  # no temp files left
 
 
-def test_render_video_falls_back_to_gif(tmp_path, monkeypatch):
-    monkeypatch.setattr(figures, "mp4_available", lambda: False)
+def test_render_video_writes_what_the_suffix_says(tmp_path, monkeypatch):
     scene = make_scene(n_frames=5)
-    out = render_video(DirRenderer(), scene, scene.render_poses, tmp_path / "video.mp4", fps=10, H=8, W=10)
-    assert out == tmp_path / "video.gif" == video_path_for(tmp_path)
+    out = render_video(DirRenderer(), scene, scene.render_poses, tmp_path / "video.gif", fps=10, H=8, W=10)
+    assert out == tmp_path / "video.gif"
     frames = iio.imread(out, index=None)
     assert frames.shape[0] == 5 and frames.shape[1:3] == (8, 10)
+    with pytest.raises(ValueError, match=r"must end in \.mp4 or \.gif"):
+        render_video(DirRenderer(), scene, scene.render_poses, tmp_path / "video.avi")
+
+    def no_encoder(*args, **kwargs):
+        raise RuntimeError("no ffmpeg here")
+
+    monkeypatch.setattr(iio2, "get_writer", no_encoder)  # an MP4 that cannot be written is an error, not a GIF
+    with pytest.raises(R2LError, match="cannot write the MP4 video .*no ffmpeg here.*pip install imageio-ffmpeg"):
+        render_video(DirRenderer(), scene, scene.render_poses, tmp_path / "broken.mp4", H=8, W=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["video.gif"]
     with pytest.raises(ValueError, match="non-empty"):
         render_video(DirRenderer(), scene, np.zeros((0, 4, 4)), tmp_path / "v.mp4")

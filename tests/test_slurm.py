@@ -12,7 +12,6 @@ need it are skipped with the reason; the cluster is always torn down.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -236,17 +235,6 @@ def test_requeued_student_resumed_from_its_checkpoint(runs):
                           weights_only=False)["step"]
 
     assert step(runs.slurm) == step(runs.local) == SETTINGS["student"]["steps"]
-
-
-def test_a_missing_partition_stops_before_any_submission(tmp_path):
-    """Needs only the plugin: the check runs before Snakemake schedules anything, local rules included."""
-    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
-    result = subprocess.run(snakemake_cmd(tmp_path, *slurm_args()), capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "SNAKEMAKE_SLURM_PARTITIONS": ""})
-    out = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "no SLURM partition given: set slurm_partition" in out and "--default-resources" in out
-    assert "sbatch call" not in out and not (tmp_path / "resources").exists()
 
 
 def test_rules_take_their_resources_from_the_config(tmp_path):

@@ -13,8 +13,8 @@ import numpy as np
 
 from r2l.core.atomic import atomic_write
 from r2l.core.errors import DataError
+from r2l.core.imagefiles import list_images  # noqa: F401  (re-exported: the scene loaders import it from here)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # What decoders raise on a corrupt, truncated or non-image file.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, RuntimeError)
 
@@ -119,15 +119,6 @@ def _block_mean(img: np.ndarray, fh: int, fw: int) -> np.ndarray:
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """Float image in [0, 1] (any shape) -> uint8, clipped and rounded half up."""
     return (np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files (png/jpg/jpeg, any case; hidden files skipped) directly in ``folder``, sorted by name."""
-    folder = Path(folder)
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
 
 
 def save_png(img, path: str | Path) -> None:

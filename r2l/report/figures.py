@@ -11,18 +11,14 @@
   above is the top colour, through a hand-made inferno-like colormap (black - purple - red - orange -
   pale yellow).
 - :func:`render_video`: frames along a camera path (``scene.render_poses``: an orbit for Blender, a
-  spiral for LLFF) written as H.264 MP4 through imageio's ffmpeg plugin (imageio-ffmpeg ships the
-  binary); when no encoder is available it falls back to an animated GIF and the file's suffix becomes
-  ``.gif``. It returns the path actually written. :func:`video_path_for` tells beforehand which name
-  that will be, so a workflow can declare the output: ``video_path_for("results/lego")`` is
-  ``results/lego/video.mp4`` wherever imageio-ffmpeg can find ffmpeg, else ``results/lego/video.gif``.
+  spiral for LLFF) written as the file's suffix says: ``.mp4`` (H.264 through imageio's ffmpeg plugin, which
+  runs the ffmpeg binary that imageio-ffmpeg's wheel carries, so the same on every machine) or ``.gif``.
 
 Every file is written to a temp name in its folder and renamed (atomic).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,18 +28,17 @@ import numpy as np
 import torch
 
 from r2l.core.atomic import atomic_write
-from r2l.core.errors import DataError
+from r2l.core.errors import DataError, R2LError
 from r2l.core.imageio import area_resize, read_image, save_png
 from r2l.core.log import progress
 from r2l.core.metrics import psnr
 from r2l.data.scene import Scene
 from r2l.report.tables import model_label
 
-log = logging.getLogger("r2l")
-
 SEPARATOR = 2  # width in pixels of the white bar between panels
 MIN_PANEL_WIDTH = 160  # narrower panels are enlarged by a whole factor so that their labels fit
 PANEL_NAMES = ("ground truth", "teacher", "student", "finetuned", "error")
+VIDEO_SUFFIXES = (".mp4", ".gif")  # what render_video writes
 # Colormap anchors (position, RGB in [0, 1]): an inferno-like ramp, dark = small error.
 _CMAP = np.array([
     [0.00, 0.00, 0.00, 0.02],
@@ -190,22 +185,6 @@ def scene_comparison_figure(
     return comparison_figure(gt, *imgs, out_png, view_name=f"{split} view {view}", families=families, extras=more)
 
 
-def mp4_available() -> bool:
-    """Whether imageio-ffmpeg can find an ffmpeg binary (then videos are MP4, else GIF)."""
-    try:
-        import imageio_ffmpeg  # noqa: PLC0415
-
-        imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        return False
-    return True
-
-
-def video_path_for(out_dir: str | Path, stem: str = "video") -> Path:
-    """What :func:`render_video` writes when asked for ``out_dir/{stem}.mp4``: that, or ``.gif`` without ffmpeg."""
-    return Path(out_dir) / f"{stem}.{'mp4' if mp4_available() else 'gif'}"
-
-
 def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """frames: (n, H, W, 3) uint8 -> H.264 MP4 (yuv420p; an odd side is padded by one repeated edge pixel)."""
     import imageio.v2 as iio2  # noqa: PLC0415  (the ffmpeg plugin's writer API)
@@ -223,10 +202,14 @@ def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
     """Write an MP4 or GIF (by ``path``'s suffix) through a temp file and a rename."""
 
     def write(tmp: Path) -> None:
-        if path.suffix == ".mp4":
-            _write_mp4(tmp, frames, fps)
-        else:
+        if path.suffix.lower() != ".mp4":
             iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+            return
+        try:
+            _write_mp4(tmp, frames, fps)
+        except (ImportError, RuntimeError) as err:  # no imageio-ffmpeg, no binary, or the encoder failed
+            raise R2LError(f"cannot write the MP4 video {path}: {err} (imageio-ffmpeg's wheel carries ffmpeg: "
+                           "pip install imageio-ffmpeg)") from err
 
     atomic_write(path, write, suffix=path.suffix)
 
@@ -247,23 +230,16 @@ def render_frames(renderer, scene: Scene, poses, H: int | None = None, W: int | 
 def render_video(
     renderer, scene: Scene, poses, out_path: str | Path, fps: int = 24, H: int | None = None, W: int | None = None
 ) -> Path:
-    """Render a camera path and write it as a video; returns the path written.
+    """Render a camera path and write it as a video at ``out_path`` (``.mp4`` or ``.gif``); returns ``out_path``.
 
-    poses: (n, 4, 4) camera-to-world (e.g. ``scene.render_poses``). out_path: the wanted ``.mp4``; when
-    no MP4 encoder can run, a GIF is written at ``out_path`` with suffix ``.gif`` instead (logged).
+    poses: (n, 4, 4) camera-to-world (e.g. ``scene.render_poses``).
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"{out_path}: a video must end in {' or '.join(VIDEO_SUFFIXES)}")
     poses = np.asarray(poses, dtype=np.float32)
     if poses.ndim != 3 or len(poses) == 0:
         raise ValueError(f"poses must be a non-empty (n, 4, 4) stack, got shape {poses.shape}")
-    frames = render_frames(renderer, scene, poses, H, W)
-    if out_path.suffix.lower() == ".mp4" and mp4_available():
-        try:
-            _write_video(out_path, frames, fps)
-            return out_path
-        except (ImportError, RuntimeError) as err:  # plugin or encoder failure
-            log.warning("MP4 encoding failed (%s); writing a GIF instead", err)
-    gif = out_path.with_suffix(".gif")
-    _write_video(gif, frames, fps)
-    return gif
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_video(out_path, render_frames(renderer, scene, poses, H, W), fps)
+    return out_path

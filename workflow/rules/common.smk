@@ -1,27 +1,27 @@
-# Config handling and input functions shared by every stage.
+# Config handling and input functions shared by every stage. Everything imported here is torch-free (r2l.core:
+# PyYAML, jsonschema and the standard library), so a Snakemake environment without r2l's dependencies can
+# parse the workflow and drive `--sdm conda`.
 
-import os
 import re
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from r2l.core.failures import failure_lines
-from r2l.report.figures import video_path_for
-from r2l.core.imageio import list_images
-from r2l.core.config import stage_section
-from r2l.workflow import (
+from r2l.core.config import (
     compared_families,
     family_section,
     scene_identity,
     scene_settings,
     scene_source_dir,
+    stage_section,
 )
+from r2l.core.failures import failure_lines
+from r2l.core.imagefiles import list_images
 
 SCENES = list(config["scenes"])
 RUN_SCENES = config.get("run_scenes") or SCENES
-VIDEO = str(video_path_for("results/{scene}"))
+VIDEO = "results/{scene}/video.mp4"  # MP4 on every machine: imageio-ffmpeg's wheel carries ffmpeg
 
 
 wildcard_constraints:
@@ -79,7 +79,7 @@ def settings(*stages):
 
 def student_settings(*stages):
     """``settings(*stages)`` for the student of the job's family (``{extra}``): its ``student`` section names
-    that family and has no ``compare`` (r2l.workflow.family_section)."""
+    that family and has no ``compare`` (r2l.core.config.family_section)."""
     of_scene = settings(*stages)
 
     def for_job(wildcards):
@@ -174,32 +174,6 @@ def job_resources(stage):
         "mem_mb": entry["mem_mb"],
         "runtime": entry["runtime"],
     }
-
-
-def check_slurm_settings():
-    """On the SLURM executor, stop before any submission unless a partition is given: without one the plugin
-    would silently use the cluster's default partition, often one without GPUs. Runs as the ``onstart`` handler
-    (the executor is known only then; it does not run for dry runs or inside jobs)."""
-    plugin = workflow.executor_plugin
-    if plugin is None or plugin.name != "slurm":
-        return
-    if workflow.executor_settings.partition_config or os.environ.get(
-        "SNAKEMAKE_SLURM_PARTITIONS"
-    ):
-        return  # the plugin picks each job's partition from the user's partition file
-    defaults = workflow.resource_settings.default_resources
-    partition = defaults.get("slurm_partition") if defaults is not None else None
-    name = str(getattr(partition, "raw", partition or "")).strip("\"' ")
-    if name in ("", "None"):
-        raise WorkflowError(
-            "no SLURM partition given: set slurm_partition (and slurm_account if your cluster wants one) under "
-            "default-resources in profiles/slurm/config.yaml, or add --default-resources "
-            "slurm_partition=NAME [slurm_account=NAME] to the command (sinfo lists the partitions)"
-        )
-
-
-onstart:
-    check_slurm_settings()
 
 
 onerror:

@@ -25,7 +25,7 @@ rule pseudo_data_part:
     params:
         settings=settings("pseudo_data"),
     script:
-        "../scripts/pseudo_data.py"
+        "../scripts/pseudo_data_part.py"
 
 
 rule pseudo_data:
@@ -42,7 +42,7 @@ rule pseudo_data:
     resources:
         **job_resources("light"),
     script:
-        "../scripts/gather_pseudo_data.py"
+        "../scripts/pseudo_data.py"
 
 
 rule real_data:

@@ -1,6 +1,6 @@
 """Render the built-in analytic scene into a Blender-format (or LLFF-format) folder."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from r2l.data.builtin import write_blender, write_llff
 from r2l.workflow import stage
 

@@ -1,6 +1,6 @@
 """Pose a photos scene with COLMAP and write it (LLFF or Blender layout) atomically into resources/scenes/."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from r2l.data.colmap import colmap_config_from_dict, photos_to_scene
 from r2l.workflow import stage
 

@@ -1,7 +1,7 @@
 """Ground truth | teacher | student | finetuned (| those of student.compare's families) | error map, for one test
 view of the scene."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from r2l.models.load import describe_model
 from r2l.report.figures import scene_comparison_figure
 from r2l.workflow import stage

@@ -1,7 +1,7 @@
 """The training curves of one scene (teacher, student, finetuned, and those of student.compare's families) from
 their history.csv files."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from r2l.models.load import describe_model
 from r2l.report.curves import curves_figure
 from r2l.workflow import stage

@@ -1,6 +1,6 @@
 """Fetch a dataset scene (URL or local archive) and move it atomically into resources/scenes/."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from pathlib import Path
 
 from r2l.data.download import fetch_scene

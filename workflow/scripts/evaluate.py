@@ -1,6 +1,6 @@
 """Score teacher, students and finetuned students of one scene into results/{scene}/metrics.csv."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from pathlib import Path
 
 from r2l.stages.evaluate import evaluate_scene

@@ -1,6 +1,6 @@
 """Write the real training and validation views into the view-store format used for finetuning."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from pathlib import Path
 
 from r2l.stages.pseudo_data import convert_real_data

@@ -3,7 +3,7 @@
 With ``resources.student.gpus`` above 1 the training runs in that many processes (r2l.stages.distributed).
 """
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from pathlib import Path
 
 from r2l.stages.distributed import run_training

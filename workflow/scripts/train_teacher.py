@@ -1,6 +1,6 @@
 """Train the teacher (NeRF or grid) of one scene; resumes from resources/resume/{scene}/teacher."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from r2l.models.teacher import teacher_config_from_dict
 from r2l.stages.teacher import train_teacher
 from r2l.workflow import stage

@@ -1,6 +1,6 @@
-"""The finetuned student along the scene's camera path (orbit or spiral), as MP4 (GIF without ffmpeg)."""
+"""The finetuned student along the scene's camera path (orbit or spiral), as H.264 MP4 (imageio-ffmpeg's ffmpeg)."""
 
-import _checkout  # noqa: F401  (r2l from this checkout; first)
+import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
 from r2l.models.load import load_model, model_scene
 from r2l.report.figures import render_video
 from r2l.workflow import stage
