@@ -1,8 +1,9 @@
-"""Checkpoints: plain dicts written atomically and read with ``weights_only=True``.
+"""Checkpoints and model files: plain dicts written atomically and read with ``weights_only=True``.
 
-Checkpoints hold tensors, numbers, strings, lists and dicts only, so loading one can never run code. A
-resume folder holds ``ckpt_{step:09d}.pt`` files; the newest loadable one wins and a corrupt newest one
-falls back to the one before it with a warning.
+They hold tensors, numbers, strings, lists and dicts only, so loading one can never run code. A resume folder
+holds ``ckpt_{step:09d}.pt`` files; the newest loadable one wins and a corrupt newest one falls back to the one
+before it with a warning. Every file r2l writes records its layout as an integer ``format_version``
+(:data:`FORMAT_VERSION`); a reader per version (:func:`read_versioned`) turns a loaded file into today's layout.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ from pathlib import Path
 import torch
 
 from r2l.core.atomic import atomic_write
-from r2l.core.errors import R2LError
+from r2l.core.errors import DataError, R2LError
 from r2l.core.log import log
+
+# The layout of the model and checkpoint files r2l writes, 2 since they record it: 1 = the same layout, files written
+# before the key existed; 0 = early model files (r2l.models.load reads all three).
+FORMAT_VERSION = 2
+
+Reader = Callable[[dict, Path], dict]  # (a loaded file of one format, its path) -> the file in today's layout
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
@@ -22,11 +29,53 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def with_format_version(state: dict) -> dict:
+    """``state`` (a new dict) with ``format_version`` = :data:`FORMAT_VERSION`: what every r2l file records."""
+    return {**state, "format_version": FORMAT_VERSION}
+
+
+def save_model_file(out: dict, path: str | Path) -> None:
+    """Atomically write the model file ``out`` (a teacher or student dict) to ``path``, with its format version."""
+    atomic_torch_save(with_format_version(out), path)
+
+
+def stored_format(obj: dict, path: str | Path, unversioned: int = 1) -> int:
+    """The format a loaded file declares (``format_version``; ``unversioned`` when it has none).
+
+    DataError naming ``path`` for a value that is no format number, or a format newer than this r2l's.
+    """
+    version = obj.get("format_version", unversioned)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise DataError(path, f"format_version {version!r} is not a file format number")
+    if version > FORMAT_VERSION:
+        raise DataError(path, f"file format {version} is newer than this r2l reads (format {FORMAT_VERSION} and "
+                              "older): it was written by a newer r2l; update r2l to read it")
+    return version
+
+
+def read_versioned(obj: dict, path: str | Path, readers: dict[int, Reader], unversioned: int = 1) -> dict:
+    """``obj`` (a loaded file) read by the reader of its format (:func:`stored_format`), in today's layout."""
+    version = stored_format(obj, path, unversioned)
+    if version not in readers:
+        raise DataError(path, f"file format {version} cannot be read here (this file type has formats "
+                              f"{', '.join(map(str, sorted(readers)))})")
+    return readers[version](obj, Path(path))
+
+
+def _same_layout(ckpt: dict, path: Path) -> dict:
+    """A checkpoint whose layout is today's (format 1 files differ only in lacking ``format_version``)."""
+    return ckpt
+
+
+CHECKPOINT_READERS: dict[int, Reader] = {1: _same_layout, 2: _same_layout}  # any stage's; stages pass their own
+
+
 def save_checkpoint(resume_dir: str | Path, state: dict, step: int, keep: int = 2) -> Path:
-    """Atomically write ``state`` as ``resume_dir/ckpt_{step}.pt``; keep the newest ``keep`` files."""
+    """Atomically write ``state`` (with its format version) as ``resume_dir/ckpt_{step}.pt``; keep the newest
+    ``keep`` files."""
     resume_dir = Path(resume_dir)
     path = resume_dir / f"ckpt_{step:09d}.pt"
-    atomic_torch_save(state, path)
+    atomic_torch_save(with_format_version(state), path)
     for old in sorted(resume_dir.glob("ckpt_*.pt"))[:-keep]:
         old.unlink()
     return path
@@ -38,20 +87,23 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 def load_latest_checkpoint(
-    resume_dir: str | Path, map_location="cpu", check: Callable[[dict], None] | None = None
+    resume_dir: str | Path, map_location="cpu", check: Callable[[dict], None] | None = None,
+    readers: dict[int, Reader] | None = None,
 ) -> dict | None:
-    """Newest usable checkpoint in ``resume_dir``, or None.
+    """Newest usable checkpoint in ``resume_dir`` in today's layout, or None.
 
-    check: called on a loaded checkpoint; it raises (KeyError, ValueError, ...) when the checkpoint cannot be
-    used, e.g. :func:`check_state_dict` for each module it restores. Any failure to read or check a checkpoint
-    (truncated, garbled, missing keys) falls back to the one before it with a warning; an R2LError from
-    ``check`` (a deliberate refusal, such as another network) is raised.
+    readers: format version -> reader (:func:`read_versioned`; default :data:`CHECKPOINT_READERS`). check:
+    called on the read checkpoint; it raises (KeyError, ValueError, ...) when the checkpoint cannot be used, e.g.
+    :func:`check_state_dict` for each module it restores. Any failure to read or check a checkpoint (truncated,
+    garbled, missing keys) falls back to the one before it with a warning; an R2LError (a deliberate refusal:
+    another network, a format this r2l cannot read) is raised.
     """
     for path in sorted(Path(resume_dir).glob("ckpt_*.pt"), reverse=True):
         try:
             ckpt = load_checkpoint(path, map_location)
             if not isinstance(ckpt, dict):
                 raise TypeError(f"holds a {type(ckpt).__name__}, not a dict")
+            ckpt = read_versioned(ckpt, path, CHECKPOINT_READERS if readers is None else readers)
             if check is not None:
                 check(ckpt)
             return ckpt

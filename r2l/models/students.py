@@ -12,7 +12,6 @@ its training loop draws with :func:`r2l.models.render.stratified_t`), ``param_gr
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from r2l.core.checkpoint import load_checkpoint
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import log
 from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
@@ -75,16 +73,27 @@ def family_of_config(cfg) -> Family:
 
 
 def stored_family(config: dict) -> str:
-    """The family a stored student config names (files written before the grid family: ``"r2l"``)."""
-    return config.get("family", "r2l") if isinstance(config, dict) else "r2l"
+    """The family a stored student config (today's layout) names."""
+    return config["family"]
 
 
-def stored_network(config: dict) -> dict | None:
-    """The network settings a stored student config holds for its family (``"student"``: files of r2l 0.1)."""
-    if not isinstance(config, dict):
-        return None
-    key = family(stored_family(config)).config_key
-    return config.get(key, config.get("student")) if key == "network" else config.get(key)
+def stored_network(config: dict) -> dict:
+    """The network settings a stored student config (today's layout) holds for its family."""
+    return config[family(stored_family(config)).config_key]
+
+
+def early_student_config(config: dict) -> dict:
+    """A stored student config of the early layout in today's: the r2l network under ``student`` and no
+    ``family`` (the r2l family then), no ``precision`` (fp32; an ``amp`` flag is dropped). Today's configs
+    come back unchanged (the format-0 model reader and the format-1 checkpoint reader use it)."""
+    config = dict(config)
+    network = config.pop("student", None)
+    config.setdefault("family", "r2l")
+    if network is not None:
+        config.setdefault("network", network)
+    config.pop("amp", None)
+    config.setdefault("precision", "fp32")
+    return config
 
 
 def build_network(name: str, settings: dict, box: torch.Tensor | None = None) -> nn.Module:
@@ -215,7 +224,7 @@ class Student:
         """A full image (H, W, 3) float32 on CPU at pose ``c2w`` (4, 4), its rays built on the model's device.
 
         scene: anything with ``ndc`` and ``ndc_near`` (a :class:`~r2l.data.scene.Scene`), or None for the camera
-        stored in the student file (``meta["scene"]``; R2LError for a file of r2l 0.1, which has none).
+        stored in the student file (``meta["scene"]``; R2LError for a format-0 file, which has none).
         """
         camera = scene if scene is not None else _stored_camera(self.meta)
         ndc, ndc_near = _camera_ndc(camera)
@@ -224,10 +233,10 @@ class Student:
 
 
 def _stored_camera(meta: dict) -> dict:
-    """The scene camera a student file stores (``meta["scene"]``); R2LError when it has none (r2l 0.1)."""
+    """The scene camera a student file stores (``meta["scene"]``); R2LError when it has none (format 0)."""
     scene = meta.get("scene")
     if not isinstance(scene, dict) or scene.get("ndc") is None:
-        raise R2LError("this student file stores no scene camera (written before r2l 0.2): pass the scene")
+        raise R2LError("this student file stores no scene camera (an early file, format 0): pass the scene")
     return scene
 
 
@@ -240,28 +249,29 @@ def _camera_ndc(camera) -> tuple[bool, float | None]:
 
 def load_student(path: str | Path, device: str | torch.device | None = None, chunk: int = 32768,
                  precision: str | None = None, ckpt: dict | None = None, compile: str = "off") -> Student:
-    """Load a student or finetuned-student file written by :mod:`r2l.stages.student` as a ray renderer.
+    """Load a student or finetuned-student file written by :mod:`r2l.stages.student` (any format) as a renderer.
 
-    device: None/"auto" picks CUDA when present. precision: of its renders (None: the one it was trained at;
-    fp32 for files of r2l 0.1). ckpt: the file's contents when the caller has read them already. compile: "off"
-    | "on" | "auto" (:func:`compile_for_inference`). Raises DataError for a missing or malformed file.
+    device: None/"auto" picks CUDA when present. precision: of its renders (None: the one it was trained at).
+    ckpt: the file's contents in today's layout when the caller has read them already
+    (:func:`r2l.models.load.read_model_file`). compile: "off" | "on" | "auto" (:func:`compile_for_inference`).
+    Raises DataError for a missing or malformed file.
     """
     path = Path(path)
-    if ckpt is None and not path.is_file():
-        raise DataError(path, "student model file not found")
+    if ckpt is None:
+        from r2l.models.load import STUDENT_KINDS, read_model_file  # (that module imports this one)
+
+        ckpt = read_model_file(path, STUDENT_KINDS, "student model")
     try:
-        ckpt = load_checkpoint(path) if ckpt is None else ckpt
         config = ckpt["config"]
         name = stored_family(config)
-        model = build_network(name, stored_network(config) or {})
-        weights, kind = ckpt["weights"], ckpt["kind"]
-        model.load_state_dict(weights)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
-        raise DataError(path, f"not a readable r2l student file ({err})") from err
+        model = build_network(name, stored_network(config))
+        model.load_state_dict(ckpt["weights"])
+    except (RuntimeError, ValueError, KeyError, TypeError, R2LError) as err:
+        raise DataError(path, f"not a usable r2l student file ({err})") from err
     dev = pick_device(None if device is None else str(device))
-    metrics = ckpt.get("metrics", {})
+    metrics = ckpt["metrics"]
     meta = {
-        "kind": kind,
+        "kind": ckpt["kind"],
         "family": name,
         "lookup_flops_per_ray": float(family(name).lookup_flops(model.cfg)),
         "train_seconds": float(metrics.get("train_seconds", 0.0)),  # this stage only (finetune excludes the student's)
@@ -272,7 +282,8 @@ def load_student(path: str | Path, device: str | torch.device | None = None, chu
         "far": float(ckpt["far"]),
         "ndc": bool(ckpt["ndc"]),
         "metrics": metrics,
-        "scene": ckpt.get("scene"),  # name, format and camera (H, W, focal, render_poses, ...); None before 0.2
-        "precision": config.get("precision", "fp32"),
+        "scene": ckpt["scene"],  # name, format and camera (H, W, focal, render_poses, ...); None in format 0
+        "precision": config["precision"],
+        "format_version": ckpt["format_version"],
     }
     return Student(model.to(dev), ckpt["near"], ckpt["far"], meta, chunk, precision or meta["precision"], compile)

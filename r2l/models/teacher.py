@@ -11,7 +11,6 @@ The stage that trains it is :mod:`r2l.stages.teacher`.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from r2l.core.config import from_dict
-from r2l.core.errors import DataError, R2LError
+from r2l.core.errors import R2LError
 from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
 from r2l.models.grid import GridConfig, GridField, scene_aabb
 from r2l.models.nerf import NeRF, NeRFConfig
@@ -150,11 +149,9 @@ class Teacher:
         return self.render_rays(rays_o, rays_d).reshape(H, W, 3)
 
 
-TEACHER_KEYS = ("weights", "config", "kind", "scene", "step", "metrics")
-
-
-def upgrade_config(config: dict) -> dict:
-    """A stored training config with r2l 0.1's ``amp`` (bf16 autocast on CUDA) as today's ``precision``."""
+def early_teacher_config(config: dict) -> dict:
+    """The training config of a format-0 teacher file in today's layout: its ``amp`` (bf16 autocast on CUDA) as
+    ``precision`` (:func:`r2l.models.load.read_model_file` reads that format)."""
     config = dict(config)
     if "amp" in config:
         amp = config.pop("amp")
@@ -164,22 +161,17 @@ def upgrade_config(config: dict) -> dict:
 
 def load_teacher(path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
                  ckpt: dict | None = None) -> Teacher:
-    """Load a teacher file written by :func:`train_teacher` (``weights_only=True``) onto ``device``.
+    """Load a teacher file written by :func:`train_teacher` (``weights_only=True``, any format) onto ``device``.
 
     precision: the arithmetic of its renders (None: the precision it was trained at). ckpt: the file's
-    contents when the caller has read them already (:func:`r2l.models.load.load_model`), so it is read once.
+    contents in today's layout when the caller has read them already (:func:`r2l.models.load.read_model_file`),
+    so it is read once. DataError naming the file when it is missing, unreadable or no teacher file.
     """
-    path = Path(path)
-    if ckpt is None and not path.is_file():
-        raise DataError(path, "teacher file not found (train the teacher first)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True) if ckpt is None else ckpt
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise DataError(path, f"unreadable teacher file ({str(err).splitlines()[0]})") from err
-    missing = [k for k in TEACHER_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise DataError(path, f"not a teacher file (missing {', '.join(missing)})")
-    cfg = teacher_config_from_dict(upgrade_config(ckpt["config"]))
+    if ckpt is None:
+        from r2l.models.load import TEACHER_KINDS, read_model_file  # (that module imports this one)
+
+        ckpt = read_model_file(path, TEACHER_KINDS, "teacher")
+    cfg = teacher_config_from_dict(ckpt["config"])
     device = pick_device(None if device is None else str(device))
     model = build_model(cfg, ckpt["scene"])
     model.load_state_dict(ckpt["weights"])
@@ -194,5 +186,6 @@ def load_teacher(path: str | Path, device: str | torch.device | None = None, pre
         "val_psnr": m["val_psnr"],
         "render_device": device.type,
         "precision": cfg.precision,
+        "format_version": ckpt["format_version"],
     }
     return Teacher(model, cfg, ckpt["scene"], meta, device, precision)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +56,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from r2l.core.checkpoint import (
-    atomic_torch_save,
-    check_state_dict,
-    load_checkpoint,
-    load_latest_checkpoint,
-    save_checkpoint,
-)
+from r2l.core.checkpoint import check_state_dict, load_latest_checkpoint, save_checkpoint, save_model_file
 from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import progress
@@ -87,7 +80,8 @@ from r2l.data.views import ViewStore, read_meta
 from r2l.models.gridstudent import GridStudentConfig, scene_box, surface_depth
 from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.render import stratified_t
-from r2l.models.students import family, stored_family, stored_network
+from r2l.models.load import STUDENT_KINDS, read_model_file
+from r2l.models.students import early_student_config, family, stored_family, stored_network
 from r2l.report.curves import record_row, write_history
 
 log = logging.getLogger("r2l")
@@ -374,23 +368,33 @@ def store_scene(meta: dict) -> dict:
 
 
 def _load_init(path: Path, cfg: DistillConfig, geom: dict, scene: dict) -> dict:
-    """A student file (or checkpoint) to continue from: weights, optimizer, step; checked against cfg and against
-    the scene of the data it continues on (``scene``: :func:`store_scene`)."""
+    """A student file to continue from (any format, :func:`r2l.models.load.read_model_file`): weights, optimizer,
+    step; checked against cfg and against the scene of the data it continues on (``scene``: :func:`store_scene`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "student file to continue from not found")
-    try:
-        ckpt = load_checkpoint(path)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise DataError(path, f"unreadable student file ({err})") from err
-    missing = [k for k in ("weights", "optimizer", "step", "config") if k not in ckpt]
-    if missing:
-        raise DataError(path, f"cannot continue from it: missing {', '.join(missing)}")
+    ckpt = read_model_file(path, STUDENT_KINDS, "student model")
+    if "optimizer" not in ckpt:  # only a distilled student carries one (_finish)
+        raise DataError(path, f"cannot continue from it: a {ckpt['kind']} file without its optimizer state")
     _check_arch(ckpt["config"], cfg, path)
-    if "near" in ckpt:
-        _check_geometry({k: ckpt[k] for k in ("near", "far", "ndc", "ndc_near")}, geom, path)
-    check_same_scene(ckpt.get("scene"), scene, path)
+    _check_geometry({k: ckpt[k] for k in ("near", "far", "ndc", "ndc_near")}, geom, path)
+    check_same_scene(ckpt["scene"], scene, path)
     return ckpt
+
+
+def _read_checkpoint_v1(ckpt: dict, path: Path) -> dict:
+    """A checkpoint of format 1 (no ``format_version``): format 2's layout; the first ones have no ``pool``, no
+    loop ``curve`` and a config of the early layout (:func:`r2l.models.students.early_student_config`)."""
+    return {"pool": None, **ckpt, "config": early_student_config(ckpt["config"]),
+            "loop": {"curve": [], **ckpt["loop"]}}
+
+
+def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
+    """A checkpoint of format 2: weights, optimizer, config, rng, loop, best and pool (:func:`_checkpoint`)."""
+    return ckpt
+
+
+CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2}
 
 
 def _generators(gens: tuple[torch.Generator, torch.Generator]) -> dict[str, torch.Generator]:
@@ -409,9 +413,7 @@ def _checkpoint(resume_dir, model, optimizer, cfg: DistillConfig, rng: dict, loo
     if rank != 0:
         return
     state = {"weights": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dataclasses.asdict(cfg),
-             "rng": rng, "loop": dict(loop), "best": best}
-    if pool is not None:
-        state["pool"] = pool.state_dict()
+             "rng": rng, "loop": dict(loop), "best": best, "pool": None if pool is None else pool.state_dict()}
     save_checkpoint(resume_dir, state, loop["step"])
     if history_path is not None:
         write_history(history_path, loop["curve"])
@@ -423,27 +425,27 @@ def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | 
     Returns ``(loop, best)``: loop state ``{step, base_step, train_seconds, init_seconds, history,
     val_history, curve, resumed}`` and the best validated weights ``{psnr, step, weights}`` (empty when none).
     ``history`` rows are ``[step, loss]`` and ``val_history`` rows ``[step, val PSNR]`` (as model.pt keeps
-    them); ``curve`` holds the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`; empty when
-    resuming a checkpoint from before r2l kept it).
+    them); ``curve`` holds the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`).
     """
     base = int(init["step"]) if init else 0
-    init_seconds = float(init.get("metrics", {}).get("train_seconds", 0.0)) if init else 0.0
+    init_seconds = float(init["metrics"].get("train_seconds", 0.0)) if init else 0.0
     def check(ckpt: dict) -> None:
         _check_arch(ckpt["config"], cfg, resume_dir)
         if ckpt["loop"]["base_step"] != base:
             raise R2LError(f"{resume_dir}: its checkpoints continue a run started at step {ckpt['loop']['base_step']}, "
                            f"not {base}; use another resume folder or delete it")
         check_state_dict(ckpt["weights"], model)
-        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], ckpt["loop"]["step"], ckpt["best"]
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], ckpt["loop"]["step"], ckpt["loop"]["curve"]
+        _ = ckpt["best"], ckpt["pool"]
 
-    ckpt = load_latest_checkpoint(resume_dir, check=check)
+    ckpt = load_latest_checkpoint(resume_dir, check=check, readers=CHECKPOINT_READERS)
     if ckpt is not None:
         model.load_state_dict(ckpt["weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"], _generators(gens), gens[1].device)
         log.info("resuming student from step %d of %s (%.0f s trained)", ckpt["loop"]["step"], resume_dir,
                  ckpt["loop"]["train_seconds"])
-        return {"curve": [], **ckpt["loop"], "resumed": True, "pool": ckpt.get("pool")}, ckpt["best"]
+        return {**ckpt["loop"], "resumed": True, "pool": ckpt["pool"]}, ckpt["best"]
     if init:
         model.load_state_dict(init["weights"])
         optimizer.load_state_dict(init["optimizer"])
@@ -723,7 +725,7 @@ def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind,
            "step": int(chosen["step"]), "metrics": metrics}
     if not select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
         out["optimizer"] = optimizer.state_dict()
-    atomic_torch_save(out, out_path)
+    save_model_file(out, out_path)
     if history_path is not None:
         write_history(history_path, loop["curve"])
     log.info("%s written to %s: val PSNR %.2f dB (step %d; %.2f dB at the start), %.0f s", kind, out_path,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from r2l.core.checkpoint import atomic_torch_save, check_state_dict, load_latest_checkpoint, save_checkpoint
+from r2l.core.checkpoint import check_state_dict, load_latest_checkpoint, save_checkpoint, save_model_file
 from r2l.core.errors import R2LError
 from r2l.core.log import log, progress
 from r2l.core.metrics import psnr_from_mse
@@ -222,13 +222,25 @@ def _arch(config: dict) -> dict:
     return {"kind": config["kind"], "net": config[config["kind"]]}
 
 
+def _read_checkpoint_v1(ckpt: dict, path: Path) -> dict:
+    """A checkpoint of format 1 (no ``format_version``): format 2's layout; the first ones have no ``curve``."""
+    return {"curve": [], **ckpt}
+
+
+def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
+    """A checkpoint of format 2: model, optimizer, config, rng and the loop state (:func:`checkpoint`)."""
+    return ckpt
+
+
+CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2}
+
+
 def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> dict:
     """Restore the newest loadable checkpoint of ``resume_dir`` into model/optimizer/RNGs.
 
     Returns the loop state ``{"step", "train_seconds", "history", "val_history", "curve"}`` (fresh when none):
     ``history`` rows ``[step index, loss, train PSNR]``, ``val_history`` rows ``[steps done, val PSNR]`` (both
-    as model.pt keeps them) and ``curve`` the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`;
-    empty when resuming a checkpoint from before r2l kept it).
+    as model.pt keeps them) and ``curve`` the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`).
     """
     fresh = {"step": 0, "train_seconds": 0.0, "history": [], "val_history": [], "curve": []}
     def check(ckpt: dict) -> None:
@@ -238,16 +250,16 @@ def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> di
                 f"({_arch(ckpt['config'])}); delete the folder to start over or restore the old config"
             )
         check_state_dict(ckpt["model"], model, shapes=cfg.kind != "grid")
-        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], ckpt["step"], ckpt["train_seconds"]
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], [ckpt[k] for k in fresh]
 
-    ckpt = load_latest_checkpoint(resume_dir, check=check)
+    ckpt = load_latest_checkpoint(resume_dir, check=check, readers=CHECKPOINT_READERS)
     if ckpt is None:
         return fresh
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"], _generators(rngs), device)
     log.info("resuming teacher from step %d of %s (%.0f s trained)", ckpt["step"], resume_dir, ckpt["train_seconds"])
-    return {k: ckpt.get(k, fresh[k]) for k in fresh}
+    return {k: ckpt[k] for k in fresh}
 
 
 def checkpoint(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device, loop: dict,
@@ -411,7 +423,7 @@ def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: TrainRays, devic
         "step": int(loop["step"]),
         "metrics": metrics,
     }
-    atomic_torch_save(out, out_path)
+    save_model_file(out, out_path)
     if history_path is not None:
         write_history(history_path, loop["curve"])
     log.info("teacher written to %s: val PSNR %s after %d steps, %.0f s", out_path, val_psnr, loop["step"],
