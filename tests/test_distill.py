@@ -30,6 +30,8 @@ from r2l.stages.student import (
     train_student,
 )
 
+from helpers import Killed, kill_on_call, tiny_student
+
 RES = 24
 
 
@@ -176,17 +178,10 @@ def stores(tmp_path_factory) -> dict[str, Path]:
     return {"pseudo": root / "pseudo", "val": root / "val"}
 
 
-def _tiny(**kw) -> DistillConfig:
-    base = dict(steps=8, batch_rays=256, warmup_steps=2, lr_decay_steps=1000, val_every=0, val_views=0, ckpt_every=3,
-                log_every=1, device="cpu", chunk=1024, network=R2LNetConfig(depth=4, width=16, n_freqs=4))
-    base.update(kw)
-    return DistillConfig(**base)
-
-
 def test_short_distillation_raises_val_psnr(stores, tmp_path):
     """A small student distilled from the analytic ground truth: held-out PSNR rises well above the start."""
-    cfg = _tiny(steps=150, batch_rays=512, val_every=75, warmup_steps=10, lr=1e-3, warmup_lr=2e-4,
-                ckpt_every=1000, network=R2LNetConfig(depth=6, width=64, n_freqs=6))
+    cfg = tiny_student({"steps": 150, "batch_rays": 512, "val_every": 75, "warmup_steps": 10, "lr": 1e-3,
+                        "warmup_lr": 2e-4, "ckpt_every": 1000, "network": R2LNetConfig(depth=6, width=64, n_freqs=6)})
     out = tmp_path / "student.pt"
     metrics = train_student([stores["pseudo"]], cfg, out, tmp_path / "resume", val_store=stores["val"])
     start, end = metrics["val_psnr_before"], metrics["val_psnr"]
@@ -204,19 +199,9 @@ def test_short_distillation_raises_val_psnr(stores, tmp_path):
 
 
 def test_resume_after_kill_continues_the_same_run(stores, tmp_path):
-    cfg = _tiny(val_every=1)
+    cfg = tiny_student({"val_every": 1})
     full = train_student([stores["pseudo"]], cfg, tmp_path / "a.pt", tmp_path / "ra", val_fn=lambda m: 10.0)
-
-    class Killed(Exception):
-        pass
-
-    def killer(model):  # dies during the validation after step 5 (the last checkpoint is at step 3)
-        if killer.calls == 5:
-            raise Killed
-        killer.calls += 1
-        return 10.0
-
-    killer.calls = 0
+    killer = kill_on_call(6, 10.0)  # dies during the validation after step 5 (the last checkpoint is at step 3)
     with pytest.raises(Killed):
         train_student([stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=killer)
     assert load_latest_checkpoint(tmp_path / "rb")["loop"]["step"] == 3
@@ -232,7 +217,7 @@ def test_resume_after_kill_continues_the_same_run(stores, tmp_path):
 
 
 def test_max_steps_stops_and_resumes(stores, tmp_path):
-    cfg = _tiny(ckpt_every=100)
+    cfg = tiny_student({"ckpt_every": 100})
     part = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0, max_steps=5)
     assert part == {**part, "finished": False, "step": 5} and not (tmp_path / "s.pt").exists()
     done = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
@@ -244,7 +229,7 @@ def test_nan_stops_with_checkpoint_kept(stores, tmp_path, monkeypatch, ckpt_ever
     """A NaN learning rate from step 5 on poisons the weights: R2LError, the last finite checkpoint stays."""
     real = distill.lr_at
     monkeypatch.setattr(distill, "lr_at", lambda step, cfg: float("nan") if step >= 5 else real(step, cfg))
-    cfg = _tiny(ckpt_every=ckpt_every)
+    cfg = tiny_student({"ckpt_every": ckpt_every})
     with pytest.raises(R2LError, match="non-finite|became nan"):
         train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
     ckpt = load_latest_checkpoint(tmp_path / "r")
@@ -254,7 +239,7 @@ def test_nan_stops_with_checkpoint_kept(stores, tmp_path, monkeypatch, ckpt_ever
 
 
 def test_finetune_continues_step_and_optimizer_and_selects_on_val(stores, tmp_path):
-    cfg = _tiny(steps=6, val_every=2)
+    cfg = tiny_student({"steps": 6, "val_every": 2})
     train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
     student = load_checkpoint(tmp_path / "student.pt")
     assert student["step"] == 6 and all(int(s["step"]) == 6 for s in student["optimizer"]["state"].values())
@@ -291,7 +276,7 @@ def test_finetune_continues_step_and_optimizer_and_selects_on_val(stores, tmp_pa
 
 
 def test_finetune_keeps_the_start_when_val_only_drops(stores, tmp_path):
-    cfg = _tiny(steps=3, val_every=2)
+    cfg = tiny_student({"steps": 3, "val_every": 2})
     train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
     start = load_checkpoint(tmp_path / "student.pt")["weights"]
     psnrs = iter([20.0, 19.0, 18.0, 17.0])  # steps 3 (before), 4, 6, 7
@@ -303,7 +288,7 @@ def test_finetune_keeps_the_start_when_val_only_drops(stores, tmp_path):
 
 
 def test_finetune_rejects_another_network(stores, tmp_path):
-    cfg = _tiny(steps=2)
+    cfg = tiny_student({"steps": 2})
     train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 1.0)
     other = dataclasses.replace(cfg, network=R2LNetConfig(depth=6, width=16, n_freqs=4))
     with pytest.raises(R2LError, match="another student network"):
@@ -324,7 +309,7 @@ def test_split_counts_proportional_to_rays():
 
 
 def test_two_stores_train_together(stores, tmp_path):
-    cfg = _tiny(steps=2)
+    cfg = tiny_student({"steps": 2})
     m = train_student([stores["pseudo"], stores["val"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
     assert m["finished"] and m["rays_per_step"] == 256 + 51
 
@@ -340,7 +325,7 @@ def test_stores_with_other_geometry_rejected(stores, tmp_path):
     meta = json.loads((other / "meta.json").read_text())
     (other / "meta.json").write_text(json.dumps({**meta, "far": 8.0}))
     with pytest.raises(DataError, match="render geometry"):
-        train_student([stores["pseudo"], other], _tiny(steps=1), tmp_path / "s.pt", tmp_path / "r")
+        train_student([stores["pseudo"], other], tiny_student({"steps": 1}), tmp_path / "s.pt", tmp_path / "r")
 
 
 def test_forward_facing_student_samples_in_ndc(tmp_path):
@@ -353,7 +338,7 @@ def test_forward_facing_student_samples_in_ndc(tmp_path):
     scene = load_scene("llff", tmp_path / "scene")
     convert_real_data(scene, tmp_path / "train", "train")
     convert_real_data(scene, tmp_path / "val", "val")
-    cfg = _tiny(steps=2, batch_rays=64)
+    cfg = tiny_student({"steps": 2, "batch_rays": 64})
     train_student([tmp_path / "train"], cfg, tmp_path / "s.pt", tmp_path / "rs", val_store=tmp_path / "val")
     m = finetune_student(tmp_path / "s.pt", tmp_path / "train", tmp_path / "val", cfg, 2, tmp_path / "f.pt", tmp_path / "rf")
     student = load_student(tmp_path / "f.pt", device="cpu")
@@ -379,7 +364,7 @@ def test_llff_finetuning_keeps_the_last_checkpoint_because_its_val_views_are_tra
     convert_real_data(scene, tmp_path / "val", "val")
     assert read_meta(tmp_path / "val")["views_in_train"] is True
     assert read_meta(tmp_path / "train")["views_in_train"] is False
-    cfg = _tiny(steps=2, batch_rays=64, val_every=1)
+    cfg = tiny_student({"steps": 2, "batch_rays": 64, "val_every": 1})
     train_student([tmp_path / "train"], cfg, tmp_path / "s.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
     psnrs = iter([20.0, 19.0, 18.0])  # before, after step 3, after step 4: the best is the start
     with caplog.at_level(logging.WARNING, logger="r2l"):
@@ -390,7 +375,7 @@ def test_llff_finetuning_keeps_the_last_checkpoint_because_its_val_views_are_tra
 
 
 def test_finetuning_refuses_a_student_of_another_scene(stores, tmp_path):
-    cfg = _tiny(steps=1)
+    cfg = tiny_student({"steps": 1})
     train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
     ckpt = load_checkpoint(tmp_path / "s.pt")
     ckpt["scene"] = {**ckpt["scene"], "name": "lego"}

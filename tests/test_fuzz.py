@@ -18,6 +18,8 @@ from r2l.data.registry import load_scene
 from r2l.data.views import ViewStore
 from r2l.stages.pseudo_data import convert_real_data
 
+from helpers import tiny_teacher
+
 SEED = 20261130
 
 
@@ -105,19 +107,13 @@ def test_a_text_file_saved_as_poses_bounds_is_named_as_such(llff_dir, tmp_path):
 # ----------------------------------------------------------------------------- model files and checkpoints
 
 
-TINY_GRID = {"resolution": 16, "resolution_init": 12, "upsample_steps": [], "density_components": 4,
-             "app_components": 8, "app_dim": 8, "mlp_width": 16, "n_samples": 24, "occupancy_resolution": 8}
-
-
 @pytest.fixture(scope="module")
 def trained(blender_dir, tmp_path_factory):
     """A 3-step grid teacher of the pipeline (its model file and resume checkpoints)."""
-    from r2l.models.teacher import teacher_config_from_dict
     from r2l.stages.teacher import train_teacher
 
     d = tmp_path_factory.mktemp("teacher")
-    cfg = teacher_config_from_dict({"kind": "grid", "steps": 3, "batch_rays": 64, "val_views": 1, "device": "cpu",
-                                    "check_learned": False, "chunk": 256, "ckpt_every": 1, "grid": TINY_GRID})
+    cfg = tiny_teacher("grid", {"steps": 3, "val_views": 1, "check_learned": False, "chunk": 256, "ckpt_every": 1})
     train_teacher(load_scene("blender", blender_dir, resolution=16), cfg, d / "model.pt", d / "resume")
     return d
 

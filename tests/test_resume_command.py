@@ -4,19 +4,18 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from r2l.core.runlock import HOLDER, LOCKS, claim, read_holder
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import snakemake_command
+
 TARGET = "results/builtin_ff/pseudo_data/meta.json"  # the teacher, then two pseudo-data jobs
 
 
 def command(workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "snakemake", TARGET, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(ROOT / ".test" / "config" / "config.yaml"), "--cores", "1", "--resources", "gpu=1"]
+    return snakemake_command(workdir, TARGET)
 
 
 def wait_for(path: Path, seconds: float = 120) -> None:

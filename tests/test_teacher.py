@@ -21,25 +21,7 @@ from r2l.models.teacher import TeacherConfig, load_teacher, teacher_config_from_
 from r2l.report.curves import read_history
 from r2l.stages.teacher import TrainRays, decay_lr, train_teacher
 
-TINY_NERF = {
-    "depth": 2, "width": 32, "skip": 0, "pos_freqs": 4, "dir_freqs": 2, "head_width": 16, "n_coarse": 16, "n_fine": 16,
-}
-TINY_GRID = {
-    "resolution": 24, "resolution_init": 12, "upsample_steps": [15, 30], "density_components": 4, "app_components": 8,
-    "app_dim": 8, "mlp_width": 32, "n_samples": 48, "occupancy_resolution": 16, "occupancy_warmup": 10,
-    "occupancy_every": 5,
-}
-
-
-def tiny_cfg(kind: str, **over) -> TeacherConfig:
-    d = {
-        "kind": kind, "steps": 40, "batch_rays": 128, "lr": 1e-2, "lr_decay_steps": 1000, "precrop_steps": 10,
-        "val_every": 0, "val_views": 2, "ckpt_every": 10, "log_every": 5, "device": "cpu", "chunk": 100,
-        "nerf": TINY_NERF, "grid": TINY_GRID,
-    }
-    d.update(over)
-    return teacher_config_from_dict(d)
-
+from helpers import TINY_GRID, TINY_NERF, Killed, default_config, kill_at, tiny_teacher
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
@@ -54,7 +36,8 @@ def trained(scene, tmp_path_factory):
     out = {}
     for kind, steps in (("nerf", 200), ("grid", 100)):
         d = tmp_path_factory.mktemp(f"trained_{kind}")
-        metrics = train_teacher(scene, tiny_cfg(kind, steps=steps, ckpt_every=100), d / "model.pt", d / "resume")
+        cfg = tiny_teacher(kind, {"steps": steps, "ckpt_every": 100})
+        metrics = train_teacher(scene, cfg, d / "model.pt", d / "resume")
         out[kind] = (d / "model.pt", metrics)
     return out
 
@@ -65,7 +48,7 @@ def uninterrupted(scene, tmp_path_factory):
     out = {}
     for kind in ("nerf", "grid"):
         d = tmp_path_factory.mktemp(f"ref_{kind}")
-        train_teacher(scene, tiny_cfg(kind), d / "model.pt", d / "resume")
+        train_teacher(scene, tiny_teacher(kind), d / "model.pt", d / "resume")
         out[kind] = torch.load(d / "model.pt", weights_only=True)
     return out
 
@@ -175,19 +158,6 @@ def test_teacher_learns_and_loads_through_one_interface(kind, trained, scene):
     assert saved["scene"]["near"] == 2.0 and saved["scene"]["far"] == 6.0 and saved["kind"] == kind
 
 
-class Killed(Exception):
-    pass
-
-
-def kill_at(step_to_die: int, seen: list):
-    def on_step(step, loss):
-        seen.append(step)
-        if step == step_to_die:
-            raise Killed()
-
-    return on_step
-
-
 def assert_same_weights(a: dict, b: dict):
     assert a.keys() == b.keys()
     for k in a:
@@ -199,7 +169,7 @@ def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tm
     resume = tmp_path / "resume"
     seen = []
     with pytest.raises(Killed):
-        train_teacher(scene, tiny_cfg(kind), tmp_path / "model.pt", resume, on_step=kill_at(25, seen))
+        train_teacher(scene, tiny_teacher(kind), tmp_path / "model.pt", resume, on_step=kill_at(25, seen))
     assert not (tmp_path / "model.pt").exists()
     assert sorted(p.name for p in resume.glob("ckpt_*.pt")) == ["ckpt_000000010.pt", "ckpt_000000020.pt"]
     ckpt = load_checkpoint(resume / "ckpt_000000020.pt")
@@ -208,7 +178,7 @@ def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tm
     if kind == "grid":  # the grids were upsampled at step 15: resuming must restore the new shape
         assert ckpt["model"]["field.density_planes"].shape[-1] not in (12, 24)
     seen.clear()
-    metrics = train_teacher(scene, tiny_cfg(kind), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    metrics = train_teacher(scene, tiny_teacher(kind), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
     assert seen[0] == 21 and seen[-1] == 40 and metrics["steps"] == 40
     assert metrics["train_seconds"] >= ckpt["train_seconds"]
     resumed, ref = torch.load(tmp_path / "model.pt", weights_only=True), uninterrupted[kind]
@@ -216,7 +186,7 @@ def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tm
     np.testing.assert_allclose(
         np.array(resumed["metrics"]["loss_history"]), np.array(ref["metrics"]["loss_history"]), rtol=1e-5
     )
-    other = tiny_cfg(kind, steps=50, nerf={**TINY_NERF, "width": 16}, grid={**TINY_GRID, "app_dim": 4})
+    other = tiny_teacher(kind, {"steps": 50, "nerf": {**TINY_NERF, "width": 16}, "grid": {**TINY_GRID, "app_dim": 4}})
     with pytest.raises(R2LError, match="another teacher"):  # a different network cannot resume these weights
         train_teacher(scene, other, tmp_path / "other.pt", resume)
 
@@ -224,11 +194,11 @@ def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tm
 def test_corrupt_latest_checkpoint_falls_back(scene, uninterrupted, tmp_path):
     resume = tmp_path / "resume"
     with pytest.raises(Killed):
-        train_teacher(scene, tiny_cfg("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(25, []))
+        train_teacher(scene, tiny_teacher("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(25, []))
     newest = resume / "ckpt_000000020.pt"
     newest.write_bytes(newest.read_bytes()[:1000])  # a torn write
     seen = []
-    train_teacher(scene, tiny_cfg("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    train_teacher(scene, tiny_teacher("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
     assert seen[0] == 11  # resumed from step 10
     resumed = torch.load(tmp_path / "model.pt", weights_only=True)
     assert_same_weights(resumed["weights"], uninterrupted["nerf"]["weights"])
@@ -245,21 +215,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene, tmp_path, monk
     monkeypatch.setattr(teacher_mod, "teacher_loss", poisoned)
     resume = tmp_path / "resume"
     with pytest.raises(R2LError, match="nan at step 15"):
-        train_teacher(scene, tiny_cfg("nerf", steps=30), tmp_path / "model.pt", resume)
+        train_teacher(scene, tiny_teacher("nerf", {"steps": 30}), tmp_path / "model.pt", resume)
     assert not (tmp_path / "model.pt").exists()
     ckpt = load_latest_checkpoint(resume)
     assert ckpt["step"] == 10
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     monkeypatch.setattr(teacher_mod, "teacher_loss", real_loss)  # fixed: the rerun resumes from step 10
     seen = []
-    cfg = tiny_cfg("nerf", steps=12, check_learned=False)  # 12 steps learn too little to pass that check
+    cfg = tiny_teacher("nerf", {"steps": 12, "check_learned": False})  # 12 steps learn too little to pass that check
     train_teacher(scene, cfg, tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
     assert seen == [11, 12]
 
 
 def _logged_rows(kind: str, scene, folder: Path, log_every: int) -> dict:
     """step -> (loss, train_psnr, lr) of the history.csv of a 12-step tiny run logged every ``log_every`` steps."""
-    cfg = tiny_cfg(kind, steps=12, log_every=log_every, ckpt_every=100, check_learned=False)
+    cfg = tiny_teacher(kind, {"steps": 12, "log_every": log_every, "ckpt_every": 100, "check_learned": False})
     train_teacher(scene, cfg, folder / "model.pt", folder / "resume", history_path=folder / "history.csv")
     frame = read_history(folder / "history.csv").dropna(subset=["loss"])
     return {int(r.step): (r.loss, r.train_psnr, r.lr) for r in frame.itertuples()}
@@ -274,7 +244,7 @@ def test_losses_read_only_at_log_steps_are_the_same_numbers(kind, scene, tmp_pat
     assert sorted(every) == list(range(1, 13)) and sorted(third) == [1, 4, 7, 10, 12]  # steps done; the last too
     for step, row in third.items():
         assert row == every[step], step  # exactly: the same numbers, read later
-    cfg = teacher_mod.resolve_for_scene(tiny_cfg(kind, steps=12), scene)
+    cfg = teacher_mod.resolve_for_scene(tiny_teacher(kind, {"steps": 12}), scene)
     info, dev = teacher_mod.scene_info(scene), torch.device("cpu")
     gen = teacher_mod.seed_everything(cfg.seed)  # as train_teacher seeds its model and draws
     rngs = (gen, torch.Generator(device=dev).manual_seed(cfg.seed + 1))
@@ -304,7 +274,7 @@ def test_nan_between_log_steps_stops_at_the_next_log_step_or_checkpoint(nan_from
     monkeypatch.setattr(teacher_mod, "teacher_loss", poisoned)
     resume = tmp_path / "resume"
     with pytest.raises(R2LError, match=error):
-        train_teacher(scene, tiny_cfg("nerf", steps=30), tmp_path / "model.pt", resume)
+        train_teacher(scene, tiny_teacher("nerf", {"steps": 30}), tmp_path / "model.pt", resume)
     assert not (tmp_path / "model.pt").exists()
     ckpt = load_latest_checkpoint(resume)
     if nan_from > 10:
@@ -328,8 +298,8 @@ def test_load_teacher_errors(tmp_path):
 def test_forward_facing_scene_trains_in_ndc(kind, tmp_path):
     scene = load_scene("llff", write_llff(tmp_path / "llff", seed=0, width=32, height=24, n_views=10))
     assert scene.ndc
-    metrics = train_teacher(scene, tiny_cfg(kind, steps=60, nerf={**TINY_NERF, "n_fine": None}), tmp_path / "m.pt",
-                            tmp_path / "resume")
+    cfg = tiny_teacher(kind, {"steps": 60, "nerf": {**TINY_NERF, "n_fine": None}})
+    metrics = train_teacher(scene, cfg, tmp_path / "m.pt", tmp_path / "resume")
     assert metrics["val_psnr"] > metrics["loss_history"][0][2] + 4.0
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
     assert saved["scene"]["ndc"] and saved["config"]["nerf"]["raw_noise_std"] == 1.0  # LLFF presets filled in
@@ -372,17 +342,19 @@ def test_a_teacher_below_the_mean_colour_image_stops_with_an_error(scene, tmp_pa
     monkeypatch.setattr(teacher_mod, "validate", lambda *a: {"psnr": 9.5, "baseline_psnr": 12.25, "miss": 0.4})
     with pytest.raises(R2LError, match=r"has not learned the scene: validation PSNR 9.50 dB at step 20 is below "
                                         r"the 12.25 dB of an image painted in the mean training colour"):
-        train_teacher(scene, tiny_cfg("grid", steps=20), tmp_path / "m.pt", tmp_path / "resume")
+        train_teacher(scene, tiny_teacher("grid", {"steps": 20}), tmp_path / "m.pt", tmp_path / "resume")
     assert not (tmp_path / "m.pt").exists()
     assert load_latest_checkpoint(tmp_path / "resume")["step"] == 20  # the work is kept for a rerun
-    train_teacher(scene, tiny_cfg("grid", steps=20, check_learned=False), tmp_path / "m.pt", tmp_path / "resume")
+    cfg = tiny_teacher("grid", {"steps": 20, "check_learned": False})
+    train_teacher(scene, cfg, tmp_path / "m.pt", tmp_path / "resume")
     assert (tmp_path / "m.pt").exists()
 
 
 def test_format_dependent_settings_are_resolved_and_logged(tmp_path, caplog):
     scene = load_scene("llff", write_llff(tmp_path / "llff", seed=0, width=32, height=24, n_views=10))
     with caplog.at_level("INFO", logger="r2l"):
-        train_teacher(scene, tiny_cfg("grid", steps=5, check_learned=False), tmp_path / "m.pt", tmp_path / "r")
+        cfg = tiny_teacher("grid", {"steps": 5, "check_learned": False})
+        train_teacher(scene, cfg, tmp_path / "m.pt", tmp_path / "r")
     saved = torch.load(tmp_path / "m.pt", weights_only=True)["config"]["grid"]
     assert (saved["density_activation"], saved["l1_weight"], saved["tv_weight"]) == ("relu", 0.0, 0.02)
     assert ("resolved from the scene format: feature_freqs=0, view_freqs=0, density_activation=relu, l1_weight=0.0, "
@@ -392,14 +364,11 @@ def test_format_dependent_settings_are_resolved_and_logged(tmp_path, caplog):
     assert scene.background == (0.0, 0.0, 0.0)  # LLFF is not composited on white (nerf-pytorch)
 
 
-def shipped_teacher_section(**over) -> dict:
+def shipped_teacher_section(over: dict) -> dict:
     """The teacher section of config/config.yaml (the defaults users get), with ``over`` merged in."""
-    import yaml
-
     from r2l.core.config import deep_merge
 
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
-    return deep_merge(config["teacher"], over)
+    return deep_merge(default_config()["teacher"], over)
 
 
 SHORT_GRID_RUN = {"steps": 300, "batch_rays": 256, "val_every": 0, "val_views": 2, "ckpt_every": 300, "device": "cpu",
@@ -408,7 +377,7 @@ SHORT_GRID_RUN = {"steps": 300, "batch_rays": 256, "val_every": 0, "val_views": 
 
 def short_val(scene, tmp_path) -> dict:
     """Train the shipped grid teacher settings, shortened to 300 steps of 256 rays; score the val views."""
-    cfg = teacher_config_from_dict(shipped_teacher_section(**SHORT_GRID_RUN, check_learned=False))
+    cfg = teacher_config_from_dict(shipped_teacher_section({**SHORT_GRID_RUN, "check_learned": False}))
     metrics = train_teacher(scene, cfg, tmp_path / "m.pt", tmp_path / "resume")
     teacher = load_teacher(tmp_path / "m.pt")
     val = teacher_mod.validate(teacher.model, teacher.cfg, teacher.info, scene, torch.device("cpu"),

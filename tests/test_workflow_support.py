@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import yaml
 
 from r2l.workflow import prepare_resume_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, default_config
 
 
 def make_ckpts(folder, n=2):
@@ -71,9 +72,10 @@ def _conda_directives() -> list[tuple[Path, str]]:
     return found
 
 
-def test_every_rule_env_is_a_dependency_only_env_file():
-    """Rules name workflow/envs/r2l.yaml, which parses and lists dependencies only (no install of the checkout:
-    Snakemake builds envs from its own copy of the file, where ``-e .`` would point elsewhere)."""
+def test_every_rule_env_installs_the_running_checkout():
+    """Rules name workflow/envs/r2l.yaml, which lists the dependencies only (Snakemake builds envs from its own copy
+    of the file, where ``-e .`` would point elsewhere); its post-deploy script, which Snakemake runs in each env it
+    builds, installs the checkout the Snakefile names in R2L_CHECKOUT, editable and without dependencies."""
     directives = _conda_directives()
     assert len(directives) >= 12
     for smk, env in directives:
@@ -82,24 +84,57 @@ def test_every_rule_env_is_a_dependency_only_env_file():
     spec = yaml.safe_load((ROOT / "workflow" / "envs" / "r2l.yaml").read_text())
     deps = [d for d in spec["dependencies"] if isinstance(d, str)]
     pip = [p for d in spec["dependencies"] if isinstance(d, dict) for p in d["pip"]]
-    assert any(d.startswith("pytorch") for d in deps) and any(d.startswith("python") for d in deps)
+    assert {"python", "pytorch", "setuptools", "pip"} <= {re.split(r"[<>=]", d)[0] for d in deps}
     assert not [p for p in pip if p.startswith("-e") or p.strip() in (".", "r2l")]
+    deploy = (ROOT / "workflow" / "envs" / "r2l.post-deploy.sh").read_text()
+    install = [line for line in deploy.splitlines() if "pip install" in line]
+    assert len(install) == 1 and "--no-deps" in install[0] and '--editable "$R2L_CHECKOUT"' in install[0], install
+    assert "os.environ.update(R2L_CHECKOUT=workflow.basedir)" in (ROOT / "Snakefile").read_text()
+    out = subprocess.run(["bash", str(ROOT / "workflow" / "envs" / "r2l.post-deploy.sh")], capture_output=True,
+                         text=True, env={k: v for k, v in os.environ.items() if k != "R2L_CHECKOUT"})
+    assert out.returncode != 0 and "R2L_CHECKOUT: is not set" in out.stderr, out.stderr  # installs nothing then
     user_env = yaml.safe_load((ROOT / "environment.yml").read_text())  # the env to run Snakemake from
     assert "-e ." in [p for d in user_env["dependencies"] if isinstance(d, dict) for p in d["pip"]]
 
 
-def test_a_rule_script_imports_r2l_from_the_checkout(tmp_path):
-    """Run a script's import lines the way Snakemake does (the script folder appended to sys.path) in a Python
-    that sees no installed packages (-S): r2l still comes from this checkout."""
-    code = (f"import sys; sys.path.append({str(ROOT / 'workflow' / 'scripts')!r}); "
-            "import _checkout; import r2l.core.errors; print(r2l.__file__)")
-    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+SCRIPTS = ROOT / "workflow" / "scripts"
+
+
+def test_each_rule_runs_the_script_of_its_name():
+    """Rule X runs workflow/scripts/X.py, and every script there belongs to a rule."""
+    rules = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), flags=re.M | re.S):
+            script = re.search(r'script:\s*"\.\./scripts/(\w+)\.py"', body)
+            rules[name] = script and script.group(1)
+    assert rules and all(script == name for name, script in rules.items()), rules
+    assert {p.stem for p in SCRIPTS.glob("*.py") if not p.name.startswith("_")} == set(rules)
+
+
+def test_a_rule_script_needs_r2l_installed_and_says_so_in_one_line(tmp_path):
+    """Run a script's first import the way Snakemake does (the script folder appended to sys.path): with r2l
+    installed it imports this checkout's package silently; in a Python that sees no installed packages (-S) it
+    stops with one line saying how to install it."""
+    code = f"import sys; sys.path.append({str(SCRIPTS)!r}); import _require_r2l; import r2l; print(r2l.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
     assert Path(out.stdout.strip()) == ROOT / "r2l" / "__init__.py"
-    scripts = sorted(p for p in (ROOT / "workflow" / "scripts").glob("*.py") if p.name != "_checkout.py")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == "", out.stdout
+    assert out.stderr.count("\n") == 1 and f"install it from the checkout: pip install -e {ROOT}" in out.stderr
+    other = tmp_path / "elsewhere" / "r2l"  # an r2l installed from another copy runs, with a warning
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(other.parent)})
+    assert out.returncode == 0 and Path(out.stdout.strip()) == other / "__init__.py", out.stderr
+    assert f"runs the r2l installed at {other}, not the code of this checkout ({ROOT})" in out.stderr
+    scripts = sorted(p for p in SCRIPTS.glob("*.py") if not p.name.startswith("_"))
     first_imports = [next(line for line in p.read_text().splitlines() if line.startswith(("import", "from")))
                      for p in scripts]
-    assert all(line.startswith("import _checkout") for line in first_imports), dict(zip(scripts, first_imports))
+    assert all(line.startswith("import _require_r2l") for line in first_imports), dict(zip(scripts, first_imports))
+    patching = re.compile(r"sys\.path\.(insert|append|extend)\(|sys\.path\s*\+?=")
+    assert not [p.name for p in SCRIPTS.glob("*.py") if patching.search(p.read_text())]  # none patches sys.path
 
 
 # ----------------------------------------------------------------------------- paths stay inside
@@ -216,7 +251,7 @@ def test_changed_scene_bytes_restart_the_teacher_and_are_recorded(tmp_path, monk
 
     monkeypatch.chdir(tmp_path)
     scene_dir = write_blender(tmp_path / "toy", seed=0, resolution=16, n_train=3, n_val=1, n_test=1)
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config = default_config()
     config["scenes"] = {"toy": {"format": "blender", "path": str(scene_dir), "resolution": 16}}
     job = _job(config, scene_dir)
     with job.locks:

@@ -2,16 +2,21 @@
 
 A config (``config/config.yaml``) has a ``scenes:`` mapping and one section per stage (``colmap`` for
 photos scenes, ``teacher``, ``pseudo_data``, ``student``, ``finetune``, ``evaluate``). A scene entry may
-override any stage setting under a key of the stage's name; :func:`stage_section` merges the two.
+override any stage setting under a key of the stage's name; :func:`stage_section` merges the two, and
+:func:`scene_settings`, :func:`scene_identity`, :func:`scene_source_dir`, :func:`compared_families` and
+:func:`family_section` read a scene's entry. Needs only PyYAML and jsonschema (no torch, no numpy): the
+Snakefile imports it.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
+import math
+import re
 import typing
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -45,22 +50,51 @@ def load_schema() -> dict:
 
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_KINDS = {int: "integer", float: "number", bool: "boolean", str: "string"}  # Python hint -> JSON-schema type
+_ARTICLES = {"integer": "an integer", "number": "a number", "boolean": "a boolean", "string": "a string"}
 
 
-def _numbers_from_strings(config: dict, validator) -> None:
-    """Turn numbers that YAML read as strings (``5e-4``: YAML 1.1 wants ``5.0e-4``) into numbers, in place,
-    wherever the schema asks for a number; other strings are left for validation to report."""
+def as_type(value, kind: str):
+    """``value`` as the JSON-schema type ``kind`` (integer, number, boolean or string); raises ValueError.
+
+    The one coercer of config values: schema validation and dataclass building both use it. A string that is a
+    number (YAML 1.1 reads ``5e-4`` as one) becomes a number, ``1e3`` or ``1000.0`` an integer; a bool is never a
+    number, nor a number a bool or a string.
+    """
+    wrong = ValueError(f"expected {_ARTICLES[kind]}")
+    if kind in ("boolean", "string"):
+        if not isinstance(value, bool if kind == "boolean" else str):
+            raise wrong
+        return value
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise wrong
+    if kind == "number":
+        return float(value)
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise wrong
+    return int(value)
+
+
+def _coerce_for_schema(config: dict, validator) -> None:
+    """Turn values of the wrong type that :func:`as_type` can convert (numbers YAML read as strings, ``1e3`` for
+    an integer) into the type the schema asks for, in place; the rest are left for validation to report."""
     for error in list(validator.iter_errors(config)):
-        wanted = error.schema.get("type") if error.validator == "type" else None
-        wanted = [wanted] if isinstance(wanted, str) else wanted or []
-        if not isinstance(error.instance, str) or not _NUMBER.match(error.instance.strip()):
+        if error.validator != "type" or not error.absolute_path:
             continue
-        if "number" in wanted or ("integer" in wanted and float(error.instance).is_integer()):
-            parent = config
-            for key in list(error.absolute_path)[:-1]:
-                parent = parent[key]
-            value = float(error.instance)
-            parent[error.absolute_path[-1]] = int(value) if "number" not in wanted else value
+        wanted = error.schema["type"]
+        for kind in [wanted] if isinstance(wanted, str) else wanted:
+            if kind in ("integer", "number") and isinstance(error.instance, str):
+                try:
+                    value = as_type(error.instance, kind)
+                except ValueError:
+                    continue
+                parent = config
+                for key in list(error.absolute_path)[:-1]:
+                    parent = parent[key]
+                parent[error.absolute_path[-1]] = value
+                break
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
@@ -68,7 +102,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema())
-    _numbers_from_strings(config, validator)
+    _coerce_for_schema(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     lines = [f"  {_where(e)}: {_message(e)}" for e in errors]
     scenes = config.get("scenes") if isinstance(config.get("scenes"), dict) else {}
@@ -108,8 +142,55 @@ def stage_section(config: dict, stage: str, scene: str) -> dict:
     return deep_merge(config.get(stage, {}), config["scenes"][scene].get(stage, {}))
 
 
+STAGE_SECTIONS = ("colmap", "teacher", "pseudo_data", "student", "finetune", "evaluate")  # a scene may override them
+
+
+def scene_settings(config: dict, scene: str) -> dict:
+    """A scene's entry with ``scene_defaults`` filled in for the keys it does not set (``builtin`` key by key)."""
+    return deep_merge(config["scene_defaults"], config["scenes"][scene])
+
+
+def scene_identity(config: dict, scene: str) -> dict:
+    """:func:`scene_settings` without the stage sections a scene may override (``STAGE_SECTIONS``): what a stage
+    depends on of its scene, besides its own section (a scene's ``evaluate:`` override reruns no teacher)."""
+    return {k: v for k, v in scene_settings(config, scene).items() if k not in STAGE_SECTIONS}
+
+
+def scene_source_dir(config: dict, scene: str) -> Path:
+    """Where a scene's files are: its ``path:``, else the folder the download/builtin/colmap rule makes.
+
+    A ``format: photos`` scene's ``path:`` holds the photos; its scene folder is made by the colmap rule.
+    """
+    entry = config["scenes"][scene]
+    if "path" in entry and entry["format"] != "photos":
+        return Path(entry["path"])
+    return Path("resources") / "scenes" / scene
+
+
+def compared_families(config: dict, scene: str) -> list[str]:
+    """The student families a scene trains beside its own (``student.compare``), in config order."""
+    return list(stage_section(config, "student", scene).get("compare") or [])
+
+
+def family_section(section: dict, extra: str) -> dict:
+    """The student settings of the student kept in ``results/{scene}/student{extra}/``.
+
+    section: the scene's ``student`` settings. extra: ``""`` for its own family (``family``), ``"_NAME"`` for the
+    family NAME of its ``compare`` list. The result names that family and has no ``compare`` (which changes no
+    student: adding a family to compare reruns nothing already trained).
+    """
+    out = {k: v for k, v in section.items() if k != "compare"}
+    if extra:
+        name = extra.removeprefix("_")
+        if name not in (section.get("compare") or []):
+            raise R2LError(f"student family {name!r} is not in this scene's student.compare "
+                           f"({list(section.get('compare') or [])})")
+        out["family"] = name
+    return out
+
+
 def coerce(value, hint, where: str):
-    """``value`` as the simple type ``hint`` (YAML reads ``5e-4`` as a string, ``1`` for ``1.0``).
+    """``value`` as the type ``hint`` of a dataclass field, through :func:`as_type`.
 
     int, float, bool and str are checked and converted; ``X | None`` allows None; tuples are built from
     lists; other hints pass the value through.
@@ -121,23 +202,11 @@ def coerce(value, hint, where: str):
         hint = next(a for a in args if a is not type(None))
     if typing.get_origin(hint) is tuple and isinstance(value, list):
         return tuple(value)
-    if hint not in (int, float, bool, str):
+    if hint not in _KINDS:
         return value
     try:
-        if hint is bool or isinstance(value, bool):
-            if not (hint is bool and isinstance(value, bool)):
-                raise ValueError(f"expected {hint.__name__}")
-            return value
-        if hint is int:
-            if float(value) != int(float(value)):
-                raise ValueError("expected an integer")
-            return int(float(value))
-        if hint is float:
-            return float(value)
-        if not isinstance(value, str):
-            raise ValueError("expected a string")
-        return value
-    except (TypeError, ValueError) as err:
+        return as_type(value, _KINDS[hint])
+    except ValueError as err:
         raise R2LError(f"{where}: {value!r} is not valid ({err})") from err
 
 
