@@ -19,6 +19,9 @@ run: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=$(GPUS)
 
 test: $(BIN)/.installed
+	@# the viewer's runtime (onnxruntime-web, pinned by its package-lock) from npm, before the tests: no test downloads;
+	@# without npm the browser tests say so and skip (on CI they fail)
+	-$(BIN)/python -c 'from r2l.report.viewer import ort_runtime; print("onnxruntime-web:", ort_runtime())'
 	$(BIN)/python -m pytest -q tests
 
 dryrun: $(BIN)/.installed

@@ -41,6 +41,7 @@ include: "workflow/rules/teacher.smk"
 include: "workflow/rules/pseudo_data.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/deploy.smk"
 
 
 rule all:

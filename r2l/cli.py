@@ -8,6 +8,8 @@
 - ``r2l render MODEL --path orbit|spiral --out video.mp4`` or ``--pose FILE --out image.png``: renders any
   trained teacher or student with the scene camera stored in its file (or ``--scene DIR --format F``).
 - ``r2l bench [--quick] [--json FILE] [--pipeline-benchmarks DIR]``: each stage's speed against the matmul peak.
+- ``r2l export MODEL --out FILE.onnx [--fp16] [--json]``: a student as one ONNX graph (world-space rays in, colours
+  out; :mod:`r2l.models.export`), checked against torch on a view of its stored camera.
 
 A user error (an :class:`~r2l.core.errors.R2LError`, or bad arguments) is one line on stderr and exit code 1.
 Heavy modules (torch and the package's models) are imported by the commands that need them, so ``--help``
@@ -103,6 +105,8 @@ def build_parser() -> Parser:
     add_info_parser(sub)
     add_render_parser(sub)
     add_bench_parser(sub)
+    add_export_parser(sub)
+    add_view_parser(sub)
     return parser
 
 
@@ -287,7 +291,7 @@ def _fmt(value, unit: str = "", digits: int = 2) -> str:
 def _scene_line(scene: dict | None) -> str:
     """The scene's identity and camera in one line."""
     if not scene:
-        return "not recorded (a student file of r2l 0.1)"
+        return "not recorded (an early student file, format 0)"
     if scene.get("H") is None:
         return f"{scene.get('name')} ({scene.get('format')} format), camera not recorded"
     space = "forward-facing, NDC" if scene.get("ndc") else "object-centric"
@@ -311,12 +315,11 @@ def info_lines(d: dict) -> list[str]:
     if d["total_train_seconds"] is not None and d["total_train_seconds"] != seconds:
         training += f" (this stage; {d['total_train_seconds']:.0f} s with the stages before)"
     device = d["device"] if d["device_name"] in (None, d["device"]) else f"{d['device']} ({d['device_name']})"
-    precision = d["precision"] or f"not recorded (r2l 0.1 file, config amp: {_fmt(d['amp'])}: bf16 autocast on CUDA)"
     rows = [("model", d["file"]), ("kind", role), *family_row,
             ("network", f"{net} ({d['stored_values']:,} stored values{cost})"),
             ("scene", _scene_line(d["scene"])), ("step", _fmt(d["step"])), ("val PSNR", _fmt(d["val_psnr"], " dB")),
-            ("training", training), ("device", _fmt(device)), ("precision", precision),
-            ("file size", f"{d['size_mb']:.2f} MB")]
+            ("training", training), ("device", _fmt(device)), ("precision", _fmt(d["precision"])),
+            ("file size", f"{d['size_mb']:.2f} MB"), ("format", f"{d['format_version']} (model file layout)")]
     return [textwrap.fill(f"{name:<10} {value}", 110, subsequent_indent=" " * 11, break_on_hyphens=False)
             for name, value in rows]
 
@@ -502,7 +505,7 @@ def render_scene(args: argparse.Namespace, model):
     else:
         camera = model_camera(model)
         if camera is None:
-            raise DataError(args.model, "the file stores no scene camera (written before r2l 0.2): retrain it, or "
+            raise DataError(args.model, "the file stores no scene camera (an early file, format 0): retrain it, or "
                                         "pass --scene DIR --format blender|llff")
         scene = scene_from_camera(camera, args.model.stem)
     from r2l.models.teacher import Teacher
@@ -622,10 +625,95 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+
+
+def add_export_parser(sub) -> None:
+    p = add_command(sub, "export", "a student as one ONNX graph (rays in, colours out)", (
+        "Export a trained student (r2l or grid family) to ONNX: the graph takes world-space ray origins and "
+        "directions (n_rays, 3) float32 each, as a camera casts them (OpenGL camera-to-world), and returns colours "
+        "(n_rays, 3); the NDC map of a forward-facing scene, the points along each ray and the network are inside "
+        "it, and the scene camera is in its metadata. Then renders one view of the stored camera through "
+        "onnxruntime and torch on the CPU and prints the largest colour difference, the file size and both "
+        "runtimes' ms per frame."),
+        ["r2l export results/builtin/finetuned/model.pt --out builtin.onnx",
+         "r2l export results/builtin/finetuned/model.pt --out builtin16.onnx --fp16 --json"])
+    p.add_argument("model", type=Path, metavar="MODEL", help="a student or finetuned model file (.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the ONNX file to write (.onnx)")
+    p.add_argument("--fp16", action="store_true",
+                   help="store the weights as float16 (half the file; the arithmetic stays float32)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads of both runtimes in the check (default torch's)")
+    p.add_argument("--json", action="store_true", help="print the export's numbers as JSON instead of text")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export ``args.model`` to ``args.out`` and print how it compares with torch (text or JSON)."""
+    from r2l.models.export import require
+    from r2l.models.export_check import check_line, export_and_check
+    from r2l.models.load import load_model
+
+    if args.out.suffix.lower() != ".onnx" or args.out.is_dir():
+        raise UsageError(f"--out {args.out} must be a file ending in .onnx", "r2l export")
+    require("onnx", "onnxscript", "onnxruntime")
+    try:
+        check_writable(args.out)
+    except UsageError as err:
+        raise UsageError(str(err), "r2l export") from None
+    read_model(args.model, lambda path: load_model(path, "cpu", precision="fp32"))  # a bad file: one line
+    check = export_and_check(args.model, args.out, package_version(), args.fp16, args.threads)
+    written, family = check["file"], check["family"]
+    if args.json:
+        print(json.dumps(check, indent=2))
+    else:
+        weights = "float16" if args.fp16 else "float32"
+        print(f"wrote {written} ({family} student, opset {check['opset']}, {weights} weights; "
+              f"rays_o, rays_d (n_rays, 3) world-space in, rgb (n_rays, 3) out)")
+        print(check_line(check))
+    return 0
+
+
+# ----------------------------------------------------------------------------- view
+
+
+def add_view_parser(sub) -> None:
+    p = add_command(sub, "view", "serve a scene's viewer on 127.0.0.1", (
+        "Serve the static viewer of a scene (results/{scene}/viewer/: the exported student, rendered in the "
+        "browser with onnxruntime-web; no compute on the server) on 127.0.0.1 and print its URL; serves until "
+        "Ctrl-C. Any static file server serves the folder too (then onnxruntime-web runs on one thread)."),
+        ["r2l view results/builtin", "r2l view builtin --port 8000", "r2l view results/builtin/viewer"])
+    p.add_argument("where", type=Path, metavar="RESULTS_DIR_OR_SCENE",
+                   help="a results/{scene} folder, a viewer folder, or a scene name (results/NAME/viewer)")
+    p.add_argument("--port", type=int, default=0, help="the port (default a free one)")
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """Serve the viewer ``args.where`` names on 127.0.0.1 until interrupted (Ctrl-C: exit status 0)."""
+    import threading
+
+    from r2l.report.viewer import serve, viewer_folder
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: a port is 0 (any free one) to 65535", "r2l view")
+    folder = viewer_folder(args.where)
+    try:
+        server, url = serve(folder, args.port)
+    except OSError as err:
+        raise R2LError(f"cannot serve on 127.0.0.1:{args.port} ({err.strerror or err})") from None
+    print(f"serving {folder} at {url} (Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
-COMMANDS = {"info": cmd_info, "render": cmd_render, "bench": cmd_bench}
+COMMANDS = {"info": cmd_info, "render": cmd_render, "bench": cmd_bench, "export": cmd_export, "view": cmd_view}
 
 
 def dispatch(argv: list[str]) -> int:

@@ -11,7 +11,7 @@ import yaml
 
 from r2l.workflow import prepare_resume_dir
 
-from helpers import ROOT, default_config
+from helpers import ROOT, TEST_CONFIG, default_config, snakemake_command
 
 
 def make_ckpts(folder, n=2):
@@ -333,3 +333,26 @@ def test_each_attempt_keeps_its_own_copy_of_the_log(tmp_path, monkeypatch):
     assert "first attempt" in attempts[0].read_text() and "steps" in attempts[0].read_text()
     assert "second attempt" in attempts[1].read_text()
     assert "second attempt" in Path("logs/x/rule.log").read_text()
+
+
+def _dry_run_jobs(workdir: Path, deploy: dict) -> dict[str, int]:
+    """Job counts of a dry run of the tiny config with ``deploy`` as its deploy: section."""
+    extra = workdir / "deploy.yaml"
+    extra.write_text(yaml.safe_dump({"deploy": deploy}))
+    out = subprocess.run(snakemake_command(workdir, "-n", configfiles=(TEST_CONFIG, extra)), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    stats = out.stdout.split("Job stats:")[1].split("total")[0]
+    return {row.split()[0]: int(row.split()[1]) for row in stats.splitlines()[3:] if row.strip()}
+
+
+def test_deploy_section_adds_export_viewer_and_screenshot_jobs(tmp_path):
+    """Off by default; export: one job per finetuned student (the tiny config's builtin scene compares r2l, so
+    3 for 2 scenes); viewer: one per scene (and the exports); screenshot: one per scene, implying both."""
+    off = _dry_run_jobs(tmp_path, {"export": False})
+    assert not {"export", "viewer", "viewer_screenshot"} & set(off)
+    exported = _dry_run_jobs(tmp_path, {"export": True})
+    assert exported["export"] == 3 and "viewer" not in exported
+    shot = _dry_run_jobs(tmp_path, {"screenshot": True})
+    assert (shot["export"], shot["viewer"], shot["viewer_screenshot"]) == (3, 2, 2)
+    assert {k: v for k, v in shot.items() if k not in ("export", "viewer", "viewer_screenshot", "total")} == off

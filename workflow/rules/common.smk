@@ -156,7 +156,33 @@ def final_outputs():
         for scene in RUN_SCENES
         for path in compared_files(scene, ["student", "finetuned"], "model.pt").values()
     ]
-    return expand(per_scene, scene=RUN_SCENES) + compared + ["results/summary.md"]
+    return (
+        expand(per_scene, scene=RUN_SCENES)
+        + compared
+        + deploy_outputs()
+        + ["results/summary.md"]
+    )
+
+
+def deploy_outputs():
+    """What the ``deploy:`` section asks for: every finetuned student's ONNX file and check, the viewer, its
+    screenshot (each implies the ones before it)."""
+    wanted = config["deploy"]
+    viewer = wanted["viewer"] or wanted["screenshot"]
+    out = []
+    for scene in RUN_SCENES if wanted["export"] or viewer else []:
+        out += [
+            f"results/{scene}/export/model.onnx",
+            f"results/{scene}/export/check.json",
+        ]
+        out += compared_files(scene, ["export"], "check.json").values()
+    out += expand("results/{scene}/viewer", scene=RUN_SCENES) if viewer else []
+    out += (
+        expand("results/{scene}/viewer.png", scene=RUN_SCENES)
+        if wanted["screenshot"]
+        else []
+    )
+    return out
 
 
 def job_threads(stage):

@@ -1,0 +1,227 @@
+"""``r2l export``: a student of either family as one ONNX graph that gives torch's colours from world-space rays.
+
+Tiny students with random (non-trivial) weights on an object-centric and a forward-facing (NDC) scene are exported,
+run in onnxruntime on every ray of a view and compared with ``Student.render_rays`` on the same view's render-space
+rays; also any batch size, the metadata, float16 weights, the command's output and its one-line errors. The gather
+lookups of the grid student are checked against ``grid_sample`` in torch alone (no ONNX packages needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from r2l.cli import main
+from r2l.core.checkpoint import atomic_torch_save
+from r2l.data.builtin import write_blender, write_llff
+from r2l.data.registry import load_scene
+from r2l.geometry.rays import get_rays
+from r2l.models.export import EXPORT_FORMAT, INPUTS, OPSET, OUTPUT, bilinear, plane_table, trilinear
+from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
+from r2l.models.load import load_model
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.stages.student import DistillConfig
+
+MISSING = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed: pip install -e '.[export]'")
+
+NET = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
+GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_refine=4, n_fine=2, resolutions=(8, 16), channels=3,
+                             mlp_width=16)
+# Largest |onnxruntime - torch| of a colour. The MLP's is float32 rounding (measured 8.7e-6 on the 12x128 student of
+# a 64 x 64 builtin view). The grid student's depth is a softmax expectation divided by the opacity, which is 1 - the
+# background weight: on rays with almost no opacity a last-bit difference in the exponentials moves the depth (by
+# 0.8% on the worst measured ray) and so the feature points; colours then differ by up to 2.8e-5 (trained default
+# grid student, 64 x 64 view; torch's grid_sample and the gathers differ by 1.8e-7 in torch alone).
+TOLERANCE = {"r2l": 1e-5, "grid": 1e-4}
+
+
+@pytest.fixture(autouse=True)
+def quiet_logging(monkeypatch):
+    """In-process runs of the command keep pytest's logging (it configures the root logger otherwise)."""
+    monkeypatch.setattr("r2l.core.log.setup_logging", lambda: None)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("scenes")
+    orbit = write_blender(root / "orbit", seed=0, resolution=16, n_train=2, n_val=1, n_test=1, spp=1)
+    ff = write_llff(root / "ff", seed=1, width=16, height=12, n_views=6, spp=1)
+    return {"orbit": load_scene("builtin", orbit), "ndc": load_scene("llff", ff)}
+
+
+def random_student(path: Path, scene, family: str) -> Path:
+    """A student file (the keys r2l.stages.student writes) of ``family`` with random weights that make every part
+    of the network matter: grid logits of several units and a box smaller than the scene (rays leave it)."""
+    torch.manual_seed(3)
+    if family == "grid":
+        box = torch.tensor([[-0.8, -0.8, -0.6], [0.8, 0.8, 0.6]]) * (1.0 if scene.ndc else 1.5)
+        net, config = GridStudentNet(GRID_NET, box), dataclasses.asdict(DistillConfig(family="grid", grid=GRID_NET))
+        with torch.no_grad():
+            net.geometry.normal_(0.0, 3.0)
+            net.background.fill_(-1.0)
+    else:
+        net, config = R2LNet(NET), dataclasses.asdict(DistillConfig(network=NET))
+    cam = scene.camera()
+    atomic_torch_save({
+        "weights": net.state_dict(), "config": config, "kind": "finetuned", "near": cam["near"], "far": cam["far"],
+        "ndc": cam["ndc"], "ndc_near": cam["ndc_near"], "scene": {"name": scene.name, "format": scene.format, **cam},
+        "step": 7, "metrics": {"val_psnr": 11.5, "train_seconds": 1.0, "device": "cpu", "device_name": "cpu"},
+    }, path)
+    return path
+
+
+def world_rays(scene) -> tuple[torch.Tensor, torch.Tensor]:
+    """World-space rays (H * W, 3) of the scene's first view, as a client builds them."""
+    return get_rays(torch.as_tensor(scene.poses[0]), scene.H, scene.W, scene.focal)
+
+
+def run_onnx(path: Path, rays_o: torch.Tensor, rays_d: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {INPUTS[0]: rays_o.numpy(), INPUTS[1]: rays_d.numpy()})[0]
+
+
+@pytest.fixture(scope="module")
+def exported(scenes, tmp_path_factory) -> dict:
+    """(family, scene kind) -> (model file, ONNX file) for both families on both scenes."""
+    if MISSING:
+        pytest.skip(f"{', '.join(MISSING)} not installed: pip install -e '.[export]'")
+    from r2l.models.export import export_student
+
+    d = tmp_path_factory.mktemp("export")
+    out = {}
+    for family in ("r2l", "grid"):
+        for kind, scene in scenes.items():
+            model = random_student(d / f"{family}_{kind}.pt", scene, family)
+            student = load_model(model, "cpu", precision="fp32")
+            out[family, kind] = model, export_student(student, model, d / f"{family}_{kind}.onnx", "test")
+    return out
+
+
+@needs_onnx
+@pytest.mark.parametrize("family", ["r2l", "grid"])
+@pytest.mark.parametrize("kind", ["orbit", "ndc"])
+def test_onnx_gives_torch_colours_for_any_batch(exported, scenes, family, kind):
+    model, onnx_file = exported[family, kind]
+    scene = scenes[kind]
+    rays_o, rays_d = world_rays(scene)
+    want = load_model(model, "cpu", precision="fp32").render_rays(*scene.rays(scene.poses[0])).numpy()
+    got = run_onnx(onnx_file, rays_o, rays_d)
+    assert got.shape == (scene.H * scene.W, 3) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= TOLERANCE[family]
+    assert want.std() > 0.01  # the view is not one flat colour: the comparison means something
+    for rows in (slice(0, 1), slice(5, 42)):  # other batch sizes give the same colours
+        assert np.abs(run_onnx(onnx_file, rays_o[rows], rays_d[rows]) - want[rows]).max() <= TOLERANCE[family]
+
+
+@needs_onnx
+def test_metadata_and_signature_round_trip(exported, scenes):
+    import onnx
+
+    from r2l.models.export import read_metadata
+
+    model, onnx_file = exported["grid", "ndc"]
+    scene = scenes["ndc"]
+    meta = read_metadata(onnx_file)
+    assert meta["r2l_export_format"] == EXPORT_FORMAT and meta["opset"] == OPSET
+    assert meta["inputs"] == list(INPUTS) and meta["outputs"] == [OUTPUT] and meta["ray_space"] == "world"
+    assert "OpenGL camera-to-world" in meta["camera_convention"]
+    assert (meta["family"], meta["kind"], meta["step"], meta["val_psnr"]) == ("grid", "finetuned", 7, 11.5)
+    assert (meta["near"], meta["far"], meta["ndc"], meta["ndc_near"]) == (0.0, 1.0, True, scene.ndc_near)
+    assert (meta["scene_name"], meta["scene_format"]) == (scene.name, scene.format)
+    assert (meta["H"], meta["W"], meta["focal"]) == (scene.H, scene.W, scene.focal)
+    assert meta["weights"] == "float32" and meta["render_poses"] == scene.camera()["render_poses"]
+    proto = onnx.load(str(onnx_file))
+    assert {o.domain: o.version for o in proto.opset_import}[""] == OPSET
+    for value, name in [*zip(proto.graph.input, INPUTS, strict=True), (proto.graph.output[0], OUTPUT)]:
+        dims = value.type.tensor_type.shape.dim
+        assert value.name == name and value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert dims[0].dim_param and dims[1].dim_value == 3  # (n_rays, 3), n_rays free
+    assert not {n.op_type for n in proto.graph.node} & {"GridSample", "Loop", "If"}
+
+
+@needs_onnx
+def test_float16_weights(exported, scenes, tmp_path):
+    import onnx
+
+    from r2l.models.export import export_student, read_metadata
+
+    model, full = exported["grid", "orbit"]
+    half = export_student(load_model(model, "cpu", precision="fp32"), model, tmp_path / "half.onnx", "test", fp16=True)
+    assert read_metadata(half)["weights"] == "float16" and half.stat().st_size < full.stat().st_size
+    weights = [w for w in onnx.load(str(half)).graph.initializer if np.prod(w.dims) >= 16 and w.data_type in (
+        onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    assert weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)
+    rays = world_rays(scenes["orbit"])
+    mse = float(np.mean((run_onnx(half, *rays) - run_onnx(full, *rays)) ** 2))
+    assert -10 * np.log10(mse) > 40.0  # dB of the float16 colours against the float32 ones
+
+
+def test_gather_lookups_are_grid_sample():
+    """trilinear (inside the grid) and bilinear (two planes in one table, anywhere: zero padding) against torch's
+    grid_sample."""
+    torch.manual_seed(0)
+    grid, planes = torch.randn(5, 6, 7), torch.randn(2, 3, 6, 9)
+    g = torch.rand(500, 3) * 2 - 1
+    want = F.grid_sample(grid[None, None], g.reshape(1, -1, 1, 1, 3), align_corners=True).reshape(-1)
+    got = trilinear(grid.reshape(-1), tuple(grid.shape), g[:, 0], g[:, 1], g[:, 2])
+    assert torch.allclose(got, want, atol=1e-6)
+    edges = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [1.0, -1.0], [-1.1, 0.3], [0.2, 1.05], [1.3, -2.0], [9.0, 9.0]])
+    xy = torch.stack([torch.cat([torch.rand(500, 2) * 3 - 1.5, edges]) for _ in planes])  # (2, m, 2)
+    want = F.grid_sample(planes, xy[:, :, None, :], align_corners=True)[..., 0]  # (2, 3, m)
+    table = torch.cat([plane_table(p) for p in planes], dim=1)
+    got = bilinear(table, tuple(planes.shape[2:]), xy[..., 0], xy[..., 1])  # (3, 2, m)
+    assert torch.allclose(got.transpose(0, 1), want, atol=1e-6)
+    assert got[..., -2:].abs().max() == 0  # beyond one node outside: zero
+
+
+@needs_onnx
+def test_export_command_prints_the_check(exported, tmp_path, capsys):
+    model, _ = exported["r2l", "orbit"]
+    assert main(["export", str(model), "--out", str(tmp_path / "a.onnx"), "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"wrote {tmp_path / 'a.onnx'} (r2l student, opset {OPSET}")
+    assert "max abs diff" in lines[1] and "ms/frame" in lines[1] and "1 CPU thread" in lines[1]
+    assert main(["export", str(model), "--out", str(tmp_path / "b.onnx"), "--json", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_abs_diff"] <= TOLERANCE["r2l"] and report["size_bytes"] == (tmp_path / "b.onnx").stat().st_size
+    assert report["onnx_ms_per_frame"] > 0 and report["torch_ms_per_frame"] > 0 and report["n_rays"] == 256
+
+
+def test_export_of_what_is_no_student_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    for bad in (tmp_path / "notes.txt", tmp_path / "array.npy", tmp_path / "missing.pt"):
+        assert main(["export", str(bad), "--out", str(tmp_path / "x.onnx")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"r2l: error: {bad}: ") and "\n" not in err
+    assert main(["export", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"r2l export: error: --out {tmp_path / 'x.png'} must be a file ending in .onnx"
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_missing_onnx_packages_are_one_line(scenes, tmp_path, capsys, monkeypatch):
+    model = random_student(tmp_path / "s.pt", scenes["orbit"], "r2l")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    assert main(["export", str(model), "--out", str(tmp_path / "s.onnx")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "r2l: error: ONNX export needs onnxscript: pip install 'r2l[export]' (onnx, onnxscript, onnxruntime)"
+
+
+def test_export_help():
+    done = subprocess.run([sys.executable, "-m", "r2l", "export", "--help"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("usage: r2l export") and "--fp16" in done.stdout
