@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import r2l.stages.loop as loop
 import r2l.stages.student as student
 from r2l.core.checkpoint import load_checkpoint
 from r2l.core.errors import R2LError
@@ -123,7 +124,7 @@ def _worker(rank: int, port: int, store: Path, root: Path) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=TIMEOUT))
     if rank == 1:
-        student.save_model_file = student.save_checkpoint = student.write_history = _refuse
+        student.save_model_file = loop.save_checkpoint = loop.write_history = _refuse
     train_student([store], _cfg(**UNEVEN), root / "full.pt", root / "resume_full")
     assert not train_student([store], _cfg(**UNEVEN), root / "resumed.pt", root / "resume", max_steps=10)["finished"]
     train_student([store], _cfg(**UNEVEN), root / "resumed.pt", root / "resume")

@@ -7,7 +7,8 @@ import math
 
 import pytest
 import torch
-from test_distill import _scene, _tiny
+from helpers import tiny_student
+from test_distill import _scene
 
 from r2l.core.errors import R2LError
 from r2l.core.runtime import check_precision, computing_in
@@ -65,8 +66,9 @@ def test_bf16_student_training_costs_at_most_0_1_db_on_the_builtin_scene(stores,
     """
     psnr = {}
     for precision in ("fp32", "bf16"):
-        cfg = _tiny(steps=300, batch_rays=512, val_every=300, warmup_steps=10, lr=1e-3, warmup_lr=2e-4,
-                    ckpt_every=1000, network=R2LNetConfig(depth=6, width=64, n_freqs=6), precision=precision)
+        cfg = tiny_student({"steps": 300, "batch_rays": 512, "val_every": 300, "warmup_steps": 10, "lr": 1e-3,
+                            "warmup_lr": 2e-4, "ckpt_every": 1000, "network": R2LNetConfig(depth=6, width=64, n_freqs=6),
+                            "precision": precision})
         out = tmp_path / f"{precision}.pt"
         psnr[precision] = train_student([stores / "pseudo"], cfg, out, tmp_path / precision, val_store=stores / "val")
         model = load_model(out, "cpu")

@@ -1,6 +1,7 @@
 """Train the R2L student: distillation on pseudo-data with hard-example mining, then finetuning on real views.
 
-:func:`train_student` is one readable loop (nanoGPT style). Each step draws ``batch_rays`` fresh rays
+:func:`train_student` runs the shared loop (:func:`r2l.stages.loop.run_loop`: resume, checkpoints, history,
+validation, NaN guard, finish) on a :class:`StudentTask`. Each step draws ``batch_rays`` fresh rays
 uniformly over every pixel of every view of the given view stores (:class:`r2l.data.views.ViewStore`,
 render-space rays rebuilt from the stored cameras), adds ``hard_ratio * batch_rays`` rays drawn from the
 hard-example pool once it is full (:class:`HardPool`), and takes an Adam step on the colour MSE under the
@@ -45,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,17 +54,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from r2l.core.checkpoint import check_state_dict, load_latest_checkpoint, save_checkpoint, save_model_file
+from r2l.core.checkpoint import check_state_dict, save_model_file
 from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
-from r2l.core.log import progress
 from r2l.core.metrics import psnr_from_mse
 from r2l.core.runtime import (
     PAPER_LR_DECAY_STEPS,
-    check_finite,
-    check_finite_weights,
     check_precision,
     chunked,
     computing_in,
@@ -82,7 +78,7 @@ from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.render import stratified_t
 from r2l.models.load import STUDENT_KINDS, read_model_file
 from r2l.models.students import early_student_config, family, stored_family, stored_network
-from r2l.report.curves import record_row, write_history
+from r2l.stages.loop import LoopState, StepOut, cpu_weights, run_loop
 
 log = logging.getLogger("r2l")
 
@@ -346,10 +342,6 @@ def store_psnr(model: torch.nn.Module, store: ViewStore, near: float, far: float
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _cpu_weights(model: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 def _check_arch(config: dict, cfg: DistillConfig, where) -> None:
     """Raise R2LError when a stored config's student family or network differs from ``cfg``'s."""
     stored, name = stored_network(config), stored_family(config)
@@ -374,7 +366,7 @@ def _load_init(path: Path, cfg: DistillConfig, geom: dict, scene: dict) -> dict:
     if not path.is_file():
         raise DataError(path, "student file to continue from not found")
     ckpt = read_model_file(path, STUDENT_KINDS, "student model")
-    if "optimizer" not in ckpt:  # only a distilled student carries one (_finish)
+    if "optimizer" not in ckpt:  # only a distilled student carries one (StudentTask.finish)
         raise DataError(path, f"cannot continue from it: a {ckpt['kind']} file without its optimizer state")
     _check_arch(ckpt["config"], cfg, path)
     _check_geometry({k: ckpt[k] for k in ("near", "far", "ndc", "ndc_near")}, geom, path)
@@ -390,7 +382,7 @@ def _read_checkpoint_v1(ckpt: dict, path: Path) -> dict:
 
 
 def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
-    """A checkpoint of format 2: weights, optimizer, config, rng, loop, best and pool (:func:`_checkpoint`)."""
+    """A checkpoint of format 2: weights, optimizer, config, rng, loop, best and pool (:meth:`StudentTask.state_dict`)."""
     return ckpt
 
 
@@ -400,58 +392,6 @@ CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2}
 def _generators(gens: tuple[torch.Generator, torch.Generator]) -> dict[str, torch.Generator]:
     """The loop's generators by name: ray sampling (CPU) and point jitter (training device)."""
     return {"batch": gens[0], "jitter": gens[1]}
-
-
-def _checkpoint(resume_dir, model, optimizer, cfg: DistillConfig, rng: dict, loop: dict, best: dict,
-                history_path: str | Path | None = None, rank: int = 0, pool: HardPool | None = None) -> None:
-    """Write the full training state (and the history CSV when ``history_path``); refuse non-finite weights.
-
-    Every process checks its weights (the same in all, so all stop together); only process 0 (``rank``) writes,
-    with its hard pool (``pool``; a resume in one process restores it, so it continues bit for bit).
-    """
-    check_finite_weights(model, loop["step"], resume_dir)
-    if rank != 0:
-        return
-    state = {"weights": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dataclasses.asdict(cfg),
-             "rng": rng, "loop": dict(loop), "best": best, "pool": None if pool is None else pool.state_dict()}
-    save_checkpoint(resume_dir, state, loop["step"])
-    if history_path is not None:
-        write_history(history_path, loop["curve"])
-
-
-def _start(resume_dir, model, optimizer, gens, cfg: DistillConfig, init: dict | None) -> tuple[dict, dict]:
-    """Restore the newest checkpoint of ``resume_dir``, else the ``init`` student, else a fresh start.
-
-    Returns ``(loop, best)``: loop state ``{step, base_step, train_seconds, init_seconds, history,
-    val_history, curve, resumed}`` and the best validated weights ``{psnr, step, weights}`` (empty when none).
-    ``history`` rows are ``[step, loss]`` and ``val_history`` rows ``[step, val PSNR]`` (as model.pt keeps
-    them); ``curve`` holds the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`).
-    """
-    base = int(init["step"]) if init else 0
-    init_seconds = float(init["metrics"].get("train_seconds", 0.0)) if init else 0.0
-    def check(ckpt: dict) -> None:
-        _check_arch(ckpt["config"], cfg, resume_dir)
-        if ckpt["loop"]["base_step"] != base:
-            raise R2LError(f"{resume_dir}: its checkpoints continue a run started at step {ckpt['loop']['base_step']}, "
-                           f"not {base}; use another resume folder or delete it")
-        check_state_dict(ckpt["weights"], model)
-        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], ckpt["loop"]["step"], ckpt["loop"]["curve"]
-        _ = ckpt["best"], ckpt["pool"]
-
-    ckpt = load_latest_checkpoint(resume_dir, check=check, readers=CHECKPOINT_READERS)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["weights"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"], _generators(gens), gens[1].device)
-        log.info("resuming student from step %d of %s (%.0f s trained)", ckpt["loop"]["step"], resume_dir,
-                 ckpt["loop"]["train_seconds"])
-        return {**ckpt["loop"], "resumed": True, "pool": ckpt["pool"]}, ckpt["best"]
-    if init:
-        model.load_state_dict(init["weights"])
-        optimizer.load_state_dict(init["optimizer"])
-    loop = {"step": base, "base_step": base, "train_seconds": 0.0, "init_seconds": init_seconds,
-            "history": [], "val_history": [], "curve": [], "resumed": False}
-    return loop, {}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -572,29 +512,6 @@ def _global_mean(loss: torch.Tensor, world: int) -> torch.Tensor:
     return total / world
 
 
-def _validate(val_fn, model, loop: dict, best: dict, select_on_val: bool) -> float:
-    """Record a validation PSNR at the current step; keep the best weights when selecting on validation."""
-    psnr = float(val_fn(model))
-    loop["val_history"].append([loop["step"], psnr])
-    record_row(loop["curve"], loop["step"], val_psnr=psnr, seconds=loop["train_seconds"])
-    log.info("step %d: val PSNR %.2f dB", loop["step"], psnr)
-    if select_on_val and (not best or psnr > best["psnr"]):
-        best.update({"psnr": psnr, "step": loop["step"], "weights": _cpu_weights(model)})
-    return psnr
-
-
-def _record(loop: dict, loss: float, lr: float, bar, cfg: DistillConfig) -> None:
-    """Histories and the progress bar's loss and training PSNR; called every ``log_every`` steps (and the last),
-    the only steps at which the loop reads the loss from the device.
-
-    loss: the step's MSE over its fresh + hard rays, so the CSV's ``train_psnr`` is a training-batch PSNR.
-    """
-    loop["history"].append([loop["step"], loss])
-    record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(loss), lr=lr,
-               seconds=loop["train_seconds"])
-    bar.set_postfix(loss=f"{loss:.2e}", psnr=f"{psnr_from_mse(loss):.2f}", refresh=False)
-
-
 def _pick_val_fn(val_fn, val_store, stores, geom, cfg: DistillConfig, device) -> tuple[Callable, str]:
     """``(val_fn, description)``: the given one, else PSNR on ``val_store`` (a view-store folder), else on
     the first training store."""
@@ -608,6 +525,155 @@ def _pick_val_fn(val_fn, val_store, stores, geom, cfg: DistillConfig, device) ->
         store = stores[0]
         source = f"training store {store.folder} (fit, not held out)"
     return (lambda model: store_psnr(model, store, geom["near"], geom["far"], cfg.val_views, cfg.chunk)), source
+
+
+LOOP_KEYS = ("step", "base_step", "train_seconds", "init_seconds", "history", "val_history", "curve")  # ckpt["loop"]
+
+
+class StudentTask:
+    """The student's part of :func:`r2l.stages.loop.run_loop`: its network, step, validation, checkpoint and file.
+
+    A checkpoint holds ``weights``, ``optimizer``, ``config``, ``rng`` (the generators before the next batch was
+    drawn), ``loop`` (:data:`LOOP_KEYS`: ``history`` rows ``[steps done, loss]``, ``val_history`` rows ``[step,
+    val PSNR]``, ``curve`` the rows of ``history.csv``), ``best`` (the best-validated weights when selecting on
+    validation) and ``pool`` (process 0's hard pool). ``init``: the student file it continues (None: a fresh
+    network); ``gens``: the ray-sampling and jitter generators; ``val``: ``(val_fn, its description)``; ``plan``:
+    ``(end_step, stop_step)``; ``paths``: ``(out_path, resume_dir, history_path)``.
+    """
+
+    validate_first = True
+    readers = CHECKPOINT_READERS
+
+    def __init__(self, cfg: DistillConfig, stores: list[ViewStore], geom: dict, gens: tuple, init: dict | None,
+                 val: tuple, plan: tuple[int, int], select_on_val: bool, name: str, paths: tuple):
+        self.cfg, self.stores, self.geom, self.gens, self.init, self.name = cfg, stores, geom, gens, init, name
+        self.val_fn, self.val_source = val
+        self.end_step, self.stop_step = plan
+        self.select_on_val = select_on_val
+        self.out_path, self.resume_dir, self.history_path = paths[0], Path(paths[1]), paths[2]
+        self.rank, self.world = process_group()
+        self.device = stores[0].device
+        fam = family(cfg.family)
+        box = student_box(stores, geom["ndc"]) if fam.needs_box and init is None else torch.zeros(2, 3)  # else: loaded
+        self.model = fam.build(cfg.net, box).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.param_groups(), lr=cfg.lr, betas=(0.9, 0.999),
+                                          fused=self.device.type == "cuda")
+        self.counts = split_counts(cfg.batch_rays, stores)
+        self.use_depth = uses_depth(self.model, cfg, stores)
+
+    def check(self, ckpt: dict) -> None:
+        """Raise when ``ckpt`` cannot be resumed: another network or start step (R2LError), missing keys."""
+        _check_arch(ckpt["config"], self.cfg, self.resume_dir)
+        base = int(self.init["step"]) if self.init else 0
+        if ckpt["loop"]["base_step"] != base:
+            raise R2LError(f"{self.resume_dir}: its checkpoints continue a run started at step "
+                           f"{ckpt['loop']['base_step']}, not {base}; use another resume folder or delete it")
+        check_state_dict(ckpt["weights"], self.model)
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], [ckpt["loop"][k] for k in LOOP_KEYS]
+        _ = ckpt["best"], ckpt["pool"]
+
+    def restore(self, ckpt: dict | None) -> LoopState:
+        """Load the checkpoint, else the ``init`` student, else nothing; then the hard pool, the DDP wrapper and
+        the first batch."""
+        pool = None
+        if ckpt is not None:
+            state = self._load(ckpt["weights"], ckpt["optimizer"], ckpt)
+            pool = ckpt["pool"]  # one process: the checkpoint's pool; several: each rebuilds its own
+        elif self.init:
+            state = self._load(self.init["weights"], self.init["optimizer"], None)
+        else:
+            state = LoopState()
+        self.pool = HardPool(*pool_share(self.cfg, self.rank, self.world), self.device,
+                             seed=(self.cfg.seed + 2 + state.step) * self.world + self.rank)
+        if pool is not None and self.world == 1:
+            self.pool.load_state_dict(pool)
+        self.net = self.model if self.world == 1 else DistributedDataParallel(
+            self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self._log_start(state)
+        self.batch = fresh_batch(self.stores, self.counts, self.gens[0])
+        return state
+
+    def _load(self, weights: dict, optimizer: dict, ckpt: dict | None) -> LoopState:
+        """Load weights and optimizer; from a checkpoint also the generators and the loop state."""
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer)
+        if ckpt is None:  # the init student: its step goes on
+            seconds = float(self.init["metrics"].get("train_seconds", 0.0))
+            return LoopState(step=int(self.init["step"]), base_step=int(self.init["step"]), init_seconds=seconds)
+        set_rng_state(ckpt["rng"], _generators(self.gens), self.device)
+        log.info("resuming student from step %d of %s (%.0f s trained)", ckpt["loop"]["step"], self.resume_dir,
+                 ckpt["loop"]["train_seconds"])
+        return LoopState(**{k: ckpt["loop"][k] for k in LOOP_KEYS}, best=ckpt["best"], resumed=True)
+
+    def _log_start(self, state: LoopState) -> None:
+        log.info("student family %s (%d parameters)%s", self.cfg.family,
+                 sum(p.numel() for p in self.model.parameters()),
+                 "; depth loss against the teacher's depth in the pseudo-data" if self.use_depth else "")
+        log.info("%s on %s (%s, %d process(es)): steps %d -> %d, %d fresh + %d hard rays a step", self.name,
+                 ", ".join(str(s.folder) for s in self.stores), self.device, self.world, state.step, self.end_step,
+                 self.cfg.batch_rays, self.cfg.n_hard)
+
+    def step(self, step: int) -> StepOut:
+        """:func:`train_step` at :func:`lr_at`; then note the generators and draw the next batch (while the
+        device works on this step)."""
+        lr = lr_at(step, self.cfg)
+        set_group_lr(self.optimizer, lambda group: lr * group.get("lr_scale", 1.0))
+        loss = train_step(self.net, self.optimizer, self.batch, self.pool, self.geom, self.cfg, self.device,
+                          self.gens[1], self.rank, self.world, self.use_depth)
+        self.rng = rng_state(_generators(self.gens), self.device)  # what a resume restarts from
+        self.batch = fresh_batch(self.stores, self.counts, self.gens[0])
+        return StepOut(loss, None, lr)
+
+    def reduce(self, loss: torch.Tensor) -> torch.Tensor:
+        return _global_mean(loss, self.world)
+
+    def history_row(self, step: int, loss: float, train_psnr: float) -> list:
+        """model.pt's loss row: ``[steps done, loss]`` (the loss: the MSE over the step's fresh + hard rays)."""
+        return [step + 1, loss]
+
+    def validate(self, step: int) -> float:
+        psnr = float(self.val_fn(self.model))
+        log.info("step %d: val PSNR %.2f dB", step, psnr)
+        return psnr
+
+    def state_dict(self, state: LoopState) -> dict:
+        return {"weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "config": dataclasses.asdict(self.cfg), "rng": self.rng,
+                "loop": {k: getattr(state, k) for k in LOOP_KEYS}, "best": state.best, "pool": self.pool.state_dict()}
+
+    def finish(self, state: LoopState) -> dict:
+        """Write the student file atomically (the best-validated weights when ``select_on_val``; process 0 only);
+        return its metrics."""
+        last_step, last_psnr = state.val_history[-1]
+        if self.select_on_val:
+            chosen = state.best
+        else:
+            chosen = {"psnr": last_psnr, "step": last_step, "weights": cpu_weights(self.model)}
+        metrics = self._metrics(state, chosen)
+        if self.rank != 0:
+            return {"finished": True, **metrics}
+        out = {"weights": chosen["weights"], "config": dataclasses.asdict(self.cfg), "kind": self.name, **self.geom,
+               "scene": store_scene(self.stores[0].meta), "step": int(chosen["step"]), "metrics": metrics}
+        if not self.select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
+            out["optimizer"] = self.optimizer.state_dict()
+        save_model_file(out, self.out_path)
+        log.info("%s written to %s: val PSNR %.2f dB (step %d; %.2f dB at the start), %.0f s", self.name,
+                 self.out_path, chosen["psnr"], chosen["step"], metrics["val_psnr_before"], state.train_seconds)
+        return {"finished": True, **metrics}
+
+    def _metrics(self, state: LoopState, chosen: dict) -> dict:
+        device, cfg = self.device, self.cfg
+        return {
+            "val_psnr": chosen["psnr"], "val_step": chosen["step"], "val_psnr_before": state.val_history[0][1],
+            "val_psnr_last": state.val_history[-1][1], "val_source": self.val_source,
+            "val_history": state.val_history, "train_seconds": float(state.train_seconds),
+            "total_train_seconds": float(state.train_seconds + state.init_seconds),
+            "base_step": state.base_step, "final_step": state.step, "rays_per_step": cfg.batch_rays + cfg.n_hard,
+            "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "processes": self.world,
+            "loss_history": thin(state.history), "final_loss": state.history[-1][1] if state.history else None,
+        }
 
 
 def train_student(
@@ -638,99 +704,20 @@ def train_student(
     rank, world = process_group()
     check_shares(cfg, world)
     device = pick_device(cfg.device)
-    gen = seed_everything(cfg.seed)  # ray sampling (CPU); the same in every process, as is the jitter
-    jitter_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # points along rays (on the device)
+    gens = (seed_everything(cfg.seed),  # ray sampling (CPU); the same in every process, as is the jitter
+            torch.Generator(device=device).manual_seed(cfg.seed + 1))  # points along rays (on the device)
     stores, geom = open_stores(store_dirs, device)
     cfg = resolve_lr_decay(cfg, geom["ndc"])
-    scene = store_scene(stores[0].meta)  # recorded in the student file, as a teacher file records its scene
-    init = _load_init(init_from, cfg, geom, scene) if init_from is not None else None
-    fam = family(cfg.family)
-    box = student_box(stores, geom["ndc"]) if fam.needs_box and init is None else torch.zeros(2, 3)  # else: loaded
-    model = fam.build(cfg.net, box).to(device)
-    optimizer = torch.optim.Adam(model.param_groups(), lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
-    loop, best = _start(resume_dir, model, optimizer, (gen, jitter_gen), cfg, init)
-    end_step = loop["base_step"] + (cfg.steps if n_steps is None else int(n_steps))
-    stop = end_step if max_steps is None else min(end_step, int(max_steps))
-    val_fn, val_source = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
-    pool = HardPool(*pool_share(cfg, rank, world), device, seed=(cfg.seed + 2 + loop["step"]) * world + rank)
-    pool_state = loop.pop("pool", None)  # one process: the checkpoint's pool; several: each rebuilds its own
-    if pool_state is not None and world == 1:
-        pool.load_state_dict(pool_state)
-    net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    counts = split_counts(cfg.batch_rays, stores)
-    use_depth = uses_depth(model, cfg, stores)
-    log.info("student family %s (%d parameters)%s", cfg.family, sum(p.numel() for p in model.parameters()),
-             "; depth loss against the teacher's depth in the pseudo-data" if use_depth else "")
-    log.info("%s on %s (%s, %d process(es)): steps %d -> %d, %d fresh + %d hard rays a step", kind,
-             ", ".join(str(s.folder) for s in stores), device, world, loop["step"], end_step, cfg.batch_rays, cfg.n_hard)
-    if not loop["resumed"]:
-        _validate(val_fn, model, loop, best, select_on_val)  # the starting PSNR (before finetuning, for finetune)
-    bar = progress(end_step, initial=loop["step"], desc=kind) if rank == 0 else tqdm(disable=True)
-    start = time.perf_counter() - loop["train_seconds"]
-    val_seconds = 0.0
-    batch = fresh_batch(stores, counts, gen)
-    while loop["step"] < stop:
-        step, lr = loop["step"], lr_at(loop["step"], cfg)
-        set_group_lr(optimizer, lambda group, lr=lr: lr * group.get("lr_scale", 1.0))
-        loss = train_step(net, optimizer, batch, pool, geom, cfg, device, jitter_gen, rank, world, use_depth)
-        rng = rng_state(_generators((gen, jitter_gen)), device)  # what a resume restarts from: before drawing the next batch
-        batch = fresh_batch(stores, counts, gen)  # drawn while the GPU works on this step
-        loop["step"] = step + 1
-        loop["train_seconds"] = time.perf_counter() - start - val_seconds
-        if step % cfg.log_every == 0 or loop["step"] == end_step:  # the loss is read (a host sync) only here
-            loss = _global_mean(loss, world)
-            check_finite(loss, step, resume_dir)
-            _record(loop, float(loss), lr, bar, cfg)
-        bar.update(1)
-        if (cfg.val_every > 0 and loop["step"] % cfg.val_every == 0) or loop["step"] == end_step:
-            t0 = time.perf_counter()
-            _validate(val_fn, model, loop, best, select_on_val)
-            val_seconds += time.perf_counter() - t0
-        if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == stop:
-            _checkpoint(resume_dir, model, optimizer, cfg, rng, loop, best, history_path, rank, pool)
-    bar.close()
-    if loop["step"] < end_step:
-        log.info("%s stopped at step %d of %d (max_steps); rerun to resume", kind, loop["step"], end_step)
-        result = {"finished": False, "step": loop["step"], "history": loop["history"], "val_history": loop["val_history"]}
-    else:
-        result = _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device,
-                         out_path if rank == 0 else None, history_path, world)
+    init = _load_init(init_from, cfg, geom, store_scene(stores[0].meta)) if init_from is not None else None
+    end_step = (int(init["step"]) if init else 0) + (cfg.steps if n_steps is None else int(n_steps))
+    plan = (end_step, end_step if max_steps is None else min(end_step, int(max_steps)))
+    val = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
+    paths = (out_path, resume_dir, history_path)
+    task = StudentTask(cfg, stores, geom, gens, init, val, plan, select_on_val, kind, paths)
+    result = run_loop(task, cfg.log_every, cfg.val_every, cfg.ckpt_every)
     if world > 1:
         dist.barrier()  # when any process returns, the first one's files are written
     return result
-
-
-def _finish(model, optimizer, cfg, geom, scene, loop, best, select_on_val, kind, val_source, device, out_path,
-            history_path=None, world: int = 1) -> dict:
-    """Write the student file atomically (the best-validated weights when ``select_on_val``); return metrics.
-
-    The history CSV is written too unless ``history_path`` is None. out_path None: write nothing (a training
-    process other than the first). world: the number of training processes, recorded.
-    """
-    last_step, last_psnr = loop["val_history"][-1]
-    chosen = best if select_on_val else {"psnr": last_psnr, "step": last_step, "weights": _cpu_weights(model)}
-    metrics = {
-        "val_psnr": chosen["psnr"], "val_step": chosen["step"], "val_psnr_before": loop["val_history"][0][1],
-        "val_psnr_last": last_psnr, "val_source": val_source, "val_history": loop["val_history"],
-        "train_seconds": float(loop["train_seconds"]),
-        "total_train_seconds": float(loop["train_seconds"] + loop["init_seconds"]),
-        "base_step": loop["base_step"], "final_step": loop["step"], "rays_per_step": cfg.batch_rays + cfg.n_hard,
-        "device": device.type, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "processes": world,
-        "loss_history": thin(loop["history"]), "final_loss": loop["history"][-1][1] if loop["history"] else None,
-    }
-    if out_path is None:
-        return {"finished": True, **metrics}
-    out = {"weights": chosen["weights"], "config": dataclasses.asdict(cfg), "kind": kind, **geom, "scene": scene,
-           "step": int(chosen["step"]), "metrics": metrics}
-    if not select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
-        out["optimizer"] = optimizer.state_dict()
-    save_model_file(out, out_path)
-    if history_path is not None:
-        write_history(history_path, loop["curve"])
-    log.info("%s written to %s: val PSNR %.2f dB (step %d; %.2f dB at the start), %.0f s", kind, out_path,
-             chosen["psnr"], chosen["step"], metrics["val_psnr_before"], loop["train_seconds"])
-    return {"finished": True, **metrics}
 
 
 def finetune_student(

@@ -1,26 +1,18 @@
 """The teacher stage: train a coarse + fine NeRF (the paper's) or a fast grid field (r2l.models.grid).
 
-:func:`train_teacher` is one readable loop: all training rays are built once; each step draws
-``batch_rays`` random rays across every training view (the centre crop only for the first
-``precrop_steps`` on Blender scenes), renders them, and takes an Adam step on the colour MSE
-(coarse + fine for NeRF; MSE + the field's regulariser for the grid) with the NeRF schedule
-``lr * 0.1 ** (step / lr_decay_steps)``. It validates every ``val_every`` steps, checkpoints every
-``ckpt_every`` steps into ``resume_dir`` and resumes from there on restart (weights, optimizer,
-step, RNG states, elapsed time and the histories), and stops with an :class:`R2LError` on a non-finite
-loss, keeping the last good checkpoint. The loss stays on the device between ``log_every`` steps (no host
-synchronisation in the loop's steps): it is read and checked at those steps, and a checkpoint refuses
-non-finite weights, so a non-finite loss stops training at the next log step or checkpoint, whichever is
-first. The result is written atomically to ``out_path``; the full training history (step, loss, train
-PSNR, val PSNR, lr, seconds: :mod:`r2l.report.curves`) goes to ``history_path`` at every checkpoint and at
-the end when one is given.
-
-The trained teacher is loaded for inference with :func:`r2l.models.teacher.load_teacher`.
+:func:`train_teacher` runs the shared loop (:func:`r2l.stages.loop.run_loop`: resume, checkpoints, history,
+validation, NaN guard, finish) on a :class:`TeacherTask`. All training rays are built once; each step draws
+``batch_rays`` random rays across every training view (the centre crop only for the first ``precrop_steps`` on
+Blender scenes), renders them, and takes an Adam step on the colour MSE (coarse + fine for NeRF; MSE + the field's
+regulariser for the grid) with the NeRF schedule ``lr * 0.1 ** (step / lr_decay_steps)``. What differs between
+the kinds (Adam groups, loss, the grid's occupancy refresh and upsampling after a step) is a kind object of
+:data:`TEACHER_KINDS`. A validation below a mean-colour image stops training (:func:`check_learned`). The trained
+teacher is loaded for inference with :func:`r2l.models.teacher.load_teacher`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -28,14 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from r2l.core.checkpoint import check_state_dict, load_latest_checkpoint, save_checkpoint, save_model_file
+from r2l.core.checkpoint import check_state_dict, save_model_file
 from r2l.core.errors import R2LError
-from r2l.core.log import log, progress
+from r2l.core.log import log
 from r2l.core.metrics import psnr_from_mse
 from r2l.core.runtime import (
     PAPER_LR_DECAY_STEPS,
     check_finite,
-    check_finite_weights,
     computing_in,
     pick_device,
     rng_state,
@@ -46,7 +37,7 @@ from r2l.core.runtime import (
 )
 from r2l.data.scene import Scene
 from r2l.models.teacher import TeacherConfig, build_model, render, render_eval_outputs
-from r2l.report.curves import record_row, write_history
+from r2l.stages.loop import LoopState, StepOut, run_loop
 
 
 def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
@@ -121,27 +112,81 @@ def decay_lr(optimizer: torch.optim.Optimizer, cfg: TeacherConfig, step: int) ->
     return factor
 
 
+class NeRFKind:
+    """The paper's coarse + fine NeRF: one Adam group at ``cfg.lr``, fixed shapes, coarse + fine colour loss."""
+
+    fixed_shapes = True
+
+    def param_groups(self, model: nn.ModuleDict, cfg: TeacherConfig) -> list[dict]:
+        return [{"params": list(model.parameters()), "lr": cfg.lr}]
+
+    def loss(self, model: nn.ModuleDict, out: dict, target: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
+        """MSE(fine) + MSE(coarse); out["rgb_coarse"], target: (n, 3)."""
+        return mse + torch.mean((out["rgb_coarse"].float() - target) ** 2)
+
+    def after_step(self, model: nn.ModuleDict, step: int) -> bool:
+        """Nothing changes between steps: False (the optimizer stays)."""
+        return False
+
+    def stats(self, model: nn.ModuleDict, seed: int) -> str:
+        return ""
+
+    def samples_per_ray(self, cfg: TeacherConfig) -> int:
+        return cfg.nerf.n_coarse
+
+
+class GridKind:
+    """The grid field: its own Adam groups and rates, its regulariser in the loss, and, after a step, its
+    occupancy refresh and upsampling (a resample changes the parameters' shapes: a new optimizer)."""
+
+    fixed_shapes = False
+
+    def param_groups(self, model: nn.ModuleDict, cfg: TeacherConfig) -> list[dict]:
+        return model["field"].param_groups(1.0)
+
+    def loss(self, model: nn.ModuleDict, out: dict, target: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
+        """MSE + the field's regulariser (if it has one)."""
+        regularizer = getattr(model["field"], "regularizer", None)
+        return mse + regularizer().float() if regularizer is not None else mse
+
+    def after_step(self, model: nn.ModuleDict, step: int) -> bool:
+        """Refresh the occupancy grid / upsample when due; True when the grids were resampled to a new shape."""
+        return bool(model["field"].update_occupancy(step))
+
+    def stats(self, model: nn.ModuleDict, seed: int) -> str:
+        """One log line: occupied cells, grid box, density percentiles in the box."""
+        f = model["field"]
+        gen = torch.Generator(device=f.aabb.device).manual_seed(seed)
+        pts = f.aabb[0] + torch.rand(8192, 3, generator=gen, device=f.aabb.device) * (f.aabb[1] - f.aabb[0])
+        with torch.no_grad():
+            sigma = f.density(pts).float()
+        q = torch.quantile(sigma, torch.tensor([0.5, 0.9, 0.99], device=sigma.device)).tolist()
+        box = [[round(v, 3) for v in corner] for corner in f.grid_aabb.tolist()]
+        return (f"occupancy {100 * f.occupied_fraction():.1f}% of cells, grid side {f.resolution} over box {box}, "
+                f"density p50/p90/p99 {q[0]:.3g}/{q[1]:.3g}/{q[2]:.3g} (max {float(sigma.max()):.3g})")
+
+    def samples_per_ray(self, cfg: TeacherConfig) -> int:
+        return cfg.grid.n_samples
+
+
+TEACHER_KINDS = {"nerf": NeRFKind(), "grid": GridKind()}  # what differs between the teacher kinds in training
+
+
 def make_optimizer(model: nn.ModuleDict, cfg: TeacherConfig, device: torch.device) -> torch.optim.Adam:
-    """Adam (betas 0.9/0.999, no weight decay); grid fields choose their own groups and rates."""
-    if cfg.kind == "nerf":
-        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
-    else:
-        groups = model["field"].param_groups(1.0)
+    """Adam (betas 0.9/0.999, no weight decay) over the kind's parameter groups and rates."""
+    groups = TEACHER_KINDS[cfg.kind].param_groups(model, cfg)
     for group in groups:
         group["base_lr"] = group.get("lr", cfg.lr)
     return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
 
 
 def teacher_loss(model: nn.ModuleDict, cfg: TeacherConfig, out: dict, target: torch.Tensor):
-    """Training loss and the colour MSE of the final image (float32).
+    """Training loss and the colour MSE of the final image (float32); target: (n, 3).
 
     NeRF: MSE(coarse) + MSE(fine); grid: MSE + the field's regulariser (if it has one).
     """
     mse = torch.mean((out["rgb"].float() - target) ** 2)
-    if cfg.kind == "nerf":
-        return mse + torch.mean((out["rgb_coarse"].float() - target) ** 2), mse
-    regularizer = getattr(model["field"], "regularizer", None)
-    return (mse + regularizer().float() if regularizer is not None else mse), mse
+    return TEACHER_KINDS[cfg.kind].loss(model, out, target, mse), mse
 
 
 def validate(model, cfg: TeacherConfig, info: dict, scene: Scene, device, mean_rgb: torch.Tensor) -> dict | None:
@@ -178,18 +223,8 @@ def check_learned(cfg: TeacherConfig, val: dict | None, step: int, scene_name: s
 
 
 def field_stats(model: nn.ModuleDict, cfg: TeacherConfig, seed: int) -> str:
-    """One log line on the grid field: occupied cells, grid box, density percentiles in the box ('' for NeRF)."""
-    if cfg.kind != "grid":
-        return ""
-    f = model["field"]
-    gen = torch.Generator(device=f.aabb.device).manual_seed(seed)
-    pts = f.aabb[0] + torch.rand(8192, 3, generator=gen, device=f.aabb.device) * (f.aabb[1] - f.aabb[0])
-    with torch.no_grad():
-        sigma = f.density(pts).float()
-    q = torch.quantile(sigma, torch.tensor([0.5, 0.9, 0.99], device=sigma.device)).tolist()
-    box = [[round(v, 3) for v in corner] for corner in f.grid_aabb.tolist()]
-    return (f"occupancy {100 * f.occupied_fraction():.1f}% of cells, grid side {f.resolution} over box {box}, "
-            f"density p50/p90/p99 {q[0]:.3g}/{q[1]:.3g}/{q[2]:.3g} (max {float(sigma.max()):.3g})")
+    """One log line of statistics on the teacher's field ('' for NeRF; :meth:`GridKind.stats`)."""
+    return TEACHER_KINDS[cfg.kind].stats(model, seed)
 
 
 def log_validation(step: int, val: dict | None, stats: str) -> None:
@@ -209,7 +244,7 @@ def validate_and_check(model, cfg: TeacherConfig, info: dict, scene: Scene, rays
     return val
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- checkpoints and the task
 
 
 def _generators(rngs) -> dict[str, torch.Generator]:
@@ -235,50 +270,106 @@ def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
 CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2}
 
 
-def resume(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device) -> dict:
-    """Restore the newest loadable checkpoint of ``resume_dir`` into model/optimizer/RNGs.
+LOOP_KEYS = ("step", "train_seconds", "history", "val_history", "curve")  # the loop state a checkpoint keeps
 
-    Returns the loop state ``{"step", "train_seconds", "history", "val_history", "curve"}`` (fresh when none):
-    ``history`` rows ``[step index, loss, train PSNR]``, ``val_history`` rows ``[steps done, val PSNR]`` (both
-    as model.pt keeps them) and ``curve`` the rows of ``history.csv`` (:func:`r2l.report.curves.record_row`).
+
+class TeacherTask:
+    """The teacher's part of :func:`r2l.stages.loop.run_loop`: its networks, step, validation, checkpoint and file.
+
+    The kind's differences (parameter groups, loss, the grid's occupancy refresh and upsampling, statistics) are
+    those of :data:`TEACHER_KINDS`. A checkpoint holds ``model``, ``optimizer``, ``config``, ``rng`` and the loop
+    state (:data:`LOOP_KEYS`): ``history`` rows ``[step index, loss, train PSNR]``, ``val_history`` rows ``[steps
+    done, val PSNR]`` and ``curve`` the rows of ``history.csv``.
     """
-    fresh = {"step": 0, "train_seconds": 0.0, "history": [], "val_history": [], "curve": []}
-    def check(ckpt: dict) -> None:
-        if _arch(ckpt["config"]) != _arch(dataclasses.asdict(cfg)):
+
+    validate_first, select_on_val, rank = False, False, 0
+    readers = CHECKPOINT_READERS
+
+    def __init__(self, scene: Scene, cfg: TeacherConfig, out_path, resume_dir, history_path=None):
+        self.cfg = cfg = resolve_for_scene(cfg, scene)
+        self.scene, self.kind, self.device = scene, TEACHER_KINDS[cfg.kind], pick_device(cfg.device)
+        self.out_path, self.resume_dir, self.history_path = out_path, Path(resume_dir), history_path
+        batch_gen = seed_everything(cfg.seed)
+        self.rngs = (batch_gen, torch.Generator(device=self.device).manual_seed(cfg.seed + 1))
+        self.info = scene_info(scene)
+        self.model = build_model(cfg, self.info).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.end_step = self.stop_step = cfg.steps
+        self.name = f"teacher {cfg.kind} {scene.name}"
+
+    def check(self, ckpt: dict) -> None:
+        """Raise when ``ckpt`` cannot be resumed: another kind or network (R2LError), missing keys, other weights."""
+        if _arch(ckpt["config"]) != _arch(dataclasses.asdict(self.cfg)):
             raise R2LError(
-                f"{resume_dir}: its checkpoint was trained with another teacher kind/network "
+                f"{self.resume_dir}: its checkpoint was trained with another teacher kind/network "
                 f"({_arch(ckpt['config'])}); delete the folder to start over or restore the old config"
             )
-        check_state_dict(ckpt["model"], model, shapes=cfg.kind != "grid")
-        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], [ckpt[k] for k in fresh]
+        check_state_dict(ckpt["model"], self.model, shapes=self.kind.fixed_shapes)
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], [ckpt[k] for k in LOOP_KEYS]
 
-    ckpt = load_latest_checkpoint(resume_dir, check=check, readers=CHECKPOINT_READERS)
-    if ckpt is None:
-        return fresh
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    set_rng_state(ckpt["rng"], _generators(rngs), device)
-    log.info("resuming teacher from step %d of %s (%.0f s trained)", ckpt["step"], resume_dir, ckpt["train_seconds"])
-    return {k: ckpt[k] for k in fresh}
+    def restore(self, ckpt: dict | None) -> LoopState:
+        """Load the checkpoint into the model, optimizer and generators (None: a fresh start); build the rays."""
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            set_rng_state(ckpt["rng"], _generators(self.rngs), self.device)
+            log.info("resuming teacher from step %d of %s (%.0f s trained)", ckpt["step"], self.resume_dir,
+                     ckpt["train_seconds"])
+        self.rays = TrainRays(self.scene, self.device)
+        n_rays = self.rays.rgb.shape[0] * self.rays.rgb.shape[1]
+        log.info("teacher %s on %s (%s): %d training rays, %d steps", self.cfg.kind, self.scene.name, self.device,
+                 n_rays, self.cfg.steps)
+        log_sampling(self.cfg, self.info, self.rays)
+        if ckpt is None:
+            return LoopState()
+        return LoopState(**{k: ckpt[k] for k in LOOP_KEYS}, resumed=True)
 
+    def step(self, step: int) -> StepOut:
+        """:func:`take_step`, then the kind's work after it (a grid resample rebuilds the optimizer)."""
+        loss, mse = take_step(self.model, self.optimizer, self.cfg, self.info, self.rays, self.rngs, step,
+                              self.scene.ndc, self.device)
+        lr = self.optimizer.param_groups[0]["lr"]  # before a grid resample rebuilds the optimizer
+        if self.kind.after_step(self.model, step):
+            self.optimizer = make_optimizer(self.model, self.cfg, self.device)
+        return StepOut(loss, mse, lr)
 
-def checkpoint(resume_dir, model, optimizer, cfg: TeacherConfig, rngs, device, loop: dict,
-               history_path: str | Path | None = None) -> None:
-    """Write the full training state (and the history CSV when ``history_path``); refuse non-finite weights."""
-    check_finite_weights(model, loop["step"], resume_dir)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "config": dataclasses.asdict(cfg),
-        "rng": rng_state(_generators(rngs), device),
-        **loop,
-    }
-    save_checkpoint(resume_dir, state, loop["step"])
-    if history_path is not None:
-        write_history(history_path, loop["curve"])
+    def reduce(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
 
+    def history_row(self, step: int, loss: float, train_psnr: float) -> list:
+        """model.pt's loss row: ``[step index, loss, train PSNR]``."""
+        return [step, loss, train_psnr]
 
-# ----------------------------------------------------------------------------- the loop
+    def validate(self, step: int) -> float | None:
+        """:func:`validate_and_check` (R2LError when the teacher has not learned); the val PSNR."""
+        val = validate_and_check(self.model, self.cfg, self.info, self.scene, self.rays, self.device, step)
+        return None if val is None else val["psnr"]
+
+    def state_dict(self, state: LoopState) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "config": dataclasses.asdict(self.cfg), "rng": rng_state(_generators(self.rngs), self.device),
+                **{k: getattr(state, k) for k in LOOP_KEYS}}
+
+    def finish(self, state: LoopState) -> dict:
+        """Write the teacher file atomically; returns its metrics (``val_psnr``: the final validation's)."""
+        val_psnr = state.val_history[-1][1]
+        device = self.device
+        metrics = {
+            "val_psnr": val_psnr,
+            "train_seconds": float(state.train_seconds),
+            "steps": int(state.step),
+            "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "loss_history": thin(state.history),
+            "val_history": state.val_history,
+        }
+        out = {"weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+               "config": dataclasses.asdict(self.cfg), "kind": self.cfg.kind, "scene": self.info,
+               "step": int(state.step), "metrics": metrics}
+        save_model_file(out, self.out_path)
+        log.info("teacher written to %s: val PSNR %s after %d steps, %.0f s", self.out_path, val_psnr, state.step,
+                 state.train_seconds)
+        return metrics
 
 
 def train_teacher(
@@ -295,44 +386,8 @@ def train_teacher(
     after every finished step with the step's loss tensor, unread (tests use it to simulate a kill).
     ``history_path``: where the training history CSV goes (none written without it).
     """
-    cfg = resolve_for_scene(cfg, scene)
-    device = pick_device(cfg.device)
-    batch_gen = seed_everything(cfg.seed)
-    render_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    rngs = (batch_gen, render_gen)
-    info = scene_info(scene)
-    model = build_model(cfg, info).to(device)
-    optimizer = make_optimizer(model, cfg, device)
-    loop = resume(resume_dir, model, optimizer, cfg, rngs, device)
-    rays = TrainRays(scene, device)
-    n_rays = rays.rgb.shape[0] * rays.rgb.shape[1]
-    log.info("teacher %s on %s (%s): %d training rays, %d steps", cfg.kind, scene.name, device, n_rays, cfg.steps)
-    log_sampling(cfg, info, rays)
-    bar = progress(cfg.steps, initial=loop["step"], desc=f"teacher {cfg.kind} {scene.name}")
-    start = time.perf_counter() - loop["train_seconds"]
-    val_seconds = 0.0
-    while loop["step"] < cfg.steps:
-        step = loop["step"]
-        loss, mse = take_step(model, optimizer, cfg, info, rays, rngs, step, scene.ndc, device)
-        lr = optimizer.param_groups[0]["lr"]  # before a grid resample rebuilds the optimizer
-        if cfg.kind == "grid" and model["field"].update_occupancy(step):
-            optimizer = make_optimizer(model, cfg, device)  # the grids were resampled to a new shape
-        loop["step"] = step + 1
-        loop["train_seconds"] = time.perf_counter() - start - val_seconds
-        if step % cfg.log_every == 0 or loop["step"] == cfg.steps:  # the loss is read (a host sync) only here
-            check_finite(loss, step, resume_dir)
-            record(loop, bar, cfg, step, float(loss), float(mse), lr)
-        bar.update(1)
-        if cfg.val_every > 0 and loop["step"] % cfg.val_every == 0 and loop["step"] < cfg.steps:
-            t0 = time.perf_counter()
-            record_validation(loop, validate_and_check(model, cfg, info, scene, rays, device, loop["step"]))
-            val_seconds += time.perf_counter() - t0
-        if loop["step"] % cfg.ckpt_every == 0 or loop["step"] == cfg.steps:
-            checkpoint(resume_dir, model, optimizer, cfg, rngs, device, loop, history_path)
-        if on_step is not None:
-            on_step(loop["step"], loss)
-    bar.close()
-    return finish(model, cfg, info, scene, rays, device, loop, out_path, history_path)
+    task = TeacherTask(scene, cfg, out_path, resume_dir, history_path)
+    return run_loop(task, task.cfg.log_every, task.cfg.val_every, task.cfg.ckpt_every, on_step)
 
 
 def take_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs, step, ndc, device):
@@ -366,68 +421,10 @@ def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs
 
 def log_sampling(cfg: TeacherConfig, info: dict, rays: TrainRays) -> None:
     """Log the samples per ray and their spacing in the field's space (NDC units for forward-facing scenes)."""
-    n = cfg.nerf.n_coarse if cfg.kind == "nerf" else cfg.grid.n_samples
+    n = TEACHER_KINDS[cfg.kind].samples_per_ray(cfg)
     norms = torch.linalg.norm(rays.rays_d[0].float(), dim=-1)
     step = (info["far"] - info["near"]) / max(n - 1, 1)
     lo, med, hi = torch.quantile(norms.cpu(), torch.tensor([0.0, 0.5, 1.0])).tolist()
     space = "NDC" if info["ndc"] else "world"
     log.info("%d samples per ray over t in [%g, %g]: step %.4g in t, %.4g / %.4g / %.4g %s units (min/median/max "
              "over a training view)", n, info["near"], info["far"], step, step * lo, step * med, step * hi, space)
-
-
-def record(loop: dict, bar, cfg: TeacherConfig, step: int, loss: float, mse: float, lr: float) -> None:
-    """Append to the histories and set the progress bar's numbers; called every ``log_every`` steps (and the
-    last), the only steps at which the loop reads the loss from the device.
-
-    step: the 0-based index of the step just taken (``loop["step"]`` is already ``step + 1``). model.pt's
-    ``history`` keeps ``[step, loss, train PSNR]``; the CSV's row is at ``step + 1`` (steps done) with lr
-    and the training seconds so far.
-    """
-    loop["history"].append([step, loss, psnr_from_mse(mse)])
-    record_row(loop["curve"], loop["step"], loss=loss, train_psnr=psnr_from_mse(mse), lr=lr,
-               seconds=loop["train_seconds"])
-    bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", refresh=False)
-
-
-def record_validation(loop: dict, val: dict | None) -> None:
-    """Add a validation (the scores of :func:`validate`, None without a val split) at ``loop["step"]``."""
-    loop["val_history"].append([loop["step"], None if val is None else val["psnr"]])
-    if val is not None:
-        record_row(loop["curve"], loop["step"], val_psnr=val["psnr"], seconds=loop["train_seconds"])
-
-
-def finish(model, cfg: TeacherConfig, info, scene: Scene, rays: TrainRays, device, loop: dict, out_path,
-           history_path=None) -> dict:
-    """Final validation, then write the teacher file (and the history CSV) atomically; returns its metrics.
-
-    The final validation is in the CSV, not in model.pt's ``val_history`` (its ``val_psnr`` holds it).
-    """
-    val = validate_and_check(model, cfg, info, scene, rays, device, loop["step"])
-    val_psnr = None if val is None else val["psnr"]
-    if val is not None:
-        record_row(loop["curve"], loop["step"], val_psnr=val_psnr, seconds=loop["train_seconds"])
-    metrics = {
-        "val_psnr": val_psnr,
-        "train_seconds": float(loop["train_seconds"]),
-        "steps": int(loop["step"]),
-        "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "loss_history": thin(loop["history"]),
-        "val_history": loop["val_history"],
-    }
-    out = {
-        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": dataclasses.asdict(cfg),
-        "kind": cfg.kind,
-        "scene": info,
-        "step": int(loop["step"]),
-        "metrics": metrics,
-    }
-    save_model_file(out, out_path)
-    if history_path is not None:
-        write_history(history_path, loop["curve"])
-    log.info("teacher written to %s: val PSNR %s after %d steps, %.0f s", out_path, val_psnr, loop["step"],
-             loop["train_seconds"])
-    return metrics
-
-
