@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from r2l.data.builtin import write_blender, write_llff
+from r2l.data.registry import load_scene
 from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.teacher import TeacherConfig, teacher_config_from_dict
 from r2l.stages.student import DistillConfig
@@ -89,3 +91,11 @@ def kill_on_call(n: int, value):
         return value
 
     return callback
+
+
+def object_and_forward_scenes(root: Path, width: int) -> dict:
+    """Two tiny built-in scenes in ``root``: ``orbit`` (Blender format, ``width`` square, one test view) and ``ff``
+    (LLFF format, NDC, ``width`` x 3/4 of it, 8 views)."""
+    orbit = write_blender(root / "orbit", seed=0, resolution=width, n_train=2, n_val=1, n_test=1, spp=1)
+    ff = write_llff(root / "ff", seed=1, width=width, height=width * 3 // 4, n_views=8, spp=1)
+    return {"orbit": load_scene("builtin", orbit), "ff": load_scene("llff", ff)}

@@ -20,10 +20,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import object_and_forward_scenes
+
 from r2l.cli import main
 from r2l.core.checkpoint import atomic_torch_save
-from r2l.data.builtin import write_blender, write_llff
-from r2l.data.registry import load_scene
 from r2l.geometry.rays import get_rays
 from r2l.models.export import EXPORT_FORMAT, INPUTS, OPSET, OUTPUT, bilinear, plane_table, trilinear
 from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
@@ -53,10 +53,7 @@ def quiet_logging(monkeypatch):
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("scenes")
-    orbit = write_blender(root / "orbit", seed=0, resolution=16, n_train=2, n_val=1, n_test=1, spp=1)
-    ff = write_llff(root / "ff", seed=1, width=16, height=12, n_views=6, spp=1)
-    return {"orbit": load_scene("builtin", orbit), "ndc": load_scene("llff", ff)}
+    return object_and_forward_scenes(tmp_path_factory.mktemp("scenes"), 16)
 
 
 def random_student(path: Path, scene, family: str) -> Path:
@@ -111,7 +108,7 @@ def exported(scenes, tmp_path_factory) -> dict:
 
 @needs_onnx
 @pytest.mark.parametrize("family", ["r2l", "grid"])
-@pytest.mark.parametrize("kind", ["orbit", "ndc"])
+@pytest.mark.parametrize("kind", ["orbit", "ff"])
 def test_onnx_gives_torch_colours_for_any_batch(exported, scenes, family, kind):
     model, onnx_file = exported[family, kind]
     scene = scenes[kind]
@@ -131,8 +128,8 @@ def test_metadata_and_signature_round_trip(exported, scenes):
 
     from r2l.models.export import read_metadata
 
-    model, onnx_file = exported["grid", "ndc"]
-    scene = scenes["ndc"]
+    model, onnx_file = exported["grid", "ff"]
+    scene = scenes["ff"]
     meta = read_metadata(onnx_file)
     assert meta["r2l_export_format"] == EXPORT_FORMAT and meta["opset"] == OPSET
     assert meta["inputs"] == list(INPUTS) and meta["outputs"] == [OUTPUT] and meta["ray_space"] == "world"

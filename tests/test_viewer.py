@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import object_and_forward_scenes
+
 from r2l.core.checkpoint import atomic_torch_save
 from r2l.core.errors import R2LError
-from r2l.data.builtin import write_blender, write_llff
-from r2l.data.registry import load_scene
 from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
 from r2l.models.load import load_model
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
@@ -79,10 +79,7 @@ def student_file(path: Path, scene, family: str) -> Path:
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict:
-    d = tmp_path_factory.mktemp("scenes")
-    orbit = write_blender(d / "builtin", seed=0, resolution=24, n_train=2, n_val=1, n_test=1, spp=1)
-    ff = write_llff(d / "builtin_ff", seed=1, width=24, height=18, n_views=8, spp=1)
-    return {"orbit": load_scene("builtin", orbit), "ff": load_scene("llff", ff)}
+    return object_and_forward_scenes(tmp_path_factory.mktemp("scenes"), 24)
 
 
 @pytest.fixture(scope="module")
