@@ -228,8 +228,8 @@ def viewer_folder(path: str | Path) -> Path:
     for folder in (path, path / "viewer", Path("results") / path / "viewer"):
         if (folder / "index.html").is_file() and (folder / SCENE_FILE).is_file():
             return folder
-    raise R2LError(f"{path}: no viewer there (a viewer folder, results/{{scene}} or a scene name; build it with "
-                   "snakemake results/{scene}/viewer/index.html)")
+    raise R2LError(f"{path}: no viewer there (a viewer folder, results/{{scene}} or a scene name; build one with "
+                   "snakemake results/SCENE/viewer --cores 1, or deploy: {viewer: true} in the config)")
 
 
 class ViewerHandler(http.server.SimpleHTTPRequestHandler):
