@@ -356,3 +356,12 @@ def test_deploy_section_adds_export_viewer_and_screenshot_jobs(tmp_path):
     shot = _dry_run_jobs(tmp_path, {"screenshot": True})
     assert (shot["export"], shot["viewer"], shot["viewer_screenshot"]) == (3, 2, 2)
     assert {k: v for k, v in shot.items() if k not in ("export", "viewer", "viewer_screenshot", "total")} == off
+
+
+def test_a_part_that_does_not_exist_is_one_error_and_no_folder(tmp_path):
+    """The tiny config renders pseudo-data in 2 jobs: asking for part 2 stops before any folder is made."""
+    target = "results/builtin/pseudo_data/part_2/part.json"
+    out = subprocess.run(snakemake_command(tmp_path, target), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "pseudo-data part 2 does not exist: pseudo_data.jobs is 2 (parts 0 to 1)" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()

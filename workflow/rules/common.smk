@@ -132,6 +132,18 @@ def pseudo_parts(wildcards):
     )
 
 
+def existing_part(wildcards):
+    """No input: it stops a request for a pseudo-data part that ``pseudo_data.jobs`` does not make, when the DAG
+    is built (before Snakemake creates the part's folder)."""
+    jobs = stage_section(config, "pseudo_data", wildcards.scene)["jobs"]
+    if int(wildcards.part) >= jobs:
+        raise WorkflowError(
+            f"scene {wildcards.scene}: pseudo-data part {wildcards.part} does not exist: pseudo_data.jobs is "
+            f"{jobs} (parts 0 to {jobs - 1})"
+        )
+    return []
+
+
 def paper_scenes(wildcards):
     """Which of R2L's published scenes each run scene is (None: matched by name)."""
     return {

@@ -9,6 +9,7 @@ rule pseudo_data_part:
     input:
         scene=scene_dir,
         teacher="results/{scene}/teacher/model.pt",
+        exists=existing_part,
     output:
         part="results/{scene}/pseudo_data/part_{part}/part.json",
     log:
