@@ -6,7 +6,8 @@ Model files are plain dicts read with ``weights_only=True`` (never code). Their 
 ``format_version`` says their layout (:data:`r2l.core.checkpoint.FORMAT_VERSION`); :data:`MODEL_READERS`
 holds one reader per format, and each turns its files into today's layout: ``weights``, ``config``, ``kind``,
 ``step``, ``metrics``, ``format_version`` (the file's) and ``scene``, the scene's name, format and camera
-(``H, W, focal, near, far, ndc, ndc_near, background, render_poses``; None in a format-0 student file); a student also ``near``, ``far``, ``ndc`` and ``ndc_near``.
+(``H, W, focal, near, far, ndc, ndc_near, background, render_poses``; None in a format-0 student file); a
+student also ``near``, ``far``, ``ndc`` and ``ndc_near``.
 
 - :func:`read_model_file`: a model file in today's layout, whatever its format.
 - :func:`load_model`: the file as a renderer (:class:`~r2l.models.teacher.Teacher` or
