@@ -265,6 +265,12 @@ def test_one_coercer_converts_for_the_schema_and_the_dataclasses():
     config = copy.deepcopy(DEFAULT)
     config["student"]["network"]["depth"] = "12"  # a string that is a number, where the schema wants an integer
     assert validate_config(config)["student"]["network"]["depth"] == 12
+    assert as_type("true", "boolean") is True and as_type(" False", "boolean") is False
+    config["deploy"]["export"] = "true"  # as `--config deploy='{export: true}'` gives it
+    assert validate_config(config)["deploy"]["export"] is True
+    config["deploy"]["export"] = "yes"
+    with pytest.raises(R2LError, match="deploy.export"):
+        validate_config(config)
 
 
 # ----------------------------------------------------------------------- one source of each key's default and meaning

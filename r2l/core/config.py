@@ -58,10 +58,13 @@ def as_type(value, kind: str):
     """``value`` as the JSON-schema type ``kind`` (integer, number, boolean or string); raises ValueError.
 
     The one coercer of config values: schema validation and dataclass building both use it. A string that is a
-    number (YAML 1.1 reads ``5e-4`` as one) becomes a number, ``1e3`` or ``1000.0`` an integer; a bool is never a
-    number, nor a number a bool or a string.
+    number (YAML 1.1 reads ``5e-4`` as one) becomes a number, ``1e3`` or ``1000.0`` an integer; the strings
+    ``true`` and ``false`` (Snakemake's ``--config`` gives them) booleans; a bool is never a number, nor a number
+    a bool or a string.
     """
     wrong = ValueError(f"expected {_ARTICLES[kind]}")
+    if kind == "boolean" and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
     if kind in ("boolean", "string"):
         if not isinstance(value, bool if kind == "boolean" else str):
             raise wrong
@@ -79,13 +82,13 @@ def as_type(value, kind: str):
 
 def _coerce_for_schema(config: dict, validator) -> None:
     """Turn values of the wrong type that :func:`as_type` can convert (numbers YAML read as strings, ``1e3`` for
-    an integer) into the type the schema asks for, in place; the rest are left for validation to report."""
+    an integer, ``true``/``false`` from Snakemake's ``--config``) into the type the schema asks for, in place; the rest are left for validation to report."""
     for error in list(validator.iter_errors(config)):
         if error.validator != "type" or not error.absolute_path:
             continue
         wanted = error.schema["type"]
         for kind in [wanted] if isinstance(wanted, str) else wanted:
-            if kind in ("integer", "number") and isinstance(error.instance, str):
+            if kind in ("integer", "number", "boolean") and isinstance(error.instance, str):
                 try:
                     value = as_type(error.instance, kind)
                 except ValueError:
