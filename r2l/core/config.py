@@ -82,7 +82,8 @@ def as_type(value, kind: str):
 
 def _coerce_for_schema(config: dict, validator) -> None:
     """Turn values of the wrong type that :func:`as_type` can convert (numbers YAML read as strings, ``1e3`` for
-    an integer, ``true``/``false`` from Snakemake's ``--config``) into the type the schema asks for, in place; the rest are left for validation to report."""
+    an integer, ``true``/``false`` from Snakemake's ``--config``) into the type the schema asks for, in place;
+    the rest are left for validation to report."""
     for error in list(validator.iter_errors(config)):
         if error.validator != "type" or not error.absolute_path:
             continue
