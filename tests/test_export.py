@@ -24,6 +24,7 @@ from helpers import object_and_forward_scenes
 
 from r2l.cli import main
 from r2l.core.checkpoint import atomic_torch_save
+from r2l.core.errors import DataError
 from r2l.geometry.rays import get_rays
 from r2l.models.export import EXPORT_FORMAT, INPUTS, OPSET, OUTPUT, bilinear, plane_table, trilinear
 from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
@@ -222,3 +223,27 @@ def test_export_help():
     done = subprocess.run([sys.executable, "-m", "r2l", "export", "--help"], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0 and done.stdout.startswith("usage: r2l export") and "--fp16" in done.stdout
+
+
+def test_deploy_table_reads_every_check(tmp_path):
+    """results/deploy.md and .csv: a row per check.json, its scene from the path, the values as written."""
+    from r2l.report.exports import DEPLOY_COLUMNS, write_deploy_summary
+
+    checks = []
+    for scene, folder, family, size in (("lego", "export", "grid", 3_299_370), ("lego", "export_r2l", "r2l", 1_193_872)):
+        path = tmp_path / "results" / scene / folder / "check.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"family": family, "fp16": False, "size_bytes": size, "max_abs_diff": 2.8e-5,
+                                    "psnr_vs_torch": 118.4, "onnx_ms_per_frame": 118.0, "torch_ms_per_frame": 125.2,
+                                    "threads": 1, "H": 64, "W": 64}))
+        checks.append(path)
+    df = write_deploy_summary(checks, tmp_path / "deploy.csv", tmp_path / "deploy.md")
+    assert list(df.columns) == DEPLOY_COLUMNS and list(df["family"]) == ["grid", "r2l"]
+    assert list(df["scene"]) == ["lego", "lego"] and df["onnx_mb"].tolist() == [3.29937, 1.193872]
+    md = (tmp_path / "deploy.md").read_text()
+    assert "| lego | grid | float32 | 3.30 | 2.8e-05 | 118.4 | 118.0 | 125.2 | 1 | 64 x 64 |" in md
+    bad = tmp_path / "results" / "x" / "export" / "check.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{}")
+    with pytest.raises(DataError, match="not an export check"):
+        write_deploy_summary([bad], tmp_path / "d.csv", tmp_path / "d.md")

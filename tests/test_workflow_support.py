@@ -348,14 +348,15 @@ def _dry_run_jobs(workdir: Path, deploy: dict) -> dict[str, int]:
 
 def test_deploy_section_adds_export_viewer_and_screenshot_jobs(tmp_path):
     """Off by default; export: one job per finetuned student (the tiny config's builtin scene compares r2l, so
-    3 for 2 scenes); viewer: one per scene (and the exports); screenshot: one per scene, implying both."""
+    3 for 2 scenes) and their table; viewer: one per scene (and the exports); screenshot: one per scene, implying both."""
     off = _dry_run_jobs(tmp_path, {"export": False})
-    assert not {"export", "viewer", "viewer_screenshot"} & set(off)
+    assert not {"export", "deploy_summary", "viewer", "viewer_screenshot"} & set(off)
     exported = _dry_run_jobs(tmp_path, {"export": True})
-    assert exported["export"] == 3 and "viewer" not in exported
+    assert exported["export"] == 3 and exported["deploy_summary"] == 1 and "viewer" not in exported
     shot = _dry_run_jobs(tmp_path, {"screenshot": True})
     assert (shot["export"], shot["viewer"], shot["viewer_screenshot"]) == (3, 2, 2)
-    assert {k: v for k, v in shot.items() if k not in ("export", "viewer", "viewer_screenshot", "total")} == off
+    deployed = ("export", "deploy_summary", "viewer", "viewer_screenshot", "total")
+    assert {k: v for k, v in shot.items() if k not in deployed} == off
 
 
 def test_a_part_that_does_not_exist_is_one_error_and_no_folder(tmp_path):

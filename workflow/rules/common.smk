@@ -176,18 +176,24 @@ def final_outputs():
     )
 
 
+def deploy_checks(wildcards=None):
+    """The check.json of every finetuned student of every run scene (the export rule's), primary first."""
+    out = []
+    for scene in RUN_SCENES:
+        out += [f"results/{scene}/export/check.json"]
+        out += compared_files(scene, ["export"], "check.json").values()
+    return out
+
+
 def deploy_outputs():
-    """What the ``deploy:`` section asks for: every finetuned student's ONNX file and check, the viewer, its
-    screenshot (each implies the ones before it)."""
+    """What the ``deploy:`` section asks for: every finetuned student's ONNX file and check with their table, the
+    viewer, its screenshot (each implies the ones before it)."""
     wanted = config["deploy"]
     viewer = wanted["viewer"] or wanted["screenshot"]
     out = []
-    for scene in RUN_SCENES if wanted["export"] or viewer else []:
-        out += [
-            f"results/{scene}/export/model.onnx",
-            f"results/{scene}/export/check.json",
-        ]
-        out += compared_files(scene, ["export"], "check.json").values()
+    if wanted["export"] or viewer:
+        out += expand("results/{scene}/export/model.onnx", scene=RUN_SCENES)
+        out += deploy_checks() + ["results/deploy.md"]
     out += expand("results/{scene}/viewer", scene=RUN_SCENES) if viewer else []
     out += (
         expand("results/{scene}/viewer.png", scene=RUN_SCENES)

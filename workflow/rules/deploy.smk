@@ -63,3 +63,27 @@ rule viewer_screenshot:
         **job_resources("light"),
     script:
         "../scripts/viewer_screenshot.py"
+
+
+rule deploy_summary:
+    input:
+        deploy_checks,
+    output:
+        csv="results/deploy.csv",
+        md=report(
+            "results/deploy.md",
+            caption="../report/deploy.rst",
+            category="Tables",
+            subcategory="All scenes",
+            labels={"scene": "all", "figure": "deploy"},
+        ),
+    log:
+        "logs/deploy_summary.log",
+    localrule: True
+    conda:
+        "../envs/r2l.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    script:
+        "../scripts/deploy_summary.py"
