@@ -99,3 +99,17 @@ def object_and_forward_scenes(root: Path, width: int) -> dict:
     orbit = write_blender(root / "orbit", seed=0, resolution=width, n_train=2, n_val=1, n_test=1, spp=1)
     ff = write_llff(root / "ff", seed=1, width=width, height=width * 3 // 4, n_views=8, spp=1)
     return {"orbit": load_scene("builtin", orbit), "ff": load_scene("llff", ff)}
+
+
+def save_student_file(path: Path, net, config: dict, scene, step: int = 7) -> Path:
+    """A finetuned-student model file of ``net`` (its DistillConfig as a dict: ``config``) for ``scene``, with the
+    keys r2l.stages.student writes (scene camera included) and made-up metrics."""
+    from r2l.core.checkpoint import atomic_torch_save
+
+    cam = scene.camera()
+    atomic_torch_save({
+        "weights": net.state_dict(), "config": config, "kind": "finetuned", "near": cam["near"], "far": cam["far"],
+        "ndc": cam["ndc"], "ndc_near": cam["ndc_near"], "scene": {"name": scene.name, "format": scene.format, **cam},
+        "step": step, "metrics": {"val_psnr": 11.5, "train_seconds": 1.0, "device": "cpu", "device_name": "cpu"},
+    }, path)
+    return path

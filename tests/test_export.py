@@ -20,10 +20,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import object_and_forward_scenes
+from helpers import object_and_forward_scenes, save_student_file
 
 from r2l.cli import main
-from r2l.core.checkpoint import atomic_torch_save
 from r2l.core.errors import DataError
 from r2l.geometry.rays import get_rays
 from r2l.models.export import EXPORT_FORMAT, INPUTS, OPSET, OUTPUT, bilinear, plane_table, trilinear
@@ -69,13 +68,7 @@ def random_student(path: Path, scene, family: str) -> Path:
             net.background.fill_(-1.0)
     else:
         net, config = R2LNet(NET), dataclasses.asdict(DistillConfig(network=NET))
-    cam = scene.camera()
-    atomic_torch_save({
-        "weights": net.state_dict(), "config": config, "kind": "finetuned", "near": cam["near"], "far": cam["far"],
-        "ndc": cam["ndc"], "ndc_near": cam["ndc_near"], "scene": {"name": scene.name, "format": scene.format, **cam},
-        "step": 7, "metrics": {"val_psnr": 11.5, "train_seconds": 1.0, "device": "cpu", "device_name": "cpu"},
-    }, path)
-    return path
+    return save_student_file(path, net, config, scene, step=7)
 
 
 def world_rays(scene) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,9 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import object_and_forward_scenes
+from helpers import object_and_forward_scenes, save_student_file
 
-from r2l.core.checkpoint import atomic_torch_save
 from r2l.core.errors import R2LError
 from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
 from r2l.models.load import load_model
@@ -62,19 +61,13 @@ def contrasty(net: torch.nn.Module) -> None:
 def student_file(path: Path, scene, family: str) -> Path:
     """A random student file of ``family`` (``grid``: over the +-1.5 box; ``r2l``) for ``scene``, made contrasty."""
     torch.manual_seed(0)
-    cam = scene.camera()
     if family == "grid":
         net = GridStudentNet(GRID_NET, 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
         config = dataclasses.asdict(DistillConfig(family="grid", grid=GRID_NET))
     else:
         net, config = R2LNet(NET), dataclasses.asdict(DistillConfig(network=NET))
     contrasty(net)
-    atomic_torch_save({
-        "weights": net.state_dict(), "config": config, "kind": "finetuned", "near": cam["near"], "far": cam["far"],
-        "ndc": cam["ndc"], "ndc_near": cam["ndc_near"], "scene": {"name": scene.name, "format": scene.format, **cam},
-        "step": 40, "metrics": {"val_psnr": 12.5, "train_seconds": 3.0, "device": "cpu", "device_name": "cpu"},
-    }, path)
-    return path
+    return save_student_file(path, net, config, scene, step=40)
 
 
 @pytest.fixture(scope="module")
