@@ -19,7 +19,6 @@ and ``run`` start quickly.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import json
 import pickle
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from r2l.core.errors import DataError, R2LError
 from r2l.core.failures import failure_lines
+from r2l.core.version import package_version
 
 POSE_HELP = ("a 4x4 (or 3x4) camera-to-world matrix in the OpenGL convention (x right, y up, looking down -z; "
              "r2l.geometry.rays) in the scene's world frame (that of its poses), as .npy, .txt or .json")
@@ -85,14 +85,6 @@ def device_of(name: str):
         return pick_device(name)
     except RuntimeError as err:
         raise UsageError(f"--device {name!r}: {str(err).splitlines()[0][:120]}") from err
-
-
-def package_version() -> str:
-    """The installed r2l's version (``unknown`` when r2l runs from a checkout that is not installed)."""
-    try:
-        return importlib.metadata.version("r2l")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def build_parser() -> Parser:
@@ -660,7 +652,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except UsageError as err:
         raise UsageError(str(err), "r2l export") from None
     read_model(args.model, lambda path: load_model(path, "cpu", precision="fp32"))  # a bad file: one line
-    check = export_and_check(args.model, args.out, package_version(), args.fp16, args.threads)
+    check = export_and_check(args.model, args.out, args.fp16, args.threads)
     written, family = check["file"], check["family"]
     if args.json:
         print(json.dumps(check, indent=2))

@@ -179,11 +179,14 @@ class RayGraph(nn.Module):
 
 
 def student_camera(student: Student, path: Path) -> dict:
-    """The scene identity and camera a student file stores; DataError naming ``path`` when it has none."""
-    scene = student.meta.get("scene")
-    if not isinstance(scene, dict) or any(scene.get(k) is None for k in ("H", "W", "focal", "ndc")):
-        raise DataError(path, "the file stores no scene camera (written before r2l 0.2): retrain it to export it")
-    return scene
+    """The scene identity and camera a student file stores (:func:`r2l.models.load.model_camera`); DataError
+    naming ``path`` when it has none."""
+    from r2l.models.load import model_camera  # (load imports the student families, as this module does)
+
+    camera = model_camera(student)
+    if camera is None:
+        raise DataError(path, "the file stores no scene camera (a format-0 student file): retrain it to export it")
+    return camera
 
 
 def ray_graph(student: Student, camera: dict) -> RayGraph:

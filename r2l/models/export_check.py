@@ -109,20 +109,28 @@ def check_line(check: dict) -> str:
             f"ms/frame on {check['threads']} CPU thread{'s' if check['threads'] != 1 else ''}")
 
 
-def export_and_check(model_path: str | Path, out: str | Path, version: str, fp16: bool = False,
-                     threads: int | None = None) -> dict:
-    """Export the student file ``model_path`` to ``out`` (:func:`r2l.models.export.export_student`) and compare it
-    with torch (:func:`check_export`); returns the check's numbers with the file, family, opset and fp16.
-    DataError naming the file when it is a teacher's."""
+def load_student(model_path: str | Path) -> Student:
+    """The student file ``model_path`` loaded on the CPU at float32; DataError naming the file when it is a
+    teacher's."""
     from r2l.core.errors import DataError
-    from r2l.models.export import OPSET, export_student, student_camera
     from r2l.models.load import load_model
 
-    require("onnx", "onnxscript", "onnxruntime")
     model = load_model(model_path, "cpu", precision="fp32")
     if not isinstance(model, Student):
         raise DataError(Path(model_path), "a teacher model file: only students (student, finetuned) export to ONNX")
-    written = export_student(model, Path(model_path), out, version, fp16)
-    check = check_export(model, student_camera(model, Path(model_path)), written, threads)
+    return model
+
+
+def export_and_check(model_path: str | Path, out: str | Path, fp16: bool = False, threads: int | None = None) -> dict:
+    """Export the student file ``model_path`` to ``out`` (:func:`r2l.models.export.export_student`) and compare it
+    with torch (:func:`check_export`); returns the check's numbers with the file, family, opset and fp16."""
+    from r2l.core.version import package_version
+    from r2l.models.export import OPSET, export_student
+    from r2l.models.load import model_camera
+
+    require("onnx", "onnxscript", "onnxruntime")
+    model = load_student(model_path)
+    written = export_student(model, Path(model_path), out, package_version(), fp16)
+    check = check_export(model, model_camera(model), written, threads)
     return {"file": str(written), "model": str(model_path), "family": model.meta["family"], "opset": OPSET,
             "fp16": fp16, **check}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import importlib.metadata
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from r2l.core.atomic import atomic_folder, atomic_write, atomic_write_text
-from r2l.core.errors import DataError, R2LError
+from r2l.core.errors import R2LError
 
 ASSETS = Path(__file__).with_name("viewer_assets")
 PAGE_FILES = ("index.html", "viewer.js")
@@ -172,18 +171,11 @@ def ort_runtime(cache: str | Path | None = None) -> Path:
 def export_for_viewer(model_path: str | Path, out: str | Path) -> Path:
     """Export the student file ``model_path`` to the ONNX file ``out`` (:func:`r2l.models.export.export_student`,
     float32 weights); returns ``out``."""
+    from r2l.core.version import package_version
     from r2l.models.export import export_student
-    from r2l.models.load import load_model
-    from r2l.models.students import Student
+    from r2l.models.export_check import load_student
 
-    student = load_model(model_path, "cpu", precision="fp32")
-    if not isinstance(student, Student):
-        raise DataError(Path(model_path), "the viewer shows a student: this is a teacher file")
-    try:
-        version = importlib.metadata.version("r2l")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return export_student(student, Path(model_path), out, version)
+    return export_student(load_student(model_path), Path(model_path), out, package_version())
 
 
 def build_viewer(onnx_path: str | Path, out_dir: str | Path, cache: str | Path | None = None) -> Path:
