@@ -361,22 +361,40 @@ def zip_text(path: Path) -> str | None:
     return f"not a torch file (a zip archive{': a NumPy .npz' if npz else ''})"
 
 
-def checkpoint_text(path: Path, ckpt: dict) -> str | None:
-    """``ckpt`` (from ``path``) in words when it is a teacher's or student's resume checkpoint, else None."""
+def checkpoint_facts(path: Path, ckpt: dict) -> tuple[str, str, object] | None:
+    """``(resume folder, what it trains in words, step)`` of a teacher's or student's training checkpoint: format
+    3's layout (:data:`r2l.core.checkpoint.CHECKPOINT_KEYS`: ``stage``, ``kind``, ``step``) or a stage's layout
+    of formats 1 and 2 (a teacher's ``model`` and ``step``; a student's ``weights`` and ``loop``, finetuning when
+    it continues a student or lies in a ``finetune`` folder); else None."""
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     loop = ckpt.get("loop") if isinstance(ckpt.get("loop"), dict) else {}
-    if {"model", "optimizer", "rng"} <= ckpt.keys() and config.get("kind") in ("nerf", "grid"):
-        stage, what, step = "teacher", f"a {config['kind']} teacher", ckpt.get("step")
+    stage, kind = ckpt.get("stage"), ckpt.get("kind")
+    if {"stage", "kind", "weights", "optimizer", "rng", "loop"} <= ckpt.keys() and stage in ("teacher", "student"):
+        if stage == "teacher":
+            return "teacher", f"a {kind} teacher", ckpt.get("step")
+        finetune = kind == "finetuned"
+    elif {"model", "optimizer", "rng"} <= ckpt.keys() and config.get("kind") in ("nerf", "grid"):
+        return "teacher", f"a {config['kind']} teacher", ckpt.get("step")
     elif {"weights", "optimizer", "rng", "loop"} <= ckpt.keys():
         finetune = path.parent.name == "finetune" or (loop.get("base_step") or 0) > 0
-        stage = "finetune" if finetune else "student"
-        what, step = f"a student's {'finetuning' if finetune else 'distillation'}", loop.get("step")
     else:
         return None
+    step = ckpt.get("step", loop.get("step"))
+    return ("finetune", "a student's finetuning", step) if finetune else ("student", "a student's distillation", step)
+
+
+def checkpoint_text(path: Path, ckpt: dict) -> str | None:
+    """``ckpt`` (from ``path``) in words when it is a teacher's or student's resume checkpoint (stage, step, format:
+    :func:`checkpoint_facts`), else None."""
+    facts = checkpoint_facts(path, ckpt)
+    if facts is None:
+        return None
+    stage, what, step = facts
     in_resume = path.parent.name in CHECKPOINT_MODELS and path.parent.parent.parent.name == "resume"
     scene = path.parent.parent.name if in_resume else "{scene}"  # resources/resume/{scene}/{stage}/ckpt_*.pt
     at = "" if step is None else f" at step {step}"
-    return (f"a training checkpoint (resume point) of {what}{at}, not a model file; the model is "
+    version = ckpt.get("format_version", 1)
+    return (f"a training checkpoint (resume point, format {version}) of {what}{at}, not a model file; the model is "
             f"results/{scene}/{CHECKPOINT_MODELS[stage]}/model.pt (written when the training ends)")
 
 
@@ -395,10 +413,11 @@ def torch_file_text(path: Path) -> str | None:
         return None  # damaged: the loader's own message stands
     if not isinstance(obj, dict):
         return f"a torch file holding a {type(obj).__name__}, not an r2l model file"
-    if obj.get("kind") in ("nerf", "grid", "student", "finetuned"):
-        return None
+    described = checkpoint_text(path, obj)  # (a checkpoint records the kind of model it trains)
+    if described is not None or obj.get("kind") in ("nerf", "grid", "student", "finetuned"):
+        return described
     keys = ", ".join(sorted(map(str, obj))[:6]) + (", ..." if len(obj) > 6 else "")
-    return checkpoint_text(path, obj) or f"a torch file holding a dict ({keys}) that is not an r2l model file"
+    return f"a torch file holding a dict ({keys}) that is not an r2l model file"
 
 
 def read_model(path: Path, read):
@@ -415,11 +434,29 @@ def read_model(path: Path, read):
         raise DataError(path, better) from err
 
 
+def status_note(text: str):
+    """Show ``text`` on stderr while something slow runs, when stderr is a terminal; returns what erases it."""
+    if not sys.stderr.isatty():
+        return lambda: None
+    print(text, end="", file=sys.stderr, flush=True)
+    return lambda: print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def describe_file(path: Path) -> dict:
+    """``describe_model(path)``, importing torch (seconds) only now, once ``sniff_file`` has let the file through;
+    on a terminal a note says so meanwhile."""
+    erase = status_note(f"r2l info: reading {path} (loading torch) ...")
+    try:
+        from r2l.models.load import describe_model
+
+        return describe_model(path)
+    finally:
+        erase()
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what ``args.model`` is, as text or JSON."""
-    from r2l.models.load import describe_model
-
-    d = read_model(args.model, describe_model)
+    d = read_model(args.model, describe_file)
     print(json.dumps(d, indent=2) if args.json else "\n".join(info_lines(d)))
     return 0
 

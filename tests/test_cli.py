@@ -283,14 +283,22 @@ def test_error_from_the_installed_command_is_one_line(tmp_path):
         "weights_only loading)"]
 
 
-def student_checkpoint(path: Path, base_step: int) -> Path:
-    """A resume checkpoint with the keys r2l.stages.student._checkpoint writes (``base_step`` > 0: finetuning)."""
+def student_checkpoint(path: Path, base_step: int, kind: str | None = None) -> Path:
+    """A student's resume checkpoint in the layout of every stage (format 3, r2l.core.checkpoint.CHECKPOINT_KEYS) of
+    ``kind``; None: the student layout of formats 1 and 2 without ``format_version`` (format 1; ``base_step`` > 0:
+    finetuning)."""
     net = R2LNet(NET)
     optimizer = torch.optim.Adam(net.parameters())
+    common = {"weights": net.state_dict(), "optimizer": optimizer.state_dict(),
+              "config": dataclasses.asdict(DistillConfig(network=NET)), "rng": {"batch": torch.zeros(2)}}
+    loop = {"base_step": base_step, "train_seconds": 1.0, "init_seconds": 0.0, "val_history": [], "curve": []}
+    if kind is None:
+        ckpt = {**common, "loop": {**loop, "step": base_step + 10, "history": []}, "best": {}, "pool": None}
+    else:
+        ckpt = {"stage": "student", "kind": kind, "step": base_step + 10, **common, "history": [],
+                "loop": {**loop, "best": {}}, "extra": {"pool": None}, "format_version": 3}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"weights": net.state_dict(), "optimizer": optimizer.state_dict(),
-                       "config": dataclasses.asdict(DistillConfig(network=NET)), "rng": {"batch": torch.zeros(2)},
-                       "loop": {"step": base_step + 10, "base_step": base_step}, "best": {}}, path)
+    atomic_torch_save(ckpt, path)
     return path
 
 
@@ -309,12 +317,15 @@ def test_info_says_what_a_file_that_is_no_model_is(teacher, tmp_path, capsys):
                                  "loading)"),
         (tmp_path / "list.pt", "a torch file holding a list, not an r2l model file"),
         (tmp_path / "arrays.npz", "not a torch file (a zip archive: a NumPy .npz)"),
-        (teacher_ckpt, "a training checkpoint (resume point) of a grid teacher at step 2, not a model file; the "
-                       "model is results/{scene}/teacher/model.pt (written when the training ends)"),
-        (student_checkpoint(resume / "student" / "ckpt_000000010.pt", 0), "a training checkpoint (resume point) of "
-         "a student's distillation at step 10, not a model file; the model is results/lego/student/model.pt"),
-        (student_checkpoint(resume / "finetune" / "ckpt_000000050.pt", 40), "of a student's finetuning at step 50, "
-         "not a model file; the model is results/lego/finetuned/model.pt"),
+        (teacher_ckpt, "a training checkpoint (resume point, format 3) of a grid teacher at step 2, not a model "
+                       "file; the model is results/{scene}/teacher/model.pt (written when the training ends)"),
+        (student_checkpoint(resume / "student" / "ckpt_000000010.pt", 0, "student"), "a training checkpoint "
+         "(resume point, format 3) of a student's distillation at step 10, not a model file; the model is "
+         "results/lego/student/model.pt"),
+        (student_checkpoint(resume / "finetune" / "ckpt_000000050.pt", 40, "finetuned"), "(resume point, format 3) "
+         "of a student's finetuning at step 50, not a model file; the model is results/lego/finetuned/model.pt"),
+        (student_checkpoint(tmp_path / "old" / "ckpt_000000050.pt", 40), "(resume point, format 1) of a student's "
+         "finetuning at step 50, not a model file; the model is results/{scene}/finetuned/model.pt"),
     ]
     for path, message in cases:
         code, out, err = run_main(capsys, "info", path)

@@ -160,7 +160,7 @@ def test_teacher_kill_and_resume_on_the_device(kind, builtin, teachers, tmp_path
         teacher_stage.train_teacher(builtin, cfg, tmp_path / "model.pt", tmp_path / "resume", on_step=kill_at(25))
     assert load_checkpoint(tmp_path / "resume" / "ckpt_000000020.pt")["step"] == 20
     metrics = teacher_stage.train_teacher(builtin, cfg, tmp_path / "model.pt", tmp_path / "resume")
-    assert metrics["steps"] == 40
+    assert metrics["final_step"] == 40
     resumed, ref = (torch.load(p, weights_only=True) for p in (tmp_path / "model.pt", teachers[kind]))
     np.testing.assert_allclose(np.array(resumed["metrics"]["loss_history"]),
                                np.array(ref["metrics"]["loss_history"]), rtol=LATER_RTOL)

@@ -204,7 +204,7 @@ def test_resume_after_kill_continues_the_same_run(stores, tmp_path):
     killer = kill_on_call(6, 10.0)  # dies during the validation after step 5 (the last checkpoint is at step 3)
     with pytest.raises(Killed):
         train_student([stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=killer)
-    assert load_latest_checkpoint(tmp_path / "rb")["loop"]["step"] == 3
+    assert load_latest_checkpoint(tmp_path / "rb")["step"] == 3
     assert not (tmp_path / "b.pt").exists()
     resumed = train_student([stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=lambda m: 10.0)
     assert resumed["final_step"] == full["final_step"] == 8
@@ -221,7 +221,7 @@ def test_max_steps_stops_and_resumes(stores, tmp_path):
     part = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0, max_steps=5)
     assert part == {**part, "finished": False, "step": 5} and not (tmp_path / "s.pt").exists()
     done = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
-    assert done["finished"] and done["final_step"] == 8 and [s for s, _ in done["loss_history"]] == list(range(1, 9))
+    assert done["finished"] and done["final_step"] == 8 and [r[0] for r in done["loss_history"]] == list(range(1, 9))
 
 
 @pytest.mark.parametrize("ckpt_every, last_good", [(4, 4), (1, 5)])
@@ -233,7 +233,7 @@ def test_nan_stops_with_checkpoint_kept(stores, tmp_path, monkeypatch, ckpt_ever
     with pytest.raises(R2LError, match="non-finite|became nan"):
         train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
     ckpt = load_latest_checkpoint(tmp_path / "r")
-    assert ckpt["loop"]["step"] == last_good
+    assert ckpt["step"] == last_good
     assert all(torch.isfinite(v).all() for v in ckpt["weights"].values())
     assert not (tmp_path / "s.pt").exists()
 
@@ -264,7 +264,7 @@ def test_finetune_continues_step_and_optimizer_and_selects_on_val(stores, tmp_pa
     assert metrics["final_step"] == 14
     ckpt = load_latest_checkpoint(tmp_path / "rf")
     # Adam's per-parameter step counters carried over: 6 student steps + 8 finetuning steps
-    assert ckpt["loop"]["step"] == 14 and all(int(s["step"]) == 14 for s in ckpt["optimizer"]["state"].values())
+    assert ckpt["step"] == 14 and all(int(s["step"]) == 14 for s in ckpt["optimizer"]["state"].values())
     ft = load_checkpoint(out)
     assert ft["kind"] == "finetuned" and ft["step"] == 10 and "optimizer" not in ft
     for k, v in seen[2].items():  # the written weights are those validated at step 10

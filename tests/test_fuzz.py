@@ -138,7 +138,7 @@ def test_checkpoints_fall_back_to_an_older_one(trained, tmp_path, caplog):
         newest.write_bytes(data)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="r2l"):
-            ckpt = load_latest_checkpoint(resume, check=lambda c: c["model"] and c["optimizer"] and c["rng"])
+            ckpt = load_latest_checkpoint(resume, check=lambda c: c["weights"] and c["optimizer"] and c["rng"])
         assert ckpt is not None and ckpt["step"] in (2, 3), how  # the older one, or a flip that did no harm
         if ckpt["step"] == 2:
             assert newest.name in caplog.text and "falling back" in caplog.text, how

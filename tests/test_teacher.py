@@ -138,9 +138,9 @@ def test_teacher_learns_and_loads_through_one_interface(kind, trained, scene):
     path, metrics = trained[kind]
     start_psnr = metrics["loss_history"][0][2]
     assert metrics["val_psnr"] > start_psnr + 4.0, metrics["loss_history"]
-    assert metrics["steps"] == (200 if kind == "nerf" else 100) and metrics["device"] == "cpu"
+    assert metrics["final_step"] == (200 if kind == "nerf" else 100) and metrics["device"] == "cpu"
     teacher = load_teacher(path)
-    assert teacher.meta["kind"] == kind and teacher.meta["step"] == metrics["steps"]
+    assert teacher.meta["kind"] == kind and teacher.meta["step"] == metrics["final_step"]
     assert teacher.meta["train_seconds"] == metrics["train_seconds"] > 0
     assert isinstance(teacher.model, nn.ModuleDict) and not teacher.model.training
     images, poses = scene.split("val")
@@ -173,14 +173,14 @@ def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tm
     assert not (tmp_path / "model.pt").exists()
     assert sorted(p.name for p in resume.glob("ckpt_*.pt")) == ["ckpt_000000010.pt", "ckpt_000000020.pt"]
     ckpt = load_checkpoint(resume / "ckpt_000000020.pt")
-    assert ckpt["step"] == 20 and ckpt["train_seconds"] > 0 and ckpt["history"][-1][0] == 15
+    assert ckpt["step"] == 20 and ckpt["loop"]["train_seconds"] > 0 and ckpt["history"][-1][0] == 16  # steps done
     assert len(ckpt["optimizer"]["state"]) > 0  # Adam moments are saved
     if kind == "grid":  # the grids were upsampled at step 15: resuming must restore the new shape
-        assert ckpt["model"]["field.density_planes"].shape[-1] not in (12, 24)
+        assert ckpt["weights"]["field.density_planes"].shape[-1] not in (12, 24)
     seen.clear()
     metrics = train_teacher(scene, tiny_teacher(kind), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
-    assert seen[0] == 21 and seen[-1] == 40 and metrics["steps"] == 40
-    assert metrics["train_seconds"] >= ckpt["train_seconds"]
+    assert seen[0] == 21 and seen[-1] == 40 and metrics["final_step"] == 40
+    assert metrics["train_seconds"] >= ckpt["loop"]["train_seconds"]
     resumed, ref = torch.load(tmp_path / "model.pt", weights_only=True), uninterrupted[kind]
     assert_same_weights(resumed["weights"], ref["weights"])
     np.testing.assert_allclose(
@@ -219,7 +219,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene, tmp_path, monk
     assert not (tmp_path / "model.pt").exists()
     ckpt = load_latest_checkpoint(resume)
     assert ckpt["step"] == 10
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert all(torch.isfinite(v).all() for v in ckpt["weights"].values())
     monkeypatch.setattr(teacher_mod, "teacher_loss", real_loss)  # fixed: the rerun resumes from step 10
     seen = []
     cfg = tiny_teacher("nerf", {"steps": 12, "check_learned": False})  # 12 steps learn too little to pass that check
@@ -278,7 +278,7 @@ def test_nan_between_log_steps_stops_at_the_next_log_step_or_checkpoint(nan_from
     assert not (tmp_path / "model.pt").exists()
     ckpt = load_latest_checkpoint(resume)
     if nan_from > 10:
-        assert ckpt["step"] == 10 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+        assert ckpt["step"] == 10 and all(torch.isfinite(v).all() for v in ckpt["weights"].values())
     else:
         assert ckpt is None  # no checkpoint was written before the weights went bad
 

@@ -4,6 +4,8 @@ They hold tensors, numbers, strings, lists and dicts only, so loading one can ne
 holds ``ckpt_{step:09d}.pt`` files; the newest loadable one wins and a corrupt newest one falls back to the one
 before it with a warning. Every file r2l writes records its layout as an integer ``format_version``
 (:data:`FORMAT_VERSION`); a reader per version (:func:`read_versioned`) turns a loaded file into today's layout.
+Every training checkpoint, the teacher's and the student's alike, has the keys :data:`CHECKPOINT_KEYS` (written by
+:func:`r2l.stages.loop.run_loop`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,18 @@ from r2l.core.atomic import atomic_write
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import log
 
-# The layout of the model and checkpoint files r2l writes, 2 since they record it: 1 = the same layout, files written
-# before the key existed; 0 = early model files (r2l.models.load reads all three).
-FORMAT_VERSION = 2
+# The layout of the model and checkpoint files r2l writes: 3 = one checkpoint layout for every stage
+# (CHECKPOINT_KEYS) and the same metric names and loss rows in teacher and student files; 2 = per-stage layouts,
+# recording format_version; 1 = format 2's layout before the key existed; 0 = early model files. r2l.models.load
+# reads model files of all four, r2l.stages.teacher and r2l.stages.student checkpoints of 1 to 3.
+FORMAT_VERSION = 3
+
+# A training checkpoint (format 3), any stage's: stage ("teacher" or "student": the task that wrote it), kind (the
+# model file's kind it becomes: nerf, grid, student, finetuned), config (the stage's config dict), step (optimiser
+# steps done), weights, optimizer (state dicts), rng (generator states by name), history (model.pt's loss rows
+# [steps done, loss, train PSNR]), loop (the rest of the loop state, r2l.stages.loop.LOOP_KEYS) and extra (what
+# only that task keeps: the student's hard-example pool); and format_version.
+CHECKPOINT_KEYS = ("stage", "kind", "config", "step", "weights", "optimizer", "rng", "history", "loop", "extra")
 
 Reader = Callable[[dict, Path], dict]  # (a loaded file of one format, its path) -> the file in today's layout
 
@@ -62,12 +73,16 @@ def read_versioned(obj: dict, path: str | Path, readers: dict[int, Reader], unve
     return readers[version](obj, Path(path))
 
 
-def _same_layout(ckpt: dict, path: Path) -> dict:
-    """A checkpoint whose layout is today's (format 1 files differ only in lacking ``format_version``)."""
+def read_checkpoint_v3(ckpt: dict, path: Path) -> dict:
+    """A checkpoint of format 3, today's layout; KeyError naming the first of :data:`CHECKPOINT_KEYS` it lacks."""
+    for key in CHECKPOINT_KEYS:
+        if key not in ckpt:
+            raise KeyError(f"{key!r} (not a format-3 checkpoint)")
     return ckpt
 
 
-CHECKPOINT_READERS: dict[int, Reader] = {1: _same_layout, 2: _same_layout}  # any stage's; stages pass their own
+# Any stage's checkpoints of today's format; the stages add readers of their older layouts (formats 1 and 2).
+CHECKPOINT_READERS: dict[int, Reader] = {3: read_checkpoint_v3}
 
 
 def save_checkpoint(resume_dir: str | Path, state: dict, step: int, keep: int = 2) -> Path:

@@ -7,7 +7,10 @@ Model files are plain dicts read with ``weights_only=True`` (never code). Their 
 holds one reader per format, and each turns its files into today's layout: ``weights``, ``config``, ``kind``,
 ``step``, ``metrics``, ``format_version`` (the file's) and ``scene``, the scene's name, format and camera
 (``H, W, focal, near, far, ndc, ndc_near, background, render_poses``; None in a format-0 student file); a
-student also ``near``, ``far``, ``ndc`` and ``ndc_near``.
+student also ``near``, ``far``, ``ndc`` and ``ndc_near`` (and ``optimizer`` when distilled). Teacher and student
+``metrics`` share their names (:func:`r2l.stages.loop.common_metrics`): ``loss_history`` rows are ``[steps done,
+loss, train PSNR]`` for every kind and ``final_step`` the steps trained; files before format 3 are read in these
+names (a metric such a file lacks stays absent).
 
 - :func:`read_model_file`: a model file in today's layout, whatever its format.
 - :func:`load_model`: the file as a renderer (:class:`~r2l.models.teacher.Teacher` or
@@ -26,6 +29,7 @@ import torch
 
 from r2l.core.checkpoint import Reader, read_versioned
 from r2l.core.errors import DataError, R2LError
+from r2l.core.metrics import psnr_from_mse
 from r2l.models.students import (
     FAMILIES,
     Student,
@@ -67,30 +71,52 @@ def _today(ckpt: dict, path: Path, version: int) -> dict:
     return {**ckpt, "format_version": version}
 
 
+def _metrics_before_v3(kind: str, metrics: dict) -> dict:
+    """The metrics of a file of format 0 to 2 in today's names: a teacher's ``steps`` as ``final_step`` and its loss
+    rows ``[step index, loss, train PSNR]`` as ``[steps done, loss, train PSNR]``; a student's rows ``[steps done,
+    loss]`` with the train PSNR of their loss (the colour MSE)."""
+    metrics = dict(metrics or {})
+    rows = metrics.get("loss_history")
+    if kind in TEACHER_KINDS:
+        if "steps" in metrics:
+            metrics["final_step"] = metrics.pop("steps")
+        if rows is not None:
+            metrics["loss_history"] = [[index + 1, loss, psnr] for index, loss, psnr in rows]
+    elif rows is not None:
+        metrics["loss_history"] = [[step, loss, psnr_from_mse(loss)] for step, loss in rows]
+    return metrics
+
+
 def _read_v0(ckpt: dict, path: Path) -> dict:
     """Format 0, early files without ``format_version``: no training ``precision`` (or config ``amp``); a
     student's r2l network under config ``student`` (no ``family``), no ``scene`` (None here), maybe no
-    ``metrics`` or ``ndc_near`` (1.0, the view stores' default)."""
+    ``metrics`` or ``ndc_near`` (1.0, the view stores' default). Format 2's metrics (:func:`_metrics_before_v3`)."""
     if ckpt["kind"] in STUDENT_KINDS:
         early = {"metrics": {}, "scene": None, "ndc_near": 1.0, **ckpt,
                  "config": early_student_config(ckpt["config"])}
         early["scene"] = early["scene"] if isinstance(early["scene"], dict) else None
     else:
         early = {**ckpt, "config": early_teacher_config(ckpt["config"])}
-    return _today(early, path, 0)
+    return _read_v2(early, path, 0)
 
 
 def _read_v1(ckpt: dict, path: Path) -> dict:
-    """Format 1, the files written before ``format_version`` existed: today's layout."""
-    return _today(ckpt, path, 1)
+    """Format 1, the files written before ``format_version`` existed: format 2's layout."""
+    return _read_v2(ckpt, path, 1)
 
 
-def _read_v2(ckpt: dict, path: Path) -> dict:
-    """Format 2: format 1's layout with its ``format_version``."""
-    return _today(ckpt, path, 2)
+def _read_v2(ckpt: dict, path: Path, version: int = 2) -> dict:
+    """Format 2: today's keys, the metrics named per kind (:func:`_metrics_before_v3`)."""
+    today = _today(ckpt, path, version)
+    return {**today, "metrics": _metrics_before_v3(today["kind"], today["metrics"])}
 
 
-MODEL_READERS: dict[int, Reader] = {0: _read_v0, 1: _read_v1, 2: _read_v2}
+def _read_v3(ckpt: dict, path: Path) -> dict:
+    """Format 3: today's layout."""
+    return _today(ckpt, path, 3)
+
+
+MODEL_READERS: dict[int, Reader] = {0: _read_v0, 1: _read_v1, 2: _read_v2, 3: _read_v3}
 
 
 def _torch_load(path: Path, what: str) -> object:
@@ -109,11 +135,13 @@ def read_model_file(path: str | Path, kinds: tuple[str, ...] = TEACHER_KINDS + S
                     what: str = "r2l model") -> dict:
     """The model file at ``path`` (one of ``kinds``) in today's layout, read by the reader of its format.
 
-    DataError naming the file when it is missing, unreadable, of another kind (``what``: the kinds in words),
-    of a format newer than this r2l's or lacks what its format holds.
+    DataError naming the file when it is missing, unreadable, a training checkpoint, of another kind (``what``:
+    the kinds in words), of a format newer than this r2l's or lacks what its format holds.
     """
     path = Path(path)
     ckpt = _torch_load(path, what)
+    if isinstance(ckpt, dict) and {"stage", "loop"} <= ckpt.keys():  # (a checkpoint records the kind it trains)
+        raise DataError(path, f"a training checkpoint (resume point) of the {ckpt['stage']} stage, not a model file")
     kind = ckpt.get("kind") if isinstance(ckpt, dict) else None
     if kind not in kinds:
         article = "an" if what.startswith(("r2l", "a", "e", "i", "o", "u")) else "a"

@@ -55,7 +55,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from r2l.core.checkpoint import check_state_dict, save_model_file
+from r2l.core.checkpoint import check_state_dict, read_checkpoint_v3, save_model_file
 from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
 from r2l.core.metrics import psnr_from_mse
@@ -69,7 +69,6 @@ from r2l.core.runtime import (
     seed_everything,
     set_group_lr,
     set_rng_state,
-    thin,
 )
 from r2l.data.scene import check_same_scene
 from r2l.data.views import ViewStore, read_meta
@@ -78,7 +77,7 @@ from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.render import stratified_t
 from r2l.models.load import STUDENT_KINDS, read_model_file
 from r2l.models.students import early_student_config, family, stored_family, stored_network
-from r2l.stages.loop import LoopState, StepOut, cpu_weights, run_loop
+from r2l.stages.loop import LoopState, StepOut, common_metrics, cpu_weights, resumed_state, run_loop
 
 log = logging.getLogger("r2l")
 
@@ -374,19 +373,30 @@ def _load_init(path: Path, cfg: DistillConfig, geom: dict, scene: dict) -> dict:
     return ckpt
 
 
+def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
+    """A checkpoint of format 2 (weights, optimizer, config, rng, ``loop``: the loop state with its step and loss
+    rows ``[steps done, loss]``, best, pool) in today's layout (:data:`r2l.core.checkpoint.CHECKPOINT_KEYS`). It
+    does not record its kind: one that continues a student (``base_step`` above 0) is a finetuning's."""
+    loop = ckpt["loop"]
+    return {
+        "stage": "student", "kind": "finetuned" if loop["base_step"] > 0 else "student", "config": ckpt["config"],
+        "step": loop["step"], "weights": ckpt["weights"], "optimizer": ckpt["optimizer"], "rng": ckpt["rng"],
+        "history": [[step, loss, psnr_from_mse(loss)] for step, loss in loop["history"]],
+        "loop": {"base_step": loop["base_step"], "train_seconds": loop["train_seconds"],
+                 "init_seconds": loop["init_seconds"], "val_history": loop["val_history"], "curve": loop["curve"],
+                 "best": ckpt["best"]},
+        "extra": {"pool": ckpt["pool"]},
+    }
+
+
 def _read_checkpoint_v1(ckpt: dict, path: Path) -> dict:
     """A checkpoint of format 1 (no ``format_version``): format 2's layout; the first ones have no ``pool``, no
     loop ``curve`` and a config of the early layout (:func:`r2l.models.students.early_student_config`)."""
-    return {"pool": None, **ckpt, "config": early_student_config(ckpt["config"]),
-            "loop": {"curve": [], **ckpt["loop"]}}
+    return _read_checkpoint_v2({"pool": None, **ckpt, "config": early_student_config(ckpt["config"]),
+                                "loop": {"curve": [], **ckpt["loop"]}}, path)
 
 
-def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
-    """A checkpoint of format 2: weights, optimizer, config, rng, loop, best and pool (:meth:`StudentTask.state_dict`)."""
-    return ckpt
-
-
-CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2}
+CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2, 3: read_checkpoint_v3}
 
 
 def _generators(gens: tuple[torch.Generator, torch.Generator]) -> dict[str, torch.Generator]:
@@ -527,35 +537,51 @@ def _pick_val_fn(val_fn, val_store, stores, geom, cfg: DistillConfig, device) ->
     return (lambda model: store_psnr(model, store, geom["near"], geom["far"], cfg.val_views, cfg.chunk)), source
 
 
-LOOP_KEYS = ("step", "base_step", "train_seconds", "init_seconds", "history", "val_history", "curve")  # ckpt["loop"]
+@dataclass
+class StudentRun:
+    """What one :func:`train_student` call trains, beside the config (the settings of a :class:`StudentTask`).
+
+    kind: ``"student"`` (distillation) or ``"finetuned"``, the model file's kind; end_step: the step the stage ends
+    at; stop_step: where this call stops (end_step, or earlier: ``max_steps``); select_on_val: write the
+    best-validated weights instead of the last; val_fn(model) -> val PSNR, and val_source its description;
+    out_path, resume_dir, history_path: the model file, the checkpoints' folder and the history CSV (None: none).
+    """
+
+    kind: str
+    end_step: int
+    stop_step: int
+    select_on_val: bool
+    val_fn: Callable[[torch.nn.Module], float]
+    val_source: str
+    out_path: Path
+    resume_dir: Path
+    history_path: Path | None = None
 
 
 class StudentTask:
     """The student's part of :func:`r2l.stages.loop.run_loop`: its network, step, validation, checkpoint and file.
 
-    A checkpoint holds ``weights``, ``optimizer``, ``config``, ``rng`` (the generators before the next batch was
-    drawn), ``loop`` (:data:`LOOP_KEYS`: ``history`` rows ``[steps done, loss]``, ``val_history`` rows ``[step,
-    val PSNR]``, ``curve`` the rows of ``history.csv``), ``best`` (the best-validated weights when selecting on
-    validation) and ``pool`` (process 0's hard pool). ``init``: the student file it continues (None: a fresh
-    network); ``gens``: the ray-sampling and jitter generators; ``val``: ``(val_fn, its description)``; ``plan``:
-    ``(end_step, stop_step)``; ``paths``: ``(out_path, resume_dir, history_path)``.
+    Its checkpoints have the layout of every stage (:data:`r2l.core.checkpoint.CHECKPOINT_KEYS`: stage
+    ``"student"``, kind ``student`` or ``finetuned``, ``rng`` the generators before the next batch was drawn,
+    ``loop["best"]`` the best-validated weights when selecting on validation) with ``extra = {"pool": process 0's
+    hard pool}``. stores: the view stores it trains on (:func:`open_stores`); gens: the ray-sampling and jitter
+    generators; init: the student file it continues (None: a fresh network).
     """
 
-    validate_first = True
+    validate_first, stage = True, "student"
     readers = CHECKPOINT_READERS
 
-    def __init__(self, cfg: DistillConfig, stores: list[ViewStore], geom: dict, gens: tuple, init: dict | None,
-                 val: tuple, plan: tuple[int, int], select_on_val: bool, name: str, paths: tuple):
-        self.cfg, self.stores, self.geom, self.gens, self.init, self.name = cfg, stores, geom, gens, init, name
-        self.val_fn, self.val_source = val
-        self.end_step, self.stop_step = plan
-        self.select_on_val = select_on_val
-        self.out_path, self.resume_dir, self.history_path = paths[0], Path(paths[1]), paths[2]
+    def __init__(self, cfg: DistillConfig, run: StudentRun, stores: list[ViewStore], gens: tuple,
+                 init: dict | None):
+        self.cfg, self.run, self.stores, self.gens, self.init = cfg, run, stores, gens, init
+        self.name = self.kind = run.kind
+        self.end_step, self.stop_step, self.select_on_val = run.end_step, run.stop_step, run.select_on_val
+        self.resume_dir, self.history_path = Path(run.resume_dir), run.history_path
         self.rank, self.world = process_group()
-        self.device = stores[0].device
+        self.device, self.geom = stores[0].device, store_geometry(stores[0])
         fam = family(cfg.family)
-        box = student_box(stores, geom["ndc"]) if fam.needs_box and init is None else torch.zeros(2, 3)  # else: loaded
-        self.model = fam.build(cfg.net, box).to(self.device)
+        box = student_box(stores, self.geom["ndc"]) if fam.needs_box and init is None else torch.zeros(2, 3)
+        self.model = fam.build(cfg.net, box).to(self.device)  # (a continued grid student loads its box)
         self.optimizer = torch.optim.Adam(self.model.param_groups(), lr=cfg.lr, betas=(0.9, 0.999),
                                           fused=self.device.type == "cuda")
         self.counts = split_counts(cfg.batch_rays, stores)
@@ -569,8 +595,7 @@ class StudentTask:
             raise R2LError(f"{self.resume_dir}: its checkpoints continue a run started at step "
                            f"{ckpt['loop']['base_step']}, not {base}; use another resume folder or delete it")
         check_state_dict(ckpt["weights"], self.model)
-        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], [ckpt["loop"][k] for k in LOOP_KEYS]
-        _ = ckpt["best"], ckpt["pool"]
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], ckpt["extra"]["pool"]
 
     def restore(self, ckpt: dict | None) -> LoopState:
         """Load the checkpoint, else the ``init`` student, else nothing; then the hard pool, the DDP wrapper and
@@ -578,7 +603,7 @@ class StudentTask:
         pool = None
         if ckpt is not None:
             state = self._load(ckpt["weights"], ckpt["optimizer"], ckpt)
-            pool = ckpt["pool"]  # one process: the checkpoint's pool; several: each rebuilds its own
+            pool = ckpt["extra"]["pool"]  # one process: the checkpoint's pool; several: each rebuilds its own
         elif self.init:
             state = self._load(self.init["weights"], self.init["optimizer"], None)
         else:
@@ -601,9 +626,7 @@ class StudentTask:
             seconds = float(self.init["metrics"].get("train_seconds", 0.0))
             return LoopState(step=int(self.init["step"]), base_step=int(self.init["step"]), init_seconds=seconds)
         set_rng_state(ckpt["rng"], _generators(self.gens), self.device)
-        log.info("resuming student from step %d of %s (%.0f s trained)", ckpt["loop"]["step"], self.resume_dir,
-                 ckpt["loop"]["train_seconds"])
-        return LoopState(**{k: ckpt["loop"][k] for k in LOOP_KEYS}, best=ckpt["best"], resumed=True)
+        return resumed_state(ckpt)
 
     def _log_start(self, state: LoopState) -> None:
         log.info("student family %s (%d parameters)%s", self.cfg.family,
@@ -615,7 +638,7 @@ class StudentTask:
 
     def step(self, step: int) -> StepOut:
         """:func:`train_step` at :func:`lr_at`; then note the generators and draw the next batch (while the
-        device works on this step)."""
+        device works on this step). The loss is the colour MSE over the step's fresh + hard rays."""
         lr = lr_at(step, self.cfg)
         set_group_lr(self.optimizer, lambda group: lr * group.get("lr_scale", 1.0))
         loss = train_step(self.net, self.optimizer, self.batch, self.pool, self.geom, self.cfg, self.device,
@@ -627,19 +650,15 @@ class StudentTask:
     def reduce(self, loss: torch.Tensor) -> torch.Tensor:
         return _global_mean(loss, self.world)
 
-    def history_row(self, step: int, loss: float, train_psnr: float) -> list:
-        """model.pt's loss row: ``[steps done, loss]`` (the loss: the MSE over the step's fresh + hard rays)."""
-        return [step + 1, loss]
-
     def validate(self, step: int) -> float:
-        psnr = float(self.val_fn(self.model))
+        psnr = float(self.run.val_fn(self.model))
         log.info("step %d: val PSNR %.2f dB", step, psnr)
         return psnr
 
-    def state_dict(self, state: LoopState) -> dict:
-        return {"weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "config": dataclasses.asdict(self.cfg), "rng": self.rng,
-                "loop": {k: getattr(state, k) for k in LOOP_KEYS}, "best": state.best, "pool": self.pool.state_dict()}
+    def state_dict(self) -> dict:
+        """Its part of a checkpoint: config, weights, optimizer, rng and ``extra = {"pool"}``."""
+        return {"config": dataclasses.asdict(self.cfg), "weights": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": self.rng, "extra": {"pool": self.pool.state_dict()}}
 
     def finish(self, state: LoopState) -> dict:
         """Write the student file atomically (the best-validated weights when ``select_on_val``; process 0 only);
@@ -652,27 +671,22 @@ class StudentTask:
         metrics = self._metrics(state, chosen)
         if self.rank != 0:
             return {"finished": True, **metrics}
-        out = {"weights": chosen["weights"], "config": dataclasses.asdict(self.cfg), "kind": self.name, **self.geom,
+        out = {"weights": chosen["weights"], "config": dataclasses.asdict(self.cfg), "kind": self.kind, **self.geom,
                "scene": store_scene(self.stores[0].meta), "step": int(chosen["step"]), "metrics": metrics}
         if not self.select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
             out["optimizer"] = self.optimizer.state_dict()
-        save_model_file(out, self.out_path)
+        save_model_file(out, self.run.out_path)
         log.info("%s written to %s: val PSNR %.2f dB (step %d; %.2f dB at the start), %.0f s", self.name,
-                 self.out_path, chosen["psnr"], chosen["step"], metrics["val_psnr_before"], state.train_seconds)
+                 self.run.out_path, chosen["psnr"], chosen["step"], metrics["val_psnr_before"], state.train_seconds)
         return {"finished": True, **metrics}
 
     def _metrics(self, state: LoopState, chosen: dict) -> dict:
-        device, cfg = self.device, self.cfg
+        """The chosen weights' val PSNR and step, the first and last validations, the validation's source, the
+        rays a step and :func:`r2l.stages.loop.common_metrics`."""
         return {
             "val_psnr": chosen["psnr"], "val_step": chosen["step"], "val_psnr_before": state.val_history[0][1],
-            "val_psnr_last": state.val_history[-1][1], "val_source": self.val_source,
-            "val_history": state.val_history, "train_seconds": float(state.train_seconds),
-            "total_train_seconds": float(state.train_seconds + state.init_seconds),
-            "base_step": state.base_step, "final_step": state.step, "rays_per_step": cfg.batch_rays + cfg.n_hard,
-            "device": device.type,
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "processes": self.world,
-            "loss_history": thin(state.history), "final_loss": state.history[-1][1] if state.history else None,
+            "val_psnr_last": state.val_history[-1][1], "val_source": self.run.val_source,
+            "rays_per_step": self.cfg.batch_rays + self.cfg.n_hard, **common_metrics(self, state),
         }
 
 
@@ -710,10 +724,11 @@ def train_student(
     cfg = resolve_lr_decay(cfg, geom["ndc"])
     init = _load_init(init_from, cfg, geom, store_scene(stores[0].meta)) if init_from is not None else None
     end_step = (int(init["step"]) if init else 0) + (cfg.steps if n_steps is None else int(n_steps))
-    plan = (end_step, end_step if max_steps is None else min(end_step, int(max_steps)))
-    val = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
-    paths = (out_path, resume_dir, history_path)
-    task = StudentTask(cfg, stores, geom, gens, init, val, plan, select_on_val, kind, paths)
+    stop_step = end_step if max_steps is None else min(end_step, int(max_steps))
+    val_fn, val_source = _pick_val_fn(val_fn, val_store, stores, geom, cfg, device)
+    run = StudentRun(kind, end_step, stop_step, select_on_val, val_fn, val_source, Path(out_path), Path(resume_dir),
+                     None if history_path is None else Path(history_path))
+    task = StudentTask(cfg, run, stores, gens, init)
     result = run_loop(task, cfg.log_every, cfg.val_every, cfg.ckpt_every)
     if world > 1:
         dist.barrier()  # when any process returns, the first one's files are written

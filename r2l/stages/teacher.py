@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from r2l.core.checkpoint import check_state_dict, save_model_file
+from r2l.core.checkpoint import check_state_dict, read_checkpoint_v3, save_model_file
 from r2l.core.errors import R2LError
 from r2l.core.log import log
 from r2l.core.metrics import psnr_from_mse
@@ -33,11 +33,10 @@ from r2l.core.runtime import (
     seed_everything,
     set_group_lr,
     set_rng_state,
-    thin,
 )
 from r2l.data.scene import Scene
 from r2l.models.teacher import TeacherConfig, build_model, render, render_eval_outputs
-from r2l.stages.loop import LoopState, StepOut, run_loop
+from r2l.stages.loop import LoopState, StepOut, common_metrics, resumed_state, run_loop
 
 
 def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
@@ -257,37 +256,44 @@ def _arch(config: dict) -> dict:
     return {"kind": config["kind"], "net": config[config["kind"]]}
 
 
+def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
+    """A checkpoint of format 2 (model, optimizer, config, rng, step, train_seconds and the histories at the top
+    level; loss rows ``[step index, loss, train PSNR]``) in today's layout
+    (:data:`r2l.core.checkpoint.CHECKPOINT_KEYS`)."""
+    return {
+        "stage": "teacher", "kind": ckpt["config"]["kind"], "config": ckpt["config"], "step": ckpt["step"],
+        "weights": ckpt["model"], "optimizer": ckpt["optimizer"], "rng": ckpt["rng"],
+        "history": [[index + 1, loss, psnr] for index, loss, psnr in ckpt["history"]],
+        "loop": {"base_step": 0, "train_seconds": ckpt["train_seconds"], "init_seconds": 0.0,
+                 "val_history": ckpt["val_history"], "curve": ckpt["curve"], "best": {}},
+        "extra": {},
+    }
+
+
 def _read_checkpoint_v1(ckpt: dict, path: Path) -> dict:
     """A checkpoint of format 1 (no ``format_version``): format 2's layout; the first ones have no ``curve``."""
-    return {"curve": [], **ckpt}
+    return _read_checkpoint_v2({"curve": [], **ckpt}, path)
 
 
-def _read_checkpoint_v2(ckpt: dict, path: Path) -> dict:
-    """A checkpoint of format 2: model, optimizer, config, rng and the loop state (:func:`checkpoint`)."""
-    return ckpt
-
-
-CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2}
-
-
-LOOP_KEYS = ("step", "train_seconds", "history", "val_history", "curve")  # the loop state a checkpoint keeps
+CHECKPOINT_READERS = {1: _read_checkpoint_v1, 2: _read_checkpoint_v2, 3: read_checkpoint_v3}
 
 
 class TeacherTask:
     """The teacher's part of :func:`r2l.stages.loop.run_loop`: its networks, step, validation, checkpoint and file.
 
     The kind's differences (parameter groups, loss, the grid's occupancy refresh and upsampling, statistics) are
-    those of :data:`TEACHER_KINDS`. A checkpoint holds ``model``, ``optimizer``, ``config``, ``rng`` and the loop
-    state (:data:`LOOP_KEYS`): ``history`` rows ``[step index, loss, train PSNR]``, ``val_history`` rows ``[steps
-    done, val PSNR]`` and ``curve`` the rows of ``history.csv``.
+    those of :data:`TEACHER_KINDS`. Its checkpoints have the layout of every stage
+    (:data:`r2l.core.checkpoint.CHECKPOINT_KEYS`: stage ``"teacher"``, kind ``nerf`` or ``grid``, ``rng`` the batch
+    and render generators) with an empty ``extra``.
     """
 
-    validate_first, select_on_val, rank = False, False, 0
+    validate_first, select_on_val, rank, world, stage = False, False, 0, 1, "teacher"
     readers = CHECKPOINT_READERS
 
     def __init__(self, scene: Scene, cfg: TeacherConfig, out_path, resume_dir, history_path=None):
         self.cfg = cfg = resolve_for_scene(cfg, scene)
-        self.scene, self.kind, self.device = scene, TEACHER_KINDS[cfg.kind], pick_device(cfg.device)
+        self.scene, self.kind, self.device = scene, cfg.kind, pick_device(cfg.device)
+        self.kind_ops = TEACHER_KINDS[cfg.kind]  # what differs between the kinds in training
         self.out_path, self.resume_dir, self.history_path = out_path, Path(resume_dir), history_path
         batch_gen = seed_everything(cfg.seed)
         self.rngs = (batch_gen, torch.Generator(device=self.device).manual_seed(cfg.seed + 1))
@@ -304,65 +310,50 @@ class TeacherTask:
                 f"{self.resume_dir}: its checkpoint was trained with another teacher kind/network "
                 f"({_arch(ckpt['config'])}); delete the folder to start over or restore the old config"
             )
-        check_state_dict(ckpt["model"], self.model, shapes=self.kind.fixed_shapes)
-        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"], [ckpt[k] for k in LOOP_KEYS]
+        check_state_dict(ckpt["weights"], self.model, shapes=self.kind_ops.fixed_shapes)
+        _ = ckpt["optimizer"]["state"], ckpt["rng"]["batch"]
 
     def restore(self, ckpt: dict | None) -> LoopState:
         """Load the checkpoint into the model, optimizer and generators (None: a fresh start); build the rays."""
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
+            self.model.load_state_dict(ckpt["weights"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             set_rng_state(ckpt["rng"], _generators(self.rngs), self.device)
-            log.info("resuming teacher from step %d of %s (%.0f s trained)", ckpt["step"], self.resume_dir,
-                     ckpt["train_seconds"])
         self.rays = TrainRays(self.scene, self.device)
         n_rays = self.rays.rgb.shape[0] * self.rays.rgb.shape[1]
         log.info("teacher %s on %s (%s): %d training rays, %d steps", self.cfg.kind, self.scene.name, self.device,
                  n_rays, self.cfg.steps)
         log_sampling(self.cfg, self.info, self.rays)
-        if ckpt is None:
-            return LoopState()
-        return LoopState(**{k: ckpt[k] for k in LOOP_KEYS}, resumed=True)
+        return LoopState() if ckpt is None else resumed_state(ckpt)
 
     def step(self, step: int) -> StepOut:
         """:func:`take_step`, then the kind's work after it (a grid resample rebuilds the optimizer)."""
         loss, mse = take_step(self.model, self.optimizer, self.cfg, self.info, self.rays, self.rngs, step,
                               self.scene.ndc, self.device)
         lr = self.optimizer.param_groups[0]["lr"]  # before a grid resample rebuilds the optimizer
-        if self.kind.after_step(self.model, step):
+        if self.kind_ops.after_step(self.model, step):
             self.optimizer = make_optimizer(self.model, self.cfg, self.device)
         return StepOut(loss, mse, lr)
 
     def reduce(self, loss: torch.Tensor) -> torch.Tensor:
         return loss
 
-    def history_row(self, step: int, loss: float, train_psnr: float) -> list:
-        """model.pt's loss row: ``[step index, loss, train PSNR]``."""
-        return [step, loss, train_psnr]
-
     def validate(self, step: int) -> float | None:
         """:func:`validate_and_check` (R2LError when the teacher has not learned); the val PSNR."""
         val = validate_and_check(self.model, self.cfg, self.info, self.scene, self.rays, self.device, step)
         return None if val is None else val["psnr"]
 
-    def state_dict(self, state: LoopState) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "config": dataclasses.asdict(self.cfg), "rng": rng_state(_generators(self.rngs), self.device),
-                **{k: getattr(state, k) for k in LOOP_KEYS}}
+    def state_dict(self) -> dict:
+        """Its part of a checkpoint: config, weights, optimizer, rng (batch and render generators), no extra."""
+        return {"config": dataclasses.asdict(self.cfg), "weights": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": rng_state(_generators(self.rngs), self.device),
+                "extra": {}}
 
     def finish(self, state: LoopState) -> dict:
-        """Write the teacher file atomically; returns its metrics (``val_psnr``: the final validation's)."""
-        val_psnr = state.val_history[-1][1]
-        device = self.device
-        metrics = {
-            "val_psnr": val_psnr,
-            "train_seconds": float(state.train_seconds),
-            "steps": int(state.step),
-            "device": device.type,
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "loss_history": thin(state.history),
-            "val_history": state.val_history,
-        }
+        """Write the teacher file atomically; returns its metrics (``val_psnr``: the final validation's, at
+        ``val_step``; the rest: :func:`r2l.stages.loop.common_metrics`)."""
+        val_step, val_psnr = state.val_history[-1]
+        metrics = {"val_psnr": val_psnr, "val_step": val_step, **common_metrics(self, state)}
         out = {"weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                "config": dataclasses.asdict(self.cfg), "kind": self.cfg.kind, "scene": self.info,
                "step": int(state.step), "metrics": metrics}
