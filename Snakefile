@@ -17,6 +17,7 @@ os.environ.update(R2L_CHECKOUT=workflow.basedir)
 
 from r2l.core.config import run_scenes_line, validate_config
 from r2l.core.runlock import claim
+from r2l.core.slurmfit import slurm_misfit
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
@@ -24,6 +25,11 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 validate_config(config, "the config")
 print(run_scenes_line(config), file=sys.stderr)
+# Before any SLURM job is submitted: each stage's resources fit a node of the partition (r2l.core.slurmfit).
+if workflow.is_main_process:
+    misfit = slurm_misfit(config, workflow.basedir, sys.argv, os.environ)
+    if misfit:
+        sys.exit(misfit)
 # Not inside a job: take over the locks of a run that was killed (r2l.core.runlock).
 if workflow.is_main_process:
     claim_line = claim(Path.cwd())

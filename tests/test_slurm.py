@@ -41,9 +41,9 @@ RUN_TIMEOUT = 900  # seconds for the SLURM run (it takes about 3 minutes on an i
 pytestmark = pytest.mark.slow
 
 
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+def snakemake_cmd(workdir: Path, *args: str, configs: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", *CONFIGS, *args]
+            "--configfile", *CONFIGS, *configs, *args]
 
 
 def slurm_args(*extra: str) -> list[str]:
@@ -235,6 +235,32 @@ def test_requeued_student_resumed_from_its_checkpoint(runs):
                           weights_only=False)["step"]
 
     assert step(runs.slurm) == step(runs.local) == SETTINGS["student"]["steps"]
+
+
+def test_a_job_no_node_can_hold_stops_the_run_before_any_submission(cluster, tmp_path):
+    """The student asks for one CPU more than the node has (issue 21 §8): instead of a job PENDING for ever
+    (reason PartitionConfig), the run stops at once, before any sbatch, with one line naming the stage, what it
+    asks and what the partition offers."""
+    cpus, mem = map(int, sh("sinfo", "-h", "-N", "-p", PARTITION, "-o", "%c %m").split()[:2])
+    student = {**SETTINGS["resources"]["student"], "threads": cpus + 1}
+    extra = tmp_path / "too_many_cpus.yaml"
+    extra.write_text(yaml.safe_dump({"resources": {"student": student}}))
+    jobs_before = set(slurm_jobs())
+    start = time.time()
+    result = subprocess.run(
+        snakemake_cmd(tmp_path / "run", *slurm_args("--default-resources", f"slurm_partition={PARTITION}"),
+                      configs=(str(extra),)), capture_output=True, text=True, timeout=300)
+    took = time.time() - start
+    out = result.stdout + result.stderr
+    line = (f"r2l: stage student cannot run on SLURM partition '{PARTITION}': resources.student asks for {cpus + 1} "
+            f"CPUs, {student['mem_mb']} MB, 1 GPU, {student['runtime']} min; its nodes have at most {cpus} CPUs, "
+            f"{mem} MB, 1 GPU and no time limit ({cpus + 1} CPUs > {cpus}). Lower resources.student in your config "
+            f"or choose another partition (--default-resources slurm_partition=NAME)")
+    print(f"stopped after {took:.1f} s: {out.strip().splitlines()[-1]}")
+    assert result.returncode == 1, out[-3000:]
+    assert out.strip().splitlines()[-1] == line and out.count("r2l: stage ") == 1, out[-3000:]
+    assert "sbatch" not in out and set(slurm_jobs()) == jobs_before, out[-3000:]
+    assert took < 90, f"the run took {took:.0f} s to stop"
 
 
 def test_rules_take_their_resources_from_the_config(tmp_path):
