@@ -121,9 +121,11 @@ def load_student(model_path: str | Path) -> Student:
     return model
 
 
-def export_and_check(model_path: str | Path, out: str | Path, fp16: bool = False, threads: int | None = None) -> dict:
+def export_and_check(model_path: str | Path, out: str | Path, fp16: bool = False, threads: int | None = None,
+                     repeats: int = 5) -> dict:
     """Export the student file ``model_path`` to ``out`` (:func:`r2l.models.export.export_student`) and compare it
-    with torch (:func:`check_export`); returns the check's numbers with the file, family, opset and fp16."""
+    with torch (:func:`check_export`, each runtime timed over ``repeats`` frames); returns the check's numbers
+    with the file, family, opset and fp16."""
     from r2l.core.version import package_version
     from r2l.models.export import OPSET, export_student
     from r2l.models.load import model_camera
@@ -131,6 +133,6 @@ def export_and_check(model_path: str | Path, out: str | Path, fp16: bool = False
     require("onnx", "onnxscript", "onnxruntime")
     model = load_student(model_path)
     written = export_student(model, Path(model_path), out, package_version(), fp16)
-    check = check_export(model, model_camera(model), written, threads)
+    check = check_export(model, model_camera(model), written, threads, repeats)
     return {"file": str(written), "model": str(model_path), "family": model.meta["family"], "opset": OPSET,
             "fp16": fp16, **check}

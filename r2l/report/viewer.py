@@ -5,24 +5,32 @@
 ``r2l/report/viewer_assets/``) and the onnxruntime-web files (:data:`RUNTIME_FILES`) that ``npm ci`` fetches, at
 the version ``viewer_assets/package-lock.json`` pins, into a cache folder (:func:`ort_runtime`); the page loads
 nothing from elsewhere. :func:`serve` serves a viewer folder on 127.0.0.1 (``r2l view``); :func:`screenshot`
-takes a PNG of it with headless Chromium (for the report and the README).
+takes a PNG of it with headless Chromium (for the report and the README), driven over its DevTools pipe
+(:class:`HeadlessChromium`), which also times the page's frames (:func:`browser_frame_times`; beside torch and
+onnxruntime in one run: :func:`frame_times`, ``python -m r2l.report.viewer MODEL.pt``).
 
 Names it fixes: :data:`MODEL_FILE`, :data:`SCENE_FILE`, :data:`COARSE` (the downscale of frames drawn while the
 camera moves), the keys of ``scene.json`` (:func:`viewer_scene`), and the page's test hook ``window.r2lViewer``
-(``ready``, ``renderPose(c2w, coarse=false)``, ``scene``, ``last``; see ``viewer_assets/viewer.js``).
+(``ready``, ``renderPose(c2w, coarse=false)``, ``scene``, ``last``, ``frames``; see ``viewer_assets/viewer.js``).
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import functools
 import hashlib
 import http.server
+import itertools
 import json
 import os
+import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +49,10 @@ CHUNK_RAYS = 16384  # rays per onnxruntime call (bounds the page's memory on lar
 MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
               ".json": "application/json", ".onnx": "application/octet-stream", ".html": "text/html"}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# a trampoline that puts the DevTools pipe's ends on fds 3 and 4 and becomes Chromium (sh's redirections take
+# single-digit fds only)
+MOVE_TO_3_AND_4 = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); " \
+                  "os.execvp(sys.argv[3], sys.argv[3:])"
 NPM_MISSING = ("building the viewer needs npm (Node.js >= 18) to fetch onnxruntime-web: install it "
                "(apt-get install npm, or https://nodejs.org) and rerun")
 
@@ -240,42 +252,252 @@ class ViewerHandler(http.server.SimpleHTTPRequestHandler):
         """Quiet: a page load asks for a handful of files."""
 
 
+class PlainHandler(ViewerHandler):
+    """:class:`ViewerHandler` without the cross-origin isolation headers: a plain static file server."""
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        http.server.SimpleHTTPRequestHandler.end_headers(self)
+
+
 def chromium_binary() -> str | None:
     """Debian's ``chromium`` (or another Chromium on the PATH), or None."""
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 
+class HeadlessChromium:
+    """Headless Chromium driven over its DevTools pipe (``--remote-debugging-pipe``: it reads commands on its fd 3
+    and writes replies on its fd 4, each JSON text ended by a NUL byte): no driver, no websocket, and the page runs
+    in real time (under ``--screenshot``'s virtual time budget the page's clock stands still while it computes, so
+    its frame time read 0). A context manager; :meth:`open_viewer`, :meth:`evaluate` and :meth:`send` drive it."""
+
+    def __init__(self, chromium: str | None = None, timeout_s: float = 300.0):
+        self.binary = chromium or chromium_binary()
+        if self.binary is None:
+            raise R2LError("driving the viewer in a browser needs Chromium (apt-get install chromium)")
+        self.timeout_s, self.ids, self.buffer = timeout_s, itertools.count(1), b""
+
+    def __enter__(self) -> HeadlessChromium:
+        self.tmp = tempfile.TemporaryDirectory()
+        commands, replies = os.pipe(), os.pipe()
+        # the child's ends at fds >= 10, so that moving them to 3 and 4 cannot overwrite one with the other
+        theirs = [fcntl.fcntl(commands[0], fcntl.F_DUPFD, 10), fcntl.fcntl(replies[1], fcntl.F_DUPFD, 10)]
+        for fd in (commands[0], replies[1]):
+            os.close(fd)
+        args = [self.binary, "--headless", "--remote-debugging-pipe", "--disable-gpu", "--hide-scrollbars",
+                "--no-first-run", f"--user-data-dir={self.tmp.name}/profile",
+                *(["--no-sandbox"] if os.geteuid() == 0 else []), "about:blank"]
+        self.log = open(Path(self.tmp.name) / "chromium.log", "wb")  # noqa: SIM115  (closed in __exit__)
+        self.proc = subprocess.Popen([sys.executable, "-c", MOVE_TO_3_AND_4, *map(str, theirs), *args],
+                                     pass_fds=theirs, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        for fd in theirs:
+            os.close(fd)
+        self.write, self.read = commands[1], replies[0]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.write(self.write, json.dumps({"id": next(self.ids), "method": "Browser.close"}).encode() + b"\0")
+            self.proc.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            for fd in (self.write, self.read):
+                os.close(fd)
+            self.log.close()
+            self.tmp.cleanup()
+
+    def _failed(self, what: str) -> R2LError:
+        lines = (Path(self.tmp.name) / "chromium.log").read_text(errors="replace").strip().splitlines()
+        said = next((line for line in reversed(lines) if "ERROR:" not in line), "") if lines else ""
+        return R2LError(f"{self.binary}: {what}" + (f" ({said.strip()})" if said else ""))
+
+    def _message(self, deadline: float) -> dict:
+        """The next message (a reply or an event) from Chromium."""
+        while b"\0" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.read], [], [], left)[0]:
+                raise self._failed(f"no reply within {self.timeout_s:.0f} s")
+            chunk = os.read(self.read, 1 << 20)
+            if not chunk:
+                raise self._failed("closed its DevTools pipe (it exited, or cannot start here)")
+            self.buffer += chunk
+        message, _, self.buffer = self.buffer.partition(b"\0")
+        return json.loads(message)
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        """Send one DevTools command (to the page of ``session``, else to the browser) and return its result;
+        R2LError with Chromium's message when it fails."""
+        key = next(self.ids)
+        message = {"id": key, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}
+        data = json.dumps(message).encode() + b"\0"
+        try:
+            while data:
+                data = data[os.write(self.write, data):]
+        except OSError as err:  # (a broken pipe: Chromium is gone)
+            raise self._failed(f"took no command ({err.strerror}: it exited, or cannot start here)") from err
+        deadline = time.monotonic() + self.timeout_s
+        while (reply := self._message(deadline)).get("id") != key:
+            pass  # an event, or the reply to another command
+        if "error" in reply:
+            raise R2LError(f"Chromium: {method} failed: {reply['error'].get('message')}")
+        return reply["result"]
+
+    def evaluate(self, session: str, expression: str):
+        """The value of a JavaScript expression in the page (a promise is awaited); R2LError with the exception."""
+        result = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                                "returnByValue": True}, session)
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise R2LError(f"the viewer page failed: {details.get('exception', {}).get('description') or details}")
+        return result["result"].get("value")
+
+    def _poll(self, session: str, expression: str):
+        """:meth:`evaluate`, or None while the page's context is being replaced by a navigation."""
+        try:
+            return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                             session)["result"].get("value")
+        except R2LError:
+            return None
+
+    def open_viewer(self, url: str, size: tuple[int, int], budget_s: float = 60.0) -> str:
+        """Open the viewer page at ``url`` in a new ``size`` (width, height) tab and wait until its first frame is
+        drawn (at most ``budget_s``); returns the tab's session id. R2LError with the page's error."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", {"width": size[0], "height": size[1],
+                                                         "deviceScaleFactor": 1, "mobile": False}, session)
+        self.send("Page.navigate", {"url": url}, session)
+        deadline = time.monotonic() + budget_s
+        started = f"location.href === {json.dumps(url)} && 'ready' in (window.r2lViewer || {{}})"
+        while not self._poll(session, started):
+            if time.monotonic() > deadline:
+                raise R2LError(f"the viewer at {url} did not start within {budget_s:.0f} s")
+            time.sleep(0.05)
+        self.evaluate(session, f"Promise.race([r2lViewer.ready, new Promise((_, no) => setTimeout(() => "
+                               f"no(new Error('no frame within {budget_s:.0f} s')), {int(1000 * budget_s)}))])")
+        return session
+
+
 def screenshot(folder: str | Path, out: str | Path, size: tuple[int, int] = (720, 680),
                chromium: str | None = None, budget_ms: int = 60000) -> Path:
-    """A PNG of the viewer ``folder`` showing its test pose, taken by headless Chromium (its ``--screenshot``; no
-    driver needed) while :func:`serve` serves the folder; returns ``out``. size: the window (width, height);
-    budget_ms: the page's virtual time before the shot. R2LError (one line) when there is no Chromium or it
-    fails."""
-    chromium = chromium or chromium_binary()
-    if chromium is None:
-        raise R2LError("a screenshot of the viewer needs Chromium (apt-get install chromium)")
+    """A PNG of the viewer ``folder`` at its test pose, taken by headless Chromium (:class:`HeadlessChromium`)
+    while :func:`serve` serves the folder, after a second frame of the test pose was drawn and timed (the first
+    one warms the runtime up), so the frame time on it is a real one; returns ``out``. size: the page (width,
+    height); budget_ms: how long the page may take to draw its first frame. R2LError (one line) when there is
+    no Chromium, it fails, or the page does."""
     out = Path(out).resolve()
     server, url = serve(folder)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            shot = Path(tmp) / "shot.png"
-            cmd = [chromium, "--headless", "--disable-gpu", "--hide-scrollbars", f"--window-size={size[0]},{size[1]}",
-                   f"--virtual-time-budget={budget_ms}", f"--screenshot={shot}", f"--user-data-dir={tmp}/profile",
-                   *(["--no-sandbox"] if os.geteuid() == 0 else []), url]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-            if done.returncode != 0 or not shot.is_file():
-                raise R2LError(f"{chromium} took no screenshot of {folder} (exit status {done.returncode})")
-            atomic_write(out, lambda tmp_out: shutil.copyfile(shot, tmp_out), suffix=".png")
+        with HeadlessChromium(chromium) as browser:
+            page = browser.open_viewer(url, size, budget_ms / 1000)
+            frame = browser.evaluate(page, "r2lViewer.renderPose(r2lViewer.scene.test_pose)")
+            if not frame or not frame["ms"] > 0:
+                raise R2LError(f"the viewer at {url} drew no timed frame ({frame})")
+            png = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, page)["data"])
     finally:
         server.shutdown()
         server.server_close()
-    return out
+    return atomic_write(out, lambda tmp: tmp.write_bytes(png), suffix=".png")
 
 
-def serve(folder: str | Path, port: int = 0) -> tuple[http.server.ThreadingHTTPServer, str]:
+def serve(folder: str | Path, port: int = 0, isolated: bool = True) -> tuple[http.server.ThreadingHTTPServer, str]:
     """Start serving ``folder`` on 127.0.0.1:``port`` (0: a free one) in a daemon thread; returns the server
-    (``shutdown()`` stops it) and the page's URL."""
-    handler = functools.partial(ViewerHandler, directory=str(folder))
+    (``shutdown()`` stops it) and the page's URL. isolated: send the cross-origin isolation headers (False: as a
+    plain static server does, where onnxruntime-web runs on one thread)."""
+    handler = functools.partial(ViewerHandler if isolated else PlainHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/index.html"
+
+
+# ----------------------------------------------------------------------------- frame times in the browser
+
+TIME_FRAMES = """(async (n) => {
+  const v = r2lViewer, pose = v.scene.test_pose, out = {full: [], coarse: []};
+  for (const coarse of [false, true]) {
+    await v.renderPose(pose, coarse);  // a warm-up frame of each size
+    for (let i = 0; i < n; i++) out[coarse ? 'coarse' : 'full'].push((await v.renderPose(pose, coarse)).ms);
+  }
+  return {...out, threads: v.last.threads, isolated: self.crossOriginIsolated, width: v.scene.W,
+          height: v.scene.H, coarse_width: v.last.width, coarse_height: v.last.height};
+})"""
+
+
+def browser_frame_times(folder: str | Path, threads: int | None = None, frames: int = 10, isolated: bool = True,
+                        chromium: str | None = None) -> dict:
+    """The viewer ``folder``'s frame times in headless Chromium (:class:`HeadlessChromium`, served by
+    :func:`serve`, ``isolated`` or not): ``frames`` full and coarse frames of its test pose, each after a warm-up
+    frame, onnxruntime-web asked for ``threads`` (None: its default, half the cores, at most 4).
+
+    Returns ``full_ms`` and ``coarse_ms`` (the medians), ``full``, ``coarse`` (every frame's ms), ``asked``
+    (``threads``), ``threads`` (those it ran on: one without cross-origin isolation), ``isolated``, ``width``,
+    ``height``, ``coarse_width``, ``coarse_height``.
+    """
+    server, url = serve(folder, isolated=isolated)
+    try:
+        with HeadlessChromium(chromium) as browser:
+            page = browser.open_viewer(url + (f"?threads={int(threads)}" if threads else ""), (720, 680))
+            times = browser.evaluate(page, f"{TIME_FRAMES}({int(frames)})")
+    finally:
+        server.shutdown()
+        server.server_close()
+    return {"full_ms": float(np.median(times["full"])), "coarse_ms": float(np.median(times["coarse"])),
+            "asked": threads, **times}
+
+
+def frame_times(model_path: str | Path, threads: tuple[int, ...] = (1, 2), frames: int = 10,
+                cache: str | Path | None = None) -> dict:
+    """One run's frame times of the student file ``model_path``, a view of its scene's size at the first pose of
+    its camera path: torch and onnxruntime (native, CPU) on one thread
+    (:func:`r2l.models.export_check.export_and_check`, medians of ``frames``), then the browser
+    (:func:`browser_frame_times`) on each of ``threads``, and once asked for the last of them without cross-origin
+    isolation (where it runs on one). Returns ``{"check": the export's numbers, "browser": [the browser's
+    numbers, ...]}``."""
+    from r2l.models.export_check import export_and_check
+
+    with tempfile.TemporaryDirectory() as tmp:
+        check = export_and_check(model_path, Path(tmp) / MODEL_FILE, threads=1, repeats=frames)
+        folder = build_viewer(check["file"], Path(tmp) / "viewer", cache)
+        browser = [browser_frame_times(folder, n, frames) for n in threads]
+        browser.append(browser_frame_times(folder, threads[-1], frames, isolated=False))
+    return {"check": check, "browser": browser}
+
+
+def frame_times_lines(times: dict) -> list[str]:
+    """:func:`frame_times`'s numbers as lines of text."""
+    check = times["check"]
+    lines = [f"{check['family']} student, {check['W']} x {check['H']} frames, medians of the frames timed:",
+             f"  torch                             {check['torch_ms_per_frame']:8.1f} ms   (1 CPU thread)",
+             f"  onnxruntime (native)              {check['onnx_ms_per_frame']:8.1f} ms   (1 CPU thread)"]
+    for b in times["browser"]:
+        where = "cross-origin isolated" if b["isolated"] else f"no cross-origin isolation, {b['asked']} asked"
+        lines.append(f"  browser, onnxruntime-web (wasm)   {b['full_ms']:8.1f} ms   ({b['threads']} thread"
+                     f"{'s' if b['threads'] != 1 else ''}, {where}; coarse {b['coarse_width']} x "
+                     f"{b['coarse_height']}: {b['coarse_ms']:.1f} ms)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m r2l.report.viewer MODEL.pt [--threads 1 2] [--frames 10] [--json]``: :func:`frame_times`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m r2l.report.viewer", description=(
+        "Frame times of a student in one run: torch, onnxruntime and the browser viewer (headless Chromium)."))
+    parser.add_argument("model", help="a student model file (results/SCENE/finetuned/model.pt)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="browser thread counts to time")
+    parser.add_argument("--frames", type=int, default=10, help="frames timed per runtime (after a warm-up)")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    args = parser.parse_args(argv)
+    try:
+        times = frame_times(args.model, tuple(args.threads), args.frames)
+    except R2LError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(times, indent=2) if args.json else "\n".join(frame_times_lines(times)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

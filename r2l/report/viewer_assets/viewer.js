@@ -4,7 +4,8 @@
 // r2l.geometry.rays.get_rays builds them (OpenGL camera-to-world, pixel centres at +0.5, directions with camera
 // z = -1, not normalised) and the graph maps them to colours. While the camera moves, frames are drawn at
 // 1/scene.coarse of the size; when it stops, at full size.
-// Test hook: window.r2lViewer = {ready, renderPose(c2w, coarse), pose(), scene, last, frames, error}.
+// Test hook: window.r2lViewer = {ready, renderPose(c2w, coarse), pose(), scene, last, frames, error}; a frame's
+// numbers (renderPose's value, last): {ms, width, height, coarse, threads}.
 
 import * as ort from './ort.wasm.min.mjs';
 
@@ -179,7 +180,7 @@ class Renderer {
     } else {
       ctx.putImageData(image, 0, 0);
     }
-    return {ms: performance.now() - t0, width: w, height: h, coarse};
+    return {ms: performance.now() - t0, width: w, height: h, coarse, threads: wasmThreads()};
   }
 }
 
@@ -219,13 +220,16 @@ class Scheduler {
 
 // ----------------------------------------------------------------------------- the page
 
+// The threads onnxruntime-web runs on: numThreads, but one without cross-origin isolation (no SharedArrayBuffer:
+// it then falls back to one thread and leaves numThreads as it was set).
+const wasmThreads = () => (self.crossOriginIsolated ? ort.env.wasm.numThreads : 1);
+
 function showFrame(info) {
   hook.last = info;
   hook.frames[info.coarse ? 'coarse' : 'full'] += 1;
   const what = info.coarse ? 'moving' : 'still';
-  const ms = info.ms > 0 ? info.ms.toFixed(1) : 'n/a';  // (a headless screenshot's virtual clock stands still)
-  $('timing').textContent = `${ms} ms/frame · ${info.width}×${info.height} (${what}) · ` +
-    `wasm ×${ort.env.wasm.numThreads}`;
+  const ms = info.ms > 0 ? info.ms.toFixed(1) : 'n/a';  // (under a virtual clock, e.g. --virtual-time-budget)
+  $('timing').textContent = `${ms} ms/frame · ${info.width}×${info.height} (${what}) · wasm ×${info.threads}`;
 }
 
 function bindPointer(canvas, controls, scheduler) {
