@@ -36,6 +36,7 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
     """Load ``scene`` as its config entry says (format, resolution, factor, background, test_skip).
 
     A photos scene is read as the format the colmap rule wrote (``r2l_colmap.json``: llff or blender).
+    ``layout: unbounded`` makes a Blender-format scene unbounded (:func:`r2l.data.registry.unbounded_by_hand`).
     """
     entry = scene_settings(config, scene)
     fmt = entry["format"]
@@ -51,6 +52,7 @@ def scene_from_config(config: dict, scene: str, folder: str | Path | None = None
         test_skip=entry["test_skip"],
         llff_hold=entry["llff_hold"],
         resize_order=entry["resize_order"],
+        layout=entry["layout"],
     )
 
 

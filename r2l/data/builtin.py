@@ -1,7 +1,7 @@
 """The built-in procedural scenes: analytic ground truth that r2l renders itself.
 
 A :class:`BuiltinScene` is a set of analytic shapes (spheres, oriented boxes, capped cylinders, planes)
-drawn from a seed. It has two layouts:
+drawn from a seed. It has three layouts:
 
 - ``"orbit"`` (the default; :func:`write_blender`): 3-5 spheres and boxes near the origin (a z-up world,
   every object inside radius ~1.3), seen from all around. It carries what makes radiance and light
@@ -15,14 +15,22 @@ drawn from a seed. It has two layouts:
   ~6-7, so each view's farthest hit is > 3x its nearest and no single shape fills the frame), thin
   stems (capped cylinders about one pixel wide at 64x48), near-black and strongly saturated albedos
   besides pastel ones, and the same textures and highlights.
+- ``"unbounded"`` (:func:`write_unbounded`): a walk-around capture of an object with its surroundings. The orbit
+  layout's objects of the same seed, scaled into the unit ball, stand on a checkered floor disc (radius
+  ``UB_FLOOR_RADIUS``) among pillars and blocks 3-9 away, all inside a textured sky dome (radius
+  ``UB_DOME_RADIUS``) on which every ray that misses the rest ends: no pixel is empty, and most of what the
+  cameras see lies far outside the ball they stand in.
 
 Being analytic, a scene gives exact ground truth at any pose (:meth:`BuiltinScene.render_rays`,
 :meth:`BuiltinScene.render`, :meth:`BuiltinScene.as_teacher`), always at exposure 1.
 
-Writers produce the two on-disk formats r2l reads:
+Writers produce the on-disk formats r2l reads:
 
 - :func:`write_blender`: NeRF-synthetic layout (``transforms_{train,val,test}.json`` + RGBA PNGs), cameras
   at radius 4 above the xy plane looking at the origin (Blender's near 2 / far 6 hold).
+- :func:`write_unbounded`: the unbounded layout in the Blender format (opaque RGB PNGs) with the marker of
+  :mod:`r2l.data.unbounded`, already in its normalised world (object at the origin, up +z): cameras walk round
+  the object at distance ``UB_CAMERA_RADIUS`` and height ``UB_CAMERA_HEIGHT``, looking at its centre.
 - :func:`write_llff`: a forward-facing capture in the LLFF layout (``poses_bounds.npy`` + ``images_8/``):
   opaque images whose per-view bounds are the nearest and farthest hit of all rendered rays (x0.9, x1.1).
   Like a real capture, views differ in exposure: the image of view i is ``clip(gain_i * rgb)`` with
@@ -53,6 +61,7 @@ from r2l.core.errors import R2LError
 from r2l.core.imageio import to_uint8
 from r2l.core.log import progress
 from r2l.core.runtime import chunked
+from r2l.data.unbounded import unbounded_bounds, write_marker
 from r2l.geometry.poses import llff_to_opengl as llff_to_opengl  # re-exported: callers of r2l.data.builtin use it
 from r2l.geometry.poses import look_at as poses_look_at
 from r2l.geometry.poses import opengl_to_llff
@@ -69,7 +78,14 @@ LLFF_FACTOR = 8  # write_llff writes images_8/ and stores hwf at the 8x "full" r
 LLFF_FOCAL = 1.1  # write_llff's focal length in units of the image width
 FF_CAMERA_Z = 3.5  # height of the forward-facing cameras (llff_poses): a point at height z is ~3.5 - z deep
 FF_EXPOSURE = 0.15  # write_llff: exposure gains are uniform in [1 - FF_EXPOSURE, 1 + FF_EXPOSURE]
-LAYOUTS = ("orbit", "forward_facing")
+LAYOUTS = ("orbit", "forward_facing", "unbounded")
+UB_OBJECT_SCALE = 0.7  # unbounded: the orbit objects (inside radius 1.3) scaled into the unit ball
+UB_FLOOR_Z = -0.95  # unbounded: height of the floor's top, under the object
+UB_FLOOR_RADIUS = 12.0  # unbounded: radius of the floor disc
+UB_DOME_RADIUS = 20.0  # unbounded: radius of the sky dome around everything
+UB_CAMERA_RADIUS = (2.0, 2.4)  # unbounded: the cameras' horizontal distance from the object's centre
+UB_CAMERA_HEIGHT = (0.0, 0.8)  # unbounded: the cameras' height
+UB_CAMERA_ANGLE_X = 1.0  # unbounded: horizontal field of view (radians)
 
 SPHERE, BOX, PLANE, CYLINDER = 0, 1, 2, 3
 CHECKER, STRIPES, SINES = 0, 1, 2
@@ -260,6 +276,51 @@ def _draw_forward_facing(rng: np.random.Generator) -> list[Shape]:
     return shapes
 
 
+# ---------------------------------------------------------------- the unbounded layout
+
+
+def _scaled(shape: Shape, factor: float) -> Shape:
+    """``shape`` scaled by ``factor`` about the origin (its texture scaled with it)."""
+    return Shape(shape.kind, shape.centre * factor, shape.rot, shape.size * factor, shape.colors, shape.texture,
+                 shape.freq / factor, shape.ks, shape.shininess)
+
+
+def _z_rotation(angle: float) -> np.ndarray:
+    """The rotation (3, 3) by ``angle`` radians about +z."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _draw_surroundings(rng: np.random.Generator) -> list[Shape]:
+    """The unbounded layout's surroundings: a checkered floor disc (a flat cylinder, top at UB_FLOOR_Z), 8 pillars
+    (upright cylinders, radius 0.12-0.3, 1-3.6 high) and 6 blocks (boxes turned about z) standing on it 3-9 from
+    the centre, and a sky dome (a sphere of radius UB_DOME_RADIUS, seen from inside, no highlight)."""
+    shapes = [Shape(CYLINDER, np.array([0.0, 0.0, UB_FLOOR_Z - 0.05]), np.eye(3),
+                    np.array([UB_FLOOR_RADIUS, UB_FLOOR_RADIUS, 0.05]), _ff_colors(rng, "pastel"), CHECKER,
+                    float(rng.uniform(2.5, 3.5)), 0.05, 30.0)]
+    for i in range(14):
+        dist, azimuth = rng.uniform(3.0 if i < 8 else 3.5, 9.0), rng.uniform(0.0, 2.0 * math.pi)
+        foot = np.array([dist * math.cos(azimuth), dist * math.sin(azimuth), UB_FLOOR_Z])
+        colors, texture = _ff_colors(rng, _STYLES[int(rng.integers(1, 4))]), int(rng.integers(0, 3))
+        if i < 8:
+            r, h = rng.uniform(0.12, 0.3), rng.uniform(0.5, 1.8)
+            shapes.append(Shape(CYLINDER, foot + [0.0, 0.0, h], np.eye(3), np.array([r, r, h]), colors, texture,
+                                float(rng.uniform(8.0, 16.0)), float(rng.uniform(0.1, 0.4)), 40.0))
+        else:
+            size = rng.uniform(0.2, 0.5, size=3)
+            shapes.append(Shape(BOX, foot + [0.0, 0.0, size[2]], _z_rotation(rng.uniform(0.0, math.pi)), size,
+                                colors, texture, float(rng.uniform(8.0, 16.0)), float(rng.uniform(0.1, 0.4)), 40.0))
+    shapes.append(Shape(SPHERE, np.zeros(3), _random_rotation(rng), np.full(3, UB_DOME_RADIUS),
+                        _ff_colors(rng, "pastel"), SINES, float(rng.uniform(0.3, 0.5)), 0.0, 1.0))
+    return shapes
+
+
+def _draw_unbounded(rng: np.random.Generator) -> list[Shape]:
+    """Unbounded layout: the orbit layout's objects (the same draws) scaled by UB_OBJECT_SCALE, inside radius 0.91
+    of the origin and above the floor, then their surroundings (:func:`_draw_surroundings`)."""
+    return [_scaled(s, UB_OBJECT_SCALE) for s in _draw_shapes(rng)] + _draw_surroundings(rng)
+
+
 # ---------------------------------------------------------------- ray intersection (object space)
 # Each takes object-space rays o, d: (..., 3) and sizes (..., 3) (broadcast) and returns the first hit
 # distance t: (...) (> EPS; inf on a miss) and the unit outward object-space normal there: (..., 3).
@@ -376,8 +437,9 @@ def _texture(kind: int, freq, q: torch.Tensor) -> torch.Tensor:
 class BuiltinScene:
     """An analytic procedural scene drawn from ``seed`` (numpy Generator), deterministic.
 
-    layout: ``"orbit"`` (objects near the origin, transparent background; :func:`write_blender`) or
-    ``"forward_facing"`` (a cluttered scene filling every view of :func:`llff_poses`; :func:`write_llff`).
+    layout: ``"orbit"`` (objects near the origin, transparent background; :func:`write_blender`),
+    ``"forward_facing"`` (a cluttered scene filling every view of :func:`llff_poses`; :func:`write_llff`) or
+    ``"unbounded"`` (the orbit objects with their surroundings, every ray ends on something; :func:`write_unbounded`).
     Intersection is batched over shapes: a ray is tested exactly only against the shapes whose bounding
     sphere it passes through (planes always).
     """
@@ -387,7 +449,8 @@ class BuiltinScene:
             raise R2LError(f"built-in scene: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         rng = np.random.default_rng(seed)
         self.seed, self.layout = seed, layout
-        self.shapes = _draw_shapes(rng) if layout == "orbit" else _draw_forward_facing(rng)
+        draw = {"orbit": _draw_shapes, "forward_facing": _draw_forward_facing, "unbounded": _draw_unbounded}
+        self.shapes = draw[layout](rng)
         self.n_objects = len(self.shapes)
         self.light = torch.tensor(LIGHT_DIR, dtype=torch.float32)
         self.light = self.light / self.light.norm()
@@ -649,6 +712,29 @@ def llff_exposures(seed: int, n_views: int, hold: int = 8, spread: float = FF_EX
     return gains
 
 
+def walk_around_poses(seed: int, n: int, stream: int, even: bool) -> np.ndarray:
+    """Unbounded layout: cameras walking round the object, looking at its centre (moved by N(0, 0.05) per view).
+
+    Azimuths evenly spread with a jitter of +-0.3 of a step when ``even``, else uniform; horizontal distance
+    U[UB_CAMERA_RADIUS]; height U[UB_CAMERA_HEIGHT]; drawn from ``(seed, stream)``. Returns (n, 4, 4) float64.
+    """
+    rng = np.random.default_rng([seed, stream])
+    step = 2.0 * math.pi / max(n, 1)
+    azimuth = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * step if even else rng.uniform(0.0, 2.0 * math.pi, n)
+    radius, height = rng.uniform(*UB_CAMERA_RADIUS, n), rng.uniform(*UB_CAMERA_HEIGHT, n)
+    eyes = np.stack([radius * np.cos(azimuth), radius * np.sin(azimuth), height], -1)
+    targets = rng.normal(0.0, 0.05, (n, 3))
+    c2w = [look_at(e, t, (0.0, 0.0, 1.0)) for e, t in zip(eyes, targets)]
+    return np.stack(c2w) if c2w else np.zeros((0, 4, 4))
+
+
+def unbounded_split_poses(seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, np.ndarray]:
+    """Poses of each split of the unbounded layout (:func:`walk_around_poses`): train evenly round, val at random
+    azimuths, test evenly round from its own draws."""
+    return {"train": walk_around_poses(seed, n_train, 4000, True), "val": walk_around_poses(seed, n_val, 4001, False),
+            "test": walk_around_poses(seed, n_test, 4002, True)}
+
+
 # ---------------------------------------------------------------- writers
 
 
@@ -705,6 +791,48 @@ def write_blender(
         bar.close()
 
     log.info("writing built-in scene (seed %d, %dx%d) to %s", seed, resolution, resolution, out_dir)
+    return _new_folder(out_dir, fill)
+
+
+def write_unbounded(
+    out_dir: str | Path,
+    seed: int = 0,
+    resolution: int = 64,
+    n_train: int = 60,
+    n_val: int = 8,
+    n_test: int = 16,
+    camera_angle_x: float = UB_CAMERA_ANGLE_X,
+    spp: int = 2,
+) -> Path:
+    """Write the unbounded scene of ``seed`` as a walk-around capture (:func:`unbounded_split_poses`) in the Blender
+    format: square ``resolution`` opaque RGB PNGs, ``transforms_{train,val,test}.json`` and the marker of
+    :mod:`r2l.data.unbounded` (bounds from the training cameras and the nearest depth they see); returns the
+    folder, which appears complete or not at all. Raises R2LError if ``out_dir`` exists."""
+    _check_counts(seed=(seed, 0), resolution=(resolution, 1), n_train=(n_train, 2), n_val=(n_val, 0),
+                  n_test=(n_test, 1), spp=(spp, 1))
+    scene = BuiltinScene(seed, layout="unbounded")
+    focal = 0.5 * resolution / math.tan(0.5 * camera_angle_x)
+    poses = unbounded_split_poses(seed, n_train, n_val, n_test)
+
+    def fill(tmp: Path) -> None:
+        bar, nearest = progress(n_train + n_val + n_test, desc="builtin scene"), math.inf
+        for split, split_poses in poses.items():
+            (tmp / split).mkdir()
+            frames = []
+            for i, c2w in enumerate(split_poses):
+                rgba, depth = scene.render_with_depth(c2w, resolution, resolution, focal, spp=spp)
+                if float(rgba[..., 3].min()) < 1.0:
+                    raise R2LError(f"built-in unbounded scene: {split} view {i} has empty pixels")
+                nearest = min(nearest, float(depth.min())) if split == "train" else nearest
+                iio.imwrite(tmp / split / f"r_{i}.png", to_uint8(rgba[..., :3]))
+                frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
+                bar.update(1)
+            meta = {"camera_angle_x": camera_angle_x, "frames": frames}
+            (tmp / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
+        bar.close()
+        write_marker(tmp, unbounded_bounds(poses["train"], nearest), {"source": "builtin", "seed": seed})
+
+    log.info("writing built-in unbounded scene (seed %d, %dx%d) to %s", seed, resolution, resolution, out_dir)
     return _new_folder(out_dir, fill)
 
 

@@ -15,8 +15,14 @@ It then writes a scene folder that the ordinary loaders read:
   orbit video expect), scaled so the mean camera distance from the origin is 4.0 (so Blender's near 2 /
   far 6 hold). Every ``hold``-th photo is a test
   view; every 8th training view is also written as a validation view (as LLFF scenes do).
+- ``layout: unbounded`` (a walk-around capture of an object with its surroundings): the Blender files as for an
+  object, in the world of :func:`normalise_unbounded` (the object of interest in the unit ball), with the marker
+  of :mod:`r2l.data.unbounded` (near, far, where the sample spacing turns to disparity); its fields contract
+  the far background (:mod:`r2l.geometry.contraction`).
 - ``layout: auto`` picks forward-facing when every camera's viewing axis is within
-  ``forward_facing_max_angle`` degrees of the mean axis, else object; the decision is logged.
+  ``forward_facing_max_angle`` degrees of the mean axis; else unbounded when more than ``unbounded_share`` of
+  the sparse points lie farther than ``unbounded_radius`` times the mean camera distance from the point the
+  cameras look at (:func:`far_point_share`), else object. The decision and its numbers are logged.
 
 Either way the folder also holds ``r2l_colmap.json`` (the chosen layout and loader format, the photo each
 image came from, the camera, the counts and the settings; :func:`scene_format` reads it) and the sparse
@@ -55,16 +61,19 @@ from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
 from r2l.core.imageio import area_resize, list_images, read_image, to_uint8
 from r2l.data.llff import split_indices, write_poses_bounds
+from r2l.data.unbounded import unbounded_bounds, write_marker
 
 log = logging.getLogger("r2l")
 
 MARKER = "r2l_colmap.json"  # written into every photos scene folder; says which loader reads it
 MIN_PHOTOS = 3  # fewer is a user error: COLMAP needs two to start, r2l a training and a test view
-LAYOUTS = ("auto", "forward_facing", "object")
+LAYOUTS = ("auto", "forward_facing", "object", "unbounded")
 MATCHERS = ("exhaustive", "sequential")
 CAMERA_MODELS = ("SIMPLE_RADIAL", "SIMPLE_PINHOLE", "PINHOLE")
 BLENDER_RADIUS = 4.0  # mean camera distance of NeRF-synthetic scenes (Blender near 2 / far 6)
 BOUNDS_PERCENTILES = (0.1, 99.9)  # LLFF imgs2poses: near/far from these percentiles of the point depths
+UNBOUNDED_CAMERA_RADIUS = (1.5, 3.0)  # normalise_unbounded: the mean camera distance stays within these
+UNBOUNDED_OBJECT_RADIUS = 0.8  # normalise_unbounded: the median distance of the object's points goes to this
 
 
 @dataclass
@@ -80,6 +89,8 @@ class ColmapConfig:
     min_registered: float = 0.5  # fewer registered photos than this fraction is an error
     min_points: int = 100  # fewer triangulated 3-D points than this is an error
     forward_facing_max_angle: float = 45.0  # layout auto: forward-facing if every axis is this close to the mean
+    unbounded_radius: float = 1.5  # layout auto: a point is far beyond this times the mean camera distance ...
+    unbounded_share: float = 0.2  # ... and the capture unbounded when more than this share of the points is far
     seed: int = 0  # COLMAP's random seed (RANSAC, mapper); threaded runs still differ a little from run to run
     trials: int = 2  # mapping attempts (seed, seed + 1, ...) while fewer than min_registered photos register
 
@@ -172,10 +183,29 @@ def axis_spread_deg(c2w: np.ndarray) -> float:
     return float(np.degrees(np.arccos(cos.min())))
 
 
-def choose_layout(c2w: np.ndarray, layout: str = "auto", max_angle: float = 45.0) -> tuple[str, float]:
-    """``(layout, spread)``: ``layout`` itself unless auto; auto is forward_facing if spread <= max_angle.
+def far_point_share(c2w: np.ndarray, points: np.ndarray, radius: float = 1.5) -> float:
+    """Share of the sparse ``points: (m, 3)`` farther than ``radius`` times the mean camera distance from the point
+    the cameras of ``c2w: (n, 4, 4)`` look at (:func:`nearest_point_to_axes`; the mean camera centre when their
+    axes are nearly parallel). 0 without points."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(points) == 0:
+        return 0.0
+    c2w = np.asarray(c2w, dtype=np.float64)
+    try:
+        centre = nearest_point_to_axes(c2w[:, :3, 3], viewing_axes(c2w))
+    except R2LError:
+        centre = c2w[:, :3, 3].mean(axis=0)
+    distance = float(np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1).mean())
+    return float((np.linalg.norm(points - centre, axis=-1) > radius * distance).mean())
 
-    c2w: (n, 4, 4) OpenGL; spread: :func:`axis_spread_deg`. The decision is logged.
+
+def choose_layout(c2w: np.ndarray, layout: str = "auto", max_angle: float = 45.0, points: np.ndarray | None = None,
+                  far_radius: float = 1.5, far_share: float = 0.2) -> tuple[str, float]:
+    """``(layout, spread)``: ``layout`` itself unless auto; auto is forward_facing if spread <= max_angle, else
+    unbounded if :func:`far_point_share` of ``points: (m, 3)`` (None: no points, never unbounded) at ``far_radius``
+    exceeds ``far_share``, else object.
+
+    c2w: (n, 4, 4) OpenGL; spread: :func:`axis_spread_deg`. The decision and its numbers are logged.
     """
     if layout not in LAYOUTS:
         raise R2LError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -183,9 +213,17 @@ def choose_layout(c2w: np.ndarray, layout: str = "auto", max_angle: float = 45.0
     if layout != "auto":
         log.info("layout %s (set in the config); viewing axes within %.1f deg of their mean", layout, spread)
         return layout, spread
-    chosen = "forward_facing" if spread <= max_angle else "object"
-    log.info("layout auto -> %s: every viewing axis is within %.1f deg of the mean axis (forward-facing up to %g)",
-             chosen, spread, max_angle)
+    if spread <= max_angle:
+        log.info("layout auto -> forward_facing: every viewing axis is within %.1f deg of the mean axis "
+                 "(forward-facing up to %g)", spread, max_angle)
+        return "forward_facing", spread
+    share = None if points is None else far_point_share(c2w, points, far_radius)
+    chosen = "unbounded" if share is not None and share > far_share else "object"
+    seen = "no sparse points given" if share is None else (
+        f"{100 * share:.1f}% of the sparse points lie farther than {far_radius:g} x the mean camera distance from "
+        f"the point the cameras look at (unbounded above {100 * far_share:g}%)")
+    log.info("layout auto -> %s: viewing axes spread over %.1f deg (forward-facing up to %g); %s", chosen, spread,
+             max_angle, seen)
     return chosen, spread
 
 
@@ -256,6 +294,37 @@ def normalise_object(c2w: np.ndarray, radius: float = BLENDER_RADIUS) -> tuple[n
     centre = nearest_point_to_axes(c2w[:, :3, 3], viewing_axes(c2w))
     rot = rotation_between(world_up(c2w), np.array([0.0, 0.0, 1.0]))
     scale = radius / float(np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1).mean())
+    out = c2w.copy()
+    out[:, :3, :3] = rot @ c2w[:, :3, :3]
+    out[:, :3, 3] = scale * (c2w[:, :3, 3] - centre) @ rot.T
+    return out, {"centre": centre.tolist(), "rotation": rot.tolist(), "scale": scale}
+
+
+def unbounded_scale(c2w: np.ndarray, centre: np.ndarray, points: np.ndarray) -> float:
+    """The scale of :func:`normalise_unbounded`: the object's points (those within 0.75 of the mean camera distance
+    ``D`` of ``centre``; at least 20 of them) put their median distance ``m`` at UNBOUNDED_OBJECT_RADIUS, i.e. the
+    cameras at ``0.8 D / m``, kept within UNBOUNDED_CAMERA_RADIUS (its middle without enough points).
+    c2w: (n, 4, 4); centre: (3,); points: (m, 3). Returns the factor world units are multiplied by."""
+    distance = float(np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1).mean())
+    d = np.linalg.norm(np.asarray(points, dtype=np.float64).reshape(-1, 3) - centre, axis=-1)
+    inside = d[d < 0.75 * distance]
+    lo, hi = UNBOUNDED_CAMERA_RADIUS
+    target = 0.5 * (lo + hi) if len(inside) < 20 else UNBOUNDED_OBJECT_RADIUS * distance / max(np.median(inside), 1e-9)
+    return float(np.clip(target, lo, hi)) / distance
+
+
+def normalise_unbounded(c2w: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Move a walk-around capture into an unbounded scene's world: ``x' = scale * rot @ (x - centre)``.
+
+    As :func:`normalise_object` (centre: the point nearest to every optical axis; rot: the capture's up onto +z)
+    but scaled by :func:`unbounded_scale`, so the object of interest sits in the unit ball and the cameras 1.5 to
+    3 from its centre. c2w: (n, 4, 4) OpenGL; points: (m, 3) the sparse points. Returns the new c2w (n, 4, 4)
+    float64 and ``{"centre", "rotation", "scale"}``.
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    centre = nearest_point_to_axes(c2w[:, :3, 3], viewing_axes(c2w))
+    rot = rotation_between(world_up(c2w), np.array([0.0, 0.0, 1.0]))
+    scale = unbounded_scale(c2w, centre, points)
     out = c2w.copy()
     out[:, :3, :3] = rot @ c2w[:, :3, :3]
     out[:, :3, 3] = scale * (c2w[:, :3, 3] - centre) @ rot.T
@@ -492,11 +561,10 @@ def write_llff(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, in
     return names
 
 
-def write_blender(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, int], hold: int) -> dict:
-    """``transforms_{train,val,test}.json`` + ``images/`` (copies of the registered photos); returns the
-    normalisation (:func:`normalise_object`). The val views are training views (:func:`r2l.data.llff.split_indices`)."""
-    W = size[1]
-    c2w, transform = normalise_object(opencv_w2c_to_opengl_c2w(sparse.w2c))
+def _write_transforms(out: Path, sparse: SparseModel, folder: Path, W: int, hold: int, c2w: np.ndarray) -> float:
+    """``transforms_{train,val,test}.json`` with the poses ``c2w: (n, 4, 4)`` + ``images/`` (copies of the
+    registered photos); returns camera_angle_x. The val views are training views
+    (:func:`r2l.data.llff.split_indices`)."""
     (out / "images").mkdir(parents=True)
     for name in sparse.names:
         shutil.copy2(folder / name, out / "images" / name)
@@ -504,6 +572,14 @@ def write_blender(out: Path, sparse: SparseModel, folder: Path, size: tuple[int,
     for split, idx in split_indices(len(sparse.names), hold).items():
         frames = [{"file_path": f"./images/{sparse.names[i]}", "transform_matrix": c2w[i].tolist()} for i in idx]
         (out / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=2))
+    return angle
+
+
+def write_blender(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, int], hold: int) -> dict:
+    """``transforms_{train,val,test}.json`` + ``images/`` (copies of the registered photos); returns the
+    normalisation (:func:`normalise_object`). The val views are training views (:func:`r2l.data.llff.split_indices`)."""
+    c2w, transform = normalise_object(opencv_w2c_to_opengl_c2w(sparse.w2c))
+    angle = _write_transforms(out, sparse, folder, size[1], hold, c2w)
     pts = transform["scale"] * np.linalg.norm(sparse.points - np.asarray(transform["centre"]), axis=-1)
     log.info("wrote a Blender scene: %d views, camera distance 4, camera_angle_x %.4f; half of the sparse points "
              "lie within %.2f of the centre, 90%% within %.2f", len(sparse.names), angle,
@@ -511,10 +587,41 @@ def write_blender(out: Path, sparse: SparseModel, folder: Path, size: tuple[int,
     return transform
 
 
+def nearest_depth(sparse: SparseModel) -> float:
+    """The smallest of the images' near bounds (:func:`llff_bounds`: 0.1 percentile of the depths they see)."""
+    return float(llff_bounds(sparse.w2c, sparse.points, sparse.obs_image, sparse.obs_point)[:, 0].min())
+
+
+def write_unbounded(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, int], hold: int) -> dict:
+    """An unbounded scene: the files of :func:`write_blender` in the world of :func:`normalise_unbounded` and the
+    marker of :mod:`r2l.data.unbounded` (its near from the nearest depth the photos see); returns the
+    normalisation with the bounds."""
+    c2w, transform = normalise_unbounded(opencv_w2c_to_opengl_c2w(sparse.w2c), sparse.points)
+    angle = _write_transforms(out, sparse, folder, size[1], hold, c2w)
+    bounds = unbounded_bounds(c2w, transform["scale"] * nearest_depth(sparse))
+    write_marker(out, bounds, {"source": "colmap", "normalisation": transform})
+    pts = transform["scale"] * np.linalg.norm(sparse.points - np.asarray(transform["centre"]), axis=-1)
+    log.info("wrote an unbounded scene: %d views, cameras %.2f from the centre on average, camera_angle_x %.4f; "
+             "half of the sparse points lie within %.2f of the centre, 90%% within %.2f (contracted beyond 1)",
+             len(sparse.names), float(np.linalg.norm(c2w[:, :3, 3], axis=-1).mean()), angle,
+             np.percentile(pts, 50), np.percentile(pts, 90))
+    return {**transform, **bounds}
+
+
 def _write_sparse(rec, out: Path) -> None:
     """The registered model in COLMAP's binary format under ``out/sparse/0``."""
     (out / "sparse" / "0").mkdir(parents=True)
     rec.write(out / "sparse" / "0")
+
+
+def _write_layout(out: Path, layout: str, sparse: SparseModel, folder: Path, size: tuple[int, int], factor: int,
+                  hold: int) -> dict:
+    """The scene files of ``layout`` (:func:`write_llff`, :func:`write_unbounded` or :func:`write_blender`); returns
+    what the marker records of them (``images`` or ``normalisation``)."""
+    if layout == "forward_facing":
+        return {"images": write_llff(out, sparse, folder, size, factor)}
+    writer = write_unbounded if layout == "unbounded" else write_blender
+    return {"normalisation": writer(out, sparse, folder, size, hold)}
 
 
 def photos_to_scene(
@@ -529,7 +636,7 @@ def photos_to_scene(
     """Run COLMAP on the photos in ``photos`` and write the scene folder ``dest`` (complete or not at all).
 
     layout: auto | forward_facing (LLFF, ``images_{factor}``) | object (Blender, every ``hold``-th photo a
-    test view). threads: CPU threads for COLMAP (None: all cores). Returns ``dest``. User errors (no or too
+    test view) | unbounded (Blender files with the marker of :mod:`r2l.data.unbounded`). threads: CPU threads for COLMAP (None: all cores). Returns ``dest``. User errors (no or too
     few photos, unreadable photos, too few registered photos or 3-D points) raise DataError naming the folder.
     """
     cfg = cfg or ColmapConfig()
@@ -545,7 +652,9 @@ def photos_to_scene(
         (scratch / "colmap").mkdir()
         rec = run_colmap(photos, names, scratch / "colmap", cfg, threads)
         sparse = check_registration(rec, photos, names, cfg)
-        chosen, spread = choose_layout(opencv_w2c_to_opengl_c2w(sparse.w2c), layout, cfg.forward_facing_max_angle)
+        c2w = opencv_w2c_to_opengl_c2w(sparse.w2c)
+        chosen, spread = choose_layout(c2w, layout, cfg.forward_facing_max_angle, sparse.points, cfg.unbounded_radius,
+                                       cfg.unbounded_share)
         out = scratch / "scene"
         out.mkdir()
         marker = {"layout": chosen, "format": "llff" if chosen == "forward_facing" else "blender",
@@ -554,10 +663,9 @@ def photos_to_scene(
                   "n_points": len(sparse.points), "mean_reprojection_error": sparse.mean_reprojection_error,
                   "settings": asdict(cfg), "pycolmap": getattr(_pycolmap(), "__version__", "unknown"),
                   "minutes": (time.perf_counter() - t0) / 60.0}
-        if chosen == "forward_facing":
-            marker["images"] = write_llff(out, sparse, photos, size, factor)
-        else:
-            marker["normalisation"] = write_blender(out, sparse, photos, size, hold)
+        if chosen != "forward_facing":
+            marker["far_point_share"] = far_point_share(c2w, sparse.points, cfg.unbounded_radius)
+        marker.update(_write_layout(out, chosen, sparse, photos, size, factor, hold))
         _write_sparse(rec, out)
         (out / MARKER).write_text(json.dumps(marker, indent=2))
         return out

@@ -42,7 +42,11 @@ class Scene:
     poses: (n_views, 4, 4) float32 camera-to-world (OpenGL convention, see :mod:`r2l.geometry.rays`).
     near, far: sampling range along rays (world depths; for ``ndc`` scenes 0 and 1 in NDC).
     ndc: forward-facing scene rendered in NDC with the near plane at depth ``ndc_near``.
-    render_poses: (n_frames, 4, 4) a camera path for videos (orbit or spiral).
+    render_poses: (n_frames, 4, 4) a camera path for videos (orbit, spiral, or a loop through a walk-around).
+    unbounded: a walk-around capture with its surroundings (:mod:`r2l.data.unbounded`): world rays, the object in
+    the unit ball, fields evaluated at contracted points (:mod:`r2l.geometry.contraction`), samples spaced
+    linearly in depth up to ``sample_split`` and uniformly in disparity beyond
+    (:func:`r2l.geometry.contraction.contracted_t`).
     bounds: (n_views, 2) per-view depth bounds after scaling (LLFF only), else None.
     files: the image files, one per view; pose_files: the camera files (transforms json, poses_bounds.npy).
     digest: sha256 over the bytes of all of them (:func:`r2l.core.digest.files_digest`), set by whoever needs it.
@@ -66,6 +70,8 @@ class Scene:
     files: list[str] = field(default_factory=list)
     pose_files: list[str] = field(default_factory=list)
     digest: str | None = None
+    unbounded: bool = False
+    sample_split: float = 1.0
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Images ``(n, H, W, 3)`` and poses ``(n, 4, 4)`` of one split."""
@@ -101,13 +107,17 @@ class Scene:
 
         ``H, W, focal`` (pixels), ``near, far``, ``ndc, ndc_near``, ``background`` (3 floats) and
         ``render_poses``: the video camera path as a list of 4x4 nested lists (empty when the scene has none).
+        Unbounded scenes only (the others' cameras have no such keys): ``unbounded`` (True) and ``sample_split``.
         """
         path = [] if self.render_poses is None else np.asarray(self.render_poses, dtype=np.float64).round(6).tolist()
-        return {
+        camera = {
             "H": int(self.H), "W": int(self.W), "focal": float(self.focal), "near": float(self.near),
             "far": float(self.far), "ndc": bool(self.ndc), "ndc_near": float(self.ndc_near),
             "background": [float(c) for c in self.background], "render_poses": path,
         }
+        if self.unbounded:
+            camera.update(unbounded=True, sample_split=float(self.sample_split))
+        return camera
 
     def rays(self, c2w, H: int | None = None, W: int | None = None, focal: float | None = None):
         """Render-space rays of a full image at a pose: ``rays_o, rays_d`` each (H*W, 3).

@@ -62,10 +62,11 @@ class NeRFConfig:
     n_fine: int | None = None  # extra importance samples for the fine net; None = 128 (Blender) / 64 (LLFF, NDC)
     raw_noise_std: float | None = None  # noise added to raw density while training; None = 0 (Blender) / 1 (LLFF)
 
-    def resolved(self, ndc: bool) -> NeRFConfig:
-        """The config with scene-dependent ``None`` fields filled in (LLFF values when ``ndc``)."""
+    def resolved(self, ndc: bool, unbounded: bool = False) -> NeRFConfig:
+        """The config with scene-dependent ``None`` fields filled in (LLFF values when ``ndc``; ``unbounded``: the
+        Blender number of fine samples and the LLFF density noise, as no background is empty)."""
         n_fine = self.n_fine if self.n_fine is not None else (64 if ndc else 128)
-        noise = self.raw_noise_std if self.raw_noise_std is not None else (1.0 if ndc else 0.0)
+        noise = self.raw_noise_std if self.raw_noise_std is not None else (1.0 if ndc or unbounded else 0.0)
         return replace(self, n_fine=n_fine, raw_noise_std=noise)
 
 

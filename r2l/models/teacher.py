@@ -21,6 +21,8 @@ from torch import nn
 from r2l.core.config import from_dict
 from r2l.core.errors import R2LError
 from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
+from r2l.geometry.contraction import CONTRACTED_AABB
+from r2l.models.contracted import render_rays_grid_contracted, render_rays_nerf_contracted
 from r2l.models.grid import GridConfig, GridField, scene_aabb
 from r2l.models.nerf import NeRF, NeRFConfig
 from r2l.models.render import pose_rays, render_rays_grid, render_rays_nerf
@@ -65,14 +67,32 @@ def teacher_config_from_dict(d: dict) -> TeacherConfig:
 
 
 def build_model(cfg: TeacherConfig, info: dict) -> nn.ModuleDict:
-    """The teacher's networks: ``{"coarse", "fine"}`` NeRFs or ``{"field"}`` GridField."""
+    """The teacher's networks: ``{"coarse", "fine"}`` NeRFs or ``{"field"}`` GridField (over the contracted box
+    :data:`r2l.geometry.contraction.CONTRACTED_AABB` for an unbounded scene, ``info["unbounded"]``)."""
     if cfg.kind == "nerf":
         return nn.ModuleDict({"coarse": NeRF(cfg.nerf), "fine": NeRF(cfg.nerf)})
-    return nn.ModuleDict({"field": GridField(cfg.grid.resolved(info["ndc"]), scene_aabb(cfg.grid, info["ndc"]))})
+    unbounded = bool(info.get("unbounded", False))
+    aabb = torch.tensor(CONTRACTED_AABB) if unbounded else scene_aabb(cfg.grid, info["ndc"])
+    return nn.ModuleDict({"field": GridField(cfg.grid.resolved(info["ndc"], unbounded), aabb)})
+
+
+def render_unbounded(model: nn.ModuleDict, cfg: TeacherConfig, info: dict, rays_o, rays_d, train: bool,
+                     generator=None) -> dict:
+    """:func:`render` for an unbounded scene: world rays (n, 3), the fields at contracted points
+    (:mod:`r2l.models.contracted`, samples spaced by ``info["sample_split"]``)."""
+    near, far, split, bg = info["near"], info["far"], info["sample_split"], info["background"]
+    if cfg.kind == "nerf":
+        n = cfg.nerf
+        return render_rays_nerf_contracted(model["coarse"], model["fine"], rays_o, rays_d, near, far, split,
+                                           n.n_coarse, n.n_fine, bg, train, n.raw_noise_std, generator)
+    return render_rays_grid_contracted(model["field"], rays_o, rays_d, near, far, split, cfg.grid.n_samples, bg,
+                                       train, generator, cfg.grid.weight_threshold)
 
 
 def render(model: nn.ModuleDict, cfg: TeacherConfig, info: dict, rays_o, rays_d, train: bool, generator=None) -> dict:
     """Render render-space rays (n, 3) with either teacher; returns at least ``rgb: (n, 3)``."""
+    if info.get("unbounded"):
+        return render_unbounded(model, cfg, info, rays_o, rays_d, train, generator)
     bg = info["background"]
     if cfg.kind == "nerf":
         n = cfg.nerf

@@ -37,6 +37,7 @@ from r2l.data.views import (
     shard_name,
     write_shard,
 )
+from r2l.geometry.capture import sample_capture_poses
 from r2l.geometry.poses import blender_radius_from_cameras, sample_blender_poses, sample_llff_poses
 from r2l.models.render import pose_rays
 
@@ -69,6 +70,9 @@ def plan_pseudo_views(
         poses = sample_llff_poses(train, n_views, rng, enlarge=llff_enlarge)
         info = {"sampler": "llff", "focal_scale": None, "enlarge": llff_enlarge}
         return poses, np.full(n_views, focal, dtype=np.float32), info
+    if scene.unbounded:  # a walk-around: around the cameras' path and heights (r2l.geometry.capture)
+        poses, focals = sample_capture_poses(train, n_views, rng, focal=focal, focal_scale=focal_scale)
+        return poses, focals, {"sampler": "capture", "focal_scale": None if focal_scale is None else list(focal_scale)}
     radius = 4.0 if scene.format == "blender" else blender_radius_from_cameras(train)
     poses, focals = sample_blender_poses(n_views, rng, radius=radius, focal=focal, focal_scale=focal_scale)
     scale = None if focal_scale is None else list(focal_scale)

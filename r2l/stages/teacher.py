@@ -42,10 +42,11 @@ from r2l.stages.loop import LoopState, StepOut, common_metrics, resumed_state, r
 def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
     """Fill in the settings that depend on the scene's format (``None`` in the config) and log them."""
     kind_cfg = getattr(cfg, cfg.kind)
-    resolved = kind_cfg.resolved(scene.ndc)
+    resolved = kind_cfg.resolved(scene.ndc, scene.unbounded)
     unset = [f.name for f in dataclasses.fields(kind_cfg) if getattr(kind_cfg, f.name) is None]
     filled = {name: getattr(resolved, name) for name in unset}
     space = "NDC (forward-facing)" if scene.ndc else "world (object-centric)"
+    space = "contracted (unbounded)" if scene.unbounded else space
     log.info("teacher %s settings for a %s %s scene: %s", cfg.kind, scene.format, space,
              ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(resolved).items()))
     decay = cfg.lr_decay_steps
@@ -53,7 +54,8 @@ def resolve_for_scene(cfg: TeacherConfig, scene: Scene) -> TeacherConfig:
         decay = filled["lr_decay_steps"] = PAPER_LR_DECAY_STEPS[bool(scene.ndc)]
     if filled:
         log.info("resolved from the scene format: %s", ", ".join(f"{k}={v}" for k, v in filled.items()))
-    return dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc), grid=cfg.grid.resolved(scene.ndc),
+    return dataclasses.replace(cfg, nerf=cfg.nerf.resolved(scene.ndc, scene.unbounded),
+                               grid=cfg.grid.resolved(scene.ndc, scene.unbounded),
                                lr_decay_steps=decay)
 
 

@@ -1,0 +1,134 @@
+"""Volume rendering of unbounded scenes: fields evaluated at contracted points (:mod:`r2l.geometry.contraction`).
+
+Both teachers render an unbounded scene from world rays as follows (their object and forward-facing rendering,
+:mod:`r2l.models.render`, is untouched):
+
+- depths ``t`` along each ray from :func:`r2l.geometry.contraction.contracted_t` (linear up to ``split``, then
+  uniform in disparity, out to ``far``), jittered while training;
+- the field sees the contracted points ``contract(o + t d)`` (all inside the ball of radius 2) and the unit view
+  direction of the ray (in the world);
+- compositing runs over contracted distances: ``delta_i = |contract(p_{i+1}) - contract(p_i)|``, so densities
+  are per unit of contracted length; the last sample, at ``far`` (99% of the way to the contracted ball's edge),
+  is opaque: every ray ends on the far background, whose colour the field gives there (its density is not used);
+- colour ``sum_i w_i c_i`` (the background colour only fills the rounding left of ``1 - sum_i w_i``), and depth
+  ``sum_i w_i t_i``, the expected world depth along ``rays_d``.
+
+Shapes: ``rays_o, rays_d: (n_rays, 3)`` world rays; ``t, sigma: (n_rays, n_samples)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from r2l.geometry.contraction import contracted_distances, contracted_points, contracted_t, spacing, spacing_inverse
+from r2l.models.render import Field, _normal, blend, sample_pdf
+
+
+def contracted_weights(sigma: torch.Tensor, s: torch.Tensor, noise_std: float = 0.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Compositing weights over contracted distances, the last sample opaque.
+
+    sigma: (n_rays, n_samples) raw density (relu here; the last column is not used); s: (n_rays, n_samples) the
+    contracted arc length at each sample (:func:`r2l.geometry.contraction.contracted_distances`). ``noise_std`` > 0
+    adds Gaussian noise to the raw density first. ``alpha_i = 1 - exp(-relu(sigma_i) (s_{i+1} - s_i))``, the last
+    alpha 1; ``w_i = alpha_i prod_{j<i} (1 - alpha_j)``. Returns (n_rays, n_samples) float32 summing to 1 per ray.
+    """
+    sigma, s = sigma.float(), s.float()
+    if noise_std > 0:
+        sigma = sigma + noise_std * _normal(tuple(sigma.shape), generator, sigma.device)
+    alpha = 1.0 - torch.exp(-torch.relu(sigma[:, :-1]) * (s[:, 1:] - s[:, :-1]))
+    alpha = torch.cat([alpha, torch.ones_like(alpha[:, :1])], dim=-1)
+    trans = torch.cumprod(1.0 - alpha + 1e-10, dim=-1)
+    trans = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=-1)
+    return alpha * trans
+
+
+def _unit_dirs(rays_d: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """The unit direction of each ray repeated for its samples: (n_rays * n_samples, 3)."""
+    return F.normalize(rays_d, dim=-1)[:, None, :].expand(-1, n_samples, -1).reshape(-1, 3)
+
+
+def render_rays_grid_contracted(
+    field,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    near: float,
+    far: float,
+    split: float,
+    n_samples: int,
+    background,
+    train: bool,
+    generator: torch.Generator | None = None,
+    weight_threshold: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """A grid field (over the contracted box, :data:`r2l.geometry.contraction.CONTRACTED_AABB`) along world rays.
+
+    As :func:`r2l.models.render.render_rays_grid` (``field`` has ``aabb``, ``occupied``, ``density``, ``color``;
+    only samples in occupied cells get a density, only samples whose weight exceeds ``weight_threshold`` a colour),
+    at the contracted points of :func:`r2l.geometry.contraction.contracted_t`'s depths, composited by
+    :func:`contracted_weights`. Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
+    """
+    t = contracted_t(near, far, split, rays_o.shape[0], n_samples, train, generator, rays_o.device)
+    pts3 = contracted_points(rays_o, rays_d, t)
+    pts, dirs = pts3.reshape(-1, 3), _unit_dirs(rays_d, n_samples)
+    aabb = field.aabb.to(pts.device)
+    idx = ((pts >= aabb[0]) & (pts <= aabb[1])).all(dim=-1).nonzero().squeeze(1)
+    with torch.no_grad():
+        idx = idx[field.occupied(pts[idx])]
+    sigma = torch.zeros(pts.shape[0], device=pts.device)
+    if idx.numel() > 0:
+        sigma = sigma.index_put((idx,), field.density(pts[idx]).float())
+    weights = contracted_weights(sigma.reshape(t.shape), contracted_distances(pts3))
+    with torch.no_grad():
+        seen = (weights.detach().reshape(-1) > weight_threshold).nonzero().squeeze(1)
+    rgb = torch.zeros(pts.shape[0], 3, device=pts.device)
+    if seen.numel() > 0:
+        rgb = rgb.index_put((seen,), field.color(pts[seen], dirs[seen]).float())
+    out = blend(weights, rgb.reshape(*t.shape, 3), t, background)
+    return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
+
+
+def _composite_field(field: Field, rays_o, rays_d, t, background, noise_std: float, generator) -> dict:
+    """``field`` at the contracted points of depths ``t: (n_rays, n_samples)``, composited by
+    :func:`contracted_weights`; returns :func:`r2l.models.render.blend`'s dict (with ``weights``)."""
+    pts3 = contracted_points(rays_o, rays_d, t)
+    sigma, rgb = field(pts3.reshape(-1, 3), _unit_dirs(rays_d, t.shape[1]))
+    weights = contracted_weights(sigma.reshape(t.shape), contracted_distances(pts3), noise_std, generator)
+    return blend(weights, rgb.reshape(*t.shape, 3), t, background)
+
+
+def render_rays_nerf_contracted(
+    coarse: Field,
+    fine: Field | None,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    near: float,
+    far: float,
+    split: float,
+    n_coarse: int,
+    n_fine: int,
+    background,
+    train: bool,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Hierarchical NeRF rendering of an unbounded scene: coarse samples from
+    :func:`r2l.geometry.contraction.contracted_t`, then ``n_fine`` importance samples drawn in spacing space
+    (:func:`r2l.geometry.contraction.spacing`) from the coarse weights; the fine network sees both, sorted.
+    As :func:`r2l.models.render.render_rays_nerf` otherwise. Returns ``rgb_coarse, rgb`` (and ``rgb_fine``):
+    (n_rays, 3); ``acc, depth``: (n_rays,).
+    """
+    noise = noise_std if train else 0.0
+    t = contracted_t(near, far, split, rays_o.shape[0], n_coarse, train, generator, rays_o.device)
+    out_c = _composite_field(coarse, rays_o, rays_d, t, background, noise, generator)
+    result = {"rgb_coarse": out_c["rgb"], "rgb": out_c["rgb"], "acc": out_c["acc"], "depth": out_c["depth"]}
+    if fine is None or n_fine <= 0:
+        return result
+    s = spacing(t, split)
+    s_fine = sample_pdf(0.5 * (s[:, 1:] + s[:, :-1]), out_c["weights"][:, 1:-1].detach(), n_fine, not train, generator)
+    t_fine = spacing_inverse(s_fine.detach(), split).clamp(near, far)
+    t_all, _ = torch.sort(torch.cat([t, t_fine], dim=-1), dim=-1)
+    out_f = _composite_field(fine, rays_o, rays_d, t_all, background, noise, generator)
+    result.update(rgb_fine=out_f["rgb"], rgb=out_f["rgb"], acc=out_f["acc"], depth=out_f["depth"])
+    return result
