@@ -9,11 +9,11 @@ from r2l.geometry.contraction import (
     contract,
     contracted_distances,
     contracted_points,
-    contracted_t,
     spacing,
     spacing_inverse,
     uncontract,
 )
+from r2l.models.contracted import contracted_t
 
 
 def test_contract_by_hand():

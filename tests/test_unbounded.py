@@ -27,10 +27,9 @@ from r2l.data.colmap import choose_layout, far_point_share, normalise_unbounded
 from r2l.data.registry import load_scene
 from r2l.data.unbounded import MARKER, PATH_FRAMES, unbounded_bounds
 from r2l.geometry.capture import capture_path, capture_profile, sample_capture_poses
-from r2l.geometry.contraction import contracted_t
 from r2l.geometry.poses import llff_to_opengl, look_at
 from r2l.geometry.rays import get_rays, project
-from r2l.models.contracted import contracted_weights, render_rays_grid_contracted
+from r2l.models.contracted import contracted_t, contracted_weights, render_rays_grid_contracted
 
 FOCAL_24 = 12.0 / math.tan(0.5)  # focal of a 24-pixel-wide view at the unbounded layout's field of view (1 rad)
 

@@ -46,7 +46,7 @@ class Scene:
     unbounded: a walk-around capture with its surroundings (:mod:`r2l.data.unbounded`): world rays, the object in
     the unit ball, fields evaluated at contracted points (:mod:`r2l.geometry.contraction`), samples spaced
     linearly in depth up to ``sample_split`` and uniformly in disparity beyond
-    (:func:`r2l.geometry.contraction.contracted_t`).
+    (:func:`r2l.models.contracted.contracted_t`).
     bounds: (n_views, 2) per-view depth bounds after scaling (LLFF only), else None.
     files: the image files, one per view; pose_files: the camera files (transforms json, poses_bounds.npy).
     digest: sha256 over the bytes of all of them (:func:`r2l.core.digest.files_digest`), set by whoever needs it.

@@ -13,7 +13,7 @@ on the sphere of radius 2). Fields of unbounded scenes (the grid teacher, the Ne
 evaluated at ``contract(pts)``, so a grid over the box ``[-2, 2]^3`` (:data:`CONTRACTED_AABB`) covers the whole
 world, with its resolution spent mostly near the object.
 
-Samples along a ray (:func:`contracted_t`) are spaced uniformly in ``g(t)``, the contraction's radial profile
+Samples along a ray (:func:`r2l.models.contracted.contracted_t`) are spaced uniformly in ``g(t)``, the contraction's radial profile
 with radius ``split`` (:func:`spacing`): linear in the depth ``t`` up to ``split`` and uniform in disparity
 ``1 / t`` beyond, so that far-away samples are about as far apart in contracted space as near ones.
 Compositing uses distances in contracted space (:func:`contracted_distances`): a density is per unit of
@@ -58,35 +58,6 @@ def spacing_inverse(s: torch.Tensor, split: float) -> torch.Tensor:
     in ``[0, 2 split)``. Returns (...) depths."""
     room = (2.0 * split - s).clamp(min=EPS * split)
     return torch.where(s <= split, s, split * split / room)
-
-
-def contracted_t(
-    near: float,
-    far: float,
-    split: float,
-    n_rays: int,
-    n_samples: int,
-    jitter: bool,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Depths along rays, uniform in :func:`spacing` between ``near`` and ``far`` (linear up to ``split``, then
-    uniform in disparity), including both ends; ``jitter`` draws each sample between the midpoints of its
-    neighbours in spacing space as :func:`r2l.models.render.stratified_t` does in depth. Needs
-    ``0 < near < far`` and ``split > 0``. Returns ``t: (n_rays, n_samples)`` sorted along each ray.
-    """
-    lo, hi = spacing(torch.tensor(float(near)), split), spacing(torch.tensor(float(far)), split)
-    s = torch.linspace(float(lo), float(hi), n_samples, device=device).expand(n_rays, n_samples)
-    if jitter:
-        mids = 0.5 * (s[:, 1:] + s[:, :-1])
-        upper = torch.cat([mids, s[:, -1:]], dim=-1)
-        lower = torch.cat([s[:, :1], mids], dim=-1)
-        if generator is None:
-            u = torch.rand((n_rays, n_samples), device=device)
-        else:
-            u = torch.rand((n_rays, n_samples), generator=generator, device=generator.device).to(device)
-        s = lower + (upper - lower) * u
-    return spacing_inverse(s.contiguous(), split).clamp(float(near), float(far))
 
 
 def contracted_points(rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Both teachers render an unbounded scene from world rays as follows (their object and forward-facing rendering,
 :mod:`r2l.models.render`, is untouched):
 
-- depths ``t`` along each ray from :func:`r2l.geometry.contraction.contracted_t` (linear up to ``split``, then
+- depths ``t`` along each ray from :func:`contracted_t` (linear up to ``split``, then
   uniform in disparity, out to ``far``), jittered while training;
 - the field sees the contracted points ``contract(o + t d)`` (all inside the ball of radius 2) and the unit view
   direction of the ray (in the world);
@@ -21,8 +21,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from r2l.geometry.contraction import contracted_distances, contracted_points, contracted_t, spacing, spacing_inverse
-from r2l.models.render import Field, _normal, blend, sample_pdf
+from r2l.geometry.contraction import contracted_distances, contracted_points, spacing, spacing_inverse
+from r2l.models.render import Field, _normal, blend, sample_pdf, shade_grid_samples, stratified_t
+
+
+def contracted_t(
+    near: float,
+    far: float,
+    split: float,
+    n_rays: int,
+    n_samples: int,
+    jitter: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Depths along rays, uniform in :func:`r2l.geometry.contraction.spacing` between ``near`` and ``far`` (linear
+    up to ``split``, then uniform in disparity), including both ends: :func:`r2l.models.render.stratified_t` (and
+    its jitter) in spacing space, mapped back. Needs ``0 < near < far`` and ``split > 0``. Returns ``t: (n_rays,
+    n_samples)`` sorted along each ray.
+    """
+    lo, hi = spacing(torch.tensor(float(near)), split), spacing(torch.tensor(float(far)), split)
+    s = stratified_t(float(lo), float(hi), n_rays, n_samples, jitter, generator, device)
+    return spacing_inverse(s, split).clamp(float(near), float(far))
 
 
 def contracted_weights(sigma: torch.Tensor, s: torch.Tensor, noise_std: float = 0.0,
@@ -66,27 +86,13 @@ def render_rays_grid_contracted(
 
     As :func:`r2l.models.render.render_rays_grid` (``field`` has ``aabb``, ``occupied``, ``density``, ``color``;
     only samples in occupied cells get a density, only samples whose weight exceeds ``weight_threshold`` a colour),
-    at the contracted points of :func:`r2l.geometry.contraction.contracted_t`'s depths, composited by
+    at the contracted points of :func:`contracted_t`'s depths, composited by
     :func:`contracted_weights`. Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
     """
     t = contracted_t(near, far, split, rays_o.shape[0], n_samples, train, generator, rays_o.device)
     pts3 = contracted_points(rays_o, rays_d, t)
-    pts, dirs = pts3.reshape(-1, 3), _unit_dirs(rays_d, n_samples)
-    aabb = field.aabb.to(pts.device)
-    idx = ((pts >= aabb[0]) & (pts <= aabb[1])).all(dim=-1).nonzero().squeeze(1)
-    with torch.no_grad():
-        idx = idx[field.occupied(pts[idx])]
-    sigma = torch.zeros(pts.shape[0], device=pts.device)
-    if idx.numel() > 0:
-        sigma = sigma.index_put((idx,), field.density(pts[idx]).float())
-    weights = contracted_weights(sigma.reshape(t.shape), contracted_distances(pts3))
-    with torch.no_grad():
-        seen = (weights.detach().reshape(-1) > weight_threshold).nonzero().squeeze(1)
-    rgb = torch.zeros(pts.shape[0], 3, device=pts.device)
-    if seen.numel() > 0:
-        rgb = rgb.index_put((seen,), field.color(pts[seen], dirs[seen]).float())
-    out = blend(weights, rgb.reshape(*t.shape, 3), t, background)
-    return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
+    return shade_grid_samples(field, pts3, rays_d, t, lambda sigma: contracted_weights(sigma, contracted_distances(pts3)),
+                              background, weight_threshold)
 
 
 def _composite_field(field: Field, rays_o, rays_d, t, background, noise_std: float, generator) -> dict:
@@ -114,7 +120,7 @@ def render_rays_nerf_contracted(
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Hierarchical NeRF rendering of an unbounded scene: coarse samples from
-    :func:`r2l.geometry.contraction.contracted_t`, then ``n_fine`` importance samples drawn in spacing space
+    :func:`contracted_t`, then ``n_fine`` importance samples drawn in spacing space
     (:func:`r2l.geometry.contraction.spacing`) from the coarse weights; the fine network sees both, sorted.
     As :func:`r2l.models.render.render_rays_nerf` otherwise. Returns ``rgb_coarse, rgb`` (and ``rgb_fine``):
     (n_rays, 3); ``acc, depth``: (n_rays,).

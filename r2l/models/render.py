@@ -219,23 +219,35 @@ def render_rays_grid(
     the others are black, which changes a pixel by less than the sum of their weights; 0 shades every
     sample with density). rays_o, rays_d: (n_rays, 3). Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
     """
-    n_rays = rays_o.shape[0]
-    t = stratified_t(near, far, n_rays, n_samples, train, generator, rays_o.device)
-    pts, dirs = _points(rays_o, rays_d, t)
-    aabb = field.aabb.to(pts.device)
-    idx = ((pts >= aabb[0]) & (pts <= aabb[1])).all(dim=-1).nonzero().squeeze(1)
+    t = stratified_t(near, far, rays_o.shape[0], n_samples, train, generator, rays_o.device)
+    pts = rays_o[:, None, :] + rays_d[:, None, :] * t[..., None]
+    return shade_grid_samples(field, pts, rays_d, t, lambda sigma: alpha_weights(sigma, t, rays_d), background,
+                              weight_threshold)
+
+
+def shade_grid_samples(field, pts: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor,
+                       weights_of: Callable[[torch.Tensor], torch.Tensor], background,
+                       weight_threshold: float) -> dict[str, torch.Tensor]:
+    """A grid field's density at the samples ``pts: (n_rays, n_samples, 3)`` (at depths ``t: (n_rays,
+    n_samples)`` along rays of direction ``rays_d: (n_rays, 3)``) inside its aabb whose occupancy cell is set,
+    compositing weights ``weights_of(sigma: (n_rays, n_samples))``, colour only where a weight exceeds
+    ``weight_threshold``, blended over ``background``. Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
+    """
+    flat_pts = pts.reshape(-1, 3)
+    aabb = field.aabb.to(flat_pts.device)
+    idx = ((flat_pts >= aabb[0]) & (flat_pts <= aabb[1])).all(dim=-1).nonzero().squeeze(1)
     with torch.no_grad():
-        idx = idx[field.occupied(pts[idx])]
-    sigma = torch.zeros(pts.shape[0], device=pts.device)
+        idx = idx[field.occupied(flat_pts[idx])]
+    sigma = torch.zeros(flat_pts.shape[0], device=flat_pts.device)
     if idx.numel() > 0:
-        sigma = sigma.index_put((idx,), field.density(pts[idx]).float())
-    weights = alpha_weights(sigma.reshape(t.shape), t, rays_d)
+        sigma = sigma.index_put((idx,), field.density(flat_pts[idx]).float())
+    weights = weights_of(sigma.reshape(t.shape))
     with torch.no_grad():
-        flat = weights.detach().reshape(-1)
-        seen = idx[flat[idx] > weight_threshold]
-    rgb = torch.zeros(pts.shape[0], 3, device=pts.device)
+        seen = (weights.detach().reshape(-1) > weight_threshold).nonzero().squeeze(1)
+    rgb = torch.zeros(flat_pts.shape[0], 3, device=flat_pts.device)
     if seen.numel() > 0:
-        rgb = rgb.index_put((seen,), field.color(pts[seen], dirs[seen]).float())
+        dirs = torch.nn.functional.normalize(rays_d, dim=-1)[:, None, :].expand(-1, t.shape[1], -1).reshape(-1, 3)
+        rgb = rgb.index_put((seen,), field.color(flat_pts[seen], dirs[seen]).float())
     out = blend(weights, rgb.reshape(*t.shape, 3), t, background)
     return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
 
