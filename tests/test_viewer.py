@@ -165,7 +165,7 @@ def test_r2l_view_serves_until_interrupted(tmp_path):
         with urllib.request.urlopen(url) as reply:
             assert reply.read() == b"<html>lego</html>"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         proc.kill()
     helped = subprocess.run([sys.executable, "-m", "r2l", "view", "--help"], capture_output=True, text=True, timeout=60)
