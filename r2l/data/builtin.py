@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -756,6 +757,23 @@ def _check_counts(**counts: tuple[int, int]) -> None:
             raise R2LError(f"built-in scene: {name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _write_splits(tmp: Path, poses: dict[str, np.ndarray], camera_angle_x: float,
+                  image_of: Callable[[str, int, np.ndarray], np.ndarray]) -> None:
+    """The Blender-format files of ``poses`` (split -> (n, 4, 4) camera-to-world) in ``tmp``: each view's
+    ``image_of(split, i, c2w)`` ((H, W, 3 or 4) in [0, 1]) as ``{split}/r_{i}.png`` and ``transforms_{split}.json``."""
+    bar = progress(sum(len(split_poses) for split_poses in poses.values()), desc="builtin scene")
+    for split, split_poses in poses.items():
+        (tmp / split).mkdir()
+        frames = []
+        for i, c2w in enumerate(split_poses):
+            iio.imwrite(tmp / split / f"r_{i}.png", to_uint8(image_of(split, i, c2w)))
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
+            bar.update(1)
+        meta = {"camera_angle_x": camera_angle_x, "frames": frames}
+        (tmp / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
+    bar.close()
+
+
 def write_blender(
     out_dir: str | Path,
     seed: int = 0,
@@ -777,18 +795,8 @@ def write_blender(
     poses = blender_split_poses(seed, n_train, n_val, n_test)
 
     def fill(tmp: Path) -> None:
-        bar = progress(n_train + n_val + n_test, desc="builtin scene")
-        for split, split_poses in poses.items():
-            (tmp / split).mkdir()
-            frames = []
-            for i, c2w in enumerate(split_poses):
-                rgba = scene.render(c2w, resolution, resolution, focal, spp=spp)
-                iio.imwrite(tmp / split / f"r_{i}.png", to_uint8(rgba))
-                frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
-                bar.update(1)
-            meta = {"camera_angle_x": camera_angle_x, "frames": frames}
-            (tmp / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
-        bar.close()
+        _write_splits(tmp, poses, camera_angle_x, lambda split, i, c2w: scene.render(c2w, resolution, resolution,
+                                                                                     focal, spp=spp))
 
     log.info("writing built-in scene (seed %d, %dx%d) to %s", seed, resolution, resolution, out_dir)
     return _new_folder(out_dir, fill)
@@ -815,22 +823,18 @@ def write_unbounded(
     poses = unbounded_split_poses(seed, n_train, n_val, n_test)
 
     def fill(tmp: Path) -> None:
-        bar, nearest = progress(n_train + n_val + n_test, desc="builtin scene"), math.inf
-        for split, split_poses in poses.items():
-            (tmp / split).mkdir()
-            frames = []
-            for i, c2w in enumerate(split_poses):
-                rgba, depth = scene.render_with_depth(c2w, resolution, resolution, focal, spp=spp)
-                if float(rgba[..., 3].min()) < 1.0:
-                    raise R2LError(f"built-in unbounded scene: {split} view {i} has empty pixels")
-                nearest = min(nearest, float(depth.min())) if split == "train" else nearest
-                iio.imwrite(tmp / split / f"r_{i}.png", to_uint8(rgba[..., :3]))
-                frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
-                bar.update(1)
-            meta = {"camera_angle_x": camera_angle_x, "frames": frames}
-            (tmp / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
-        bar.close()
-        write_marker(tmp, unbounded_bounds(poses["train"], nearest), {"source": "builtin", "seed": seed})
+        nearest = [math.inf]  # the nearest depth a training view sees
+
+        def opaque_rgb(split: str, i: int, c2w: np.ndarray) -> np.ndarray:
+            rgba, depth = scene.render_with_depth(c2w, resolution, resolution, focal, spp=spp)
+            if float(rgba[..., 3].min()) < 1.0:
+                raise R2LError(f"built-in unbounded scene: {split} view {i} has empty pixels")
+            if split == "train":
+                nearest[0] = min(nearest[0], float(depth.min()))
+            return rgba[..., :3]
+
+        _write_splits(tmp, poses, camera_angle_x, opaque_rgb)
+        write_marker(tmp, unbounded_bounds(poses["train"], nearest[0]), {"source": "builtin", "seed": seed})
 
     log.info("writing built-in unbounded scene (seed %d, %dx%d) to %s", seed, resolution, resolution, out_dir)
     return _new_folder(out_dir, fill)
