@@ -24,7 +24,7 @@ import yaml
 
 from r2l.core.atomic import atomic_write_json
 from r2l.core.metrics import mean_psnr
-from r2l.data.scene import load_scene
+from r2l.data.registry import load_scene
 from r2l.models.teacher import load_teacher, teacher_config_from_dict
 from r2l.stages.teacher import train_teacher
 
