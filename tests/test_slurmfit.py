@@ -5,19 +5,23 @@ partition offers. The run on a real one-node SLURM is in tests/test_slurm.py."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from r2l.core.slurmfit import (
+    STAGE_RULES,
     Node,
     first_misfit,
     option_values,
     parse_gres_gpus,
+    parse_resource,
     parse_sinfo,
     parse_time_limit,
     run_settings,
+    slurm_extra_gpus,
     slurm_misfit,
     submitted_stages,
 )
@@ -201,3 +205,224 @@ def test_without_sinfo_the_run_goes_on_with_a_note(tmp_path, monkeypatch, capsys
     assert slurm_misfit(CONFIG, tmp_path, ["snakemake", "--executor", "slurm"], {}) is None
     assert capsys.readouterr().err == ("r2l: not checking the jobs' resources against a SLURM partition: "
                                        "sinfo failed (sinfo not found)\n")
+
+
+# ----------------------------------------------------------------------------- overrides (issue 21, item 8 again)
+
+SMALL = {**CONFIG, "resources": {stage: ask(threads=2, mem_mb=2000) for stage in CONFIG["resources"]}}
+HOUR_NODE = "2 3686 gpu:1 1:00:00\n"  # 2 CPUs, 3686 MB, one GPU, a limit of 60 min: SMALL's jobs just fit
+
+
+def with_teacher(**changes) -> dict:
+    """SMALL with resources.teacher changed."""
+    return {**SMALL, "resources": {**SMALL["resources"], "teacher": {**SMALL["resources"]["teacher"], **changes}}}
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    """Puts on PATH an ``sinfo`` that lists the partitions given (name=node lines, the first the default) and
+    returns its log of calls; a partition not given has no nodes."""
+    script, calls = tmp_path / "bin" / "sinfo", tmp_path / "calls"
+    script.parent.mkdir()
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+
+    def make(**partitions) -> Path:
+        names = "\\n".join(name + "*" * (i == 0) for i, name in enumerate(partitions))
+        cases = "".join(f'  *"-p {name} "*) printf "{nodes}";;\n' for name, nodes in partitions.items())
+        script.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in\n  *%P*) printf "{names}\\n";;\n'
+                          f"{cases}esac\n")
+        script.chmod(0o755)
+        return calls
+
+    return make
+
+
+def check(tmp_path: Path, config: dict, *argv: str) -> str | None:
+    """slurm_misfit for ``snakemake --executor slurm ARGV`` (a workflow without profiles/default)."""
+    return slurm_misfit(config, tmp_path / "workflow", ["snakemake", "--executor", "slurm", *argv], {})
+
+
+@pytest.mark.parametrize("argv, set_by, why", [
+    (["--set-resources", "train_teacher:mem_mb=64000"], "mem_mb 64000", "64000 MB > 3686"),
+    (["--set-resources", "train_teacher:mem=8G"], "mem_mb 8000", "8000 MB > 3686"),  # human-readable, as Snakemake
+    (["--set-resources", "train_teacher:mem_mib=4000"], "mem_mb 4194", "4194 MB > 3686"),
+    (["--set-resources", "train_teacher:mem_mb_per_cpu=2000"], "mem_mb 4000", "4000 MB > 3686"),  # x 2 CPUs
+    (["--set-resources", "train_teacher:runtime=2h"], "runtime 120", "120 min > 60"),
+    (["--set-resources", "train_teacher:runtime=61"], "runtime 61", "61 min > 60"),
+    (["--set-resources", "train_teacher:gpu=2"], "gpus 2", "2 GPUs > 1"),
+    (["--set-resources", "train_teacher:gres=gpu:a100:2"], "gpus 2", "2 GPUs > 1"),
+    (["--set-resources", "train_teacher:slurm_extra='--qos=long --gres=gpu:2'"], "gpus 2", "2 GPUs > 1"),
+    (["--set-resources", "train_teacher:cpus_per_task=4"], "threads 4", "4 CPUs > 2"),
+    (["--set-resources", "train_teacher:cpus_per_gpu=3"], "threads 3", "3 CPUs > 2"),  # x 1 GPU
+    (["--set-threads", "train_teacher=4"], "threads 4", "4 CPUs > 2"),
+    (["--default-resources", "slurm_partition=gpu", "cpus_per_task=4"], "threads 4", "4 CPUs > 2"),  # all rules
+])
+def test_an_override_that_raises_a_job_above_every_node_stops_the_run_naming_it(cluster, tmp_path, argv, set_by,
+                                                                                 why):
+    cluster(gpu=HOUR_NODE)
+    assert check(tmp_path, SMALL) is None
+    line = check(tmp_path, SMALL, *argv)
+    origin = f"{argv[0]} {argv[-1]}"
+    assert line.startswith("r2l: stage teacher cannot run on SLURM partition 'gpu': rule train_teacher asks for "), line
+    assert f"({set_by} from {origin});" in line and f"({why}). Lower {origin} " in line, line
+
+
+def test_the_line_of_an_override(cluster, tmp_path):
+    cluster(gpu=TWO_CPU_NODE)
+    line = check(tmp_path, SMALL, "--set-resources", "train_teacher:mem_mb=64000", "train_student:mem=64G")
+    assert line == ("r2l: stage teacher cannot run on SLURM partition 'gpu': rule train_teacher asks for 2 CPUs, "
+                    "64000 MB, 1 GPU, 60 min (mem_mb 64000 from --set-resources train_teacher:mem_mb=64000); its nodes "
+                    "have at most 2 CPUs, 3686 MB, 1 GPU and no time limit (64000 MB > 3686). Lower --set-resources "
+                    "train_teacher:mem_mb=64000 (and student, which do not fit either) or choose another partition "
+                    "(--default-resources slurm_partition=NAME)")
+    line = check(tmp_path, with_teacher(threads=4), "--set-resources", "train_teacher:mem_mb=64000")
+    assert "(4 CPUs > 2, 64000 MB > 3686). Lower resources.teacher in your config and --set-resources " in line, line
+
+
+@pytest.mark.parametrize("too_big, argv", [
+    ({"mem_mb": 8000}, ["--set-resources", "train_teacher:mem_mb=3000"]),
+    ({"mem_mb": 8000}, ["--set-resources", "train_teacher:mem=3GB"]),
+    ({"mem_mb": 8000}, ["--set-resources", "train_teacher:mem_mb_per_cpu=1500"]),  # --mem-per-cpu wins over --mem
+    ({"runtime": 180}, ["--set-resources", "train_teacher:runtime=1h"]),
+    ({"gpus": 2}, ["--set-resources", "train_teacher:gpu=1"]),
+    ({"gpus": 2}, ["--set-resources", "train_teacher:gpu=0", "train_teacher:gres=gpu:1"]),
+    ({"threads": 8}, ["--set-threads", "train_teacher=2"]),
+    ({"threads": 8}, ["--set-resources", "train_teacher:cpus_per_task=2"]),  # --cpus-per-task wins over threads
+    ({"threads": 8}, ["--set-resources", "train_teacher:cpus_per_gpu=2"]),
+    ({"threads": 8}, ["--default-resources", "cpus_per_task=2"]),  # a resource the rules do not set
+])
+def test_an_override_that_lowers_a_job_that_no_node_holds_lets_the_run_go(cluster, tmp_path, too_big, argv):
+    cluster(gpu=HOUR_NODE)
+    assert check(tmp_path, with_teacher(**too_big)).startswith("r2l: stage teacher cannot run")
+    assert check(tmp_path, with_teacher(**too_big), *argv) is None
+
+
+def test_a_rules_partition_is_checked_against_that_partitions_nodes(cluster, tmp_path):
+    calls = cluster(gpu=TWO_CPU_NODE, big="64 512000 gpu:4 infinite\n", tiny="1 1000 (null) infinite\n")
+    line = check(tmp_path, with_teacher(threads=8))
+    assert line.startswith("r2l: stage teacher cannot run on SLURM partition 'gpu'"), line
+    calls.unlink()
+    assert check(tmp_path, with_teacher(threads=8), "--set-resources", "train_teacher:slurm_partition=big") is None
+    assert calls.read_text().splitlines() == ["-h -o %P", "-h -N -p big -o %c %m %G %l", "-h -N -p gpu -o %c %m %G %l"]
+    line = check(tmp_path, SMALL, "--default-resources", "slurm_partition=big",
+                 "--set-resources", "train_student:slurm_partition='tiny'")
+    assert line == ("r2l: stage student cannot run on SLURM partition 'tiny' (slurm_partition from --set-resources "
+                    "train_student:slurm_partition='tiny'): resources.student asks for 2 CPUs, 2000 MB, 1 GPU, 60 min; "
+                    "its nodes have at most 1 CPU, 1000 MB, 0 GPUs and no time limit (2 CPUs > 1, 2000 MB > 1000, "
+                    "1 GPU > 0). Lower resources.student in your config or choose another partition (--set-resources "
+                    "train_student:slurm_partition=NAME)")
+    line = check(tmp_path, SMALL, "--set-resources", "train_teacher:slurm_partition=nowhere")
+    assert line.startswith("r2l: SLURM partition 'nowhere' (slurm_partition from --set-resources train_teacher:"
+                           "slurm_partition=nowhere) has no nodes (sinfo -p nowhere lists none): give an existing "
+                           "partition with --set-resources train_teacher:slurm_partition=NAME"), line
+
+
+def test_with_a_partition_config_only_rules_with_a_partition_are_checked(cluster, tmp_path):
+    calls = cluster(gpu=TWO_CPU_NODE, tiny="1 1000 (null) infinite\n")
+    argv = ("--slurm-partition-config", "p.yaml", "--set-resources", "train_teacher:slurm_partition=tiny")
+    assert check(tmp_path, SMALL, *argv).startswith("r2l: stage teacher cannot run on SLURM partition 'tiny'")
+    assert calls.read_text().splitlines() == ["-h -N -p tiny -o %c %m %G %l"]  # the plugin places the others
+
+
+def test_overrides_in_profiles_are_read_and_named(cluster, tmp_path):
+    cluster(gpu=TWO_CPU_NODE, big="64 512000 gpu:4 infinite\n")
+    listed = write_profile(tmp_path / "listed", {"executor": "slurm", "set-resources": ["train_teacher:mem_mb=64000"]})
+    line = slurm_misfit(SMALL, tmp_path, ["snakemake", "--profile", str(listed)], {})
+    origin = f"set-resources train_teacher:mem_mb=64000 in the profile {listed / 'config.yaml'}"
+    assert f"(mem_mb 64000 from {origin}); " in line and f"Lower {origin} or" in line, line
+    mapped = write_profile(tmp_path / "mapped", {"executor": "slurm", "set-resources": {"train_teacher": {"gpu": 2}},
+                                                 "set-threads": {"train_student": 4}})
+    line = slurm_misfit(SMALL, tmp_path, ["snakemake", "--profile", str(mapped)], {})
+    assert "(gpus 2 from set-resources train_teacher:gpu=2 in the profile " in line and "(and student," in line, line
+    lowered = write_profile(tmp_path / "lowered", {
+        "executor": "slurm", "set-resources": {"train_teacher": {"mem": "3G", "slurm_partition": "big"}},
+        "set-threads": ["train_student=2"], "default-resources": {"cpus_per_task": 1}})
+    run = ["snakemake", "--profile", str(lowered)]
+    assert slurm_misfit(with_teacher(mem_mb=8000, threads=16), tmp_path, run, {}) is None  # on big, in 3000 MB
+
+
+def test_the_command_line_wins_over_profiles_and_overrides_over_the_rules_values(cluster, tmp_path):
+    cluster(gpu=HOUR_NODE)
+    profile = write_profile(tmp_path / "p", {"executor": "slurm", "set-threads": ["train_student=8"],
+                                             "set-resources": {"train_teacher": {"mem_mb": 64000}}})
+    run = lambda *argv: slurm_misfit(SMALL, tmp_path, ["snakemake", "--profile", str(profile), *argv], {})  # noqa
+    assert "(mem_mb 64000 from set-resources train_teacher:mem_mb=64000 in the profile " in run()
+    # as in Snakemake, --set-resources and --set-threads replace the profile's lists
+    assert run("--set-resources", "train_teacher:mem_mb=3000", "--set-threads", "train_student=2") is None
+    assert run("--set-resources", "train_finetune:mem_mb=1", "--set-threads", "train_student=2") is None
+    assert "(threads 8 from set-threads train_student=8 in the profile " in run("--set-resources", "a:mem_mb=1")
+    # the rules set mem_mb and runtime (the config's resources), which default resources do not change ...
+    assert run("--set-resources", "a:b=1", "--set-threads", "a=1", "--default-resources", "mem_mb=64000",
+               "runtime=600") is None
+    # ... and --set-resources wins over a default resource the rules leave unset
+    line = run("--set-resources", "train_teacher:cpus_per_task=2", "--set-threads", "a=1",
+               "--default-resources", "cpus_per_task=4")
+    assert line.startswith("r2l: stage pseudo_data cannot run") and "(threads 4 from --default-resources" in line
+    # the workflow profile wins over --profile, key by key
+    write_profile(tmp_path / "profiles" / "default", {"set-resources": ["train_teacher:mem_mb=3000"]})
+    assert run("--set-threads", "train_student=2") is None
+
+
+def test_malformed_override_text_is_skipped(cluster, tmp_path, capsys):
+    cluster(gpu=TWO_CPU_NODE)
+    argv = ["--set-resources", "train_teacher", "mem_mb=64000", ":mem_mb=64000", "train-teacher:mem_mb=64000",
+            "train_teacher:=5", "train_teacher:tmpdir=/scratch", "train_teacher:gres=", "train_teacher:mem_mb",
+            "--set-threads", "=4", "train_teacher", "--default-resources", "mem_mb", "slurm_partition", "=gpu"]
+    assert check(tmp_path, SMALL, *argv) is None
+    bad = write_profile(tmp_path / "bad", {
+        "executor": "slurm", "set-resources": {"train_teacher": 64000, "train_student": {"mem_mb": None}},
+        "set-threads": {"train_teacher": [8]}, "default-resources": 5})
+    assert slurm_misfit(SMALL, tmp_path, ["snakemake", "--profile", str(bad)], {}) is None
+    odd = write_profile(tmp_path / "odd", {"executor": "slurm", "set-resources": ["x", 3, {"train_teacher": "a"}],
+                                           "set-threads": "train_teacher", "default-resources": [["cpus_per_task=9"]]})
+    assert slurm_misfit(SMALL, tmp_path, ["snakemake", "--profile", str(odd)], {}) is None
+    assert capsys.readouterr().err == ""
+
+
+def test_a_value_the_check_cannot_read_is_left_unchecked_and_said(cluster, tmp_path, capsys):
+    cluster(gpu=HOUR_NODE)
+    too_big = with_teacher(mem_mb=8000, runtime=180, threads=8)
+    argv = ["--set-resources", "train_teacher:mem_mb=min(3000, 2*input.size_mb)", "train_teacher:runtime=soon",
+            "--set-threads", "train_teacher=lots"]
+    assert check(tmp_path, too_big, *argv) is None
+    assert capsys.readouterr().err == (
+        "r2l: not checking what these set against the SLURM partition (values the check cannot read): "
+        "--set-resources train_teacher:mem_mb=min(3000, 2*input.size_mb); --set-resources train_teacher:runtime=soon; "
+        "--set-threads train_teacher=lots\n")
+
+
+@pytest.mark.parametrize("key, text, parsed", [
+    ("mem", "64G", ("mem_mb", 64000)), ("mem", "64GB", ("mem_mb", 64000)), ("mem", "64GiB", ("mem_mb", 68720)),
+    ("mem", "4000", ("mem_mb", 4000)), ("mem", "'500 MB'", ("mem_mb", 500)), ("mem_mib", "1024", ("mem_mb", 1073)),
+    ("mem_mb", "64G", ("mem_mb", None)), ("mem", "9" * 40 + "G", ("mem_mb", None)), ("runtime", "2h", ("runtime", 120)),
+    ("runtime", "90", ("runtime", 90)), ("runtime", "1.5 hours", ("runtime", 90)), ("runtime", "1d", ("runtime", 1440)),
+    ("runtime", "30s", ("runtime", 1)), ("runtime", "2*60", ("runtime", None)), ("gpu", "2", ("gpu", 2)),
+    ("cpus_per_task", "-1", ("cpus_per_task", -1)), ("slurm_partition", "'big'", ("slurm_partition", "big")),
+    ("gres", "gpu:a100:2", ("gres", "gpu:a100:2")), ("tmpdir", "/scratch", None), ("slurm_account", "me", None),
+])
+def test_resource_values_are_read_as_snakemake_reads_them(key, text, parsed):
+    assert parse_resource(key, text) == parsed
+
+
+@pytest.mark.parametrize("text, gpus", [
+    ("--gres=gpu:a100:2", 2), ("--gpus=3", 3), ("-G 2", 2), ("--gpus-per-node=h100:4", 4), ("--qos=long", 0),
+    ("--gres=gpu:1 --gpus=2", 2), ("--gres gpu:4(S:0-1)", 4), ("--gpus-per-task=2", 0), ("--gres=tmpdisk:100", 0)])
+def test_gpus_asked_in_slurm_extra(text, gpus):
+    assert slurm_extra_gpus(text) == gpus
+
+
+def test_each_stage_is_the_rule_the_workflow_submits():
+    """STAGE_RULES names, per stage, the rule of workflow/rules/*.smk that takes its resources and is not local."""
+    found = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.MULTILINE)[1:]:
+            stage = re.search(r'job_threads\("(\w+)"\)', block)
+            if stage and "localrule: True" not in block:
+                assert f'job_resources("{stage[1]}")' in block
+                found[stage[1]] = block.split(":", 1)[0]
+    assert found == STAGE_RULES
+
+
+def test_large_values_are_written_in_full():
+    line = first_misfit({"teacher": ask(mem_mb=2000000)}, ["teacher"], parse_sinfo("128 1000000 gpu:8 infinite\n"), "p")
+    assert "(2000000 MB > 1000000)." in line, line
