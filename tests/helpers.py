@@ -1,18 +1,30 @@
-"""Helpers the tests share: the configs (shipped and tiny), Snakemake on the tiny config, killing a stage at a step.
+"""Helpers the tests share: the configs (shipped and tiny), tiny scenes and view stores of the built-in scene, tiny
+student files, Snakemake and the ``r2l`` command in a subprocess, killing a stage at a step, PSNR.
 
-Import them by name (``from helpers import tiny_teacher``): pytest puts tests/ on the path.
+Import them by name (``from helpers import tiny_teacher``): pytest puts tests/ on the path. Fixtures (the real data
+beside the checkout, the tiny orbit scene and view stores that several modules train on, quiet logging) are in
+conftest.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
 import yaml
 
-from r2l.data.builtin import write_blender, write_llff
+from r2l.data.builtin import BuiltinScene, blender_split_poses, write_blender, write_llff
 from r2l.data.registry import load_scene
-from r2l.models.r2lnet import R2LNetConfig
+from r2l.data.scene import Scene
+from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
+from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.models.teacher import TeacherConfig, teacher_config_from_dict
 from r2l.stages.student import DistillConfig
 
@@ -38,6 +50,24 @@ TINY_STUDENT = {
     "ckpt_every": 3, "log_every": 1, "device": "cpu", "chunk": 1024,
     "network": R2LNetConfig(depth=4, width=16, n_freqs=4),
 }
+# smaller grid teachers, for files and counts rather than learning: 16^3 (a teacher file in a second) and 8^3
+GRID_16 = {
+    "resolution": 16, "resolution_init": 12, "upsample_steps": [], "density_components": 4, "app_components": 8,
+    "app_dim": 8, "mlp_width": 16, "n_samples": 24, "occupancy_resolution": 8,
+}
+GRID_8 = {
+    "resolution": 8, "resolution_init": 8, "upsample_steps": [], "density_components": 2, "app_components": 3,
+    "app_dim": 4, "mlp_width": 8, "n_samples": 32, "occupancy_resolution": 4,
+}
+# tiny student networks of either family (a student file of them is a few kB)
+TINY_NET = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
+TINY_GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
+                                  mlp_width=16)
+BUILTIN_ANGLE = 0.6911112070083618  # camera_angle_x of the built-in scene's Blender cameras (write_blender's default)
+# a test that compiles with torch.compile on the CPU: skipped without a C++ compiler
+NEEDS_CXX = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                               reason="torch.compile's Inductor backend needs a C++ compiler on CPU "
+                                      "(none of g++, c++, clang++ on PATH)")
 
 
 def default_config() -> dict:
@@ -50,16 +80,93 @@ def tiny_teacher(kind: str, over: dict | None = None) -> TeacherConfig:
     return teacher_config_from_dict({**TINY_TEACHER, "kind": kind, **(over or {})})
 
 
+def quick_grid_teacher(over: dict | None = None) -> TeacherConfig:
+    """A :data:`GRID_16` teacher of 2 steps of 64 rays on the CPU, without the learning check: a real teacher file
+    in a second, with ``over``."""
+    return teacher_config_from_dict({"kind": "grid", "steps": 2, "batch_rays": 64, "val_views": 1, "device": "cpu",
+                                     "check_learned": False, "chunk": 256, "grid": GRID_16, **(over or {})})
+
+
 def tiny_student(over: dict | None = None) -> DistillConfig:
     """An r2l student that trains in a second (8 steps, a 4x16 network), with ``over`` (dataclass values)."""
     return DistillConfig(**{**TINY_STUDENT, **(over or {})})
 
 
-def snakemake_command(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TEST_CONFIG,)) -> list[str]:
+def builtin_focal(side: int) -> float:
+    """The focal length in pixels of the built-in scene's Blender cameras at ``side`` x ``side``."""
+    return 0.5 * side / math.tan(0.5 * BUILTIN_ANGLE)
+
+
+def builtin_orbit(path: Path, n_train: int = 8, n_val: int = 2, n_test: int = 1, resolution: int = 16, **kw) -> Scene:
+    """The built-in orbit scene (seed 0) with these views, written to ``path`` (Blender format; ``kw``: more
+    write_blender options) and loaded."""
+    return load_scene("builtin", write_blender(path, seed=0, resolution=resolution, n_train=n_train, n_val=n_val,
+                                               n_test=n_test, **kw))
+
+
+def builtin_cameras(n_views: int, side: int, images: np.ndarray | None = None, name: str = "builtin0") -> Scene:
+    """A Blender-format Scene of the built-in scene's first ``n_views`` training cameras at ``side`` x ``side``, all
+    training views; ``images`` (n_views, side, side, 3) float32, zeros unless given (pseudo-data needs none)."""
+    poses = blender_split_poses(0, n_views, 0, 0)["train"].astype(np.float32)
+    if images is None:
+        images = np.zeros((n_views, side, side, 3), np.float32)
+    return Scene(name=name, format="blender", images=images, poses=poses, H=side, W=side, focal=builtin_focal(side),
+                 near=2.0, far=6.0, splits={"train": np.arange(n_views)})
+
+
+def analytic_stores(root: Path, side: int, n_train: int, pseudo: tuple[int, int],
+                    val: tuple[int, int] | None = None) -> dict[str, Path]:
+    """View stores of the built-in scene's analytic ground truth around the cameras of
+    ``builtin_cameras(n_train, side)``: ``root / "pseudo"`` of ``pseudo = (n_views, views_per_shard)`` at seed 0
+    and, with ``val``, ``root / "val"`` likewise at seed 1 (other cameras). Returns {"pseudo": path, "val": path}."""
+    from r2l.stages.pseudo_data import generate_pseudo_data
+
+    teacher, cams = BuiltinScene(0).as_teacher(), builtin_cameras(n_train, side)
+    out = {"pseudo": root / "pseudo"}
+    generate_pseudo_data(teacher, cams, out["pseudo"], n_views=pseudo[0], seed=0, views_per_shard=pseudo[1])
+    if val is not None:
+        out["val"] = root / "val"
+        generate_pseudo_data(teacher, cams, out["val"], n_views=val[0], seed=1, views_per_shard=val[1])
+    return out
+
+
+def snakemake_command(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TEST_CONFIG,),
+                      cores: int | None = 1, gpus: int | None = 1) -> list[str]:
     """Snakemake with ``args`` (targets, options) on the repository's Snakefile in ``workdir``: the ``configfiles``
-    (the tiny test config unless given), one core, one GPU slot."""
-    return [sys.executable, "-m", "snakemake", *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", *map(str, configfiles), "--cores", "1", "--resources", "gpu=1"]
+    (the tiny test config unless given), ``cores`` cores and ``gpus`` GPU slots (None: not given, e.g. for a
+    profile that sets them)."""
+    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", *map(str, configfiles)]
+    if cores is not None:
+        cmd += ["--cores", str(cores)]
+    if gpus is not None:
+        cmd += ["--resources", f"gpu={gpus}"]
+    return cmd
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 300, env: dict | None = None,
+                  **options) -> subprocess.CompletedProcess:
+    """:func:`snakemake_command` (``options``: its keywords) run to the end, its output captured as text."""
+    return subprocess.run(snakemake_command(workdir, *args, **options), capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run's output: rule -> count (without the total)."""
+    table = out[out.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def run_r2l(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m r2l ARGS`` in ``cwd`` (the checkout unless given) run to the end, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "r2l", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, check=False)
 
 
 class Killed(Exception):
@@ -93,6 +200,15 @@ def kill_on_call(n: int, value):
     return callback
 
 
+def psnr_db(a, b) -> float:
+    """PSNR in dB of ``a`` against ``b`` (values in [0, 1]; inf where equal): tensors in float32, arrays in float64."""
+    if isinstance(a, torch.Tensor):
+        mse = float((a.float() - b.float()).square().mean())
+    else:
+        mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
 def object_and_forward_scenes(root: Path, width: int) -> dict:
     """Two tiny built-in scenes in ``root``: ``orbit`` (Blender format, ``width`` square, one test view) and ``ff``
     (LLFF format, NDC, ``width`` x 3/4 of it, 8 views)."""
@@ -101,15 +217,30 @@ def object_and_forward_scenes(root: Path, width: int) -> dict:
     return {"orbit": load_scene("builtin", orbit), "ff": load_scene("llff", ff)}
 
 
-def save_student_file(path: Path, net, config: dict, scene, step: int = 7) -> Path:
-    """A finetuned-student model file of ``net`` (its DistillConfig as a dict: ``config``) for ``scene``, with the
-    keys r2l.stages.student writes (scene camera included) and made-up metrics."""
+def student_net(family: str = "r2l", box: torch.Tensor | None = None, grid: GridStudentConfig = TINY_GRID_NET,
+                network: R2LNetConfig = TINY_NET) -> tuple[torch.nn.Module, dict]:
+    """A freshly initialised student network of ``family`` (``r2l``: ``network``; ``grid``: ``grid`` over ``box``,
+    the +-1.5 cube unless given) and its DistillConfig as a dict, as a student file holds it."""
+    if family == "grid":
+        box = 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]) if box is None else box
+        return GridStudentNet(grid, box), dataclasses.asdict(DistillConfig(family="grid", grid=grid))
+    return R2LNet(network), dataclasses.asdict(DistillConfig(network=network))
+
+
+def save_student_file(path: Path, net, config: dict, scene, step: int = 7, kind: str = "finetuned",
+                      metrics: dict | None = None) -> Path:
+    """A student model file of ``kind`` (finetuned unless given) of ``net`` (its DistillConfig as a dict: ``config``)
+    for ``scene``, with the keys r2l.stages.student writes (scene camera included; ``scene`` None: a file of r2l 0.1,
+    no camera) and ``metrics`` (made-up ones unless given)."""
     from r2l.core.checkpoint import atomic_torch_save
 
-    cam = scene.camera()
+    cam = scene.camera() if scene is not None else {"near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0}
+    if metrics is None:
+        metrics = {"val_psnr": 11.5, "train_seconds": 1.0, "device": "cpu", "device_name": "cpu"}
     atomic_torch_save({
-        "weights": net.state_dict(), "config": config, "kind": "finetuned", "near": cam["near"], "far": cam["far"],
-        "ndc": cam["ndc"], "ndc_near": cam["ndc_near"], "scene": {"name": scene.name, "format": scene.format, **cam},
-        "step": step, "metrics": {"val_psnr": 11.5, "train_seconds": 1.0, "device": "cpu", "device_name": "cpu"},
+        "weights": net.state_dict(), "config": config, "kind": kind, "near": cam["near"], "far": cam["far"],
+        "ndc": cam["ndc"], "ndc_near": cam["ndc_near"],
+        "scene": None if scene is None else {"name": scene.name, "format": scene.format, **cam},
+        "step": step, "metrics": metrics,
     }, path)
     return path

@@ -7,13 +7,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import NEEDS_CXX, ROOT
 
 from r2l.bench import (
     FRAME_SIDE,
@@ -39,7 +39,6 @@ from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_stude
 from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.students import Student
 
-ROOT = Path(__file__).resolve().parents[1]
 TSV_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
@@ -96,8 +95,7 @@ def test_settings_are_positive(mode):
         assert min(s.teacher_render_rays.values()) > 0 and all(b is None or b > 0 for b in s.teacher_batch.values())
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
-                    reason="torch.compile's Inductor backend needs a C++ compiler on CPU (none on PATH)")
+@NEEDS_CXX
 def test_compiled_render_row():
     """The compiled render of a tiny student: it compiled (no fallback), and the table prints its row and first call."""
     s = settings_for(torch.device("cpu"), "smoke")

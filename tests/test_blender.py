@@ -16,7 +16,6 @@ from r2l.data.blender import load_blender, look_at, orbit_poses, spherical_pose
 from r2l.data.registry import load_scene
 from r2l.geometry.rays import project
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic"
 ANGLE = 2 * math.atan(0.5)  # tan(angle / 2) = 0.5, so focal = 0.5 * W / 0.5 = W
 
 
@@ -288,15 +287,12 @@ def test_look_at_and_orbit():
 # Real data
 # ----------------------------------------------------------------------------------------------
 
-needs_lego = pytest.mark.skipif(not (DATA / "lego_100").is_dir(), reason=f"reference data not found at {DATA}")
 
-
-@needs_lego
-def test_lego_100():
-    scene = load_blender(DATA / "lego_100", "lego")
+def test_lego_100(lego_100):
+    scene = load_blender(lego_100, "lego")
     assert {k: len(v) for k, v in scene.splits.items()} == {"train": 100, "val": 100, "test": 200}
     assert scene.images.shape == (400, 100, 100, 3)
-    angle = json.loads((DATA / "lego_100" / "transforms_train.json").read_text())["camera_angle_x"]
+    angle = json.loads((lego_100 / "transforms_train.json").read_text())["camera_angle_x"]
     assert scene.focal == pytest.approx(0.5 * 100 / math.tan(0.5 * angle))
     assert scene.focal == pytest.approx(138.8889, abs=1e-3)
     assert 0.0 <= scene.images.min() and scene.images.max() <= 1.0
@@ -311,11 +307,10 @@ def test_lego_100():
         assert torch.all((xy - 50).abs() < 5)
 
 
-@needs_lego
-def test_lego_400_at_100_matches_lego_100():
+def test_lego_400_at_100_matches_lego_100(lego_100, lego_400):
     """Both copies are box filters of the 800x800 originals; only 8-bit rounding separates them."""
-    small = load_blender(DATA / "lego_100", "lego")
-    big = load_blender(DATA / "lego_400", "lego", resolution=100)
+    small = load_blender(lego_100, "lego")
+    big = load_blender(lego_400, "lego", resolution=100)
     assert big.images.shape == small.images.shape and big.focal == pytest.approx(small.focal)
     np.testing.assert_array_equal(big.poses, small.poses)
     err = np.abs(big.images - small.images)

@@ -7,6 +7,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from helpers import BUILTIN_ANGLE, builtin_focal
 
 from r2l.core.errors import R2LError
 from r2l.core.imageio import to_uint8
@@ -34,13 +35,6 @@ from r2l.data.builtin import (
 from r2l.data.registry import load_scene
 from r2l.geometry.rays import camera_dirs, get_rays, pixel_centres, rays_from_dirs
 
-ANGLE = 0.6911112070083618
-
-
-def _focal(res: int) -> float:
-    return 0.5 * res / math.tan(0.5 * ANGLE)
-
-
 @pytest.fixture(scope="module")
 def scene() -> BuiltinScene:
     return BuiltinScene(0)
@@ -56,7 +50,7 @@ def _view(i: int = 0) -> np.ndarray:
 
 
 def _pixel_rays(c2w, res):
-    return get_rays(torch.as_tensor(c2w, dtype=torch.float32), res, res, _focal(res))
+    return get_rays(torch.as_tensor(c2w, dtype=torch.float32), res, res, builtin_focal(res))
 
 
 def test_look_at_points_minus_z_at_target():
@@ -86,9 +80,9 @@ def test_blender_poses_on_upper_sphere_looking_at_origin():
 
 def test_scene_is_deterministic_and_seeded(scene):
     res = 20
-    a = scene.render(_view(), res, res, _focal(res))
-    np.testing.assert_array_equal(a, BuiltinScene(0).render(_view(), res, res, _focal(res)))
-    assert not np.array_equal(a, BuiltinScene(1).render(_view(), res, res, _focal(res)))
+    a = scene.render(_view(), res, res, builtin_focal(res))
+    np.testing.assert_array_equal(a, BuiltinScene(0).render(_view(), res, res, builtin_focal(res)))
+    assert not np.array_equal(a, BuiltinScene(1).render(_view(), res, res, builtin_focal(res)))
     assert 3 <= scene.n_objects <= 5 and {SPHERE, BOX} <= {s.kind for s in scene.shapes}
     for s in BuiltinScene(7).shapes + scene.shapes:  # every object inside radius 1.3 of the origin
         bound = np.linalg.norm(s.size) if s.kind == BOX else s.size[0]
@@ -182,7 +176,7 @@ def test_texture_has_high_frequency_detail(scene):
 
 def test_render_spp1_matches_render_rays(scene):
     res = 24
-    rgba = scene.render(_view(2), res, res, _focal(res), spp=1)
+    rgba = scene.render(_view(2), res, res, builtin_focal(res), spp=1)
     rgb, alpha = scene.render_rays(*_pixel_rays(_view(2), res))
     np.testing.assert_array_equal(rgba[..., 3].reshape(-1), alpha.numpy())
     composite = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
@@ -191,9 +185,9 @@ def test_render_spp1_matches_render_rays(scene):
 
 def test_supersampled_alpha_is_straight_and_composites_to_mean(scene):
     res, c2w = 16, torch.as_tensor(_view(3), dtype=torch.float32)
-    rgba = scene.render(_view(3), res, res, _focal(res), spp=2)
+    rgba = scene.render(_view(3), res, res, builtin_focal(res), spp=2)
     x, y = pixel_centres(res, res)
-    subs = [scene.render_rays(*rays_from_dirs(c2w, camera_dirs(x + dx, y + dy, res, res, _focal(res))))[0]
+    subs = [scene.render_rays(*rays_from_dirs(c2w, camera_dirs(x + dx, y + dy, res, res, builtin_focal(res))))[0]
             for dy in (-0.25, 0.25) for dx in (-0.25, 0.25)]
     expected = torch.stack(subs).mean(0).reshape(res, res, 3).numpy()
     composite = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
@@ -219,7 +213,7 @@ def test_write_blender_folder(blender_dir, tmp_path):
     alphas = []
     for split, n in counts.items():
         meta = json.loads((blender_dir / f"transforms_{split}.json").read_text())
-        assert meta["camera_angle_x"] == ANGLE and len(meta["frames"]) == n
+        assert meta["camera_angle_x"] == BUILTIN_ANGLE and len(meta["frames"]) == n
         np.testing.assert_allclose(np.array([f["transform_matrix"] for f in meta["frames"]]),
                                    blender_split_poses(3, 4, 2, 3)[split])
         for i, frame in enumerate(meta["frames"]):
@@ -245,7 +239,7 @@ def test_write_blender_deterministic_bytes(blender_dir, tmp_path):
 
 def test_load_scene_reads_builtin_folder(blender_dir):
     loaded = load_scene("builtin", blender_dir)
-    assert loaded.images.shape == (9, 24, 24, 3) and loaded.focal == pytest.approx(_focal(24))
+    assert loaded.images.shape == (9, 24, 24, 3) and loaded.focal == pytest.approx(builtin_focal(24))
     assert {k: len(v) for k, v in loaded.splits.items()} == {"train": 4, "val": 2, "test": 3}
     img = iio.imread(blender_dir / "val/r_1.png").astype(np.float32) / 255.0
     white = img[..., :3] * img[..., 3:] + (1.0 - img[..., 3:])
@@ -343,7 +337,7 @@ def test_ray_across_a_stem_hits_at_hand_computed_distance(ff_scene):
 
 
 def test_culled_intersection_equals_exhaustive(scene, ff_scene):
-    for sc, c2w, (H, W, f) in [(scene, _view(1), (32, 32, _focal(32))),
+    for sc, c2w, (H, W, f) in [(scene, _view(1), (32, 32, builtin_focal(32))),
                                (ff_scene, llff_poses(0, 4)[3], (24, 32, LLFF_FOCAL * 32))]:
         rays_o, rays_d = get_rays(torch.as_tensor(c2w, dtype=torch.float32), H, W, f)
         culled, n_culled = sc._hit_table(rays_o, rays_d, cull=True)

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import math
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +13,18 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    DEFAULT_CONFIG,
+    GRID_16,
+    ROOT,
+    TEST_CONFIG,
+    TINY_GRID_NET,
+    TINY_NET,
+    quick_grid_teacher,
+    run_r2l,
+    save_student_file,
+    student_net,
+)
 
 from r2l.cli import main, size_at_width, snakemake_command
 from r2l.core.checkpoint import atomic_torch_save
@@ -21,32 +32,13 @@ from r2l.core.errors import R2LError
 from r2l.core.imageio import to_uint8
 from r2l.data.builtin import write_blender, write_llff
 from r2l.data.registry import load_scene
-from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_student_lookup_flops
+from r2l.models.gridstudent import grid_student_lookup_flops
 from r2l.models.load import load_model, model_camera
-from r2l.models.r2lnet import R2LNet, R2LNetConfig
-from r2l.models.teacher import teacher_config_from_dict
+from r2l.models.r2lnet import R2LNet
 from r2l.stages.student import DistillConfig
 from r2l.stages.teacher import train_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_GRID = {
-    "resolution": 16, "resolution_init": 12, "upsample_steps": [], "density_components": 4, "app_components": 8,
-    "app_dim": 8, "mlp_width": 16, "n_samples": 24, "occupancy_resolution": 8, "occupancy_warmup": 100,
-}
-NET = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
-GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
-                             mlp_width=16)
-
-
-def r2l(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "r2l", *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          check=False)
-
-
-@pytest.fixture(autouse=True)
-def quiet_logging(monkeypatch):
-    """In-process runs keep pytest's logging (the command configures the root logger otherwise)."""
-    monkeypatch.setattr("r2l.core.log.setup_logging", lambda: None)
+pytestmark = pytest.mark.usefixtures("quiet_logging")
 
 
 @pytest.fixture(scope="module")
@@ -70,29 +62,18 @@ def ff_scene(tmp_path_factory):
 def teacher(scene, tmp_path_factory):
     """A grid teacher trained for 2 steps (the pipeline's own teacher file)."""
     d = tmp_path_factory.mktemp("teacher")
-    cfg = teacher_config_from_dict({"kind": "grid", "steps": 2, "batch_rays": 64, "val_views": 1, "device": "cpu",
-                                    "check_learned": False, "chunk": 256, "grid": TINY_GRID})
+    cfg = quick_grid_teacher({"grid": {**GRID_16, "occupancy_warmup": 100}})
     train_teacher(scene, cfg, d / "teacher.pt", d / "resume")
     return d / "teacher.pt"
 
 
 def student_file(path: Path, scene, kind: str = "student", family: str = "r2l") -> Path:
     """A student file with the keys r2l.stages.student writes; ``scene`` None: a file of r2l 0.1 (no camera).
-    family: ``r2l`` (NET) or ``grid`` (GRID_NET over the +-1.5 box)."""
+    family: ``r2l`` (TINY_NET) or ``grid`` (TINY_GRID_NET over the +-1.5 box)."""
     torch.manual_seed(0)
-    cam = scene.camera() if scene is not None else {"near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0}
-    if family == "grid":
-        net = GridStudentNet(GRID_NET, 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-        config = dataclasses.asdict(DistillConfig(family="grid", grid=GRID_NET))
-    else:
-        net, config = R2LNet(NET), dataclasses.asdict(DistillConfig(network=NET))
-    atomic_torch_save({
-        "weights": net.state_dict(), "config": config, "kind": kind,
-        "near": cam["near"], "far": cam["far"], "ndc": cam["ndc"], "ndc_near": cam["ndc_near"],
-        "scene": None if scene is None else {"name": scene.name, "format": scene.format, **cam},
-        "step": 40, "metrics": {"val_psnr": 12.5, "train_seconds": 3.0, "device": "cpu", "device_name": "cpu"},
-    }, path)
-    return path
+    net, config = student_net(family)
+    return save_student_file(path, net, config, scene, step=40, kind=kind, metrics={
+        "val_psnr": 12.5, "train_seconds": 3.0, "device": "cpu", "device_name": "cpu"})
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +94,7 @@ def run_main(capsys, *args) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("command", [[], ["run"], ["info"], ["render"], ["bench"]])
 def test_help(command):
-    result = r2l(*command, "--help")
+    result = run_r2l(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: r2l {' '.join(command)}".rstrip())
 
@@ -153,9 +134,9 @@ def test_info_grid_student(students, teacher, capsys):
     code, out, _ = run_main(capsys, "info", "--json", students["grid"])
     d = json.loads(out)
     assert d["family"] == "grid" and d["network"]["n_fine"] == 2 and d["network"]["resolutions"] == [8, 16]
-    w, in_dim = GRID_NET.mlp_width, GRID_NET.in_dim
-    mlp = 2 * (in_dim * w + (GRID_NET.mlp_depth - 1) * w * w + w * 3)
-    assert d["mflops_per_ray"] == pytest.approx((mlp + grid_student_lookup_flops(GRID_NET)) / 1e6)
+    w, in_dim = TINY_GRID_NET.mlp_width, TINY_GRID_NET.in_dim
+    mlp = 2 * (in_dim * w + (TINY_GRID_NET.mlp_depth - 1) * w * w + w * 3)
+    assert d["mflops_per_ray"] == pytest.approx((mlp + grid_student_lookup_flops(TINY_GRID_NET)) / 1e6)
     code, out, _ = run_main(capsys, "info", teacher)
     assert code == 0 and "family" not in out  # a teacher has no student family
 
@@ -271,13 +252,13 @@ def test_bad_inputs_give_one_line(teacher, students, tmp_path, capsys):
 
 def test_error_from_the_installed_command_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model\n")
-    result = r2l("info", str(tmp_path / "notes.txt"))
+    result = run_r2l("info", str(tmp_path / "notes.txt"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     want = f"r2l: error: {tmp_path / 'notes.txt'}: not a torch file (a CSV/text file?)"
     assert result.stderr.strip().splitlines() == [want]
     with open(tmp_path / "data.pkl", "wb") as f:  # torch warns of its pickle protocol when it reads it
         pickle.dump({"weights": np.zeros(3)}, f, protocol=4)
-    result = r2l("info", str(tmp_path / "data.pkl"))
+    result = run_r2l("info", str(tmp_path / "data.pkl"))
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         f"r2l: error: {tmp_path / 'data.pkl'}: a pickle that is not a plain torch.save of tensors (refused by "
         "weights_only loading)"]
@@ -287,10 +268,10 @@ def student_checkpoint(path: Path, base_step: int, kind: str | None = None) -> P
     """A student's resume checkpoint in the layout of every stage (format 3, r2l.core.checkpoint.CHECKPOINT_KEYS) of
     ``kind``; None: the student layout of formats 1 and 2 without ``format_version`` (format 1; ``base_step`` > 0:
     finetuning)."""
-    net = R2LNet(NET)
+    net = R2LNet(TINY_NET)
     optimizer = torch.optim.Adam(net.parameters())
     common = {"weights": net.state_dict(), "optimizer": optimizer.state_dict(),
-              "config": dataclasses.asdict(DistillConfig(network=NET)), "rng": {"batch": torch.zeros(2)}}
+              "config": dataclasses.asdict(DistillConfig(network=TINY_NET)), "rng": {"batch": torch.zeros(2)}}
     loop = {"base_step": base_step, "train_seconds": 1.0, "init_seconds": 0.0, "val_history": [], "curve": []}
     if kind is None:
         ckpt = {**common, "loop": {**loop, "step": base_step + 10, "history": []}, "best": {}, "pool": None}
@@ -373,7 +354,7 @@ def test_snakemake_command_adds_defaults_only_when_missing():
 
 
 def test_run_dry_run_plans_the_jobs(tmp_path):
-    result = r2l("run", "-n", "--configfile", str(ROOT / ".test" / "config" / "config.yaml"), "--directory", str(tmp_path))
+    result = run_r2l("run", "-n", "--configfile", str(TEST_CONFIG), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "train_teacher" in result.stdout and "dry-run" in result.stdout
     assert not (tmp_path / "results").exists()
@@ -427,11 +408,11 @@ def test_run_names_a_missing_or_broken_configfile_before_snakemake(tmp_path):
         "a.yaml", "b.yaml", "c.yaml"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher:\n  steps: [1, 2\n  lr: 3\n")
-    out = r2l("run", "-n", "--configfile", str(bad))
+    out = run_r2l("run", "-n", "--configfile", str(bad))
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"{bad}: line 3, column 5: not valid YAML" in out.stderr
     missing = tmp_path / "nothere.yaml"
-    out = r2l("run", "-n", "--configfile", str(missing))
+    out = run_r2l("run", "-n", "--configfile", str(missing))
     assert out.returncode == 1 and f"{missing}: config file not found" in out.stderr.strip().splitlines()[-1]
 
 
@@ -440,7 +421,7 @@ def test_run_names_a_target_read_as_a_configfile(tmp_path):
     model = tmp_path / "model.pt"
     model.write_bytes(b"PK\x03\x04")
     for target in (model, tmp_path / "results" / "builtin" / "metrics.csv"):
-        out = r2l("run", "-n", "--configfile", str(ROOT / "config" / "config.yaml"), str(target))
+        out = run_r2l("run", "-n", "--configfile", str(DEFAULT_CONFIG), str(target))
         last = out.stderr.strip().splitlines()[-1]
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
         assert f"{target}: " in last and "a target placed there is read as a config file" in last, last

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from alignment import umeyama
-from conftest import SHARED_DATA
+from helpers import job_counts, run_snakemake
 
 from r2l.core.errors import DataError, R2LError
 from r2l.core.imageio import composite, read_image
@@ -38,10 +38,6 @@ from r2l.data.colmap import (
 from r2l.data.registry import load_scene
 from r2l.geometry.poses import llff_to_opengl, look_at
 from r2l.geometry.rays import get_rays
-
-ROOT = Path(__file__).resolve().parents[1]
-FLOWER = SHARED_DATA / "nerf_llff_data" / "flower"
-
 
 # ----------------------------------------------------------------------------------------------
 # Conventions, by hand
@@ -377,14 +373,14 @@ NEAR_TOL = 0.1
 FAR_TOL = 0.2
 
 
-def flower_photos(folder: str) -> Path:
-    path = FLOWER / folder
+def flower_photos(flower: Path, folder: str) -> Path:
+    path = flower / folder
     if not path.is_dir():
         pytest.skip(f"flower photos not found at {path} (only present beside the developers' checkout)")
     return path
 
 
-def compare_with_published(scene_dir: Path) -> dict:
+def compare_with_published(scene_dir: Path, flower: Path) -> dict:
     """Align our camera centres to the published ones (Umeyama similarity) and measure the differences.
 
     Both poses_bounds.npy files are read in the same raw convention (llff_to_opengl, before the loader's
@@ -393,7 +389,7 @@ def compare_with_published(scene_dir: Path) -> dict:
     marker = json.loads((scene_dir / "r2l_colmap.json").read_text())
     idx = [int(name[5:8]) for name in marker["registered"]]
     ours, hwf, bounds = llff_to_opengl(np.load(scene_dir / "poses_bounds.npy"))
-    pub, pub_hwf, pub_bounds = llff_to_opengl(np.load(FLOWER / "poses_bounds.npy"))
+    pub, pub_hwf, pub_bounds = llff_to_opengl(np.load(flower / "poses_bounds.npy"))
     pub, pub_bounds = pub[idx], pub_bounds[idx]
     s, R, t = umeyama(ours[:, :3, 3], pub[:, :3, 3])
     centres = pub[:, :3, 3]
@@ -407,17 +403,17 @@ def compare_with_published(scene_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def flower_full(tmp_path_factory):
+def flower_full(flower, tmp_path_factory):
     """All 34 flower photos at 504x378, default settings (exhaustive): about 3 min of CPU on 1 shared core."""
-    photos = flower_photos("images_8")
+    photos = flower_photos(flower, "images_8")
     pytest.importorskip("pycolmap")
     out = tmp_path_factory.mktemp("flower") / "scene"
     photos_to_scene(photos, out, ColmapConfig(), layout="auto", factor=2, threads=2)
     return out
 
 
-def test_flower_all_photos_match_the_published_poses(flower_full):
-    result = compare_with_published(flower_full)
+def test_flower_all_photos_match_the_published_poses(flower, flower_full):
+    result = compare_with_published(flower_full, flower)
     marker = result["marker"]
     assert result["n"] == 34 and marker["layout"] == "forward_facing" and marker["n_points"] > 4000
     assert marker["mean_reprojection_error"] < 1.0
@@ -433,9 +429,9 @@ def test_flower_all_photos_match_the_published_poses(flower_full):
     assert scene.images.shape == (34, 189, 252, 3) and scene.ndc
 
 
-def test_a_photos_scene_through_the_colmap_rule(tmp_path):
+def test_a_photos_scene_through_the_colmap_rule(flower, tmp_path):
     """12 photos at 504x378 (every 3rd) through Snakemake with sequential matching: about 20 s."""
-    src = flower_photos("images_8")
+    src = flower_photos(flower, "images_8")
     pytest.importorskip("pycolmap")
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -444,13 +440,13 @@ def test_a_photos_scene_through_the_colmap_rule(tmp_path):
     config = tmp_path / "photos.yaml"
     config.write_text("scenes:\n  flower12: {format: photos, path: '%s', factor: 2, colmap: {matcher: sequential}}\n"
                       "run_scenes: [flower12]\n" % photos)
-    result = snakemake(tmp_path, config, "resources/scenes/flower12", "--cores", "2")
+    result = snakemake(tmp_path, config, "resources/scenes/flower12", cores=2)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (tmp_path / "logs" / "flower12" / "colmap.log").read_text()
     assert "COLMAP registered all 12 photos" in log and "layout auto -> forward_facing" in log
     assert (tmp_path / "benchmarks" / "flower12" / "colmap.tsv").is_file()
     scene_dir = tmp_path / "resources" / "scenes" / "flower12"
-    result = compare_with_published(scene_dir)
+    result = compare_with_published(scene_dir, flower)
     assert result["n"] == 12
     assert result["rotation_deg"].max() < MAX_ROT_DEG and result["position"].max() < MAX_POS
     assert abs(result["focal_ratio"] - 1) < FOCAL_TOL
@@ -468,7 +464,7 @@ def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip((np.trace(R, axis1=-2, axis2=-1) - 1) / 2, -1, 1)))
 
 
-def test_an_object_capture_lands_in_nerf_synthetics_frame(tmp_path):
+def test_an_object_capture_lands_in_nerf_synthetics_frame(lego_400, tmp_path):
     """40 lego training views on white, layout auto: about 30 s. NeRF-synthetic's cameras are the truth here.
 
     Lego is nearly symmetric and the background plain: COLMAP registers 26 to 30 of the 40 views and places
@@ -479,9 +475,7 @@ def test_an_object_capture_lands_in_nerf_synthetics_frame(tmp_path):
     NeRF-synthetic's: scale 0.979 .. 1.000, origins 0.04 .. 0.12 apart (cameras at distance 4), up axes
     0.16 .. 0.86 deg apart; focal 1.1 .. 2.4% low. The tolerances leave 2.5 to 3 times that.
     """
-    lego = SHARED_DATA / "nerf_synthetic" / "lego_400"
-    if not lego.is_dir():
-        pytest.skip(f"real lego data not found at {lego}")
+    lego = lego_400
     pytest.importorskip("pycolmap")
     photos = tmp_path / "lego"
     photos.mkdir()
@@ -526,22 +520,9 @@ def test_an_object_capture_lands_in_nerf_synthetics_frame(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--resources", "gpu=1", "--nolock", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-def job_counts(out: str) -> dict[str, int]:
-    """The 'Job stats' table of a Snakemake run: rule -> count."""
-    table = out[out.index("Job stats:"):].splitlines()[3:]
-    counts = {}
-    for line in table:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
+def snakemake(workdir: Path, configfile: Path, *args: str, cores: int | None = None) -> subprocess.CompletedProcess:
+    """Snakemake without its lock on ``configfile`` over the shipped defaults, in ``workdir``."""
+    return run_snakemake(workdir, "--nolock", *args, configfiles=(configfile,), cores=cores, timeout=900)
 
 
 def test_dry_run_plans_colmap_before_the_teacher(tmp_path):
@@ -549,7 +530,7 @@ def test_dry_run_plans_colmap_before_the_teacher(tmp_path):
     config = tmp_path / "photos.yaml"
     config.write_text(f"scenes:\n  mine: {{format: photos, path: '{tmp_path / 'my photos'}', layout: object}}\n"
                       "run_scenes: [mine]\n")
-    result = snakemake(tmp_path, config, "-n", "--cores", "1", "results/mine/teacher/model.pt")
+    result = snakemake(tmp_path, config, "-n", "results/mine/teacher/model.pt", cores=1)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert job_counts(out) == {"colmap": 1, "train_teacher": 1}

@@ -14,7 +14,6 @@ and CUDA's non-deterministic atomic adds in ``grid_sample``'s backward pass.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -22,15 +21,24 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import (
+    TINY_GRID,
+    Killed,
+    analytic_stores,
+    builtin_cameras,
+    builtin_orbit,
+    kill_at,
+    psnr_db,
+    tiny_student,
+    tiny_teacher,
+)
+
 from r2l.core.checkpoint import load_checkpoint
-from r2l.data.builtin import BuiltinScene, blender_split_poses, write_blender
-from r2l.data.registry import load_scene
 from r2l.data.scene import Scene
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.models.students import load_student
-from r2l.models.teacher import build_model, load_teacher, teacher_config_from_dict
+from r2l.models.teacher import build_model, load_teacher
 from r2l.stages import teacher as teacher_stage
-from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.stages.student import DistillConfig, HardPool, train_student
 from r2l.stages.student import train_step as student_step
 
@@ -45,33 +53,25 @@ STEPS = 5  # loop steps compared between the CPU and the device
 FIRST_RTOL = 1e-4  # the first loss: same weights and rays, only the order of the sums differs
 LATER_RTOL = 2e-2  # later losses: Adam divides by the gradients' RMS, which amplifies rounding in tiny gradients
 BF16_MIN_PSNR = 40.0  # a bf16 render against the fp32 render of the same model, in dB (RMS difference 1%)
-TINY_NERF = {"depth": 2, "width": 32, "skip": 0, "pos_freqs": 4, "dir_freqs": 2, "head_width": 16,
-             "n_coarse": 16, "n_fine": 16}
-TINY_GRID = {"resolution": 24, "resolution_init": 24, "upsample_steps": [], "density_components": 4,
-             "app_components": 8, "app_dim": 8, "mlp_width": 32, "n_samples": 48, "occupancy_resolution": 16,
-             "occupancy_warmup": 10, "occupancy_every": 5}
 STUDENT_NET = R2LNetConfig(n_points=8, n_freqs=4, depth=6, width=32)
 
 
-def tiny_teacher(kind: str, device: str, **over):
-    d = {"kind": kind, "steps": 40, "batch_rays": 128, "lr": 1e-2, "lr_decay_steps": 1000, "precrop_steps": 0,
-         "val_every": 0, "val_views": 1, "ckpt_every": 10, "log_every": 5, "device": device, "chunk": 1024,
-         "precision": "fp32", "check_learned": False, "nerf": TINY_NERF, "grid": TINY_GRID}
-    return teacher_config_from_dict({**d, **over})
+def teacher_cfg(kind: str, device: str):
+    """The tiny teacher on ``device`` in fp32, no centre crop, no learning check, a grid of fixed resolution."""
+    return tiny_teacher(kind, {"precrop_steps": 0, "val_views": 1, "device": device, "chunk": 1024,
+                               "precision": "fp32", "check_learned": False,
+                               "grid": {**TINY_GRID, "resolution_init": 24, "upsample_steps": []}})
 
 
 def random_scene(n_views: int = 4, side: int = 16) -> Scene:
     """A Blender-like Scene of the built-in scene's cameras with random images (n_views, side, side, 3)."""
-    poses = blender_split_poses(0, n_views, 0, 0)["train"].astype(np.float32)
     images = np.random.default_rng(0).random((n_views, side, side, 3), dtype=np.float32)
-    focal = 0.5 * side / math.tan(0.5 * 0.6911112070083618)
-    return Scene(name="random", format="blender", images=images, poses=poses, H=side, W=side, focal=focal,
-                 near=2.0, far=6.0, splits={"train": np.arange(n_views)})
+    return builtin_cameras(n_views, side, images, name="random")
 
 
 def teacher_losses(kind: str, device: str, scene: Scene, tmp: Path) -> list[float]:
     """The losses of the first :data:`STEPS` teacher steps on ``device`` from CPU-seeded weights and CPU draws."""
-    cfg = teacher_stage.resolve_for_scene(tiny_teacher(kind, device), scene)
+    cfg = teacher_stage.resolve_for_scene(teacher_cfg(kind, device), scene)
     dev = torch.device(device)
     info = teacher_stage.scene_info(scene)
     torch.manual_seed(0)
@@ -123,23 +123,9 @@ def test_student_losses_match_the_cpu():
 # ----------------------------------------------------------------------------- trained models on the device
 
 
-class Killed(Exception):
-    pass
-
-
-def kill_at(step_to_die: int):
-    def on_step(step, loss):
-        if step == step_to_die:
-            raise Killed()
-
-    return on_step
-
-
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory):
-    path = write_blender(tmp_path_factory.mktemp("scene") / "builtin", seed=0, resolution=16, n_train=8, n_val=1,
-                         n_test=1)
-    return load_scene("builtin", path)
+    return builtin_orbit(tmp_path_factory.mktemp("scene") / "builtin", n_val=1)
 
 
 @pytest.fixture(scope="module")
@@ -148,14 +134,14 @@ def teachers(builtin, tmp_path_factory) -> dict[str, Path]:
     out = {}
     for kind in ("grid", "nerf"):
         d = tmp_path_factory.mktemp(f"teacher_{kind}")
-        teacher_stage.train_teacher(builtin, tiny_teacher(kind, DEVICE), d / "model.pt", d / "resume")
+        teacher_stage.train_teacher(builtin, teacher_cfg(kind, DEVICE), d / "model.pt", d / "resume")
         out[kind] = d / "model.pt"
     return out
 
 
 @pytest.mark.parametrize("kind", ["grid", "nerf"])
 def test_teacher_kill_and_resume_on_the_device(kind, builtin, teachers, tmp_path):
-    cfg = tiny_teacher(kind, DEVICE)
+    cfg = teacher_cfg(kind, DEVICE)
     with pytest.raises(Killed):
         teacher_stage.train_teacher(builtin, cfg, tmp_path / "model.pt", tmp_path / "resume", on_step=kill_at(25))
     assert load_checkpoint(tmp_path / "resume" / "ckpt_000000020.pt")["step"] == 20
@@ -168,44 +154,33 @@ def test_teacher_kill_and_resume_on_the_device(kind, builtin, teachers, tmp_path
         torch.testing.assert_close(resumed["weights"][k], w, atol=1e-3, rtol=1e-3, msg=k)
 
 
-def render_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float((a.float() - b.float()).square().mean())
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
-
-
 @pytest.mark.parametrize("kind", ["grid", "nerf"])
 def test_bf16_teacher_render_within_tolerance_of_fp32(kind, builtin, teachers):
     pose = builtin.split("test")[1][0]
     fp32, bf16 = (load_teacher(teachers[kind], DEVICE, precision=p).render_image(builtin, pose, 16, 16, builtin.focal)
                   for p in ("fp32", "bf16"))
     assert torch.isfinite(bf16).all()
-    assert render_psnr(bf16, fp32) >= BF16_MIN_PSNR
+    assert psnr_db(bf16, fp32) >= BF16_MIN_PSNR
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> Path:
     """Pseudo views (16 at 24x24) of the built-in scene's analytic ground truth."""
-    root = tmp_path_factory.mktemp("stores")
-    side, n_train = 24, 6
-    poses = blender_split_poses(0, n_train, 0, 0)["train"].astype(np.float32)
-    scene = Scene(name="builtin0", format="blender", images=np.zeros((n_train, side, side, 3), np.float32),
-                  poses=poses, H=side, W=side, focal=0.5 * side / math.tan(0.5 * 0.6911112070083618), near=2.0,
-                  far=6.0, splits={"train": np.arange(n_train)})
-    generate_pseudo_data(BuiltinScene(0).as_teacher(), scene, root / "pseudo", n_views=16, views_per_shard=8)
-    return root / "pseudo"
+    return analytic_stores(tmp_path_factory.mktemp("stores"), side=24, n_train=6, pseudo=(16, 8))["pseudo"]
 
 
-def tiny_student(**over) -> DistillConfig:
-    d = {"steps": 8, "batch_rays": 256, "warmup_steps": 2, "lr_decay_steps": 1000, "val_every": 0, "val_views": 2,
-         "ckpt_every": 4, "log_every": 1, "device": DEVICE, "chunk": 1024, "precision": "fp32", "network": STUDENT_NET}
-    return DistillConfig(**{**d, **over})
+def student_cfg() -> DistillConfig:
+    """The tiny student on the device in fp32 with :data:`STUDENT_NET`, validating 2 views, a checkpoint every 4
+    steps."""
+    return tiny_student({"val_views": 2, "ckpt_every": 4, "device": DEVICE, "precision": "fp32",
+                         "network": STUDENT_NET})
 
 
 def test_student_stop_and_resume_on_the_device(stores, tmp_path):
-    full = train_student([stores], tiny_student(), tmp_path / "a.pt", tmp_path / "ra")
-    part = train_student([stores], tiny_student(), tmp_path / "b.pt", tmp_path / "rb", max_steps=4)
+    full = train_student([stores], student_cfg(), tmp_path / "a.pt", tmp_path / "ra")
+    part = train_student([stores], student_cfg(), tmp_path / "b.pt", tmp_path / "rb", max_steps=4)
     assert part["finished"] is False and part["step"] == 4
-    resumed = train_student([stores], tiny_student(), tmp_path / "b.pt", tmp_path / "rb")
+    resumed = train_student([stores], student_cfg(), tmp_path / "b.pt", tmp_path / "rb")
     assert resumed["final_step"] == full["final_step"] == 8 and resumed["device"] == torch.device(DEVICE).type
     a, b = np.array(full["loss_history"]), np.array(resumed["loss_history"])
     assert a[:, 0].tolist() == b[:, 0].tolist()
@@ -214,4 +189,4 @@ def test_student_stop_and_resume_on_the_device(stores, tmp_path):
     rays_o = torch.tensor([[0.0, 0.0, 4.0]]).repeat(512, 1)
     rays_d = torch.nn.functional.normalize(torch.randn(512, 3, generator=torch.Generator().manual_seed(0)) * 0.2
                                            - torch.tensor([0.0, 0.0, 1.0]), dim=-1)
-    assert render_psnr(bf16.render_rays(rays_o, rays_d), fp32.render_rays(rays_o, rays_d)) >= BF16_MIN_PSNR
+    assert psnr_db(bf16.render_rays(rays_o, rays_d), fp32.render_rays(rays_o, rays_d)) >= BF16_MIN_PSNR

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import Killed, analytic_stores, kill_at, tiny_student, tiny_teacher
 
 from r2l.core.errors import DataError
 from r2l.core.metrics import psnr_from_mse
-from r2l.data.builtin import BuiltinScene, blender_split_poses, write_blender
-from r2l.data.registry import load_scene
-from r2l.data.scene import Scene
 from r2l.data.views import ViewStore
-from r2l.models.r2lnet import R2LNetConfig
-from r2l.models.teacher import teacher_config_from_dict
 from r2l.report.curves import (
     COLORS,
     COLUMNS,
@@ -31,13 +25,8 @@ from r2l.report.curves import (
     record_row,
     write_history,
 )
-from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.stages.student import DistillConfig, finetune_student, lr_at, store_psnr, train_student
 from r2l.stages.teacher import train_teacher
-
-
-class Killed(Exception):
-    pass
 
 
 # ----------------------------------------------------------------------------- the CSV itself
@@ -92,30 +81,16 @@ def test_read_history_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- the teacher loop
 
-TINY_NERF = {"depth": 2, "width": 32, "skip": 0, "pos_freqs": 4, "dir_freqs": 2, "head_width": 16, "n_coarse": 16,
-             "n_fine": 16}
-
-
-def teacher_cfg(**over):
-    d = {"kind": "nerf", "steps": 40, "batch_rays": 128, "lr": 1e-2, "lr_decay_steps": 1000, "precrop_steps": 10,
-         "val_every": 20, "val_views": 2, "ckpt_every": 10, "log_every": 5, "device": "cpu", "chunk": 100,
-         "nerf": TINY_NERF, "check_learned": False}
-    d.update(over)
-    return teacher_config_from_dict(d)
+def teacher_cfg():
+    """The tiny NeRF teacher validating every 20 steps, without the learning check."""
+    return tiny_teacher("nerf", {"val_every": 20, "check_learned": False})
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    path = write_blender(tmp_path_factory.mktemp("scene") / "builtin", seed=0, resolution=16, n_train=8, n_val=2,
-                         n_test=1)
-    return load_scene("builtin", path)
-
-
-@pytest.fixture(scope="module")
-def teacher_csv(scene, tmp_path_factory):
+def teacher_csv(orbit_scene, tmp_path_factory):
     """An uninterrupted tiny NeRF teacher run (40 steps): its history.csv."""
     d = tmp_path_factory.mktemp("teacher")
-    train_teacher(scene, teacher_cfg(), d / "model.pt", d / "resume", history_path=d / "history.csv")
+    train_teacher(orbit_scene, teacher_cfg(), d / "model.pt", d / "resume", history_path=d / "history.csv")
     return d / "history.csv"
 
 
@@ -133,18 +108,14 @@ def test_teacher_history_rows(teacher_csv):
     assert h["seconds"].notna().all() and (np.diff(h["seconds"]) >= 0).all() and h["seconds"].iloc[-1] > 0
 
 
-def test_teacher_resumed_csv_equals_the_uninterrupted_one(scene, teacher_csv, tmp_path):
-    def kill_at_25(step, loss):
-        if step == 25:
-            raise Killed
-
+def test_teacher_resumed_csv_equals_the_uninterrupted_one(orbit_scene, teacher_csv, tmp_path):
     out, csv = tmp_path / "model.pt", tmp_path / "history.csv"
     with pytest.raises(Killed):
-        train_teacher(scene, teacher_cfg(), out, tmp_path / "resume", on_step=kill_at_25, history_path=csv)
+        train_teacher(orbit_scene, teacher_cfg(), out, tmp_path / "resume", on_step=kill_at(25), history_path=csv)
     ref = read_history(teacher_csv)
     partial = read_history(csv)  # written with the checkpoint at step 20
     assert partial["step"].tolist() == [s for s in ref["step"] if s <= 20]
-    train_teacher(scene, teacher_cfg(), out, tmp_path / "resume", history_path=csv)
+    train_teacher(orbit_scene, teacher_cfg(), out, tmp_path / "resume", history_path=csv)
     resumed = read_history(csv)
     cols = ["step", "loss", "train_psnr", "val_psnr", "lr"]
     pd.testing.assert_frame_equal(resumed[cols], ref[cols], rtol=1e-5)
@@ -153,28 +124,15 @@ def test_teacher_resumed_csv_equals_the_uninterrupted_one(scene, teacher_csv, tm
 
 # ----------------------------------------------------------------------------- the student loop
 
-RES = 16
-
-
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """Pseudo views (12) and validation views (2) of the built-in scene's analytic ground truth."""
-    root = tmp_path_factory.mktemp("stores")
-    poses = blender_split_poses(0, 4, 0, 0)["train"].astype(np.float32)
-    focal = 0.5 * RES / math.tan(0.5 * 0.6911112070083618)
-    cams = Scene(name="builtin0", format="blender", images=np.zeros((4, RES, RES, 3), np.float32), poses=poses,
-                 H=RES, W=RES, focal=focal, near=2.0, far=6.0, splits={"train": np.arange(4)})
-    teacher = BuiltinScene(0).as_teacher()
-    generate_pseudo_data(teacher, cams, root / "pseudo", n_views=12, seed=0, views_per_shard=12)
-    generate_pseudo_data(teacher, cams, root / "val", n_views=2, seed=1, views_per_shard=2)
-    return {"pseudo": root / "pseudo", "val": root / "val"}
+    return analytic_stores(tmp_path_factory.mktemp("stores"), side=16, n_train=4, pseudo=(12, 12), val=(2, 2))
 
 
 def student_cfg(**over) -> DistillConfig:
-    base = dict(steps=8, batch_rays=256, warmup_steps=2, lr_decay_steps=1000, val_every=3, val_views=0, ckpt_every=3,
-                log_every=2, device="cpu", chunk=1024, network=R2LNetConfig(depth=4, width=16, n_freqs=4))
-    base.update(over)
-    return DistillConfig(**base)
+    """The tiny student validating every 3 steps and logging every 2, with ``over``."""
+    return tiny_student({"val_every": 3, "log_every": 2, **over})
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ step; after that it is checked to finish with finite losses.
 from __future__ import annotations
 
 import datetime
-import math
 import socket
 import time
 from pathlib import Path
@@ -21,16 +20,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import analytic_stores
 
 import r2l.stages.loop as loop
 import r2l.stages.student as student
 from r2l.core.checkpoint import load_checkpoint
 from r2l.core.errors import R2LError
-from r2l.data.builtin import BuiltinScene, blender_split_poses
-from r2l.data.scene import Scene
 from r2l.models.r2lnet import R2LNetConfig
 from r2l.stages.distributed import JOB_FILE, read_job, run_training, write_job
-from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.stages.student import DistillConfig, check_shares, pool_share, share, train_student
 
 RES = 16
@@ -51,13 +48,7 @@ def _cfg(**kw) -> DistillConfig:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """Pseudo-data of the built-in scene: 6 views of 16 x 16."""
-    poses = blender_split_poses(0, 6, 0, 0)["train"].astype(np.float32)
-    focal = 0.5 * RES / math.tan(0.5 * 0.6911112070083618)
-    scene = Scene(name="builtin0", format="blender", images=np.zeros((6, RES, RES, 3), np.float32), poses=poses,
-                  H=RES, W=RES, focal=focal, near=2.0, far=6.0, splits={"train": np.arange(6)})
-    root = tmp_path_factory.mktemp("ddp")
-    generate_pseudo_data(BuiltinScene(0).as_teacher(), scene, root / "pseudo", n_views=6, seed=0, views_per_shard=6)
-    return root / "pseudo"
+    return analytic_stores(tmp_path_factory.mktemp("ddp"), side=RES, n_train=6, pseudo=(6, 6))["pseudo"]
 
 
 def _one_process(store: Path, root: Path, **kw) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +12,9 @@ import torch
 import r2l.stages.student as distill
 from r2l.core.checkpoint import load_checkpoint, load_latest_checkpoint
 from r2l.core.errors import R2LError
-from r2l.data.builtin import BuiltinScene, blender_split_poses
-from r2l.data.scene import Scene
 from r2l.data.views import ViewStore
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.models.students import load_student
-from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.stages.student import (
     DistillConfig,
     HardPool,
@@ -31,9 +27,6 @@ from r2l.stages.student import (
 )
 
 from helpers import Killed, kill_on_call, tiny_student
-
-RES = 24
-
 
 # ----------------------------------------------------------------------------- config and schedule
 
@@ -157,33 +150,15 @@ def test_train_step_uses_and_feeds_the_pool():
     assert torch.equal(pool.rgb[keep], before_rgb[keep])
 
 
-# ----------------------------------------------------------------------------- data for real runs
+# ----------------------------------------------------------------------------- real runs (conftest's builtin_stores)
 
 
-def _scene(n_train: int = 6) -> Scene:
-    """A Blender-format Scene of the built-in scene's training cameras (images unused: pseudo-data only)."""
-    poses = blender_split_poses(0, n_train, 0, 0)["train"].astype(np.float32)
-    focal = 0.5 * RES / math.tan(0.5 * 0.6911112070083618)
-    return Scene(name="builtin0", format="blender", images=np.zeros((n_train, RES, RES, 3), np.float32), poses=poses,
-                 H=RES, W=RES, focal=focal, near=2.0, far=6.0, splits={"train": np.arange(n_train)})
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory) -> dict[str, Path]:
-    """Pseudo-data (80 views) and held-out validation views (3, other cameras) of the built-in scene's ground truth."""
-    root = tmp_path_factory.mktemp("stores")
-    teacher, scene = BuiltinScene(0).as_teacher(), _scene()
-    generate_pseudo_data(teacher, scene, root / "pseudo", n_views=80, seed=0, views_per_shard=40)
-    generate_pseudo_data(teacher, scene, root / "val", n_views=3, seed=1, views_per_shard=10)
-    return {"pseudo": root / "pseudo", "val": root / "val"}
-
-
-def test_short_distillation_raises_val_psnr(stores, tmp_path):
+def test_short_distillation_raises_val_psnr(builtin_stores, tmp_path):
     """A small student distilled from the analytic ground truth: held-out PSNR rises well above the start."""
     cfg = tiny_student({"steps": 150, "batch_rays": 512, "val_every": 75, "warmup_steps": 10, "lr": 1e-3,
                         "warmup_lr": 2e-4, "ckpt_every": 1000, "network": R2LNetConfig(depth=6, width=64, n_freqs=6)})
     out = tmp_path / "student.pt"
-    metrics = train_student([stores["pseudo"]], cfg, out, tmp_path / "resume", val_store=stores["val"])
+    metrics = train_student([builtin_stores["pseudo"]], cfg, out, tmp_path / "resume", val_store=builtin_stores["val"])
     start, end = metrics["val_psnr_before"], metrics["val_psnr"]
     print(f"short distillation: val PSNR {start:.2f} -> {end:.2f} dB ({metrics['val_history']})")
     assert metrics["finished"] and [s for s, _ in metrics["val_history"]] == [0, 75, 150]
@@ -192,21 +167,21 @@ def test_short_distillation_raises_val_psnr(stores, tmp_path):
     assert student.meta["kind"] == "student" and student.meta["step"] == 150
     assert student.meta["val_psnr"] == pytest.approx(end)
     # the loaded renderer reproduces the validation number
-    val = ViewStore(stores["val"])
+    val = ViewStore(builtin_stores["val"])
     assert store_psnr(student.model, val, 2.0, 6.0, 0, 4096) == pytest.approx(end, abs=1e-4)
     ckpt = load_checkpoint(out)
     assert ckpt["near"] == 2.0 and ckpt["far"] == 6.0 and ckpt["ndc"] is False and "optimizer" in ckpt
 
 
-def test_resume_after_kill_continues_the_same_run(stores, tmp_path):
+def test_resume_after_kill_continues_the_same_run(builtin_stores, tmp_path):
     cfg = tiny_student({"val_every": 1})
-    full = train_student([stores["pseudo"]], cfg, tmp_path / "a.pt", tmp_path / "ra", val_fn=lambda m: 10.0)
+    full = train_student([builtin_stores["pseudo"]], cfg, tmp_path / "a.pt", tmp_path / "ra", val_fn=lambda m: 10.0)
     killer = kill_on_call(6, 10.0)  # dies during the validation after step 5 (the last checkpoint is at step 3)
     with pytest.raises(Killed):
-        train_student([stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=killer)
+        train_student([builtin_stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=killer)
     assert load_latest_checkpoint(tmp_path / "rb")["step"] == 3
     assert not (tmp_path / "b.pt").exists()
-    resumed = train_student([stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=lambda m: 10.0)
+    resumed = train_student([builtin_stores["pseudo"]], cfg, tmp_path / "b.pt", tmp_path / "rb", val_fn=lambda m: 10.0)
     assert resumed["final_step"] == full["final_step"] == 8
     a, b = np.array(full["loss_history"]), np.array(resumed["loss_history"])
     assert a[:, 0].tolist() == b[:, 0].tolist() == list(range(1, 9))
@@ -216,31 +191,32 @@ def test_resume_after_kill_continues_the_same_run(stores, tmp_path):
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6)
 
 
-def test_max_steps_stops_and_resumes(stores, tmp_path):
+def test_max_steps_stops_and_resumes(builtin_stores, tmp_path):
     cfg = tiny_student({"ckpt_every": 100})
-    part = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0, max_steps=5)
+    part = train_student([builtin_stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0,
+                         max_steps=5)
     assert part == {**part, "finished": False, "step": 5} and not (tmp_path / "s.pt").exists()
-    done = train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
+    done = train_student([builtin_stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
     assert done["finished"] and done["final_step"] == 8 and [r[0] for r in done["loss_history"]] == list(range(1, 9))
 
 
 @pytest.mark.parametrize("ckpt_every, last_good", [(4, 4), (1, 5)])
-def test_nan_stops_with_checkpoint_kept(stores, tmp_path, monkeypatch, ckpt_every, last_good):
+def test_nan_stops_with_checkpoint_kept(builtin_stores, tmp_path, monkeypatch, ckpt_every, last_good):
     """A NaN learning rate from step 5 on poisons the weights: R2LError, the last finite checkpoint stays."""
     real = distill.lr_at
     monkeypatch.setattr(distill, "lr_at", lambda step, cfg: float("nan") if step >= 5 else real(step, cfg))
     cfg = tiny_student({"ckpt_every": ckpt_every})
     with pytest.raises(R2LError, match="non-finite|became nan"):
-        train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
+        train_student([builtin_stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
     ckpt = load_latest_checkpoint(tmp_path / "r")
     assert ckpt["step"] == last_good
     assert all(torch.isfinite(v).all() for v in ckpt["weights"].values())
     assert not (tmp_path / "s.pt").exists()
 
 
-def test_finetune_continues_step_and_optimizer_and_selects_on_val(stores, tmp_path):
+def test_finetune_continues_step_and_optimizer_and_selects_on_val(builtin_stores, tmp_path):
     cfg = tiny_student({"steps": 6, "val_every": 2})
-    train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
+    train_student([builtin_stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
     student = load_checkpoint(tmp_path / "student.pt")
     assert student["step"] == 6 and all(int(s["step"]) == 6 for s in student["optimizer"]["state"].values())
 
@@ -256,8 +232,8 @@ def test_finetune_continues_step_and_optimizer_and_selects_on_val(stores, tmp_pa
     out = tmp_path / "finetuned.pt"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(distill, "lr_at", lambda step, c: lrs.append(step) or real(step, c))
-        metrics = finetune_student(tmp_path / "student.pt", stores["pseudo"], stores["val"], cfg, 8, out,
-                                   tmp_path / "rf", val_fn=val_fn)
+        metrics = finetune_student(tmp_path / "student.pt", builtin_stores["pseudo"], builtin_stores["val"], cfg, 8,
+                                   out, tmp_path / "rf", val_fn=val_fn)
     assert lrs == list(range(6, 14))  # the schedule goes on from the student's step
     assert [s for s, _ in metrics["val_history"]] == [6, 8, 10, 12, 14]
     assert metrics["val_psnr"] == 16.0 and metrics["val_step"] == 10 and metrics["val_psnr_before"] == 12.0
@@ -275,25 +251,25 @@ def test_finetune_continues_step_and_optimizer_and_selects_on_val(stores, tmp_pa
     assert renderer.meta["metrics"]["val_psnr_before"] == 12.0 and renderer.meta["val_psnr"] == 16.0
 
 
-def test_finetune_keeps_the_start_when_val_only_drops(stores, tmp_path):
+def test_finetune_keeps_the_start_when_val_only_drops(builtin_stores, tmp_path):
     cfg = tiny_student({"steps": 3, "val_every": 2})
-    train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
+    train_student([builtin_stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
     start = load_checkpoint(tmp_path / "student.pt")["weights"]
     psnrs = iter([20.0, 19.0, 18.0, 17.0])  # steps 3 (before), 4, 6, 7
-    metrics = finetune_student(tmp_path / "student.pt", stores["pseudo"], stores["val"], cfg, 4, tmp_path / "f.pt",
-                               tmp_path / "rf", val_fn=lambda m: next(psnrs))
+    metrics = finetune_student(tmp_path / "student.pt", builtin_stores["pseudo"], builtin_stores["val"], cfg, 4,
+                               tmp_path / "f.pt", tmp_path / "rf", val_fn=lambda m: next(psnrs))
     assert metrics["val_step"] == 3 and metrics["val_psnr"] == 20.0
     ft = load_checkpoint(tmp_path / "f.pt")
     assert all(torch.equal(ft["weights"][k], start[k]) for k in start)
 
 
-def test_finetune_rejects_another_network(stores, tmp_path):
+def test_finetune_rejects_another_network(builtin_stores, tmp_path):
     cfg = tiny_student({"steps": 2})
-    train_student([stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 1.0)
+    train_student([builtin_stores["pseudo"]], cfg, tmp_path / "student.pt", tmp_path / "rs", val_fn=lambda m: 1.0)
     other = dataclasses.replace(cfg, network=R2LNetConfig(depth=6, width=16, n_freqs=4))
     with pytest.raises(R2LError, match="another student network"):
-        finetune_student(tmp_path / "student.pt", stores["pseudo"], stores["val"], other, 2, tmp_path / "f.pt",
-                         tmp_path / "rf")
+        finetune_student(tmp_path / "student.pt", builtin_stores["pseudo"], builtin_stores["val"], other, 2,
+                         tmp_path / "f.pt", tmp_path / "rf")
 
 
 def test_split_counts_proportional_to_rays():
@@ -308,24 +284,25 @@ def test_split_counts_proportional_to_rays():
     assert view_indices(10, 3) == [0, 4, 9] and view_indices(3, 0) == [0, 1, 2] and view_indices(3, 8) == [0, 1, 2]
 
 
-def test_two_stores_train_together(stores, tmp_path):
+def test_two_stores_train_together(builtin_stores, tmp_path):
     cfg = tiny_student({"steps": 2})
-    m = train_student([stores["pseudo"], stores["val"]], cfg, tmp_path / "s.pt", tmp_path / "r", val_fn=lambda m: 1.0)
+    m = train_student([builtin_stores["pseudo"], builtin_stores["val"]], cfg, tmp_path / "s.pt", tmp_path / "r",
+                      val_fn=lambda m: 1.0)
     assert m["finished"] and m["rays_per_step"] == 256 + 51
 
 
-def test_stores_with_other_geometry_rejected(stores, tmp_path):
+def test_stores_with_other_geometry_rejected(builtin_stores, tmp_path):
     import json
     import shutil
 
     from r2l.core.errors import DataError
 
     other = tmp_path / "other"
-    shutil.copytree(stores["val"], other)
+    shutil.copytree(builtin_stores["val"], other)
     meta = json.loads((other / "meta.json").read_text())
     (other / "meta.json").write_text(json.dumps({**meta, "far": 8.0}))
     with pytest.raises(DataError, match="render geometry"):
-        train_student([stores["pseudo"], other], tiny_student({"steps": 1}), tmp_path / "s.pt", tmp_path / "r")
+        train_student([builtin_stores["pseudo"], other], tiny_student({"steps": 1}), tmp_path / "s.pt", tmp_path / "r")
 
 
 def test_forward_facing_student_samples_in_ndc(tmp_path):
@@ -374,12 +351,12 @@ def test_llff_finetuning_keeps_the_last_checkpoint_because_its_val_views_are_tra
     assert "are training views" in caplog.text and "keeping the last finetuning checkpoint" in caplog.text
 
 
-def test_finetuning_refuses_a_student_of_another_scene(stores, tmp_path):
+def test_finetuning_refuses_a_student_of_another_scene(builtin_stores, tmp_path):
     cfg = tiny_student({"steps": 1})
-    train_student([stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
+    train_student([builtin_stores["pseudo"]], cfg, tmp_path / "s.pt", tmp_path / "rs", val_fn=lambda m: 10.0)
     ckpt = load_checkpoint(tmp_path / "s.pt")
     ckpt["scene"] = {**ckpt["scene"], "name": "lego"}
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(R2LError, match=r"other.pt: made for another scene .* name 'lego'"):
-        finetune_student(tmp_path / "other.pt", stores["pseudo"], stores["val"], cfg, 1, tmp_path / "f.pt",
-                         tmp_path / "rf", val_fn=lambda m: 10.0)
+        finetune_student(tmp_path / "other.pt", builtin_stores["pseudo"], builtin_stores["val"], cfg, 1,
+                         tmp_path / "f.pt", tmp_path / "rf", val_fn=lambda m: 10.0)

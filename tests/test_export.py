@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +18,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import object_and_forward_scenes, save_student_file
+from helpers import TINY_GRID_NET, object_and_forward_scenes, run_r2l, save_student_file, student_net
 
 from r2l.cli import main
 from r2l.core.errors import DataError
 from r2l.geometry.rays import get_rays
 from r2l.models.export import EXPORT_FORMAT, INPUTS, OPSET, OUTPUT, bilinear, plane_table, trilinear
-from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
 from r2l.models.load import load_model
-from r2l.models.r2lnet import R2LNet, R2LNetConfig
-from r2l.stages.student import DistillConfig
 
 MISSING = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
 needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed: pip install -e '.[export]'")
 
-NET = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
-GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_refine=4, n_fine=2, resolutions=(8, 16), channels=3,
-                             mlp_width=16)
+GRID_NET = dataclasses.replace(TINY_GRID_NET, n_refine=4)
 # Largest |onnxruntime - torch| of a colour. The MLP's is float32 rounding (measured 8.7e-6 on the 12x128 student of
 # a 64 x 64 builtin view). The grid student's depth is a softmax expectation divided by the opacity, which is 1 - the
 # background weight: on rays with almost no opacity a last-bit difference in the exponentials moves the depth (by
@@ -45,10 +38,7 @@ GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_refine=4, n_f
 TOLERANCE = {"r2l": 1e-5, "grid": 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def quiet_logging(monkeypatch):
-    """In-process runs of the command keep pytest's logging (it configures the root logger otherwise)."""
-    monkeypatch.setattr("r2l.core.log.setup_logging", lambda: None)
+pytestmark = pytest.mark.usefixtures("quiet_logging")
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +50,12 @@ def random_student(path: Path, scene, family: str) -> Path:
     """A student file (the keys r2l.stages.student writes) of ``family`` with random weights that make every part
     of the network matter: grid logits of several units and a box smaller than the scene (rays leave it)."""
     torch.manual_seed(3)
+    box = torch.tensor([[-0.8, -0.8, -0.6], [0.8, 0.8, 0.6]]) * (1.0 if scene.ndc else 1.5)
+    net, config = student_net(family, box=box, grid=GRID_NET)
     if family == "grid":
-        box = torch.tensor([[-0.8, -0.8, -0.6], [0.8, 0.8, 0.6]]) * (1.0 if scene.ndc else 1.5)
-        net, config = GridStudentNet(GRID_NET, box), dataclasses.asdict(DistillConfig(family="grid", grid=GRID_NET))
         with torch.no_grad():
             net.geometry.normal_(0.0, 3.0)
             net.background.fill_(-1.0)
-    else:
-        net, config = R2LNet(NET), dataclasses.asdict(DistillConfig(network=NET))
     return save_student_file(path, net, config, scene, step=7)
 
 
@@ -213,8 +201,7 @@ def test_missing_onnx_packages_are_one_line(scenes, tmp_path, capsys, monkeypatc
 
 
 def test_export_help():
-    done = subprocess.run([sys.executable, "-m", "r2l", "export", "--help"], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = run_r2l("export", "--help", timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("usage: r2l export") and "--fp16" in done.stdout
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from r2l.core.failures import failed_jobs, failure_lines, last_error
 
-from helpers import DEFAULT_CONFIG, ROOT, snakemake_command
+from helpers import DEFAULT_CONFIG, run_r2l, run_snakemake
 SNAKEMAKE_LOG = """Select jobs to execute...
 Error in rule train_teacher:
     message: None
@@ -52,14 +52,12 @@ def test_the_failed_job_s_line_ends_the_output(tmp_path):
     config = bad_scene(tmp_path)
     work = tmp_path / "work"
     want = f"{tmp_path / 'scene' / 'transforms_train.json'}: 'frames' must be a non-empty list"
-    run = subprocess.run([sys.executable, "-m", "r2l.cli", "run", "--directory", str(work), "--configfile",
-                          str(DEFAULT_CONFIG), str(config)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    run = run_r2l("run", "--directory", str(work), "--configfile", str(DEFAULT_CONFIG), str(config), timeout=600)
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("r2l: rule ") and f"failed: {want} (log: logs/bad/" in last, run.stderr[-2000:]
     # plain Snakemake: onerror says it again below Snakemake's report of the failed job
-    plain = subprocess.run(snakemake_command(work, configfiles=(DEFAULT_CONFIG, config)), capture_output=True,
-                           text=True, timeout=600)
+    plain = run_snakemake(work, configfiles=(DEFAULT_CONFIG, config), timeout=600)
     tail = plain.stderr.strip().splitlines()[-10:]
     assert plain.returncode != 0 and any(line.startswith("r2l: rule ") and want in line for line in tail), tail
 

@@ -2,11 +2,11 @@
 fallback) and the rays built from a pose."""
 
 import logging
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from helpers import NEEDS_CXX
 
 from r2l.core.errors import R2LError
 from r2l.data.scene import Scene
@@ -14,11 +14,6 @@ from r2l.geometry.poses import sample_blender_poses
 from r2l.models.r2lnet import R2LNet, R2LNetConfig
 from r2l.models.students import Student, compile_for_inference, compile_wanted
 from r2l.models.render import pose_rays
-
-HAS_CXX = any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-NEEDS_CXX = pytest.mark.skipif(not HAS_CXX, reason="torch.compile's Inductor backend needs a C++ compiler on CPU "
-                                                   "(none of g++, c++, clang++ on PATH)")
-
 
 def tiny_student(width: int = 16, seed: int = 0, ndc: bool = False) -> Student:
     """A random 4-layer student (4 points, 3 frequencies) with a stored 12 x 10 camera."""

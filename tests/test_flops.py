@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import GRID_8
 from torch import nn
 
 from r2l.models.flops import (
@@ -155,9 +156,8 @@ def test_nerf_small_configs(skip):
 def test_grid_teacher_counts_mlps_on_evaluated_samples_only():
     from r2l.models.teacher import Teacher, build_model, teacher_config_from_dict
 
-    grid = {"resolution": 8, "resolution_init": 8, "upsample_steps": [], "density_components": 2,
-            "app_components": 3, "app_dim": 4, "mlp_width": 8, "n_samples": 32, "occupancy_resolution": 4}
-    cfg = teacher_config_from_dict({"kind": "grid", "device": "cpu", "chunk": 64, "grid": grid})
+    # GRID_8: 2 density and 3 appearance components, appearance features of 4, a colour MLP of width 8, 32 samples
+    cfg = teacher_config_from_dict({"kind": "grid", "device": "cpu", "chunk": 64, "grid": GRID_8})
     info = {"name": "t", "near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0, "background": [1.0, 1.0, 1.0],
             "H": 8, "W": 8, "focal": 10.0}
     model = build_model(cfg, info).eval()

@@ -13,32 +13,22 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import TINY_GRID_NET, TINY_NET, Killed, analytic_stores, builtin_orbit, kill_at, quick_grid_teacher
 
 from r2l.cli import main
 from r2l.core.checkpoint import CHECKPOINT_KEYS, FORMAT_VERSION, load_checkpoint
 from r2l.core.errors import DataError, R2LError
 from r2l.core.metrics import psnr_from_mse
-from r2l.data.builtin import BuiltinScene, blender_split_poses, write_blender
 from r2l.data.registry import load_scene
-from r2l.data.scene import Scene
-from r2l.models.gridstudent import GridStudentConfig
 from r2l.models.load import describe_model, load_model, model_camera, read_model_file
-from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.students import load_student
-from r2l.models.teacher import load_teacher, teacher_config_from_dict
-from r2l.stages.pseudo_data import generate_pseudo_data
+from r2l.models.teacher import load_teacher
 from r2l.stages.student import DistillConfig, finetune_student, train_student
 from r2l.stages.teacher import train_teacher
 
 RES = 16
-TINY_GRID = {"resolution": 16, "resolution_init": 12, "upsample_steps": [], "density_components": 4,
-             "app_components": 8, "app_dim": 8, "mlp_width": 16, "n_samples": 24, "occupancy_resolution": 8}
-NET = R2LNetConfig(depth=4, width=16, n_points=8, n_freqs=4)
-GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
-                             mlp_width=16)
 MODELS = ("teacher", "student", "grid", "finetuned")
 RESUMES = {"resume_teacher": ("teacher", "grid"), "resume_student": ("student", "student"),
            "resume_grid": ("student", "student"), "resume_ft": ("student", "finetuned")}  # -> (stage, kind)
@@ -47,30 +37,17 @@ COMMON_METRICS = {"val_psnr", "val_step", "loss_history", "final_loss", "val_his
                   "total_train_seconds", "base_step", "final_step", "device", "device_name", "processes"}
 TEACHER_METRICS_V2 = ("val_psnr", "train_seconds", "steps", "device", "device_name", "loss_history", "val_history")
 
-
-@pytest.fixture(autouse=True)
-def quiet_logging(monkeypatch):
-    """In-process ``r2l`` runs keep pytest's logging."""
-    monkeypatch.setattr("r2l.core.log.setup_logging", lambda: None)
+pytestmark = pytest.mark.usefixtures("quiet_logging")
 
 
 def _teacher_cfg(steps: int = 2):
-    return teacher_config_from_dict({"kind": "grid", "steps": steps, "batch_rays": 64, "val_views": 1, "ckpt_every": 2,
-                                     "device": "cpu", "check_learned": False, "chunk": 256, "grid": TINY_GRID})
+    return quick_grid_teacher({"steps": steps, "ckpt_every": 2})
 
 
 def _student_cfg(**kw) -> DistillConfig:
     base = dict(steps=4, batch_rays=128, warmup_steps=1, lr_decay_steps=100, val_every=0, val_views=1, ckpt_every=2,
-                log_every=1, device="cpu", chunk=1024, network=NET, grid=GRID_NET)
+                log_every=1, device="cpu", chunk=1024, network=TINY_NET, grid=TINY_GRID_NET)
     return DistillConfig(**{**base, **kw})
-
-
-def _scene() -> Scene:
-    """The built-in scene's training cameras at RES x RES (images unused: pseudo-data only)."""
-    poses = blender_split_poses(0, 4, 0, 0)["train"].astype(np.float32)
-    focal = 0.5 * RES / math.tan(0.5 * 0.6911112070083618)
-    return Scene(name="builtin0", format="blender", images=np.zeros((4, RES, RES, 3), np.float32), poses=poses,
-                 H=RES, W=RES, focal=focal, near=2.0, far=6.0, splits={"train": np.arange(4)})
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +55,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     """Model files written by today's code (a grid teacher, r2l and grid students, a finetuned student) and the
     pseudo-data store the students learned from."""
     d = tmp_path_factory.mktemp("files")
-    scene = load_scene("builtin", write_blender(d / "scene", seed=0, resolution=RES, n_train=4, n_val=1, n_test=1,
-                                                 spp=1))
+    scene = builtin_orbit(d / "scene", n_train=4, n_val=1, resolution=RES, spp=1)
     train_teacher(scene, _teacher_cfg(), d / "teacher.pt", d / "resume_teacher")
-    store = d / "pseudo"
-    generate_pseudo_data(BuiltinScene(0).as_teacher(), _scene(), store, n_views=4, seed=0, views_per_shard=4)
+    store = analytic_stores(d, side=RES, n_train=4, pseudo=(4, 4))["pseudo"]
     psnr = lambda model: 10.0  # noqa: E731  (validation is not what these files are for)
     train_student([store], _student_cfg(), d / "student.pt", d / "resume_student", val_fn=psnr)
     train_student([store], _student_cfg(family="grid"), d / "grid.pt", d / "resume_grid", val_fn=psnr)
@@ -259,7 +234,7 @@ def test_early_files_are_format_0_and_render_the_same(files, name, tmp_path):
     assert read_model_file(early)["metrics"]["loss_history"] == load_checkpoint(files[name])["metrics"]["loss_history"]
     if name == "student":
         assert d["family"] == "r2l" and d["scene"] is None and model_camera(load_model(early, "cpu")) is None
-        assert d["network"] == dataclasses.asdict(NET)
+        assert d["network"] == dataclasses.asdict(TINY_NET)
 
 
 # ----------------------------------------------------------------------------- refusing newer formats
@@ -327,24 +302,12 @@ def test_student_resumes_from_older_checkpoints_bit_for_bit(files, tmp_path, cap
     assert full["metrics"]["val_history"] == resumed["metrics"]["val_history"]
 
 
-class Killed(Exception):
-    pass
-
-
-def _kill_at(step_to_die: int):
-    def on_step(step, loss):
-        if step == step_to_die:
-            raise Killed()
-
-    return on_step
-
-
 @pytest.mark.parametrize("version", [1, 2])
 def test_teacher_resumes_from_older_checkpoints_bit_for_bit(files, tmp_path, caplog, version):
     scene = load_scene("builtin", files["root"] / "scene")
     train_teacher(scene, _teacher_cfg(4), tmp_path / "full.pt", tmp_path / "rf")
     with pytest.raises(Killed):
-        train_teacher(scene, _teacher_cfg(4), tmp_path / "resumed.pt", tmp_path / "r", on_step=_kill_at(3))
+        train_teacher(scene, _teacher_cfg(4), tmp_path / "resumed.pt", tmp_path / "r", on_step=kill_at(3))
     _as_old_checkpoints(tmp_path / "r", version)
     with caplog.at_level(logging.INFO, logger="r2l"):
         train_teacher(scene, _teacher_cfg(4), tmp_path / "resumed.pt", tmp_path / "r")

@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from helpers import GRID_8, TINY_GRID_NET
 from skimage.metrics import structural_similarity
 from torch import nn
 
@@ -248,27 +249,24 @@ def test_evaluate_scene_with_real_model_files(tmp_path):
     from r2l.core.checkpoint import atomic_torch_save
     from r2l.data.builtin import write_blender
     from r2l.data.registry import load_scene
-    from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
+    from r2l.models.gridstudent import GridStudentNet
     from r2l.models.r2lnet import R2LNet, R2LNetConfig
     from r2l.models.teacher import teacher_config_from_dict
     from r2l.stages.evaluate import evaluate_scene
     from r2l.stages.teacher import train_teacher
 
     scene = load_scene("builtin", write_blender(tmp_path / "toy", seed=0, resolution=12, n_train=2, n_val=1, n_test=2))
-    grid = {"resolution": 8, "resolution_init": 8, "upsample_steps": [], "density_components": 2,
-            "app_components": 3, "app_dim": 4, "mlp_width": 8, "n_samples": 16, "occupancy_resolution": 4}
     tcfg = teacher_config_from_dict({"kind": "grid", "steps": 3, "batch_rays": 32, "val_every": 0, "ckpt_every": 100,
-                                     "device": "cpu", "grid": grid, "check_learned": False})  # 3 steps learn little
+                                     "device": "cpu", "grid": {**GRID_8, "n_samples": 16},
+                                     "check_learned": False})  # 3 steps learn little
     train_teacher(scene, tcfg, tmp_path / "teacher.pt", tmp_path / "resume")
     scfg = R2LNetConfig(depth=4, width=8, n_points=4, n_freqs=2)
-    gcfg = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
-                             mlp_width=16)
-    grid = GridStudentNet(gcfg, 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    grid = GridStudentNet(TINY_GRID_NET, 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     for kind, seconds in (("student", 120.0), ("finetuned", 30.0)):
         atomic_torch_save({  # the student: an R2L MLP of r2l 0.1 (no family recorded); the finetuned: a grid student
             "weights": R2LNet(scfg).state_dict() if kind == "student" else grid.state_dict(),
             "config": {"student": dataclasses.asdict(scfg)} if kind == "student" else {
-                "family": "grid", "grid": dataclasses.asdict(gcfg)}, "kind": kind,
+                "family": "grid", "grid": dataclasses.asdict(TINY_GRID_NET)}, "kind": kind,
             "near": 2.0, "far": 6.0, "ndc": False, "ndc_near": 1.0, "step": 5,
             "metrics": {"train_seconds": seconds, "total_train_seconds": seconds + 120.0 * (kind == "finetuned")},
         }, tmp_path / f"{kind}.pt")

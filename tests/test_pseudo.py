@@ -276,13 +276,10 @@ def test_convert_real_data_round_trip(tmp_path):
         convert_real_data(scene, tmp_path / "bad", H=16, W=16)
 
 
-def test_convert_real_lego_100(tmp_path):
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic" / "lego_100"
-    if not data.is_dir():
-        pytest.skip(f"reference data not found at {data} (only present beside the development checkout)")
+def test_convert_real_lego_100(lego_100, tmp_path):
     from r2l.data.registry import load_scene
 
-    scene = load_scene("blender", data)
+    scene = load_scene("blender", lego_100)
     stats = convert_real_data(scene, tmp_path, split="train")
     store = ViewStore(tmp_path)
     images, poses = scene.split("train")

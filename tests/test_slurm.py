@@ -22,10 +22,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from helpers import ROOT, TEST_CONFIG, run_snakemake, snakemake_command
 
-ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
-CONFIGS = [str(ROOT / ".test" / "config" / "config.yaml"), str(ROOT / "tests" / "slurm" / "slurm_test.yaml")]
+CONFIGS = [str(TEST_CONFIG), str(ROOT / "tests" / "slurm" / "slurm_test.yaml")]
 SETTINGS = yaml.safe_load(Path(CONFIGS[1]).read_text())
 PARTITION = "gpu"
 GPU_RULES = {"train_teacher": "teacher", "pseudo_data_part": "pseudo_data", "train_student": "student",
@@ -41,17 +41,19 @@ RUN_TIMEOUT = 900  # seconds for the SLURM run (it takes about 3 minutes on an i
 pytestmark = pytest.mark.slow
 
 
-def snakemake_cmd(workdir: Path, *args: str, configs: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", *CONFIGS, *configs, *args]
-
-
 def slurm_args(*extra: str) -> list[str]:
     """The profile, plus what this test cluster needs: no accounting (squeue for the status, no account), quick
     first status checks, and the plugin's logs kept."""
     return ["--profile", str(ROOT / "profiles" / "slurm"), "--slurm-status-command", "squeue", "--slurm-no-account",
             "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", "--latency-wait", "5",
             "--verbose", *extra]
+
+
+def slurm_command(workdir: Path, *configs: str) -> list[str]:
+    """Snakemake on the tiny config with the SLURM settings (and ``configs`` over them) through the profile, on
+    the test cluster's partition."""
+    return snakemake_command(workdir, *slurm_args("--default-resources", f"slurm_partition={PARTITION}"),
+                             configfiles=(*CONFIGS, *configs), cores=None, gpus=None)
 
 
 def sh(*cmd: str, timeout: float = 30) -> str:
@@ -120,11 +122,9 @@ def runs(cluster, tmp_path_factory):
     local_dir, slurm_dir = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("on_slurm")
     start = time.time()
     with open(local_dir / "run.log", "w") as local_log, open(slurm_dir / "run.log", "w") as slurm_log:
-        local = subprocess.Popen(snakemake_cmd(local_dir, "--cores", "1", "--resources", "gpu=1"),
-                                 stdout=local_log, stderr=subprocess.STDOUT)
-        on_slurm = subprocess.Popen(
-            snakemake_cmd(slurm_dir, *slurm_args("--default-resources", f"slurm_partition={PARTITION}")),
-            stdout=slurm_log, stderr=subprocess.STDOUT)
+        local = subprocess.Popen(snakemake_command(local_dir, configfiles=CONFIGS), stdout=local_log,
+                                 stderr=subprocess.STDOUT)
+        on_slurm = subprocess.Popen(slurm_command(slurm_dir), stdout=slurm_log, stderr=subprocess.STDOUT)
         try:
             requeued = requeue_student(slurm_dir, on_slurm, sys.stderr)
             slurm_rc = on_slurm.wait(timeout=RUN_TIMEOUT)
@@ -247,9 +247,7 @@ def test_a_job_no_node_can_hold_stops_the_run_before_any_submission(cluster, tmp
     extra.write_text(yaml.safe_dump({"resources": {"student": student}}))
     jobs_before = set(slurm_jobs())
     start = time.time()
-    result = subprocess.run(
-        snakemake_cmd(tmp_path / "run", *slurm_args("--default-resources", f"slurm_partition={PARTITION}"),
-                      configs=(str(extra),)), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(slurm_command(tmp_path / "run", str(extra)), capture_output=True, text=True, timeout=300)
     took = time.time() - start
     out = result.stdout + result.stderr
     line = (f"r2l: stage student cannot run on SLURM partition '{PARTITION}': resources.student asks for {cpus + 1} "
@@ -266,8 +264,7 @@ def test_a_job_no_node_can_hold_stops_the_run_before_any_submission(cluster, tmp
 def test_rules_take_their_resources_from_the_config(tmp_path):
     """No cluster needed: a dry run shows each rule's threads, gpu, mem_mb and runtime from the config's
     resources: section (threads capped at --cores, as on one machine)."""
-    result = subprocess.run(snakemake_cmd(tmp_path, "-n", "--forceall", "--cores", "2", "--resources", "gpu=1"),
-                            capture_output=True, text=True, timeout=300)
+    result = run_snakemake(tmp_path, "-n", "--forceall", configfiles=CONFIGS, cores=2)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     blocks = re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", result.stdout + result.stderr, re.M | re.S)
     stages = {**GPU_RULES, **{rule: "light" for rule in LOCAL_RULES}}

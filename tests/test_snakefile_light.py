@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, job_counts, run_snakemake
+
 # r2l's dependencies that Snakemake and its plugins do not bring: each replaced by a package whose import fails
 BLOCKED = ("torch", "imageio", "imageio_ffmpeg", "matplotlib", "tqdm", "pycolmap", "lpips")
 ALSO_BLOCKED = ("numpy", "pandas")  # the SLURM plugin imports pandas (so numpy) as Snakemake starts; r2l needs neither
@@ -31,16 +32,13 @@ def test_the_dry_run_needs_no_torch(tmp_path):
         check = subprocess.run([sys.executable, "-c", f"import {name}"], env=env, capture_output=True, text=True)
         assert check.returncode == 1 and f"{name} is blocked" in check.stderr, (name, check.stderr)
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--configfile", str(ROOT / ".test" / "config" / "config.yaml"), "--cores", "1", "--resources", "gpu=1",
-           "-n"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    result = run_snakemake(work, "-n", env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     assert "is blocked" not in out, out[-4000:]
-    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats"):], flags=re.M))
-    assert set(stats) - {"total"} == RULES, stats
-    assert stats["pseudo_data_part"] == "4" and stats["train_student"] == "3", stats  # 2 parts per scene; 1 compared
+    stats = job_counts(out)
+    assert set(stats) == RULES, stats
+    assert stats["pseudo_data_part"] == 4 and stats["train_student"] == 3, stats  # 2 parts per scene; 1 compared
     for scene in ("builtin", "builtin_ff"):
         assert f"results/{scene}/video.mp4" in out  # the same DAG everywhere: an MP4
 

@@ -3,19 +3,16 @@ that is no torch file without loading torch, and saying on a terminal that it lo
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import subprocess
 import sys
 
 import torch
 import yaml
-from helpers import object_and_forward_scenes, save_student_file
+from helpers import object_and_forward_scenes, save_student_file, student_net
 
 from r2l.cli import main
 from r2l.core.config import SCHEMA, load_schema
-from r2l.models.r2lnet import R2LNet, R2LNetConfig
-from r2l.stages.student import DistillConfig
 
 NOTE = "r2l info: reading {} (loading torch) ...\r\033[K"  # shown, then erased
 
@@ -44,9 +41,7 @@ def test_info_on_a_file_that_is_no_torch_file_does_not_load_torch(tmp_path):
 
 def test_info_says_on_a_terminal_while_it_loads_torch(tmp_path, monkeypatch, capsys):
     scene = object_and_forward_scenes(tmp_path / "scenes", 8)["orbit"]
-    net = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
-    model = save_student_file(tmp_path / "model.pt", R2LNet(net), dataclasses.asdict(DistillConfig(network=net)),
-                              scene)
+    model = save_student_file(tmp_path / "model.pt", *student_net("r2l"), scene)
     stderr = Terminal()
     monkeypatch.setattr(sys, "stderr", stderr)
     assert main(["info", str(model)]) == 0

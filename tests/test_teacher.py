@@ -12,7 +12,7 @@ import r2l.stages.teacher as teacher_mod
 from r2l.core.checkpoint import load_checkpoint, load_latest_checkpoint
 from r2l.core.errors import DataError, R2LError
 from r2l.core.metrics import psnr_from_mse
-from r2l.data.builtin import write_blender, write_llff
+from r2l.data.builtin import write_llff
 from r2l.data.registry import load_scene
 from r2l.models.flops import nerf_closed_form_flops, nerf_macs_per_sample
 from r2l.models.nerf import NeRF, NeRFConfig, posenc
@@ -23,32 +23,26 @@ from r2l.stages.teacher import TrainRays, decay_lr, train_teacher
 
 from helpers import TINY_GRID, TINY_NERF, Killed, default_config, kill_at, tiny_teacher
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scene") / "builtin"
-    path = write_blender(folder, seed=0, resolution=16, n_train=8, n_val=2, n_test=1)
-    return load_scene("builtin", path)
-
 
 @pytest.fixture(scope="module")
-def trained(scene, tmp_path_factory):
+def trained(orbit_scene, tmp_path_factory):
     """A tiny NeRF (200 steps) and a tiny grid (100 steps) teacher: kind -> (model.pt path, metrics)."""
     out = {}
     for kind, steps in (("nerf", 200), ("grid", 100)):
         d = tmp_path_factory.mktemp(f"trained_{kind}")
         cfg = tiny_teacher(kind, {"steps": steps, "ckpt_every": 100})
-        metrics = train_teacher(scene, cfg, d / "model.pt", d / "resume")
+        metrics = train_teacher(orbit_scene, cfg, d / "model.pt", d / "resume")
         out[kind] = (d / "model.pt", metrics)
     return out
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(scene, tmp_path_factory):
+def uninterrupted(orbit_scene, tmp_path_factory):
     """Reference 40-step runs without interruption: kind -> teacher file contents."""
     out = {}
     for kind in ("nerf", "grid"):
         d = tmp_path_factory.mktemp(f"ref_{kind}")
-        train_teacher(scene, tiny_teacher(kind), d / "model.pt", d / "resume")
+        train_teacher(orbit_scene, tiny_teacher(kind), d / "model.pt", d / "resume")
         out[kind] = torch.load(d / "model.pt", weights_only=True)
     return out
 
@@ -111,12 +105,12 @@ def test_config_defaults_and_unknown_keys():
         teacher_config_from_dict({"kind": "mlp"})
 
 
-def test_lr_schedule_and_precrop(scene):
+def test_lr_schedule_and_precrop(orbit_scene):
     net = nn.Linear(2, 2)
     opt = torch.optim.Adam([{"params": net.parameters(), "lr": 5e-4, "base_lr": 5e-4}])
     decay_lr(opt, TeacherConfig(), 250_000)
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4 * 0.1**0.5)
-    rays = TrainRays(scene, torch.device("cpu"))
+    rays = TrainRays(orbit_scene, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
     view, pix = rays.sample_indices(4000, g, crop_frac=0.5)  # 16x16: centre rows/cols 4..11
     assert set((pix // 16).tolist()) == set(range(4, 12)) and set((pix % 16).tolist()) == set(range(4, 12))
@@ -124,8 +118,8 @@ def test_lr_schedule_and_precrop(scene):
     view, pix = rays.sample_indices(4000, g)
     assert set((pix // 16).tolist()) == set(range(16)) and set((pix % 16).tolist()) == set(range(16))
     # the stored rays are the scene's own rays and colours
-    images, poses = scene.split("train")
-    o, d = scene.rays(poses[3])
+    images, poses = orbit_scene.split("train")
+    o, d = orbit_scene.rays(poses[3])
     torch.testing.assert_close(rays.rays_d[3], d)
     torch.testing.assert_close(rays.rgb[3], torch.as_tensor(images[3]).reshape(-1, 3))
 
@@ -134,7 +128,7 @@ def test_lr_schedule_and_precrop(scene):
 
 
 @pytest.mark.parametrize("kind", ["nerf", "grid"])
-def test_teacher_learns_and_loads_through_one_interface(kind, trained, scene):
+def test_teacher_learns_and_loads_through_one_interface(kind, trained, orbit_scene):
     path, metrics = trained[kind]
     start_psnr = metrics["loss_history"][0][2]
     assert metrics["val_psnr"] > start_psnr + 4.0, metrics["loss_history"]
@@ -143,17 +137,17 @@ def test_teacher_learns_and_loads_through_one_interface(kind, trained, scene):
     assert teacher.meta["kind"] == kind and teacher.meta["step"] == metrics["final_step"]
     assert teacher.meta["train_seconds"] == metrics["train_seconds"] > 0
     assert isinstance(teacher.model, nn.ModuleDict) and not teacher.model.training
-    images, poses = scene.split("val")
+    images, poses = orbit_scene.split("val")
     psnrs = []
     for img, c2w in zip(images, poses):
-        rgb = teacher.render_rays(*scene.rays(c2w))
+        rgb = teacher.render_rays(*orbit_scene.rays(c2w))
         assert rgb.shape == (256, 3) and rgb.dtype == torch.float32 and rgb.device.type == "cpu"
         assert float(rgb.min()) >= 0.0 and float(rgb.max()) <= 1.0
-        torch.testing.assert_close(teacher.render_rays(*scene.rays(c2w)), rgb, atol=0, rtol=0)  # deterministic
+        torch.testing.assert_close(teacher.render_rays(*orbit_scene.rays(c2w)), rgb, atol=0, rtol=0)  # deterministic
         psnrs.append(psnr_from_mse(float(((rgb - torch.as_tensor(img).reshape(-1, 3)) ** 2).mean())))
     assert np.mean(psnrs) == pytest.approx(metrics["val_psnr"], abs=1e-3)  # the stored metric is reproducible
-    image = teacher.render_image(None, poses[0], 16, 16, scene.focal)
-    torch.testing.assert_close(image, teacher.render_rays(*scene.rays(poses[0])).reshape(16, 16, 3))
+    image = teacher.render_image(None, poses[0], 16, 16, orbit_scene.focal)
+    torch.testing.assert_close(image, teacher.render_rays(*orbit_scene.rays(poses[0])).reshape(16, 16, 3))
     saved = torch.load(path, weights_only=True)
     assert saved["scene"]["near"] == 2.0 and saved["scene"]["far"] == 6.0 and saved["kind"] == kind
 
@@ -165,11 +159,11 @@ def assert_same_weights(a: dict, b: dict):
 
 
 @pytest.mark.parametrize("kind", ["nerf", "grid"])
-def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tmp_path):
+def test_kill_and_resume_equals_uninterrupted_run(kind, orbit_scene, uninterrupted, tmp_path):
     resume = tmp_path / "resume"
     seen = []
     with pytest.raises(Killed):
-        train_teacher(scene, tiny_teacher(kind), tmp_path / "model.pt", resume, on_step=kill_at(25, seen))
+        train_teacher(orbit_scene, tiny_teacher(kind), tmp_path / "model.pt", resume, on_step=kill_at(25, seen))
     assert not (tmp_path / "model.pt").exists()
     assert sorted(p.name for p in resume.glob("ckpt_*.pt")) == ["ckpt_000000010.pt", "ckpt_000000020.pt"]
     ckpt = load_checkpoint(resume / "ckpt_000000020.pt")
@@ -178,7 +172,7 @@ def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tm
     if kind == "grid":  # the grids were upsampled at step 15: resuming must restore the new shape
         assert ckpt["weights"]["field.density_planes"].shape[-1] not in (12, 24)
     seen.clear()
-    metrics = train_teacher(scene, tiny_teacher(kind), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    metrics = train_teacher(orbit_scene, tiny_teacher(kind), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
     assert seen[0] == 21 and seen[-1] == 40 and metrics["final_step"] == 40
     assert metrics["train_seconds"] >= ckpt["loop"]["train_seconds"]
     resumed, ref = torch.load(tmp_path / "model.pt", weights_only=True), uninterrupted[kind]
@@ -188,23 +182,23 @@ def test_kill_and_resume_equals_uninterrupted_run(kind, scene, uninterrupted, tm
     )
     other = tiny_teacher(kind, {"steps": 50, "nerf": {**TINY_NERF, "width": 16}, "grid": {**TINY_GRID, "app_dim": 4}})
     with pytest.raises(R2LError, match="another teacher"):  # a different network cannot resume these weights
-        train_teacher(scene, other, tmp_path / "other.pt", resume)
+        train_teacher(orbit_scene, other, tmp_path / "other.pt", resume)
 
 
-def test_corrupt_latest_checkpoint_falls_back(scene, uninterrupted, tmp_path):
+def test_corrupt_latest_checkpoint_falls_back(orbit_scene, uninterrupted, tmp_path):
     resume = tmp_path / "resume"
     with pytest.raises(Killed):
-        train_teacher(scene, tiny_teacher("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(25, []))
+        train_teacher(orbit_scene, tiny_teacher("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(25, []))
     newest = resume / "ckpt_000000020.pt"
     newest.write_bytes(newest.read_bytes()[:1000])  # a torn write
     seen = []
-    train_teacher(scene, tiny_teacher("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    train_teacher(orbit_scene, tiny_teacher("nerf"), tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
     assert seen[0] == 11  # resumed from step 10
     resumed = torch.load(tmp_path / "model.pt", weights_only=True)
     assert_same_weights(resumed["weights"], uninterrupted["nerf"]["weights"])
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene, tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(orbit_scene, tmp_path, monkeypatch):
     real_loss, calls = teacher_mod.teacher_loss, []
 
     def poisoned(model, cfg, out, target):
@@ -215,7 +209,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene, tmp_path, monk
     monkeypatch.setattr(teacher_mod, "teacher_loss", poisoned)
     resume = tmp_path / "resume"
     with pytest.raises(R2LError, match="nan at step 15"):
-        train_teacher(scene, tiny_teacher("nerf", {"steps": 30}), tmp_path / "model.pt", resume)
+        train_teacher(orbit_scene, tiny_teacher("nerf", {"steps": 30}), tmp_path / "model.pt", resume)
     assert not (tmp_path / "model.pt").exists()
     ckpt = load_latest_checkpoint(resume)
     assert ckpt["step"] == 10
@@ -223,7 +217,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene, tmp_path, monk
     monkeypatch.setattr(teacher_mod, "teacher_loss", real_loss)  # fixed: the rerun resumes from step 10
     seen = []
     cfg = tiny_teacher("nerf", {"steps": 12, "check_learned": False})  # 12 steps learn too little to pass that check
-    train_teacher(scene, cfg, tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
+    train_teacher(orbit_scene, cfg, tmp_path / "model.pt", resume, on_step=kill_at(-1, seen))
     assert seen == [11, 12]
 
 
@@ -236,21 +230,21 @@ def _logged_rows(kind: str, scene, folder: Path, log_every: int) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["nerf", "grid"])
-def test_losses_read_only_at_log_steps_are_the_same_numbers(kind, scene, tmp_path):
+def test_losses_read_only_at_log_steps_are_the_same_numbers(kind, orbit_scene, tmp_path):
     """The loop keeps the loss on the device between log steps; what it logs equals a run that reads every step,
     and the losses of steps taken one by one with train_step (which reads each)."""
-    every = _logged_rows(kind, scene, tmp_path / "every", 1)
-    third = _logged_rows(kind, scene, tmp_path / "third", 3)
+    every = _logged_rows(kind, orbit_scene, tmp_path / "every", 1)
+    third = _logged_rows(kind, orbit_scene, tmp_path / "third", 3)
     assert sorted(every) == list(range(1, 13)) and sorted(third) == [1, 4, 7, 10, 12]  # steps done; the last too
     for step, row in third.items():
         assert row == every[step], step  # exactly: the same numbers, read later
-    cfg = teacher_mod.resolve_for_scene(tiny_teacher(kind, {"steps": 12}), scene)
-    info, dev = teacher_mod.scene_info(scene), torch.device("cpu")
+    cfg = teacher_mod.resolve_for_scene(tiny_teacher(kind, {"steps": 12}), orbit_scene)
+    info, dev = teacher_mod.scene_info(orbit_scene), torch.device("cpu")
     gen = teacher_mod.seed_everything(cfg.seed)  # as train_teacher seeds its model and draws
     rngs = (gen, torch.Generator(device=dev).manual_seed(cfg.seed + 1))
     model = teacher_mod.build_model(cfg, info)
     optimizer = teacher_mod.make_optimizer(model, cfg, dev)
-    rays = TrainRays(scene, dev)
+    rays = TrainRays(orbit_scene, dev)
     for step in range(4):  # the grid resamples first at step 15: no optimizer rebuild within these
         loss, mse = teacher_mod.train_step(model, optimizer, cfg, info, rays, rngs, step, False, dev, tmp_path)
         if kind == "grid":
@@ -260,7 +254,7 @@ def test_losses_read_only_at_log_steps_are_the_same_numbers(kind, scene, tmp_pat
 
 @pytest.mark.parametrize("nan_from, error", [(12, "loss became nan at step 15"),
                                              (7, "weights .* became non-finite at step 10")])
-def test_nan_between_log_steps_stops_at_the_next_log_step_or_checkpoint(nan_from, error, scene, tmp_path,
+def test_nan_between_log_steps_stops_at_the_next_log_step_or_checkpoint(nan_from, error, orbit_scene, tmp_path,
                                                                         monkeypatch):
     """log_every 5, ckpt_every 10: a loss poisoned from step 12 is seen at log step 15; one poisoned from step 7
     (not a log step) has made the weights NaN by the checkpoint at step 10, which refuses them."""
@@ -274,7 +268,7 @@ def test_nan_between_log_steps_stops_at_the_next_log_step_or_checkpoint(nan_from
     monkeypatch.setattr(teacher_mod, "teacher_loss", poisoned)
     resume = tmp_path / "resume"
     with pytest.raises(R2LError, match=error):
-        train_teacher(scene, tiny_teacher("nerf", {"steps": 30}), tmp_path / "model.pt", resume)
+        train_teacher(orbit_scene, tiny_teacher("nerf", {"steps": 30}), tmp_path / "model.pt", resume)
     assert not (tmp_path / "model.pt").exists()
     ckpt = load_latest_checkpoint(resume)
     if nan_from > 10:
@@ -322,31 +316,31 @@ def test_nerf_skip_outside_the_trunk_is_refused():
 # ----------------------------------------------------------------------------- safety nets and real captures
 
 
-def test_validation_scores_against_a_mean_colour_image(scene, trained):
+def test_validation_scores_against_a_mean_colour_image(orbit_scene, trained):
     """The baseline is the PSNR of a constant image of the training images' mean colour, by hand."""
     path, _ = trained["grid"]
     teacher = load_teacher(path)
     cfg = teacher.cfg
-    mean_rgb = TrainRays(scene, torch.device("cpu")).mean_rgb
-    train_images, _ = scene.split("train")
+    mean_rgb = TrainRays(orbit_scene, torch.device("cpu")).mean_rgb
+    train_images, _ = orbit_scene.split("train")
     torch.testing.assert_close(mean_rgb, torch.as_tensor(train_images.reshape(-1, 3).mean(axis=0)))
-    val = teacher_mod.validate(teacher.model, cfg, teacher.info, scene, torch.device("cpu"), mean_rgb)
-    images, _ = scene.split("val")
+    val = teacher_mod.validate(teacher.model, cfg, teacher.info, orbit_scene, torch.device("cpu"), mean_rgb)
+    images, _ = orbit_scene.split("val")
     expect = np.mean([psnr_from_mse(float(np.mean((img - mean_rgb.numpy()) ** 2))) for img in images])
     assert val["baseline_psnr"] == pytest.approx(expect, abs=1e-4)
     assert val["psnr"] > val["baseline_psnr"] + 3.0  # a trained teacher beats it clearly
     assert 0.0 <= val["miss"] <= 1.0
 
 
-def test_a_teacher_below_the_mean_colour_image_stops_with_an_error(scene, tmp_path, monkeypatch):
+def test_a_teacher_below_the_mean_colour_image_stops_with_an_error(orbit_scene, tmp_path, monkeypatch):
     monkeypatch.setattr(teacher_mod, "validate", lambda *a: {"psnr": 9.5, "baseline_psnr": 12.25, "miss": 0.4})
     with pytest.raises(R2LError, match=r"has not learned the scene: validation PSNR 9.50 dB at step 20 is below "
                                         r"the 12.25 dB of an image painted in the mean training colour"):
-        train_teacher(scene, tiny_teacher("grid", {"steps": 20}), tmp_path / "m.pt", tmp_path / "resume")
+        train_teacher(orbit_scene, tiny_teacher("grid", {"steps": 20}), tmp_path / "m.pt", tmp_path / "resume")
     assert not (tmp_path / "m.pt").exists()
     assert load_latest_checkpoint(tmp_path / "resume")["step"] == 20  # the work is kept for a rerun
     cfg = tiny_teacher("grid", {"steps": 20, "check_learned": False})
-    train_teacher(scene, cfg, tmp_path / "m.pt", tmp_path / "resume")
+    train_teacher(orbit_scene, cfg, tmp_path / "m.pt", tmp_path / "resume")
     assert (tmp_path / "m.pt").exists()
 
 

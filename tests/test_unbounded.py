@@ -9,9 +9,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-import yaml
 from alignment import umeyama
-from conftest import ROOT, SHARED_DATA
+from helpers import default_config
 
 from r2l.core.errors import DataError
 from r2l.core.imageio import to_uint8
@@ -158,19 +157,15 @@ def test_far_point_share_and_the_decision_by_hand():
     assert choose_layout(tilt, points=far_pts)[0] == "forward_facing"  # the axes decide first
 
 
-def test_layout_decision_on_flower_lego_and_the_builtin_unbounded_scene(ub_scene):
+def test_layout_decision_on_flower_lego_and_the_builtin_unbounded_scene(flower, lego_100, ub_scene):
     """flower: its published poses, with points at each view's near and far bound on its axis; lego: NeRF-synthetic's
     cameras and points of lego's visual hull (carved from the alpha of 25 views); the built-in unbounded scene: its
     cameras and the surface points they see."""
-    flower = SHARED_DATA / "nerf_llff_data" / "flower" / "poses_bounds.npy"
-    lego = SHARED_DATA / "nerf_synthetic" / "lego_100"
-    if not flower.is_file() or not lego.is_dir():
-        pytest.skip(f"real data not found under {SHARED_DATA} (only present beside the developers' checkout)")
-    c2w, _, bounds = llff_to_opengl(np.load(flower))
+    c2w, _, bounds = llff_to_opengl(np.load(flower / "poses_bounds.npy"))
     axes = -c2w[:, :3, 2]
     pts = np.concatenate([c2w[:, :3, 3] + b[:, None] * axes for b in bounds.T])
     assert choose_layout(c2w, points=pts)[0] == "forward_facing"
-    cams, hull = lego_cameras_and_hull(lego)
+    cams, hull = lego_cameras_and_hull(lego_100)
     assert len(hull) > 500 and far_point_share(cams, hull) == 0.0
     assert choose_layout(cams, points=hull)[0] == "object"
     poses = unbounded_split_poses(0, 12, 2, 2)["train"]
@@ -399,7 +394,7 @@ def test_the_grid_teacher_learns_the_builtin_unbounded_scene(tmp_path):
 
     folder = write_unbounded(tmp_path / "scene", seed=0, resolution=32, n_train=30, n_val=2, n_test=4)
     scene = load_scene("builtin", folder, resolution=32)
-    settings = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["teacher"]  # the default config's
+    settings = default_config()["teacher"]  # the default config's
     settings.update(steps=200, batch_rays=256, lr_decay_steps=200, val_every=200, ckpt_every=1000, device="cpu")
     settings["grid"].update(SMALL_GRID)
     cfg = teacher_config_from_dict(settings)

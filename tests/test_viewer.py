@@ -15,7 +15,6 @@ fetches onnxruntime-web (npm ci) into the cache before the tests run, and .ci/ru
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -31,20 +30,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import object_and_forward_scenes, save_student_file
+from helpers import object_and_forward_scenes, psnr_db, run_r2l, save_student_file, student_net
 
 from r2l.core.errors import R2LError
 from r2l.data.registry import load_scene
-from r2l.models.gridstudent import GridStudentConfig, GridStudentNet
+from r2l.models.gridstudent import GridStudentNet
 from r2l.models.load import load_model
-from r2l.models.r2lnet import R2LNet, R2LNetConfig
+from r2l.models.r2lnet import R2LNetConfig
 from r2l.models.render import pose_rays
 from r2l.report import viewer
-from r2l.stages.student import DistillConfig
 
-GRID_NET = GridStudentConfig(n_points=8, geometry_resolution=16, n_fine=2, resolutions=(8, 16), channels=3,
-                             mlp_width=16)
-NET = R2LNetConfig(n_points=8, n_freqs=4, depth=4, width=16)
 MIN_PSNR = 40.0
 
 
@@ -66,11 +61,7 @@ def contrasty(net: torch.nn.Module) -> None:
 def student_file(path: Path, scene, family: str) -> Path:
     """A random student file of ``family`` (``grid``: over the +-1.5 box; ``r2l``) for ``scene``, made contrasty."""
     torch.manual_seed(0)
-    if family == "grid":
-        net = GridStudentNet(GRID_NET, 1.5 * torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-        config = dataclasses.asdict(DistillConfig(family="grid", grid=GRID_NET))
-    else:
-        net, config = R2LNet(NET), dataclasses.asdict(DistillConfig(network=NET))
+    net, config = student_net(family)
     contrasty(net)
     return save_student_file(path, net, config, scene, step=40)
 
@@ -168,10 +159,9 @@ def test_r2l_view_serves_until_interrupted(tmp_path):
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         proc.kill()
-    helped = subprocess.run([sys.executable, "-m", "r2l", "view", "--help"], capture_output=True, text=True, timeout=60)
+    helped = run_r2l("view", "--help", timeout=60)
     assert helped.returncode == 0 and helped.stdout.startswith("usage: r2l view")
-    missing = subprocess.run([sys.executable, "-m", "r2l", "view", "nowhere"], capture_output=True, text=True,
-                             cwd=tmp_path, timeout=60)
+    missing = run_r2l("view", "nowhere", cwd=tmp_path, timeout=60)
     assert missing.returncode == 1 and "no viewer there" in missing.stderr and len(missing.stderr.splitlines()) == 1
 
 
@@ -225,11 +215,6 @@ def canvas_pixels(page) -> np.ndarray:
     return np.asarray(data["px"], dtype=np.uint8).reshape(data["h"], data["w"], 4)[..., :3]
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
-
-
 def drag(page, dx: float, dy: float) -> None:
     """Drag across the canvas by (dx, dy) of its displayed size, in a few pointer moves."""
     box = page.locator("#view").bounding_box()
@@ -251,7 +236,7 @@ def render_and_drag(page, model_path: Path, scene_json: dict, pose) -> None:
     shown = canvas_pixels(page)
     reference = torch_view(model_path, scene_json, pose)
     assert shown.std() > 2.0, "the test view is flat: the drag check would prove nothing"
-    assert psnr(shown / 255.0, reference) >= MIN_PSNR
+    assert psnr_db(shown / 255.0, reference) >= MIN_PSNR
     timing = page.locator("#timing").inner_text()
     assert re.fullmatch(rf"\d+\.\d ms/frame · {scene_json['W']}×{scene_json['H']} \(still\) · wasm ×\d+", timing)
     page.evaluate("r2lViewer.last = null; r2lViewer.frames.coarse = 0")
@@ -333,11 +318,10 @@ def test_real_lego_renders_like_torch_in_the_page(lego_100, browser, tmp_path):
     does (PSNR >= 40 dB) and follows a drag."""
     scene = load_scene("blender", lego_100, name="lego", test_skip=25)
     torch.manual_seed(0)
-    net = R2LNet(LEGO_NET)
+    net, config = student_net(network=LEGO_NET)
     losses = fit_to_training_views(net, scene, steps=40)
     assert losses[-1] < 0.5 * losses[0], f"it learned nothing of lego: loss {losses[0]:.4f} -> {losses[-1]:.4f}"
-    model = save_student_file(tmp_path / "lego.pt", net, dataclasses.asdict(DistillConfig(network=LEGO_NET)), scene,
-                              step=40)
+    model = save_student_file(tmp_path / "lego.pt", net, config, scene, step=40)
     out = viewer.build_viewer_from_model(model, tmp_path / "viewer")
     scene_json = json.loads((out / viewer.SCENE_FILE).read_text())
     assert (scene_json["name"], scene_json["W"], scene_json["H"], scene_json["ndc"]) == ("lego", 100, 100, False)

@@ -11,7 +11,7 @@ import yaml
 
 from r2l.workflow import prepare_resume_dir
 
-from helpers import ROOT, TEST_CONFIG, default_config, snakemake_command
+from helpers import ROOT, TEST_CONFIG, default_config, job_counts, run_snakemake
 
 
 def make_ckpts(folder, n=2):
@@ -339,11 +339,9 @@ def _dry_run_jobs(workdir: Path, deploy: dict) -> dict[str, int]:
     """Job counts of a dry run of the tiny config with ``deploy`` as its deploy: section."""
     extra = workdir / "deploy.yaml"
     extra.write_text(yaml.safe_dump({"deploy": deploy}))
-    out = subprocess.run(snakemake_command(workdir, "-n", configfiles=(TEST_CONFIG, extra)), capture_output=True,
-                         text=True, timeout=300)
+    out = run_snakemake(workdir, "-n", configfiles=(TEST_CONFIG, extra))
     assert out.returncode == 0, out.stderr[-3000:]
-    stats = out.stdout.split("Job stats:")[1].split("total")[0]
-    return {row.split()[0]: int(row.split()[1]) for row in stats.splitlines()[3:] if row.strip()}
+    return job_counts(out.stdout)
 
 
 def test_deploy_section_adds_export_viewer_and_screenshot_jobs(tmp_path):
@@ -362,7 +360,7 @@ def test_deploy_section_adds_export_viewer_and_screenshot_jobs(tmp_path):
 def test_a_part_that_does_not_exist_is_one_error_and_no_folder(tmp_path):
     """The tiny config renders pseudo-data in 2 jobs: asking for part 2 stops before any folder is made."""
     target = "results/builtin/pseudo_data/part_2/part.json"
-    out = subprocess.run(snakemake_command(tmp_path, target), capture_output=True, text=True, timeout=300)
+    out = run_snakemake(tmp_path, target)
     assert out.returncode != 0
     assert "pseudo-data part 2 does not exist: pseudo_data.jobs is 2 (parts 0 to 1)" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
