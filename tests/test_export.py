@@ -55,7 +55,8 @@ def random_student(path: Path, scene, family: str) -> Path:
     if family == "grid":
         with torch.no_grad():
             net.geometry.normal_(0.0, 3.0)
-            net.background.fill_(-1.0)
+            if net.background is not None:  # (a softmax student's background logit)
+                net.background.fill_(-1.0)
     return save_student_file(path, net, config, scene, step=7)
 
 

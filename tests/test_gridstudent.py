@@ -4,6 +4,7 @@ matches between one and two processes, and loads and renders through the common 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,16 @@ from r2l.data.builtin import BuiltinScene, blender_split_poses
 from r2l.data.scene import Scene
 from r2l.data.views import ViewStore
 from r2l.models.flops import count_flops, flops_per_ray
-from r2l.models.gridstudent import GridStudentConfig, GridStudentNet, grid_student_lookup_flops, scene_box
+from r2l.models.gridstudent import (
+    GridStudentConfig,
+    GridStudentNet,
+    first_hit_log_weights,
+    grid_student_lookup_flops,
+    scene_box,
+)
 from r2l.models.load import describe_model, load_model
 from r2l.models.render import pose_rays, stratified_t
+from r2l.models.students import build_network
 from r2l.stages.distributed import run_training
 from r2l.stages.pseudo_data import generate_pseudo_data
 from r2l.stages.student import DistillConfig, student_box, train_student
@@ -28,6 +36,7 @@ RES = 24
 BOX = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
 TINY = GridStudentConfig(n_points=8, geometry_resolution=16, n_refine=4, n_fine=2, resolutions=(8, 16), channels=3,
                          mlp_width=16, mlp_depth=2, view_freqs=1)
+SOFTMAX = replace(TINY, weights="softmax")
 
 
 def test_flops_match_a_hand_count():
@@ -44,7 +53,7 @@ def test_flops_match_a_hand_count():
 
 def test_depth_loss_by_hand():
     """Zero logits: every one of the 9 slots has weight 1/9, so any target costs log 9; the split is linear."""
-    model = GridStudentNet(TINY, BOX)
+    model = GridStudentNet(SOFTMAX, BOX)
     torch.nn.init.zeros_(model.background)
     t = stratified_t(2.0, 6.0, 4, TINY.n_points, False)  # 2, 2.571, ..., 6
     logits = torch.zeros(4, TINY.n_points + 1)
@@ -71,7 +80,7 @@ def test_depth_loss_gradient_is_finite_for_rays_without_depth():
 
 def test_expected_depth_follows_the_weights():
     """A logit grid that is high in a slab z in [-0.2, 0.2] puts the expected depth of a ray down -z from z = 4 near 4."""
-    model = GridStudentNet(TINY, BOX)
+    model = GridStudentNet(SOFTMAX, BOX)
     with torch.no_grad():
         z = torch.linspace(-1.5, 1.5, TINY.geometry_resolution)
         model.geometry[:] = torch.where(z.abs() < 0.2, 30.0, -30.0)[:, None, None]  # grid_sample's depth axis is z
@@ -79,6 +88,40 @@ def test_expected_depth_follows_the_weights():
     rays_o, rays_d = torch.tensor([[0.1, -0.2, 4.0]]), torch.tensor([[0.0, 0.0, -1.0]])
     _, aux = model(rays_o, rays_d, 2.0, 6.0, False, with_depth=True)
     assert abs(float(aux["depth"][0]) - 4.0) < 0.3
+
+
+def test_first_hit_weights_by_hand():
+    """Logits 0, 0: the first point takes 1/2, the second 1/2 x 1/2, the background the last 1/4; a sure hit takes all."""
+    log_w = first_hit_log_weights(torch.tensor([[0.0, 0.0], [30.0, 30.0]]))
+    torch.testing.assert_close(log_w.exp(), torch.tensor([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.softmax(log_w, dim=-1), log_w.exp())  # already normalised
+
+
+def test_first_hit_sees_the_near_surface_where_softmax_averages():
+    """Two slabs along a ray down -z from z = 4 (z = 0.6 +- 0.2 and z = -0.8 +- 0.2, equal logits): the first hit
+    puts the surface on the near one (t about 3.2), a softmax between the two."""
+    z = torch.linspace(-1.5, 1.5, TINY.geometry_resolution)
+    slabs = torch.where(((z - 0.6).abs() < 0.2) | ((z + 0.8).abs() < 0.2), 30.0, -30.0)[:, None, None]
+    rays_o, rays_d = torch.tensor([[0.1, -0.2, 4.0]]), torch.tensor([[0.0, 0.0, -1.0]])
+    depths = {}
+    for cfg in (replace(TINY, n_points=64), replace(SOFTMAX, n_points=64)):
+        model = GridStudentNet(cfg, BOX)
+        with torch.no_grad():
+            model.geometry[:] = slabs
+            if model.background is not None:
+                model.background.fill_(-30.0)
+        _, aux = model(rays_o, rays_d, 2.0, 6.0, False, with_depth=True)
+        depths[cfg.weights] = float(aux["surface"][0])
+    assert 3.1 < depths["first_hit"] < 3.45  # the near slab's front face is at t = 3.2
+    assert 3.7 < depths["softmax"] < 4.4  # between the slabs (their centres at t = 3.4 and 4.8)
+
+
+def test_files_without_weights_key_are_softmax_students():
+    """Grid student files written before ``weights`` existed hold a softmax student (with its background logit)."""
+    settings = {k: v for k, v in vars(SOFTMAX).items() if k != "weights"}
+    model = build_network("grid", settings)
+    assert model.cfg.weights == "softmax" and model.background is not None
+    assert GridStudentNet(TINY, BOX).background is None  # first hit: no background logit
 
 
 def test_scene_box_from_points_and_defaults():
@@ -94,6 +137,8 @@ def test_bad_config_rejected():
         GridStudentConfig(n_fine=0)
     with pytest.raises(R2LError, match="resolutions"):
         GridStudentConfig(resolutions=())
+    with pytest.raises(R2LError, match="weights"):
+        GridStudentConfig(weights="max")
     with pytest.raises(R2LError, match="family"):
         DistillConfig(family="mlp")
 

@@ -4,12 +4,14 @@ A ray is looked up at a fixed number of points and mapped to a colour by one sma
 composited by volume rendering. The forward pass (:class:`GridStudentNet`):
 
 1. Where: ``n_points`` points stratified between near and far (as the R2L student's) read one logit each
-   from a dense 3-D grid (``geometry_resolution`` per side, trilinear); with one learned background logit
-   they go through a softmax along the ray: ``1 - w_bg`` is the opacity, the other weights give a surface
-   depth. A second softmax over ``n_refine`` points within one point spacing of it refines that depth. Where
-   the pseudo-data holds the teacher's depth and opacity, both softmaxes are trained towards them
-   (:meth:`GridStudentNet.depth_loss`: cross-entropy against the two points around the depth, and the
-   background).
+   from a dense 3-D grid (``geometry_resolution`` per side, trilinear). With ``weights: first_hit`` they give
+   the probability that the ray's first surface is at each point, ``w_i = sigmoid(l_i) prod_{j<i} (1 -
+   sigmoid(l_j))`` (a near surface hides what is behind it; no colour is composited), the rest ``1 - sum w`` the
+   background; with ``softmax`` (files written before ``weights`` existed) a softmax with one learned background
+   logit. ``1 - w_bg`` is the opacity, the other weights give a surface depth, and the same weights over
+   ``n_refine`` points within one point spacing of it refine that depth. Where the pseudo-data holds the
+   teacher's depth and opacity, both are trained towards them (:meth:`GridStudentNet.depth_loss`:
+   cross-entropy against the two points around the depth, and the background).
 2. What: ``n_fine`` points around that depth (spread over ``fine_spread`` point spacings) read multi-
    resolution tri-plane features (K-Planes: the product of the three axis-pair planes, ``channels`` per
    level), concatenated in ray order with the opacity and the encoded view direction.
@@ -32,6 +34,8 @@ from r2l.models.render import stratified_t
 
 OUTSIDE_LOGIT = -1e4  # softmax logit of a point outside the box: no weight
 PLANE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
+WEIGHTS = ("first_hit", "softmax")  # how the points' logits become weights along the ray (module docstring)
+FIRST_HIT_INIT = -4.0  # a first-hit grid's initial logit: sigmoid 0.018, 64 points leave 31% to the background
 ADAM_BETAS = (0.9, 0.99)
 
 
@@ -39,6 +43,7 @@ ADAM_BETAS = (0.9, 0.99)
 class GridStudentConfig:
     """The grid student family's network (defaults: measured on the built-in scene, lego and flower)."""
 
+    weights: str = "first_hit"  # first_hit | softmax: how the points' logits become weights (module docstring)
     n_points: int = 64  # points stratified between near and far that place the feature points (geometry lookups)
     geometry_resolution: int = 64  # side of the dense logit grid that gives each point's weight
     n_refine: int = 8  # points over +-1 spacing about the first depth whose softmax refines it (0: no refinement)
@@ -60,6 +65,8 @@ class GridStudentConfig:
         bad = [f"{k}={getattr(self, k)} (at least {lo})" for k, lo in ints.items() if getattr(self, k) < lo]
         if not self.resolutions or min(self.resolutions) < 2:
             bad.append(f"resolutions={list(self.resolutions)} (one or more sides >= 2)")
+        if self.weights not in WEIGHTS:
+            bad.append(f"weights={self.weights!r} (one of {', '.join(WEIGHTS)})")
         if self.view_freqs < -1 or self.fine_spread < 0 or self.depth_weight < 0:
             bad.append(f"view_freqs={self.view_freqs} (>= -1), fine_spread={self.fine_spread}, "
                        f"depth_weight={self.depth_weight} (>= 0)")
@@ -125,8 +132,9 @@ class GridStudentNet(nn.Module):
         self.cfg = cfg
         self.register_buffer("box", torch.as_tensor(box, dtype=torch.float32).reshape(2, 3).clone())
         G = cfg.geometry_resolution
-        self.geometry = nn.Parameter(torch.zeros(1, 1, G, G, G))
-        self.background = nn.Parameter(torch.zeros(1))
+        self.first_hit = cfg.weights == "first_hit"
+        self.geometry = nn.Parameter(torch.full((1, 1, G, G, G), FIRST_HIT_INIT if self.first_hit else 0.0))
+        self.background = None if self.first_hit else nn.Parameter(torch.zeros(1))  # softmax only
         self.planes = nn.ParameterList(
             nn.Parameter(0.1 + 0.4 * torch.rand(3, cfg.channels, R, R)) for R in cfg.resolutions)
         layers, width = [], cfg.in_dim
@@ -142,7 +150,8 @@ class GridStudentNet(nn.Module):
     def param_groups(self) -> list[dict]:
         """Adam groups, each with its ``lr_scale``: the logits (grid and background), the planes, the MLP; all with
         ``betas`` (0.9, 0.99), as grid fields are usually trained (most cells see a gradient only now and then)."""
-        groups = [([self.geometry, self.background], self.cfg.lr_geometry_scale),
+        logits = [self.geometry] if self.background is None else [self.geometry, self.background]
+        groups = [(logits, self.cfg.lr_geometry_scale),
                   (list(self.planes), self.cfg.lr_features_scale), (list(self.mlp.parameters()), self.cfg.lr_mlp_scale)]
         return [{"params": params, "lr_scale": scale, "betas": ADAM_BETAS} for params, scale in groups]
 
@@ -156,11 +165,14 @@ class GridStudentNet(nn.Module):
         return torch.where(inside, logit, torch.full_like(logit, OUTSIDE_LOGIT))
 
     def logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Logits of the first softmax along the rays: (n, n_points + 1), the last column the background's.
+        """Logits whose softmax is the weights along the rays: (n, n_points + 1), the last column the background's
+        (first hit: the log-weights themselves, :func:`first_hit_log_weights`).
 
         rays_o, rays_d: (n, 3); t: (n, n_points) distances of the points.
         """
         logit = self.point_logits(rays_o, rays_d, t)
+        if self.first_hit:
+            return first_hit_log_weights(logit)
         return torch.cat([logit, self.background.expand(t.shape[0], 1)], dim=-1)
 
     def refine_t(self, surface: torch.Tensor, near: float, far: float) -> torch.Tensor:
@@ -219,6 +231,8 @@ class GridStudentNet(nn.Module):
         if self.cfg.n_refine > 0:
             tr = self.refine_t(surface, near, far)
             lr = self.point_logits(rays_o, rays_d, tr)
+            if self.first_hit:  # the first surface within the window (its softmax renormalises over the window)
+                lr = first_hit_log_weights(lr)[:, :-1]
             surface = (torch.softmax(lr, dim=-1) * tr).sum(dim=-1)
             aux.update(refine_t=tr, refine_logits=lr)
         return {**aux, "opacity": opacity, "surface": surface, "depth": opacity * surface + (1.0 - opacity) * far}
@@ -243,6 +257,24 @@ class GridStudentNet(nn.Module):
             log_r = torch.log_softmax(aux["refine_logits"], dim=-1).clamp_min(-30.0)
             ce = ce + acc * _two_point_ce(aux["refine_t"], log_r, surface)
         return torch.where(known, ce, torch.zeros_like(ce))
+
+
+def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``log sigmoid(x)`` of any shape as ``min(x, 0) - log(1 + exp(-|x|))``: finite for every finite x also in an
+    exported graph (torch's exporter writes ``F.logsigmoid`` as log(sigmoid(x)), which onnxruntime takes to
+    log(0) = -inf for x far below 0, and a window of such points then gets NaN weights)."""
+    return torch.clamp(x, max=0.0) - torch.log1p(torch.exp(-x.abs()))
+
+
+def first_hit_log_weights(logit: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities (n, p + 1) that a ray's first surface is at each of its points, from their logits
+    ``logit: (n, p)`` in ray order: ``log sigmoid(l_i) + sum_{j<i} log sigmoid(-l_j)``; the last column the log
+    of what no point takes (``sum_j log sigmoid(-l_j)``). They sum to one in probability, so their softmax is
+    the probabilities themselves."""
+    hit, miss = log_sigmoid(logit), log_sigmoid(-logit)
+    passed = torch.cumsum(miss, dim=-1)  # log of the chance to pass points 0..i
+    before = torch.cat([torch.zeros_like(passed[:, :1]), passed[:, :-1]], dim=-1)
+    return torch.cat([hit + before, passed[:, -1:]], dim=-1)
 
 
 def _two_point_ce(t: torch.Tensor, log_w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

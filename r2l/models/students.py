@@ -13,7 +13,7 @@ its training loop draws with :func:`r2l.models.render.stratified_t`), ``param_gr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,7 +38,8 @@ class Family:
     """A student family: its name, the student config's field that holds its network config, the config class,
     how to build the network from that config and the grids' box ((2, 3) render space; unused by the MLP), the
     FLOPs per ray its feature lookups cost (beyond the linear layers a FLOP counter sees), its whole FLOPs per
-    ray in closed form (linear layers and lookups, from the config alone) and whether it needs the box."""
+    ray in closed form (linear layers and lookups, from the config alone), whether it needs the box, and the
+    values that stored settings lacking a key meant (files written before the key existed)."""
 
     name: str
     config_key: str
@@ -47,13 +48,14 @@ class Family:
     lookup_flops: Callable[[object], float]
     closed_form_flops: Callable[[object], float]
     needs_box: bool  # whether its grids need the scene box (the training loop finds it only then)
+    stored_defaults: dict = field(default_factory=dict)  # key -> value of files written before the key existed
 
 
 FAMILIES = {
     "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box: R2LNet(cfg), lambda cfg: 0.0,
                   student_closed_form_flops, False),
     "grid": Family("grid", "grid", GridStudentConfig, GridStudentNet, grid_student_lookup_flops,
-                   grid_student_closed_form_flops, True),
+                   grid_student_closed_form_flops, True, {"weights": "softmax"}),
 }
 
 
@@ -99,6 +101,7 @@ def early_student_config(config: dict) -> dict:
 def build_network(name: str, settings: dict, box: torch.Tensor | None = None) -> nn.Module:
     """The network of family ``name`` from its stored settings (a dict), grids over ``box`` (2, 3)."""
     fam = family(name)
+    settings = {**fam.stored_defaults, **settings}
     return fam.build(fam.config_cls(**settings), torch.zeros(2, 3) if box is None else box)
 
 
