@@ -226,7 +226,8 @@ class GridStudentNet(nn.Module):
         logits = self.logits(rays_o, rays_d, t)
         w = torch.softmax(logits, dim=-1)
         opacity = 1.0 - w[:, -1]
-        surface = ((w[:, :-1] * t).sum(dim=-1) / opacity.clamp_min(1e-6)).clamp(near, far)
+        # the foreground's own softmax, not w / opacity: on a nearly empty ray 1 - w_bg cancels to a few bits
+        surface = (torch.softmax(logits[:, :-1], dim=-1) * t).sum(dim=-1).clamp(near, far)
         aux = {"t": t, "logits": logits}
         if self.cfg.n_refine > 0:
             tr = self.refine_t(surface, near, far)
@@ -271,7 +272,8 @@ def first_hit_log_weights(logit: torch.Tensor) -> torch.Tensor:
     ``logit: (n, p)`` in ray order: ``log sigmoid(l_i) + sum_{j<i} log sigmoid(-l_j)``; the last column the log
     of what no point takes (``sum_j log sigmoid(-l_j)``). They sum to one in probability, so their softmax is
     the probabilities themselves."""
-    hit, miss = log_sigmoid(logit), log_sigmoid(-logit)
+    hit = log_sigmoid(logit)
+    miss = hit - logit  # log sigmoid(-l) = log sigmoid(l) - l
     passed = torch.cumsum(miss, dim=-1)  # log of the chance to pass points 0..i
     before = torch.cat([torch.zeros_like(passed[:, :1]), passed[:, :-1]], dim=-1)
     return torch.cat([hit + before, passed[:, -1:]], dim=-1)
