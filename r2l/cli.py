@@ -287,6 +287,8 @@ def _scene_line(scene: dict | None) -> str:
     if scene.get("H") is None:
         return f"{scene.get('name')} ({scene.get('format')} format), camera not recorded"
     space = "forward-facing, NDC" if scene.get("ndc") else "object-centric"
+    if scene.get("unbounded"):
+        space = "unbounded walk-around, contracted"
     n_poses = scene["render_poses"]
     path = f"{PATH_KINDS[bool(scene.get('ndc'))]} path of {n_poses} poses" if n_poses else "no camera path"
     return (f"{scene.get('name')} ({scene.get('format')} format), {scene['H']} x {scene['W']}, focal "

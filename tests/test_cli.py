@@ -425,3 +425,14 @@ def test_run_names_a_target_read_as_a_configfile(tmp_path):
         last = out.stderr.strip().splitlines()[-1]
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
         assert f"{target}: " in last and "a target placed there is read as a config file" in last, last
+
+
+def test_info_scene_line_names_the_scene_kind():
+    """r2l info's scene line says object-centric, forward-facing or unbounded, with the path --path accepts."""
+    from r2l.cli import _scene_line
+
+    base = {"name": "s", "format": "photos", "H": 40, "W": 60, "focal": 50.0, "render_poses": 12}
+    assert _scene_line(base) == "s (photos format), 40 x 60, focal 50.00 px, ndc no (object-centric; orbit path of 12 poses)"
+    assert _scene_line({**base, "ndc": True}).endswith("ndc yes (forward-facing, NDC; spiral path of 12 poses)")
+    assert _scene_line({**base, "unbounded": True}).endswith(
+        "ndc no (unbounded walk-around, contracted; orbit path of 12 poses)")
