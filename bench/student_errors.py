@@ -75,7 +75,8 @@ def report(names: list[str], views: list[dict]) -> None:
             good, bad = sel & (off <= 1), sel & (off > 1)
             print(f"{name} {BINS[b]}: depth off by > 1 spacing on {(off[sel] > 1).mean():.1%} (median "
                   f"{np.median(off[sel]):.2f}); MSE within 1 spacing {errs[k + 1][good].mean():.5f} (teacher "
-                  f"{errs[0][good].mean():.5f}), beyond {errs[k + 1][bad].mean():.5f} (teacher {errs[0][bad].mean():.5f})")
+                  f"{errs[0][good].mean():.5f}), beyond {errs[k + 1][bad].mean():.5f} "
+                  f"(teacher {errs[0][bad].mean():.5f})")
 
 
 def main() -> None:

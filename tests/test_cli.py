@@ -432,7 +432,8 @@ def test_info_scene_line_names_the_scene_kind():
     from r2l.cli import _scene_line
 
     base = {"name": "s", "format": "photos", "H": 40, "W": 60, "focal": 50.0, "render_poses": 12}
-    assert _scene_line(base) == "s (photos format), 40 x 60, focal 50.00 px, ndc no (object-centric; orbit path of 12 poses)"
+    assert _scene_line(base) == ("s (photos format), 40 x 60, focal 50.00 px, ndc no "
+                                 "(object-centric; orbit path of 12 poses)")
     assert _scene_line({**base, "ndc": True}).endswith("ndc yes (forward-facing, NDC; spiral path of 12 poses)")
     assert _scene_line({**base, "unbounded": True}).endswith(
         "ndc no (unbounded walk-around, contracted; orbit path of 12 poses)")
