@@ -430,12 +430,6 @@ def _entries(value, nested: bool) -> list[str]:
             for key, item in inner.items() if isinstance(item, (str, int, float))]
 
 
-def _resource_items(entries) -> dict:
-    """``--default-resources`` entries (``key=value`` words, or a profile's mapping) as a dict of strings."""
-    pairs = (word.split("=", 1) for word in _entries(entries, nested=False) if "=" in word)
-    return {key.strip(): value.strip().strip("'\"") for key, value in pairs}
-
-
 def run_settings(argv: list[str], environ: dict, workflow_dir: Path, bases: list[Path],
                  merged: dict | None = None) -> dict:
     """The run's ``executor``, ``partition`` (``slurm_partition`` of the default resources; "" or None: the
@@ -444,12 +438,11 @@ def run_settings(argv: list[str], environ: dict, workflow_dir: Path, bases: list
     merged = merged_profiles(argv, environ, workflow_dir, bases) if merged is None else merged
     profile = {key: value for key, (value, _) in merged.items()}
     executor = [v[0] for v in option_values(argv, ("--executor", "-e")) if v]
-    resources = option_values(argv, ("--default-resources", "--default-res"), many=True)
     partition_config = (option_values(argv, ("--slurm-partition-config",)) or profile.get("slurm-partition-config")
                         or environ.get("SNAKEMAKE_SLURM_PARTITIONS"))
-    default_resources = _resource_items(resources[-1] if resources else profile.get("default-resources"))
+    partition = default_settings(argv, merged).get("slurm_partition", Setting(None)).value
     return {"executor": executor[-1] if executor else profile.get("executor"),
-            "partition": default_resources.get("slurm_partition"), "partition_config": bool(partition_config)}
+            "partition": partition, "partition_config": bool(partition_config)}
 
 
 @dataclass(frozen=True)
@@ -472,15 +465,22 @@ def _given(argv: list[str], merged: dict, names: tuple[str, ...], key: str, nest
     return [(entry, f"{key} {entry} in the profile {path}") for entry in _entries(value, nested)]
 
 
-def run_overrides(argv: list[str], merged: dict) -> Overrides:
-    """The run's default resources, ``--set-resources`` and ``--set-threads`` (command line, else profiles),
-    the resources the check reads only; malformed entries are skipped."""
-    defaults, resources, threads = {}, {}, {}
+def default_settings(argv: list[str], merged: dict) -> dict:
+    """The run's default resources (``--default-resources``, else the profiles'), those the check reads only:
+    resource -> Setting; malformed entries are skipped."""
+    defaults = {}
     for word, origin in _given(argv, merged, ("--default-resources", "--default-res"), "default-resources"):
         key, equals, text = word.partition("=")
         parsed = parse_resource(key.strip(), text) if equals else None
         if parsed:
             defaults[parsed[0]] = Setting(parsed[1], origin)
+    return defaults
+
+
+def run_overrides(argv: list[str], merged: dict) -> Overrides:
+    """The run's default resources, ``--set-resources`` and ``--set-threads`` (command line, else profiles),
+    the resources the check reads only; malformed entries are skipped."""
+    resources, threads = {}, {}
     for word, origin in _given(argv, merged, ("--set-resources",), "set-resources", nested=True):
         match = re.fullmatch(r"\s*(\w+):\s*(\w+)\s*=(.*)", word, re.DOTALL)
         parsed = parse_resource(match[2], match[3]) if match else None
@@ -491,7 +491,7 @@ def run_overrides(argv: list[str], merged: dict) -> Overrides:
         if match:
             count = _number(match[2].strip().strip("'\""))
             threads[match[1]] = Setting(count if isinstance(count, int) and count > 0 else None, origin)
-    return Overrides(defaults, resources, threads)
+    return Overrides(default_settings(argv, merged), resources, threads)
 
 
 def stage_jobs(config: dict, stages: list[str], overrides: Overrides) -> list[Job]:
