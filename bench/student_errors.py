@@ -52,10 +52,11 @@ def view_errors(teacher, students: list, scene, gt: np.ndarray, pose) -> dict:
             errs.append(((rgb.numpy() - gt) ** 2).mean(-1))
             surfaces.append(aux["surface"].numpy())
     surface = depth / np.maximum(acc, 1e-3)
-    spacing = (students[0].far - students[0].near) / students[0].model.cfg.n_points
+    spacings = [(s.far - s.near) / s.model.cfg.n_points for s in students]
+    spacing = spacings[0]  # the edge test's, the first student's
     jump = surface_jump(surface.reshape(H, W), acc.reshape(H, W)).ravel()
     bins = np.where(acc < 0.05, 0, np.where(acc < 0.95, 1, np.where(jump > 2 * spacing, 2, 3)))
-    return {"errs": errs, "bins": bins, "surface": surface, "surfaces": surfaces, "spacing": spacing}
+    return {"errs": errs, "bins": bins, "surface": surface, "surfaces": surfaces, "spacings": spacings}
 
 
 def report(names: list[str], views: list[dict]) -> None:
@@ -69,7 +70,7 @@ def report(names: list[str], views: list[dict]) -> None:
                                                                            for n, e in zip(names, errs)))
     surface = np.concatenate([v["surface"] for v in views])
     for k, name in enumerate(names[1:]):
-        off = np.abs(np.concatenate([v["surfaces"][k] for v in views]) - surface) / views[0]["spacing"]
+        off = np.abs(np.concatenate([v["surfaces"][k] for v in views]) - surface) / views[0]["spacings"][k]
         for b in (2, 3):
             sel = bins == b
             good, bad = sel & (off <= 1), sel & (off > 1)
