@@ -135,7 +135,8 @@ def main() -> None:
     near, far = store_bounds(real / "val")
     print(f"distilled ({(time.time() - start) / 60:.1f} min): test {test_view_psnr(built[-1], scene, near, far):.2f} dB")
     ft = config["finetune"]
-    ft_cfg = replace(cfg, val_every=ft["val_every"], val_views=ft["val_views"], ckpt_every=ft["ckpt_every"])
+    ft_cfg = replace(cfg, lr=cfg.lr * ft["lr_scale"], val_every=ft["val_every"], val_views=ft["val_views"],
+                     ckpt_every=ft["ckpt_every"])
     finetune_student(args.out / "student.pt", real / "train", real / "val", ft_cfg, args.finetune,
                      args.out / "finetuned.pt", args.out / "resume_finetune")
     built[-1].load_state_dict(torch.load(args.out / "finetuned.pt", weights_only=False)["weights"])

@@ -343,8 +343,6 @@ def test_config_modules_do_not_import_torch():
 # Where the paper preset and a dataclass default disagree on purpose (or until the dataclass changes): the test
 # below fails when one of these agrees again, so that the entry goes.
 PAPER_DIFFERENCES = {
-    "teacher.lr_decay_steps": "paper.yaml: null, the authors' horizon for the format; the dataclass: Blender's 500000",
-    "student.lr_decay_steps": "paper.yaml: null, the authors' horizon for the format; the dataclass: Blender's 500000",
     "teacher.chunk": "rays per no-grad chunk, no paper setting: paper.yaml asks 32768 for a GPU, the dataclass 4096",
 }
 

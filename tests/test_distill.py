@@ -21,6 +21,7 @@ from r2l.stages.student import (
     distill_config_from_dict,
     finetune_student,
     lr_at,
+    resolve_lr_decay,
     store_psnr,
     train_step,
     train_student,
@@ -34,7 +35,9 @@ from helpers import Killed, kill_on_call, tiny_student
 def test_config_defaults_are_the_paper_values():
     cfg = DistillConfig()
     assert (cfg.steps, cfg.batch_rays, cfg.hard_ratio, cfg.hard_mul) == (1_200_000, 81_920, 0.2, 20)
-    assert (cfg.lr, cfg.warmup_lr, cfg.warmup_steps, cfg.lr_decay_steps) == (5e-4, 1e-4, 200, 500_000)
+    assert (cfg.lr, cfg.warmup_lr, cfg.warmup_steps, cfg.lr_decay_steps) == (5e-4, 1e-4, 200, None)  # the format's
+    assert resolve_lr_decay(cfg, ndc=False).lr_decay_steps == 500_000
+    assert resolve_lr_decay(cfg, ndc=True).lr_decay_steps == 250_000
     assert cfg.n_hard == 16_384 and cfg.hard_mul * cfg.batch_rays == 1_638_400
     assert cfg.network == R2LNetConfig()
 
@@ -56,7 +59,7 @@ def test_config_from_dict():
 
 
 def test_lr_schedule_hand_values():
-    cfg = DistillConfig()
+    cfg = DistillConfig(lr_decay_steps=500_000)  # a Blender scene's
     assert lr_at(0, cfg) == pytest.approx(1e-4, rel=1e-12)
     assert lr_at(100, cfg) == pytest.approx(3e-4, rel=1e-12)
     assert lr_at(200, cfg) == pytest.approx(5e-4, rel=1e-12)

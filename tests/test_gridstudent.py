@@ -24,6 +24,8 @@ from r2l.models.gridstudent import (
     first_hit_log_weights,
     grid_student_lookup_flops,
     scene_box,
+    slice_tiles,
+    tiled_trilinear,
 )
 from r2l.models.load import describe_model, load_model
 from r2l.models.render import pose_rays, stratified_t
@@ -122,6 +124,51 @@ def test_files_without_weights_key_are_softmax_students():
     model = build_network("grid", settings)
     assert model.cfg.weights == "softmax" and model.background is not None
     assert GridStudentNet(TINY, BOX).background is None  # first hit: no background logit
+
+
+def test_files_without_span_key_sample_between_near_and_far():
+    """Grid student files written before ``span`` existed stratify their points between near and far: a ray down
+    -z from z = 4 through the +-1.5 box puts its 8 points at 2, 2.571, ..., 6, not on its span 2.5..5.5 in the box."""
+    rays_o, rays_d = torch.tensor([[0.1, -0.2, 4.0]]), torch.tensor([[0.0, 0.0, -1.0]])
+    old = build_network("grid", {k: v for k, v in vars(TINY).items() if k != "span"}, BOX)
+    assert old.cfg.span == "near_far"
+    _, aux = old(rays_o, rays_d, 2.0, 6.0, False, with_depth=True)
+    torch.testing.assert_close(aux["t"], torch.linspace(2.0, 6.0, 8)[None])
+    _, aux = GridStudentNet(TINY, BOX)(rays_o, rays_d, 2.0, 6.0, False, with_depth=True)
+    torch.testing.assert_close(aux["t"], torch.linspace(2.5, 5.5, 8)[None])
+
+
+def test_box_span_by_hand():
+    """Spans in the +-1.5 box, near 2, far 6: down -z from z = 4: 2.5..5.5; from (1, 0, 4) along (-2, 0, -4) / sqrt 20
+    it enters through z = 1.5 (t = 2.5 sqrt 20 / 4) and leaves through x = -1.5 (t = 2.5 sqrt 20 / 2); from inside
+    the box (z = 1, down -z) it starts at near, ends at z = -1.5 (t = 2.5); a ray beside the box: far..far."""
+    model = GridStudentNet(TINY, BOX)
+    d1 = torch.tensor([-2.0, 0.0, -4.0]) / math.sqrt(20.0)
+    rays_o = torch.tensor([[0.1, -0.2, 4.0], [1.0, 0.0, 4.0], [0.0, 0.0, 1.0], [2.0, 0.0, 4.0]])
+    rays_d = torch.stack([torch.tensor([0.0, 0.0, -1.0]), d1, torch.tensor([0.0, 0.0, -1.0]),
+                          torch.tensor([0.0, 0.0, -1.0])])
+    lo, hi = model.span(rays_o, rays_d, 2.0, 6.0)
+    torch.testing.assert_close(lo, torch.tensor([2.5, 2.5 * math.sqrt(20.0) / 4.0, 2.0, 6.0]))
+    torch.testing.assert_close(hi, torch.tensor([5.5, 2.5 * math.sqrt(20.0) / 2.0, 2.5, 6.0]))
+    with torch.no_grad():
+        model.geometry.fill_(30.0)  # everything inside the box is solid
+    _, aux = model(rays_o, rays_d, 2.0, 6.0, False, with_depth=True)
+    torch.testing.assert_close(aux["opacity"], torch.tensor([1.0, 1.0, 1.0, 0.0]))  # the ray beside the box: background
+    torch.testing.assert_close(aux["surface"][:3], lo[:3], atol=0.05, rtol=0)  # the first hit: where the span begins
+
+
+@pytest.mark.parametrize("size", [(16, 16, 16), (5, 7, 9), (2, 3, 4), (17, 8, 8)])
+def test_tiled_trilinear_is_the_3d_grid_sample(size):
+    """The tiled 2-D read equals torch's 3-D trilinear read with border padding (float64), inside and outside."""
+    gen = torch.Generator().manual_seed(0)
+    vol = torch.randn(size, generator=gen, dtype=torch.float64)
+    g = torch.rand(500, 3, generator=gen, dtype=torch.float64) * 2.4 - 1.2  # some points outside: border values
+    g[:8] = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -1.0, 1.0], [0.0, 0.0, 1.0],
+                          [-1.0, 1.0, -1.0], [0.3, 1.0, -1.0], [1.0, 0.2, 0.999999], [0.5, 0.5, -1.0]])  # corners
+    expected = torch.nn.functional.grid_sample(vol[None, None], g.reshape(1, -1, 1, 1, 3), align_corners=True,
+                                               padding_mode="border").reshape(-1)
+    got = tiled_trilinear(slice_tiles(vol), size, g[:, 0], g[:, 1], g[:, 2])
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
 
 
 def test_scene_box_from_points_and_defaults():

@@ -3,15 +3,17 @@
 A ray is looked up at a fixed number of points and mapped to a colour by one small MLP; nothing is
 composited by volume rendering. The forward pass (:class:`GridStudentNet`):
 
-1. Where: ``n_points`` points stratified between near and far (as the R2L student's) read one logit each
-   from a dense 3-D grid (``geometry_resolution`` per side, trilinear). With ``weights: first_hit`` they give
-   the probability that the ray's first surface is at each point, ``w_i = sigmoid(l_i) prod_{j<i} (1 -
-   sigmoid(l_j))`` (a near surface hides what is behind it; no colour is composited), the rest ``1 - sum w`` the
-   background; with ``softmax`` (files written before ``weights`` existed) a softmax with one learned background
-   logit. ``1 - w_bg`` is the opacity, the other weights give a surface depth, and the same weights over
-   ``n_refine`` points within one point spacing of it refine that depth. Where the pseudo-data holds the
-   teacher's depth and opacity, both are trained towards them (:meth:`GridStudentNet.depth_loss`:
-   cross-entropy against the two points around the depth, and the background).
+1. Where: ``n_points`` points stratified over the ray's stretch inside ``box`` (``span: box``; between near
+   and far with ``near_far``, as the R2L student's) read one logit each from a dense 3-D grid
+   (``geometry_resolution`` per side, trilinear); a ray that misses the box is background. With ``weights:
+   first_hit`` they give the probability that the ray's first surface is at each point, ``w_i = sigmoid(l_i)
+   prod_{j<i} (1 - sigmoid(l_j))`` (a near surface hides what is behind it; no colour is composited), the rest
+   ``1 - sum w`` the background; with ``softmax`` (files written before ``weights`` existed) a softmax with one
+   learned background logit. ``1 - w_bg`` is the opacity, the other weights give a surface depth, and the same
+   weights over ``n_refine`` points within one point spacing (the ray's own: its span / ``n_points``) refine it.
+   Where the pseudo-data holds the teacher's depth and opacity, both are trained towards them
+   (:meth:`GridStudentNet.depth_loss`: cross-entropy against the two points around the depth, and the
+   background).
 2. What: ``n_fine`` points around that depth (spread over ``fine_spread`` point spacings) read multi-
    resolution tri-plane features (K-Planes: the product of the three axis-pair planes, ``channels`` per
    level), concatenated in ray order with the opacity and the encoded view direction.
@@ -35,8 +37,10 @@ from r2l.models.render import stratified_t
 OUTSIDE_LOGIT = -1e4  # softmax logit of a point outside the box: no weight
 PLANE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
 WEIGHTS = ("first_hit", "softmax")  # how the points' logits become weights along the ray (module docstring)
-FIRST_HIT_INIT = -4.0  # a first-hit grid's initial logit: sigmoid 0.018, 64 points leave 31% to the background
+SPANS = ("box", "near_far")  # where a ray's points lie: its stretch inside the box, or near..far (module docstring)
+FIRST_HIT_INIT = -4.0  # a first-hit grid's initial logit: sigmoid 0.018, 32 points leave 56% to the background
 ADAM_BETAS = (0.9, 0.99)
+TILES_PER_ROW = 8  # slices of the logit grid side by side in the 2-D image it is read through (slice_tiles)
 
 
 @dataclass
@@ -44,11 +48,12 @@ class GridStudentConfig:
     """The grid student family's network (defaults: measured on the built-in scene, lego and flower)."""
 
     weights: str = "first_hit"  # first_hit | softmax: how the points' logits become weights (module docstring)
-    n_points: int = 64  # points stratified between near and far that place the feature points (geometry lookups)
+    span: str = "box"  # box | near_far: the points lie on the ray's stretch inside the box, or between near and far
+    n_points: int = 32  # points stratified over the span that place the feature points (geometry lookups)
     geometry_resolution: int = 64  # side of the dense logit grid that gives each point's weight
     n_refine: int = 8  # points over +-1 spacing about the first depth whose softmax refines it (0: no refinement)
     n_fine: int = 4  # feature points around the expected depth (tri-plane lookups)
-    fine_spread: float = 1.0  # the feature points span this many coarse spacings (far - near) / n_points
+    fine_spread: float = 1.0  # the feature points span this many point spacings (the span / n_points)
     resolutions: tuple[int, ...] = (32, 64, 128)  # side of the tri-plane feature grids, one level each
     channels: int = 8  # feature channels per level
     mlp_width: int = 64  # hidden width of the colour MLP
@@ -67,6 +72,8 @@ class GridStudentConfig:
             bad.append(f"resolutions={list(self.resolutions)} (one or more sides >= 2)")
         if self.weights not in WEIGHTS:
             bad.append(f"weights={self.weights!r} (one of {', '.join(WEIGHTS)})")
+        if self.span not in SPANS:
+            bad.append(f"span={self.span!r} (one of {', '.join(SPANS)})")
         if self.view_freqs < -1 or self.fine_spread < 0 or self.depth_weight < 0:
             bad.append(f"view_freqs={self.view_freqs} (>= -1), fine_spread={self.fine_spread}, "
                        f"depth_weight={self.depth_weight} (>= 0)")
@@ -132,7 +139,7 @@ class GridStudentNet(nn.Module):
         self.cfg = cfg
         self.register_buffer("box", torch.as_tensor(box, dtype=torch.float32).reshape(2, 3).clone())
         G = cfg.geometry_resolution
-        self.first_hit = cfg.weights == "first_hit"
+        self.first_hit, self.clip = cfg.weights == "first_hit", cfg.span == "box"
         self.geometry = nn.Parameter(torch.full((1, 1, G, G, G), FIRST_HIT_INIT if self.first_hit else 0.0))
         self.background = None if self.first_hit else nn.Parameter(torch.zeros(1))  # softmax only
         self.planes = nn.ParameterList(
@@ -155,61 +162,88 @@ class GridStudentNet(nn.Module):
                   (list(self.planes), self.cfg.lr_features_scale), (list(self.mlp.parameters()), self.cfg.lr_mlp_scale)]
         return [{"params": params, "lr_scale": scale, "betas": ADAM_BETAS} for params, scale in groups]
 
-    def point_logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def span(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float):
+        """Where the points of rays_o, rays_d: (n, 3) lie: ``(lo, hi)``, (n,) each. ``span: box``: the ray's stretch
+        inside the box, within [near, far] (both far for a ray that misses it); ``near_far``: near and far."""
+        n = rays_o.shape[0]
+        if not self.clip:
+            return rays_o.new_full((n,), near), rays_o.new_full((n,), far)
+        d = torch.where(rays_d.abs() < 1e-9, torch.full_like(rays_d, 1e-9), rays_d)
+        t0, t1 = (self.box[0] - rays_o) / d, (self.box[1] - rays_o) / d
+        lo = torch.minimum(t0, t1).amax(dim=-1).clamp(near, far)
+        hi = torch.maximum(t0, t1).amin(dim=-1).clamp(near, far)
+        miss = hi <= lo
+        return torch.where(miss, torch.full_like(lo, far), lo), torch.where(miss, torch.full_like(hi, far), hi)
+
+    def point_logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, hit: torch.Tensor | None,
+                     tiles: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (n, p) of the points at distances ``t: (n, p)`` along rays_o, rays_d: (n, 3) (trilinear reads of
-        the logit grid; OUTSIDE_LOGIT outside the box)."""
-        pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (n, p, 3)
-        g = _grid_coords(pts, self.box)
-        logit = F.grid_sample(self.geometry, g.reshape(1, -1, 1, 1, 3), align_corners=True).reshape(t.shape)
-        inside = (g.abs() <= 1.0).all(dim=-1)
+        the logit grid through its ``tiles``, :func:`slice_tiles`, made here when not given). OUTSIDE_LOGIT where a
+        point is outside the box: per ray from ``hit: (n,)`` (whether the ray's span is inside the box) when
+        given, else per point."""
+        scale = 2.0 / (self.box[1] - self.box[0])
+        start, step = (rays_o - self.box[0]) * scale - 1.0, rays_d * scale  # grid coordinates at t = 0, per unit t
+        g = [start[:, k, None] + t * step[:, k, None] for k in range(3)]  # x, y, z: (n, p) each
+        tiles = slice_tiles(self.geometry[0, 0]) if tiles is None else tiles
+        logit = tiled_trilinear(tiles, self.geometry.shape[2:], *g)
+        inside = hit[:, None] if hit is not None else (g[0].abs() <= 1.0) & (g[1].abs() <= 1.0) & (g[2].abs() <= 1.0)
         return torch.where(inside, logit, torch.full_like(logit, OUTSIDE_LOGIT))
 
-    def logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, hit: torch.Tensor | None,
+               tiles: torch.Tensor | None = None) -> torch.Tensor:
         """Logits whose softmax is the weights along the rays: (n, n_points + 1), the last column the background's
         (first hit: the log-weights themselves, :func:`first_hit_log_weights`).
 
-        rays_o, rays_d: (n, 3); t: (n, n_points) distances of the points.
+        rays_o, rays_d: (n, 3); t: (n, n_points) distances of the points; hit, tiles: as :meth:`point_logits`.
         """
-        logit = self.point_logits(rays_o, rays_d, t)
+        logit = self.point_logits(rays_o, rays_d, t, hit, tiles)
         if self.first_hit:
             return first_hit_log_weights(logit)
         return torch.cat([logit, self.background.expand(t.shape[0], 1)], dim=-1)
 
-    def refine_t(self, surface: torch.Tensor, near: float, far: float) -> torch.Tensor:
+    def _around(self, depth: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Distances (n, k) ``depth + offsets x spacing`` kept within [lo, hi]: depth, lo, hi (n,), the ray's point
+        spacing ``(hi - lo) / n_points``; offsets (k,) in spacings."""
+        t = depth[:, None] + ((hi - lo) / self.cfg.n_points)[:, None] * offsets
+        return torch.maximum(torch.minimum(t, hi[:, None]), lo[:, None])
+
+    def refine_t(self, surface: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Distances (n, n_refine) of the refining points: evenly over one point spacing either side of
-        ``surface: (n,)``, clamped to [near, far]."""
-        spacing = (far - near) / self.cfg.n_points
-        offsets = torch.linspace(-spacing, spacing, self.cfg.n_refine, device=surface.device)
-        return (surface[:, None] + offsets).clamp(near, far)
+        ``surface: (n,)``, within the span ``lo, hi: (n,)``."""
+        return self._around(surface, lo, hi, torch.linspace(-1.0, 1.0, self.cfg.n_refine, device=surface.device))
 
     def features(self, pts: torch.Tensor) -> torch.Tensor:
         """Tri-plane product features of points. pts: (m, 3) render space. Returns (m, channels x levels)."""
         g = _grid_coords(pts, self.box)
-        coords = torch.stack([g[:, [a, b]] for a, b in PLANE_PAIRS])[:, :, None, :]  # (3, m, 1, 2)
+        coords = torch.stack([g[:, :2], g[:, ::2], g[:, 1:]])[:, :, None, :]  # (3, m, 1, 2): PLANE_PAIRS
         levels = []
         for planes in self.planes:
             f = F.grid_sample(planes, coords, align_corners=True)[..., 0]  # (3, C, m)
             levels.append((f[0] * f[1] * f[2]).t())
         return torch.cat(levels, dim=-1)
 
-    def fine_t(self, depth: torch.Tensor, near: float, far: float) -> torch.Tensor:
-        """Distances of the feature points: (n, n_fine) evenly over ``fine_spread`` coarse spacings about
-        ``depth: (n,)``, clamped to [near, far]."""
-        K, spacing = self.cfg.n_fine, (far - near) / self.cfg.n_points
+    def fine_t(self, depth: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Distances of the feature points: (n, n_fine) evenly over ``fine_spread`` point spacings about
+        ``depth: (n,)``, within the span ``lo, hi: (n,)``."""
+        K = self.cfg.n_fine
         offsets = torch.linspace(-0.5, 0.5, K, device=depth.device) if K > 1 else depth.new_zeros(1)
-        return (depth[:, None] + self.cfg.fine_spread * spacing * offsets).clamp(near, far)
+        return self._around(depth, lo, hi, self.cfg.fine_spread * offsets)
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float, train: bool,
                 generator: torch.Generator | None = None, t: torch.Tensor | None = None,
                 with_depth: bool = False):
         """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``; t: (n, n_points) given
-        distances instead. Returns rgb: (n, 3), or with ``with_depth`` ``(rgb, aux)``: aux ``{"depth": (n,),
-        "logits": (n, n_points + 1), "t": (n, n_points)}``, what :meth:`depth_loss` reads."""
+        distances in [near, far] instead (mapped onto each ray's span). Returns rgb: (n, 3), or with
+        ``with_depth`` ``(rgb, aux)``: aux ``{"depth": (n,), "logits": (n, n_points + 1), "t": (n, n_points)}``,
+        what :meth:`depth_loss` reads."""
         rays_o, rays_d = rays_o.float(), rays_d.float()
         if t is None:
             t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
-        aux = self.where(rays_o, rays_d, t, near, far)
-        tf = self.fine_t(aux["surface"], near, far)
+        lo, hi = self.span(rays_o, rays_d, near, far)
+        if self.clip:
+            t = lo[:, None] + (hi - lo)[:, None] * ((t - near) / (far - near))
+        aux = self.where(rays_o, rays_d, t, lo, hi, far)
+        tf = self.fine_t(aux["surface"], lo, hi)
         pts = rays_o[:, None, :] + tf[..., None] * rays_d[:, None, :]
         feats = self.features(pts.reshape(-1, 3)).reshape(rays_o.shape[0], -1)
         parts = [feats, aux["opacity"][:, None]]
@@ -218,20 +252,24 @@ class GridStudentNet(nn.Module):
         rgb = torch.sigmoid(self.mlp(torch.cat(parts, dim=-1)))
         return (rgb, aux) if with_depth else rgb
 
-    def where(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, near: float, far: float) -> dict:
-        """Step 1 of the forward pass for rays_o, rays_d: (n, 3) and points t: (n, n_points): ``opacity`` (n,) = 1 -
-        the background weight, ``surface`` (n,) the depth the feature points go around (the first softmax's
-        foreground depth, refined by the second), ``depth`` (n,) = opacity x surface + (1 - opacity) x far, and
-        what :meth:`depth_loss` reads (``t``, ``logits``, ``refine_t``, ``refine_logits``)."""
-        logits = self.logits(rays_o, rays_d, t)
+    def where(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, lo: torch.Tensor,
+              hi: torch.Tensor, far: float) -> dict:
+        """Step 1 of the forward pass for rays_o, rays_d: (n, 3), points t: (n, n_points) on the spans lo, hi: (n,)
+        (:meth:`span`): ``opacity`` (n,) = 1 - the background weight, ``surface`` (n,) the depth the feature points
+        go around (the first softmax's foreground depth, refined by the second), ``depth`` (n,) = opacity x
+        surface + (1 - opacity) x far, and what :meth:`depth_loss` reads (``t``, ``logits``, ``refine_t``,
+        ``refine_logits``)."""
+        hit = hi > lo if self.clip else None
+        tiles = slice_tiles(self.geometry[0, 0]) if self.geometry is not None else None  # once for both reads
+        logits = self.logits(rays_o, rays_d, t, hit, tiles)
         w = torch.softmax(logits, dim=-1)
         opacity = 1.0 - w[:, -1]
         # the foreground's own softmax, not w / opacity: on a nearly empty ray 1 - w_bg cancels to a few bits
-        surface = (torch.softmax(logits[:, :-1], dim=-1) * t).sum(dim=-1).clamp(near, far)
+        surface = torch.maximum(torch.minimum((torch.softmax(logits[:, :-1], dim=-1) * t).sum(dim=-1), hi), lo)
         aux = {"t": t, "logits": logits}
         if self.cfg.n_refine > 0:
-            tr = self.refine_t(surface, near, far)
-            lr = self.point_logits(rays_o, rays_d, tr)
+            tr = self.refine_t(surface, lo, hi)
+            lr = self.point_logits(rays_o, rays_d, tr, hit, tiles)
             if self.first_hit:  # the first surface within the window (its softmax renormalises over the window)
                 lr = first_hit_log_weights(lr)[:, :-1]
             surface = (torch.softmax(lr, dim=-1) * tr).sum(dim=-1)
@@ -258,6 +296,44 @@ class GridStudentNet(nn.Module):
             log_r = torch.log_softmax(aux["refine_logits"], dim=-1).clamp_min(-30.0)
             ce = ce + acc * _two_point_ce(aux["refine_t"], log_r, surface)
         return torch.where(known, ce, torch.zeros_like(ce))
+
+
+def slice_tiles(volume: torch.Tensor) -> torch.Tensor:
+    """volume: (D, H, W) -> (1, 2, rows H, TILES_PER_ROW W), its z slices as the tiles of a 2-D image, row-major
+    (rows = ceil(D / TILES_PER_ROW)): channel 0 holds slice z at tile z, channel 1 slice z + 1 (the last repeated;
+    the tiles past D repeat it too)."""
+    D, H, W = volume.shape
+    rows = -(-D // TILES_PER_ROW)
+    padded = torch.cat([volume, volume[-1:].expand(rows * TILES_PER_ROW + 1 - D, H, W)])  # slices 0..D-1, then D-1
+
+    def image(slices: torch.Tensor) -> torch.Tensor:
+        return slices.reshape(rows, TILES_PER_ROW, H, W).permute(0, 2, 1, 3).reshape(rows * H, TILES_PER_ROW * W)
+
+    return torch.stack([image(padded[:-1]), image(padded[1:])])[None]
+
+
+def tiled_trilinear(tiles: torch.Tensor, size: tuple[int, int, int], gx: torch.Tensor, gy: torch.Tensor,
+                    gz: torch.Tensor) -> torch.Tensor:
+    """``F.grid_sample(volume[None, None], g, align_corners=True, padding_mode="border")`` through the volume's
+    :func:`slice_tiles` ``tiles``: one bilinear read of the two slices about each point (a 2-D read, which torch
+    vectorises on the CPU where its 3-D one is a scalar loop: 4x faster forward and 2x with the backward, 164k
+    points of a 64^3 grid on 2 threads), then a linear blend in z. Equal to the 3-D read to float rounding.
+
+    size: the volume's (D, H, W); gx, gy, gz: (...) coordinates in [-1, 1] along W, H and D (clamped: border).
+    Returns (...) values.
+    """
+    D, H, W = size
+    x = (gx.clamp(-1.0, 1.0) + 1.0) * (0.5 * (W - 1))
+    y = (gy.clamp(-1.0, 1.0) + 1.0) * (0.5 * (H - 1))
+    z = (gz.clamp(-1.0, 1.0) + 1.0) * (0.5 * (D - 1))
+    z0 = z.floor().clamp(max=D - 2) if D > 1 else torch.zeros_like(z)
+    row = torch.div(z0, TILES_PER_ROW, rounding_mode="floor")
+    rows, cols = tiles.shape[-2:]
+    u = ((z0 - row * TILES_PER_ROW) * W + x) * (2.0 / (cols - 1)) - 1.0
+    v = (row * H + y) * (2.0 / (rows - 1)) - 1.0
+    both = F.grid_sample(tiles, torch.stack([u, v], dim=-1).reshape(1, -1, 1, 2), align_corners=True)
+    lower, upper = both.reshape(2, *gx.shape).unbind(0)
+    return lower + (upper - lower) * (z - z0)
 
 
 def log_sigmoid(x: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ FAMILIES = {
     "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box: R2LNet(cfg), lambda cfg: 0.0,
                   student_closed_form_flops, False),
     "grid": Family("grid", "grid", GridStudentConfig, GridStudentNet, grid_student_lookup_flops,
-                   grid_student_closed_form_flops, True, {"weights": "softmax"}),
+                   grid_student_closed_form_flops, True, {"weights": "softmax", "span": "near_far"}),
 }
 
 

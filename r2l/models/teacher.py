@@ -41,7 +41,7 @@ class TeacherConfig:
     steps: int = 200_000  # optimisation steps (nerf-pytorch trains Blender scenes 200k steps)
     batch_rays: int = 1024  # rays per step, drawn across all training views
     lr: float = 5e-4  # NeRF Adam learning rate at step 0 (the grid uses grid.lr_grid / grid.lr_mlp)
-    lr_decay_steps: int | None = 500_000  # lr * 0.1 ** (step / lr_decay_steps); None: 500k Blender, 250k LLFF
+    lr_decay_steps: int | None = None  # lr * 0.1 ** (step / lr_decay_steps); None: 500k Blender, 250k LLFF
     precrop_steps: int = 500  # Blender scenes: sample only the image centre for these first steps
     precrop_frac: float = 0.5  # side of that centre crop as a fraction of the image side
     val_every: int = 10_000  # validate every n steps (0 = only at the end; not a paper setting)

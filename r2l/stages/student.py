@@ -93,7 +93,7 @@ class DistillConfig:
     lr: float = 5e-4  # Adam learning rate after warm-up (betas 0.9, 0.999, no weight decay)
     warmup_lr: float = 1e-4  # learning rate at step 0, rising linearly to ``lr``
     warmup_steps: int = 200  # length of the linear warm-up
-    lr_decay_steps: int | None = 500_000  # after warm-up: lr * lr_decay_factor ** ((step - warmup_steps) / lr_decay_steps);
+    lr_decay_steps: int | None = None  # after warm-up: lr * lr_decay_factor ** ((step - warmup_steps) / lr_decay_steps);
     # None: the authors' horizon for the scene's format, 500k Blender, 250k LLFF (resolved when training starts)
     lr_decay_factor: float = 0.1  # decay per lr_decay_steps
     val_every: int = 10_000  # validate every n steps (0 = only at start and end; not a paper setting)

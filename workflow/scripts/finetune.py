@@ -14,7 +14,8 @@ from r2l.workflow import stage
 with stage(snakemake) as job:
     ft = job.section("finetune")
     cfg = distill_config_from_dict(job.section("student"))
-    cfg = replace(cfg, val_every=ft["val_every"], val_views=ft["val_views"], ckpt_every=ft["ckpt_every"])
+    cfg = replace(cfg, lr=cfg.lr * ft["lr_scale"], val_every=ft["val_every"], val_views=ft["val_views"],
+                  ckpt_every=ft["ckpt_every"])
     resume_dir = job.resume_dir(("student", "finetune"), [snakemake.input.student, snakemake.input.real])
     args = dict(student_ckpt=Path(snakemake.input.student), real_store=Path(snakemake.input.real).parent,
                 val_store=Path(snakemake.input.val).parent, cfg=cfg, steps=ft["steps"],
