@@ -37,7 +37,7 @@ from r2l.models.grid import LINE_AXES, PLANE_AXES, GridField
 from r2l.models.gridstudent import ADAM_BETAS, GridStudentNet
 from r2l.models.render import pose_rays
 from r2l.models.teacher import load_teacher
-from r2l.stages.student import distill_config_from_dict, finetune_student, train_student
+from r2l.stages.student import distill_config_from_dict, finetune_config, finetune_student, train_student
 from r2l.workflow import scene_from_config
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -134,11 +134,8 @@ def main() -> None:
                   val_store=real / "val")
     near, far = store_bounds(real / "val")
     print(f"distilled ({(time.time() - start) / 60:.1f} min): test {test_view_psnr(built[-1], scene, near, far):.2f} dB")
-    ft = config["finetune"]
-    ft_cfg = replace(cfg, lr=cfg.lr * ft["lr_scale"], val_every=ft["val_every"], val_views=ft["val_views"],
-                     ckpt_every=ft["ckpt_every"])
-    finetune_student(args.out / "student.pt", real / "train", real / "val", ft_cfg, args.finetune,
-                     args.out / "finetuned.pt", args.out / "resume_finetune")
+    finetune_student(args.out / "student.pt", real / "train", real / "val", finetune_config(cfg, config["finetune"]),
+                     args.finetune, args.out / "finetuned.pt", args.out / "resume_finetune")
     built[-1].load_state_dict(torch.load(args.out / "finetuned.pt", weights_only=False)["weights"])
     print(f"finetuned: test {test_view_psnr(built[-1], scene, near, far):.2f} dB")
 

@@ -138,20 +138,22 @@ class GatherGridStudent(GridStudentNet):
         self.geometry, self.planes = None, nn.ParameterList()  # read through the tables only: one copy in the graph
 
     def point_logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, hit: torch.Tensor | None,
-                     tiles: None = None) -> torch.Tensor:
+                     tiles: None) -> torch.Tensor:
         """Logits (n, p) of the points at distances ``t: (n, p)`` along rays_o, rays_d: (n, 3), outside the box
         per ray from ``hit: (n,)`` or per point (:meth:`GridStudentNet.point_logits`; read from the gather table,
         so there are no ``tiles``)."""
         lo, hi = self.box
         g = [(rays_o[:, k, None] + t * rays_d[:, k, None] - lo[k]) / (hi[k] - lo[k]) * 2.0 - 1.0 for k in range(3)]
         if hit is not None:  # the span is inside the box: clamp as the network's border padding does
-            g = [c.clamp(-1.0, 1.0) for c in g]
-        logit = trilinear(self.geometry_table, self.geometry_size, *g)  # per axis: no broadcast over (n, p, 3)
-        if hit is not None:
-            inside = hit[:, None]
+            g, inside = [c.clamp(-1.0, 1.0) for c in g], hit[:, None]
         else:
             inside = (g[0].abs() <= 1.0) & (g[1].abs() <= 1.0) & (g[2].abs() <= 1.0)
+        logit = trilinear(self.geometry_table, self.geometry_size, *g)  # per axis: no broadcast over (n, p, 3)
         return torch.where(inside, logit, torch.full_like(logit, OUTSIDE_LOGIT))
+
+    def geometry_tiles(self) -> None:
+        """No tiles: the logit grid is read from its gather table (:meth:`point_logits`)."""
+        return None
 
     def features(self, pts: torch.Tensor) -> torch.Tensor:
         """Tri-plane product features (:meth:`GridStudentNet.features`). pts: (m, 3). Returns (m, C x levels)."""

@@ -144,6 +144,13 @@ def distill_config_from_dict(d: dict) -> DistillConfig:
     return cfg
 
 
+def finetune_config(cfg: DistillConfig, finetune: dict) -> DistillConfig:
+    """The student's ``cfg`` as finetuning runs it, from the config's ``finetune`` section: the learning rate
+    times ``lr_scale`` (the schedule goes on from the student's step) and its validation and checkpoint cadence."""
+    return dataclasses.replace(cfg, lr=cfg.lr * finetune["lr_scale"], val_every=finetune["val_every"],
+                               val_views=finetune["val_views"], ckpt_every=finetune["ckpt_every"])
+
+
 def resolve_lr_decay(cfg: DistillConfig, ndc: bool) -> DistillConfig:
     """``cfg`` with ``lr_decay_steps: None`` replaced by the authors' horizon for the format (logged)."""
     if cfg.lr_decay_steps is not None:

@@ -4,18 +4,15 @@ With ``resources.finetune.gpus`` above 1 the finetuning runs in that many proces
 """
 
 import _require_r2l  # noqa: F401  (one clear line if r2l is not installed; first)
-from dataclasses import replace
 from pathlib import Path
 
 from r2l.stages.distributed import run_training
-from r2l.stages.student import distill_config_from_dict
+from r2l.stages.student import distill_config_from_dict, finetune_config
 from r2l.workflow import stage
 
 with stage(snakemake) as job:
     ft = job.section("finetune")
-    cfg = distill_config_from_dict(job.section("student"))
-    cfg = replace(cfg, lr=cfg.lr * ft["lr_scale"], val_every=ft["val_every"], val_views=ft["val_views"],
-                  ckpt_every=ft["ckpt_every"])
+    cfg = finetune_config(distill_config_from_dict(job.section("student")), ft)
     resume_dir = job.resume_dir(("student", "finetune"), [snakemake.input.student, snakemake.input.real])
     args = dict(student_ckpt=Path(snakemake.input.student), real_store=Path(snakemake.input.real).parent,
                 val_store=Path(snakemake.input.val).parent, cfg=cfg, steps=ft["steps"],
