@@ -34,6 +34,7 @@ from r2l.core.config import deep_merge, validate_config
 from r2l.core.metrics import psnr
 from r2l.models import students
 from r2l.models.grid import LINE_AXES, PLANE_AXES, GridField
+from r2l.models.contracted import RaySpace
 from r2l.models.gridstudent import ADAM_BETAS, GridStudentNet
 from r2l.models.render import pose_rays
 from r2l.models.teacher import load_teacher
@@ -49,9 +50,10 @@ class TeacherFeatureStudent(GridStudentNet):
     field: the grid teacher's field; copy: start from its planes, lines and basis (else random ones).
     """
 
-    def __init__(self, cfg, box: torch.Tensor, field: GridField, copy: bool):
+    def __init__(self, cfg, box: torch.Tensor, field: GridField, copy: bool, space: RaySpace):
         components, dim = field.cfg.app_components, field.cfg.app_dim
-        super().__init__(replace(cfg, channels=dim, resolutions=(2,)), box)  # feature_dim = dim; tiny unused planes
+        # feature_dim = dim; tiny unused planes
+        super().__init__(replace(cfg, channels=dim, resolutions=(2,)), box, space)
         self.planes = nn.ParameterList()
         self.register_buffer("vm_box", field.grid_aabb.clone())
         planes, lines = field.app_planes.detach().clone(), field.app_lines.detach().clone()
@@ -119,9 +121,9 @@ def main() -> None:
     field = load_teacher(results / "teacher" / "model.pt", device="cpu").model["field"]
     built = []
 
-    def build(net_cfg, box):
-        net = GridStudentNet(net_cfg, box) if args.features == "triplane" else \
-            TeacherFeatureStudent(net_cfg, box, field, copy=args.features == "teacher")
+    def build(net_cfg, box, space):
+        net = GridStudentNet(net_cfg, box, space) if args.features == "triplane" else \
+            TeacherFeatureStudent(net_cfg, box, field, copy=args.features == "teacher", space=space)
         built.append(net)
         return net
 

@@ -79,6 +79,7 @@ from r2l.core.runtime import pick_device
 from r2l.data.scene import Scene
 from r2l.geometry.poses import sample_blender_poses
 from r2l.geometry.rays import get_rays
+from r2l.models.contracted import RaySpace
 from r2l.models.flops import nerf_closed_form_flops, student_closed_form_flops
 from r2l.models.gridstudent import GridStudentConfig
 from r2l.models.r2lnet import R2LNetConfig
@@ -250,7 +251,7 @@ def network_flops(net: R2LNetConfig | GridStudentConfig) -> float:
 
 def build_student_net(net: R2LNetConfig | GridStudentConfig) -> torch.nn.Module:
     """A student network with random weights: the R2L MLP, or a grid student over :data:`GRID_BOX`."""
-    return family_of_config(net).build(net, GRID_BOX)
+    return family_of_config(net).build(net, GRID_BOX, RaySpace())
 
 
 def _flops_note(net) -> dict:

@@ -22,6 +22,8 @@ from helpers import TINY_GRID_NET, object_and_forward_scenes, run_r2l, save_stud
 
 from r2l.cli import main
 from r2l.core.errors import DataError
+from r2l.data.builtin import write_unbounded
+from r2l.data.registry import load_scene
 from r2l.geometry.rays import get_rays
 from r2l.models.export import EXPORT_FORMAT, INPUTS, OPSET, OUTPUT, bilinear, plane_table, trilinear
 from r2l.models.load import load_model
@@ -43,7 +45,10 @@ pytestmark = pytest.mark.usefixtures("quiet_logging")
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict:
-    return object_and_forward_scenes(tmp_path_factory.mktemp("scenes"), 16)
+    """orbit (object), ff (forward-facing, NDC) and ub (the built-in unbounded scene: contracted points)."""
+    root = tmp_path_factory.mktemp("scenes")
+    folder = write_unbounded(root / "ub", seed=0, resolution=16, n_train=4, n_val=1, n_test=1)
+    return {**object_and_forward_scenes(root, 16), "ub": load_scene("builtin", folder, resolution=16)}
 
 
 def random_student(path: Path, scene, family: str) -> Path:
@@ -91,7 +96,7 @@ def exported(scenes, tmp_path_factory) -> dict:
 
 @needs_onnx
 @pytest.mark.parametrize("family", ["r2l", "grid"])
-@pytest.mark.parametrize("kind", ["orbit", "ff"])
+@pytest.mark.parametrize("kind", ["orbit", "ff", "ub"])
 def test_onnx_gives_torch_colours_for_any_batch(exported, scenes, family, kind):
     model, onnx_file = exported[family, kind]
     scene = scenes[kind]
@@ -122,6 +127,9 @@ def test_metadata_and_signature_round_trip(exported, scenes):
     assert (meta["scene_name"], meta["scene_format"]) == (scene.name, scene.format)
     assert (meta["H"], meta["W"], meta["focal"]) == (scene.H, scene.W, scene.focal)
     assert meta["weights"] == "float32" and meta["render_poses"] == scene.camera()["render_poses"]
+    assert meta["unbounded"] is False and meta["sample_split"] is None
+    ub = read_metadata(exported["r2l", "ub"][1])
+    assert ub["unbounded"] is True and ub["sample_split"] == scenes["ub"].sample_split and ub["ndc"] is False
     proto = onnx.load(str(onnx_file))
     assert {o.domain: o.version for o in proto.opset_import}[""] == OPSET
     for value, name in [*zip(proto.graph.input, INPUTS, strict=True), (proto.graph.output[0], OUTPUT)]:

@@ -17,6 +17,7 @@ from r2l.core.metrics import psnr_from_mse
 from r2l.data.builtin import BuiltinScene, blender_split_poses
 from r2l.data.scene import Scene
 from r2l.data.views import ViewStore
+from r2l.models.contracted import RaySpace
 from r2l.models.flops import count_flops, flops_per_ray
 from r2l.models.gridstudent import (
     GridStudentConfig,
@@ -231,7 +232,7 @@ def _test_psnr(model_path: Path, scene: Scene) -> tuple[float, float]:
 def test_the_grid_student_learns_the_scene(data, tmp_path):
     store = ViewStore(data["store"])
     assert store.has_depth
-    box = student_box([store], ndc=False)
+    box = student_box([store], ndc=False, space=RaySpace())
     assert bool((box[0] > -1.6).all() and (box[1] < 1.6).all() and (box[1] - box[0] > 0.5).all())
     train_student([data["store"]], _cfg(steps=600, lr_decay_steps=600), tmp_path / "model.pt", tmp_path / "resume")
     got, mean = _test_psnr(tmp_path / "model.pt", data["test"])

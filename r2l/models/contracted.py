@@ -18,10 +18,18 @@ Shapes: ``rays_o, rays_d: (n_rays, 3)`` world rays; ``t, sigma: (n_rays, n_sampl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from r2l.geometry.contraction import contracted_distances, contracted_points, spacing, spacing_inverse
+from r2l.geometry.contraction import (
+    CONTRACTED_AABB,
+    contracted_distances,
+    contracted_points,
+    spacing,
+    spacing_inverse,
+)
 from r2l.models.render import Field, _normal, blend, sample_pdf, shade_grid_samples, stratified_t
 
 
@@ -43,6 +51,71 @@ def contracted_t(
     lo, hi = spacing(torch.tensor(float(near)), split), spacing(torch.tensor(float(far)), split)
     s = stratified_t(float(lo), float(hi), n_rays, n_samples, jitter, generator, device)
     return spacing_inverse(s, split).clamp(float(near), float(far))
+
+
+@dataclass(frozen=True)
+class RaySpace:
+    """Where a student's points along a ray lie (both families, :mod:`r2l.models.students`).
+
+    ``split`` None (object and forward-facing scenes): depths ``t`` stratified linearly between near and far
+    (:func:`r2l.models.render.stratified_t`), points ``o + t d``, and the ray coordinate ``u`` (what the grid
+    student places and spaces its points in) is ``t`` itself. A split (an unbounded scene's ``sample_split``):
+    depths from :func:`contracted_t`, points ``contract(o + t d)`` inside :data:`CONTRACTED_AABB`, and ``u =
+    spacing(t, split)``, uniform where the samples are.
+    """
+
+    split: float | None = None
+
+    @property
+    def contracted(self) -> bool:
+        return self.split is not None
+
+    def draw_t(self, near: float, far: float, n_rays: int, n_points: int, jitter: bool,
+               generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Depths ``t: (n_rays, n_points)`` between near and far, sorted, jittered when ``jitter``."""
+        if self.split is None:
+            return stratified_t(near, far, n_rays, n_points, jitter, generator, device)
+        return contracted_t(near, far, self.split, n_rays, n_points, jitter, generator, device)
+
+    def coordinate(self, t: torch.Tensor) -> torch.Tensor:
+        """The ray coordinate ``u: (...)`` of depths ``t: (...)``."""
+        return t if self.split is None else spacing(t, self.split)
+
+    def coordinate_of(self, t: float) -> float:
+        """The ray coordinate of one depth (near or far)."""
+        return float(t) if self.split is None else float(spacing(torch.tensor(float(t)), self.split))
+
+    def depth(self, u: torch.Tensor) -> torch.Tensor:
+        """The depths ``t: (...)`` of ray coordinates ``u: (...)`` (the inverse of :meth:`coordinate`)."""
+        return u if self.split is None else spacing_inverse(u, self.split)
+
+    def points(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The points (n, p, 3) a student reads at depths ``t: (n, p)`` along rays_o, rays_d: (n, 3)."""
+        if self.split is None:
+            return rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]
+        return contracted_points(rays_o, rays_d, t)
+
+    def grid_coords(self, rays_o: torch.Tensor, rays_d: torch.Tensor, u: torch.Tensor,
+                    box: torch.Tensor) -> list[torch.Tensor]:
+        """``grid_sample`` coordinates (x, y, z: (n, p) each, [-1, 1] over ``box`` (2, 3)) of the points at ray
+        coordinates ``u: (n, p)`` along rays_o, rays_d: (n, 3); linear in u without a split (no (n, p, 3) tensor)."""
+        scale = 2.0 / (box[1] - box[0])
+        if self.split is None:
+            start, step = (rays_o - box[0]) * scale - 1.0, rays_d * scale  # at u = 0, per unit u
+            return [start[:, k, None] + u * step[:, k, None] for k in range(3)]
+        pts = self.points(rays_o, rays_d, self.depth(u))
+        return [(pts[..., k] - box[0, k]) * scale[k] - 1.0 for k in range(3)]
+
+
+def ray_space(camera: dict | None) -> RaySpace:
+    """The :class:`RaySpace` of a stored scene camera (a view store's ``meta["camera"]``, a model file's
+    ``scene``): contracted with its ``sample_split`` when it says ``unbounded``, else linear."""
+    if camera and camera.get("unbounded"):
+        return RaySpace(float(camera["sample_split"]))
+    return RaySpace()
+
+
+CONTRACTED_BOX = torch.tensor(CONTRACTED_AABB)  # (2, 3): the grids' box of a student that reads contracted points
 
 
 def contracted_weights(sigma: torch.Tensor, s: torch.Tensor, noise_std: float = 0.0,

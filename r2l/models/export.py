@@ -3,7 +3,8 @@
 The graph (:class:`RayGraph`) takes the rays a camera casts in the scene's world frame (as
 :func:`r2l.geometry.rays.get_rays` builds them) and does everything :meth:`Student.render_rays
 <r2l.models.students.Student.render_rays>` does after :func:`r2l.models.render.pose_rays`: the NDC map of a
-forward-facing scene, the deterministic (evaluation) points along each ray, the features and the network.
+forward-facing scene, the deterministic (evaluation) points along each ray (contracted in an unbounded scene),
+the features and the network.
 The grid student's trilinear and bilinear lookups are written as gathers and weights
 (:class:`GatherGridStudent`, the same function as ``grid_sample`` with zero padding), so the graph needs no
 GridSample: every op it uses runs in onnxruntime's CPU and WebAssembly backends.
@@ -41,8 +42,8 @@ CAMERA_CONVENTION = ("OpenGL camera-to-world (x right, y up, looking down -z); p
                      "point at the image centre; ray directions not normalised (camera-space z = -1); world-space "
                      "rays in, the NDC map (when ndc) inside the graph")
 METADATA_KEYS = ("r2l_export_format", "r2l_version", "opset", "inputs", "outputs", "ray_space", "camera_convention",
-                 "family", "kind", "near", "far", "ndc", "ndc_near", "scene_name", "scene_format", "H", "W",
-                 "focal", "background", "render_poses", "step", "val_psnr", "weights")
+                 "family", "kind", "near", "far", "ndc", "ndc_near", "unbounded", "sample_split", "scene_name",
+                 "scene_format", "H", "W", "focal", "background", "render_poses", "step", "val_psnr", "weights")
 EXPORT_PACKAGES = "pip install 'r2l[export]' (onnx, onnxscript, onnxruntime)"
 SAMPLE_RAYS = 64  # rays in the example input the graph is traced with (any count >= 2; n_rays stays dynamic)
 
@@ -128,7 +129,7 @@ class GatherGridStudent(GridStudentNet):
 
     def __init__(self, net: GridStudentNet):
         with torch.random.fork_rng(devices=[]):  # the random initial planes, overwritten next, draw from no one's RNG
-            super().__init__(net.cfg, net.box)
+            super().__init__(net.cfg, net.box, net.space)
         self.load_state_dict(net.state_dict())
         self.register_buffer("geometry_table", self.geometry.detach().reshape(-1).clone())
         self.geometry_size = tuple(self.geometry.shape[2:])
@@ -139,11 +140,10 @@ class GatherGridStudent(GridStudentNet):
 
     def point_logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, hit: torch.Tensor | None,
                      tiles: None) -> torch.Tensor:
-        """Logits (n, p) of the points at distances ``t: (n, p)`` along rays_o, rays_d: (n, 3), outside the box
+        """Logits (n, p) of the points at ray coordinates ``t: (n, p)`` along rays_o, rays_d: (n, 3), outside the box
         per ray from ``hit: (n,)`` or per point (:meth:`GridStudentNet.point_logits`; read from the gather table,
         so there are no ``tiles``)."""
-        lo, hi = self.box
-        g = [(rays_o[:, k, None] + t * rays_d[:, k, None] - lo[k]) / (hi[k] - lo[k]) * 2.0 - 1.0 for k in range(3)]
+        g = self.space.grid_coords(rays_o, rays_d, t, self.box)
         if hit is not None:  # the span is inside the box: clamp as the network's border padding does
             g, inside = [c.clamp(-1.0, 1.0) for c in g], hit[:, None]
         else:
@@ -248,6 +248,7 @@ def metadata(student: Student, camera: dict, version: str, fp16: bool) -> dict:
         "outputs": [OUTPUT], "ray_space": "world", "camera_convention": CAMERA_CONVENTION,
         "family": meta["family"], "kind": meta["kind"], "near": student.near, "far": student.far,
         "ndc": bool(meta["ndc"]), "ndc_near": float(camera.get("ndc_near", 1.0)),
+        "unbounded": bool(camera.get("unbounded", False)), "sample_split": camera.get("sample_split"),
         "scene_name": camera.get("name"), "scene_format": camera.get("format"), "H": int(camera["H"]),
         "W": int(camera["W"]), "focal": float(camera["focal"]), "background": camera.get("background"),
         "render_poses": camera.get("render_poses") or [], "step": meta["step"], "val_psnr": meta["val_psnr"],

@@ -19,7 +19,10 @@ composited by volume rendering. The forward pass (:class:`GridStudentNet`):
    level), concatenated in ray order with the opacity and the encoded view direction.
 3. An MLP (``mlp_depth`` hidden layers of ``mlp_width``, ReLU, sigmoid out) gives the colour.
 
-Grids cover ``box`` (render space, from the scene: :func:`scene_box`); points outside it get no weight.
+Grids cover ``box`` (render space, from the scene: :func:`scene_box`); points outside it get no weight. In an
+unbounded scene (``space``, :class:`r2l.models.contracted.RaySpace` with a split) the points are spaced in the
+ray coordinate ``u = spacing(t)`` between near and far and read at ``contract(o + t d)`` (the box lies inside
+``[-2, 2]^3``); "point spacing" then means spacing in u.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from r2l.core.errors import R2LError
+from r2l.models.contracted import CONTRACTED_BOX, RaySpace
 from r2l.models.nerf import posenc, posenc_dim
-from r2l.models.render import stratified_t
 
 OUTSIDE_LOGIT = -1e4  # softmax logit of a point outside the box: no weight
 PLANE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
@@ -98,23 +101,25 @@ class GridStudentConfig:
         return self.n_fine * self.feature_dim + 1 + self.dir_dim
 
 
-def scene_box(points: torch.Tensor | None, ndc: bool, margin: float = 0.1) -> torch.Tensor:
+def scene_box(points: torch.Tensor | None, ndc: bool, margin: float = 0.1, contracted: bool = False) -> torch.Tensor:
     """The grids' box (2, 3) in render space.
 
-    points: (n, 3) surface points (the teacher's depth along opaque pseudo-data rays) or None. From them: their
-    extent per axis, enlarged by ``margin`` of it on each side (the feature and refining points around a surface
-    at the edge of the box must still fall inside); NDC boxes are kept inside the NDC cube. Without points: the
-    NDC cube, or +-1.5 (the NeRF-synthetic box) for object scenes.
+    points: (n, 3) surface points (the teacher's depth along opaque pseudo-data rays; contracted ones in an
+    unbounded scene) or None. From them: their extent per axis, enlarged by ``margin`` of it on each side (the
+    feature and refining points around a surface at the edge of the box must still fall inside); NDC boxes are
+    kept inside the NDC cube, ``contracted`` ones inside ``[-2, 2]^3``. Without points: that cube or box, or
+    +-1.5 (the NeRF-synthetic box) for object scenes.
     """
     cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    limit = CONTRACTED_BOX if contracted else cube if ndc else None
     if points is None or points.shape[0] < 16:
-        return cube if ndc else 1.5 * cube
+        return 1.5 * cube if limit is None else limit.clone()
     pts = points.float().cpu()
     lo, hi = pts.min(dim=0).values, pts.max(dim=0).values
     pad = margin * (hi - lo).clamp_min(1e-3)
     box = torch.stack([lo - pad, hi + pad])
-    if ndc:
-        box = torch.maximum(torch.minimum(box, cube[1]), cube[0])
+    if limit is not None:
+        box = torch.maximum(torch.minimum(box, limit[1]), limit[0])
     return box
 
 
@@ -130,16 +135,18 @@ def _grid_coords(pts: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 
 
 class GridStudentNet(nn.Module):
-    """The grid student (module docstring). ``box``: (2, 3) min and max corners of its grids, render space."""
+    """The grid student (module docstring). ``box``: (2, 3) min and max corners of its grids, render space;
+    ``space``: where its points lie (contracted in an unbounded scene; its stretch inside the box is then all of
+    near..far, whatever ``span`` says)."""
 
     predicts_depth = True
 
-    def __init__(self, cfg: GridStudentConfig, box: torch.Tensor):
+    def __init__(self, cfg: GridStudentConfig, box: torch.Tensor, space: RaySpace = RaySpace()):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.space = cfg, space
         self.register_buffer("box", torch.as_tensor(box, dtype=torch.float32).reshape(2, 3).clone())
         G = cfg.geometry_resolution
-        self.first_hit, self.clip = cfg.weights == "first_hit", cfg.span == "box"
+        self.first_hit, self.clip = cfg.weights == "first_hit", cfg.span == "box" and not space.contracted
         self.geometry = nn.Parameter(torch.full((1, 1, G, G, G), FIRST_HIT_INIT if self.first_hit else 0.0))
         self.background = None if self.first_hit else nn.Parameter(torch.zeros(1))  # softmax only
         self.planes = nn.ParameterList(
@@ -181,12 +188,11 @@ class GridStudentNet(nn.Module):
 
     def point_logits(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, hit: torch.Tensor | None,
                      tiles: torch.Tensor) -> torch.Tensor:
-        """Logits (n, p) of the points at distances ``t: (n, p)`` along rays_o, rays_d: (n, 3) (trilinear reads of
-        the logit grid through its ``tiles``, :meth:`geometry_tiles`). OUTSIDE_LOGIT where a point is outside the
-        box: per ray from ``hit: (n,)`` (whether the ray's span is inside the box) when given, else per point."""
-        scale = 2.0 / (self.box[1] - self.box[0])
-        start, step = (rays_o - self.box[0]) * scale - 1.0, rays_d * scale  # grid coordinates at t = 0, per unit t
-        g = [start[:, k, None] + t * step[:, k, None] for k in range(3)]  # x, y, z: (n, p) each
+        """Logits (n, p) of the points at ray coordinates ``t: (n, p)`` along rays_o, rays_d: (n, 3) (trilinear
+        reads of the logit grid through its ``tiles``, :meth:`geometry_tiles`). OUTSIDE_LOGIT where a point is
+        outside the box: per ray from ``hit: (n,)`` (whether the ray's span is inside the box) when given, else
+        per point."""
+        g = self.space.grid_coords(rays_o, rays_d, t, self.box)  # x, y, z: (n, p) each
         logit = tiled_trilinear(tiles, self.geometry.shape[2:], *g)
         inside = hit[:, None] if hit is not None else (g[0].abs() <= 1.0) & (g[1].abs() <= 1.0) & (g[2].abs() <= 1.0)
         return torch.where(inside, logit, torch.full_like(logit, OUTSIDE_LOGIT))
@@ -235,18 +241,20 @@ class GridStudentNet(nn.Module):
                 generator: torch.Generator | None = None, t: torch.Tensor | None = None,
                 with_depth: bool = False):
         """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``; t: (n, n_points) given
-        distances in [near, far] instead (mapped onto each ray's span). Returns rgb: (n, 3), or with
-        ``with_depth`` ``(rgb, aux)``: aux ``{"depth": (n,), "logits": (n, n_points + 1), "t": (n, n_points)}``,
-        what :meth:`depth_loss` reads."""
+        distances in [near, far] instead (as ``space.draw_t`` draws them; mapped onto each ray's span). Returns
+        rgb: (n, 3), or with ``with_depth`` ``(rgb, aux)``: aux ``{"depth": (n,) (a distance along the ray),
+        "logits": (n, n_points + 1), "t": (n, n_points) (ray coordinates)}``, what :meth:`depth_loss` reads."""
         rays_o, rays_d = rays_o.float(), rays_d.float()
         if t is None:
-            t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
-        lo, hi = self.span(rays_o, rays_d, near, far)
+            t = self.space.draw_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
+        u, u_near, u_far = self.space.coordinate(t), self.space.coordinate_of(near), self.space.coordinate_of(far)
+        lo, hi = self.span(rays_o, rays_d, u_near, u_far)
         if self.clip:
-            t = lo[:, None] + (hi - lo)[:, None] * ((t - near) / (far - near))
-        aux = self.where(rays_o, rays_d, t, lo, hi, far)
+            u = lo[:, None] + (hi - lo)[:, None] * ((u - u_near) / (u_far - u_near))
+        aux = self.where(rays_o, rays_d, u, lo, hi)
+        aux["depth"] = aux["opacity"] * self.space.depth(aux["surface"]) + (1.0 - aux["opacity"]) * far
         tf = self.fine_t(aux["surface"], lo, hi)
-        pts = rays_o[:, None, :] + tf[..., None] * rays_d[:, None, :]
+        pts = self.space.points(rays_o, rays_d, self.space.depth(tf))
         feats = self.features(pts.reshape(-1, 3)).reshape(rays_o.shape[0], -1)
         parts = [feats, aux["opacity"][:, None]]
         if self.cfg.view_freqs >= 0:
@@ -255,12 +263,11 @@ class GridStudentNet(nn.Module):
         return (rgb, aux) if with_depth else rgb
 
     def where(self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, lo: torch.Tensor,
-              hi: torch.Tensor, far: float) -> dict:
-        """Step 1 of the forward pass for rays_o, rays_d: (n, 3), points t: (n, n_points) on the spans lo, hi: (n,)
-        (:meth:`span`): ``opacity`` (n,) = 1 - the background weight, ``surface`` (n,) the depth the feature points
-        go around (the first softmax's foreground depth, refined by the second), ``depth`` (n,) = opacity x
-        surface + (1 - opacity) x far, and what :meth:`depth_loss` reads (``t``, ``logits``, ``refine_t``,
-        ``refine_logits``)."""
+              hi: torch.Tensor) -> dict:
+        """Step 1 of the forward pass for rays_o, rays_d: (n, 3), points at ray coordinates t: (n, n_points) on the
+        spans lo, hi: (n,) (:meth:`span`): ``opacity`` (n,) = 1 - the background weight, ``surface`` (n,) the ray
+        coordinate the feature points go around (the first softmax's foreground depth, refined by the second),
+        and what :meth:`depth_loss` reads (``t``, ``logits``, ``refine_t``, ``refine_logits``)."""
         hit = hi > lo if self.clip else None
         tiles = self.geometry_tiles()
         logits = self.logits(rays_o, rays_d, t, hit, tiles)
@@ -276,7 +283,7 @@ class GridStudentNet(nn.Module):
                 lr = first_hit_log_weights(lr)[:, :-1]
             surface = (torch.softmax(lr, dim=-1) * tr).sum(dim=-1)
             aux.update(refine_t=tr, refine_logits=lr)
-        return {**aux, "opacity": opacity, "surface": surface, "depth": opacity * surface + (1.0 - opacity) * far}
+        return {**aux, "opacity": opacity, "surface": surface}
 
     def depth_loss(self, aux: dict, target: torch.Tensor, far: float) -> torch.Tensor:
         """Per-ray cross-entropy (n,) of the softmax weights against the teacher's depth and opacity.
@@ -284,14 +291,15 @@ class GridStudentNet(nn.Module):
         target: (n, 2) the teacher's expected depth (with its background term ``(1 - acc) far``) and opacity
         ``acc`` per ray; NaN depth for rays without one (real views), which cost 0. The first softmax's target puts
         ``1 - acc`` on the background and ``acc`` on the two points around the surface depth ``(depth - (1 - acc)
-        far) / acc``, split linearly (so its expectation is that depth); the refining softmax's (when there is
-        one) puts the surface depth on its two points around it, weighted by ``acc``. Log-weights are floored at
-        -30 so that targets in places with no weight (outside the box) do not swamp the loss.
+        far) / acc`` (its ray coordinate), split linearly (so its expectation is that depth); the refining
+        softmax's (when there is one) puts the surface depth on its two points around it, weighted by ``acc``.
+        Log-weights are floored at -30 so that targets in places with no weight (outside the box) do not swamp the
+        loss.
         """
         known = torch.isfinite(target[:, 0])
         target = torch.where(known[:, None], target, torch.zeros_like(target))  # no NaN reaches the gradient
         depth, acc = target[:, 0], target[:, 1].clamp(0.0, 1.0)
-        surface = surface_depth(depth, acc, far)
+        surface = self.space.coordinate(surface_depth(depth, acc, far))
         log_w = torch.log_softmax(aux["logits"], dim=-1).clamp_min(-30.0)
         ce = acc * _two_point_ce(aux["t"], log_w[:, :-1], surface) - (1.0 - acc) * log_w[:, -1]
         if "refine_t" in aux:

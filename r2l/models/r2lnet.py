@@ -10,7 +10,9 @@ Sampling convention (the teacher's, :func:`r2l.models.render.stratified_t`, and 
 deterministic distances are ``linspace(near, far, n_points)``, both ends included; while training
 each point is drawn uniformly, independently per ray and per point, from its interval between the
 midpoints of its neighbours (the first from ``[near, mid_0]``, the last from ``[mid_{n-2}, far]``).
-Rendering uses the deterministic points, so a trained student is a deterministic function of the ray.
+Rendering uses the deterministic points, so a trained student is a deterministic function of the ray. In an
+unbounded scene (``space``, :class:`r2l.models.contracted.RaySpace` with a split) the depths are drawn uniform
+in the contraction's spacing and the points encoded are ``contract(o + t d)``.
 
 Network (paper preset): ``Linear(1008, 256) + ReLU``; 43 residual blocks
 ``x + Linear(256, 256)(ReLU(Linear(256, 256)(x)))`` without an activation after the sum; a skip around
@@ -27,8 +29,8 @@ import torch
 from torch import nn
 
 from r2l.core.errors import R2LError
+from r2l.models.contracted import RaySpace
 from r2l.models.nerf import posenc, posenc_dim
-from r2l.models.render import stratified_t
 
 
 @dataclass
@@ -73,13 +75,14 @@ class ResBlock(nn.Module):
 
 
 class R2LNet(nn.Module):
-    """The R2L residual MLP on the encoded points of a ray (see the module docstring)."""
+    """The R2L residual MLP on the encoded points of a ray (see the module docstring); ``space``: where its
+    points lie (:class:`r2l.models.contracted.RaySpace`)."""
 
     predicts_depth = False  # the student family interface (r2l.models.students): no depth output
 
-    def __init__(self, cfg: R2LNetConfig):
+    def __init__(self, cfg: R2LNetConfig, space: RaySpace = RaySpace()):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.space = cfg, space
         self.head = nn.Linear(cfg.in_dim, cfg.width)
         self.blocks = nn.Sequential(*[ResBlock(cfg.width) for _ in range(cfg.n_blocks)])
         self.tail = nn.Linear(cfg.width, 3)
@@ -98,11 +101,11 @@ class R2LNet(nn.Module):
 
         t: (n, n_points) distances of the points along the rays, used instead of drawing them (``train`` and
         ``generator`` are then ignored): a loop that splits one batch over processes passes each its rows of the
-        draw :func:`~r2l.models.render.stratified_t` made for the whole batch.
+        draw ``space.draw_t`` made for the whole batch.
         """
         if t is None:
-            t = stratified_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
-        pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (n, n_points, 3)
+            t = self.space.draw_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
+        pts = self.space.points(rays_o, rays_d, t)  # (n, n_points, 3)
         return posenc(pts.reshape(rays_o.shape[0], -1), self.cfg.n_freqs)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:

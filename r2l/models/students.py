@@ -1,7 +1,8 @@
 """The student families and a trained student as a ray renderer.
 
 A student family is a network with its config dataclass and one small interface: ``n_points`` (points per ray
-its training loop draws with :func:`r2l.models.render.stratified_t`), ``param_groups()`` (Adam groups, an optional
+its training loop draws with ``space.draw_t``), ``space`` (its :class:`r2l.models.contracted.RaySpace`, from the
+scene's camera: contracted in an unbounded scene), ``param_groups()`` (Adam groups, an optional
 ``lr_scale`` each), ``predicts_depth`` and ``forward(rays_o, rays_d, near, far, train, generator=None, t=None)``
 -> rgb ``(n, 3)`` (with ``with_depth=True`` also the expected depth ``(n,)`` when it predicts one).
 
@@ -22,6 +23,7 @@ from torch import nn
 from r2l.core.errors import DataError, R2LError
 from r2l.core.log import log
 from r2l.core.runtime import check_precision, chunked, computing_in, pick_device
+from r2l.models.contracted import RaySpace, ray_space
 from r2l.models.flops import student_closed_form_flops
 from r2l.models.gridstudent import (
     GridStudentConfig,
@@ -36,7 +38,8 @@ from r2l.models.render import pose_rays
 @dataclass(frozen=True)
 class Family:
     """A student family: its name, the student config's field that holds its network config, the config class,
-    how to build the network from that config and the grids' box ((2, 3) render space; unused by the MLP), the
+    how to build the network from that config, the grids' box ((2, 3) render space; unused by the MLP) and its
+    :class:`~r2l.models.contracted.RaySpace`, the
     FLOPs per ray its feature lookups cost (beyond the linear layers a FLOP counter sees), its whole FLOPs per
     ray in closed form (linear layers and lookups, from the config alone), whether it needs the box, and the
     values that stored settings lacking a key meant (files written before the key existed)."""
@@ -44,7 +47,7 @@ class Family:
     name: str
     config_key: str
     config_cls: type
-    build: Callable[[object, torch.Tensor], nn.Module]
+    build: Callable[[object, torch.Tensor, RaySpace], nn.Module]
     lookup_flops: Callable[[object], float]
     closed_form_flops: Callable[[object], float]
     needs_box: bool  # whether its grids need the scene box (the training loop finds it only then)
@@ -52,7 +55,7 @@ class Family:
 
 
 FAMILIES = {
-    "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box: R2LNet(cfg), lambda cfg: 0.0,
+    "r2l": Family("r2l", "network", R2LNetConfig, lambda cfg, box, space: R2LNet(cfg, space), lambda cfg: 0.0,
                   student_closed_form_flops, False),
     "grid": Family("grid", "grid", GridStudentConfig, GridStudentNet, grid_student_lookup_flops,
                    grid_student_closed_form_flops, True, {"weights": "softmax", "span": "near_far"}),
@@ -98,11 +101,13 @@ def early_student_config(config: dict) -> dict:
     return config
 
 
-def build_network(name: str, settings: dict, box: torch.Tensor | None = None) -> nn.Module:
-    """The network of family ``name`` from its stored settings (a dict), grids over ``box`` (2, 3)."""
+def build_network(name: str, settings: dict, box: torch.Tensor | None = None,
+                  space: RaySpace = RaySpace()) -> nn.Module:
+    """The network of family ``name`` from its stored settings (a dict), grids over ``box`` (2, 3), points in
+    ``space``."""
     fam = family(name)
     settings = {**fam.stored_defaults, **settings}
-    return fam.build(fam.config_cls(**settings), torch.zeros(2, 3) if box is None else box)
+    return fam.build(fam.config_cls(**settings), torch.zeros(2, 3) if box is None else box, space)
 
 
 COMPILE_MODES = ("off", "on", "auto")
@@ -267,7 +272,7 @@ def load_student(path: str | Path, device: str | torch.device | None = None, chu
     try:
         config = ckpt["config"]
         name = stored_family(config)
-        model = build_network(name, stored_network(config))
+        model = build_network(name, stored_network(config), space=ray_space(ckpt["scene"]))
         model.load_state_dict(ckpt["weights"])
     except (RuntimeError, ValueError, KeyError, TypeError, R2LError) as err:
         raise DataError(path, f"not a usable r2l student file ({err})") from err

@@ -74,7 +74,7 @@ from r2l.data.scene import check_same_scene
 from r2l.data.views import ViewStore, read_meta
 from r2l.models.gridstudent import GridStudentConfig, scene_box, surface_depth
 from r2l.models.r2lnet import R2LNetConfig
-from r2l.models.render import stratified_t
+from r2l.models.contracted import RaySpace, ray_space
 from r2l.models.load import STUDENT_KINDS, read_model_file
 from r2l.models.students import early_student_config, family, stored_family, stored_network
 from r2l.stages.loop import LoopState, StepOut, common_metrics, cpu_weights, resumed_state, run_loop
@@ -463,7 +463,8 @@ def train_step(model, optimizer, batch, pool: HardPool, geom: dict, cfg: Distill
     n_fresh = rays_o.shape[0]
     hard = pool.draw()  # every pool fills at the same step (pool_share)
     n_global = n_batch + (0 if hard is None else cfg.n_hard)
-    t = stratified_t(geom["near"], geom["far"], n_global, cfg.net.n_points, True, gen, device)
+    space = getattr(model, "module", model).space  # the network inside a DistributedDataParallel wrapper
+    t = space.draw_t(geom["near"], geom["far"], n_global, cfg.net.n_points, True, gen, device)
     if world > 1:  # this process's rows of the global draw: its fresh rows, then its share of the pool rows
         hard_rows = share(n_global - n_batch, rank, world)
         t = torch.cat([t[fresh], t[n_batch + hard_rows.start:n_batch + hard_rows.stop]], dim=0)
@@ -499,10 +500,11 @@ def uses_depth(model, cfg: DistillConfig, stores: list[ViewStore]) -> bool:
     return bool(model.predicts_depth and cfg.net.depth_weight > 0 and any(s.has_depth for s in stores))
 
 
-def student_box(stores: list[ViewStore], ndc: bool, max_rays: int = 1 << 20) -> torch.Tensor:
+def student_box(stores: list[ViewStore], ndc: bool, space: RaySpace, max_rays: int = 1 << 20) -> torch.Tensor:
     """The grids' box (2, 3) of a grid student (:func:`r2l.models.gridstudent.scene_box`) from the surface points of
-    the stores' rays that the teacher saw as opaque (opacity above 0.5): at most ``max_rays`` rays a store, taken at
-    a fixed stride (so the box is the same on every run); the format's box when no store has depth."""
+    the stores' rays that the teacher saw as opaque (opacity above 0.5; contracted when ``space`` is): at most
+    ``max_rays`` rays a store, taken at a fixed stride (so the box is the same on every run); the format's box
+    when no store has depth."""
     points = []
     for store in (s for s in stores if s.has_depth):
         n = store.n_views * store.H * store.W
@@ -512,8 +514,8 @@ def student_box(stores: list[ViewStore], ndc: bool, max_rays: int = 1 << 20) -> 
         keep = geo[:, 1] > 0.5
         rays_o, rays_d = store.render_rays_at(view[keep], pix[keep])
         depth = surface_depth(geo[keep, 0], geo[keep, 1], float(store.meta["far"]))
-        points.append(rays_o + depth[:, None] * rays_d)
-    box = scene_box(torch.cat(points).cpu() if points else None, ndc)
+        points.append(space.points(rays_o, rays_d, depth[:, None])[:, 0])
+    box = scene_box(torch.cat(points).cpu() if points else None, ndc, contracted=space.contracted)
     log.info("student grid box %s (from %s)", [[round(v, 3) for v in row] for row in box.tolist()],
              f"{sum(len(p) for p in points)} surface points" if points else "the scene format")
     return box
@@ -586,9 +588,9 @@ class StudentTask:
         self.resume_dir, self.history_path = Path(run.resume_dir), run.history_path
         self.rank, self.world = process_group()
         self.device, self.geom = stores[0].device, store_geometry(stores[0])
-        fam = family(cfg.family)
-        box = student_box(stores, self.geom["ndc"]) if fam.needs_box and init is None else torch.zeros(2, 3)
-        self.model = fam.build(cfg.net, box).to(self.device)  # (a continued grid student loads its box)
+        fam, space = family(cfg.family), ray_space(stores[0].meta.get("camera"))
+        box = student_box(stores, self.geom["ndc"], space) if fam.needs_box and init is None else torch.zeros(2, 3)
+        self.model = fam.build(cfg.net, box, space).to(self.device)  # (a continued grid student loads its box)
         self.optimizer = torch.optim.Adam(self.model.param_groups(), lr=cfg.lr, betas=(0.9, 0.999),
                                           fused=self.device.type == "cuda")
         self.counts = split_counts(cfg.batch_rays, stores)
