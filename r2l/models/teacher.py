@@ -51,7 +51,7 @@ class TeacherConfig:
     seed: int = 0  # seeds network init and all sampling
     device: str = "auto"  # "auto" (CUDA if present), "cuda", "cuda:1", "cpu"
     precision: str = "fp32"  # training arithmetic: fp32 (the authors'), tf32 or bf16 (r2l.core.runtime.PRECISIONS)
-    chunk: int = 4096  # rays per chunk when rendering without grad (validation, inference)
+    chunk: int = 32768  # rays per chunk when rendering without grad (validation, inference); nerf-pytorch's 1024 x 32
     check_learned: bool = True  # stop with an error when val PSNR is below that of a mean-colour image
     nerf: NeRFConfig = field(default_factory=NeRFConfig)  # the MLP teacher (kind "nerf")
     grid: GridConfig = field(default_factory=GridConfig)  # the grid teacher (kind "grid")
