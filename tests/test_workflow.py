@@ -1,8 +1,11 @@
 """The whole workflow end to end on a tiny config: both built-in layouts, every stage, every product."""
 
 import csv
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -164,3 +167,67 @@ def test_report_is_built(run):
     for scene in SCENES:  # the curves figure of every scene
         assert f"results/{scene}/curves.png" in html, scene
     assert "Reading the training curves" in html  # the workflow description (workflow/report/workflow.rst)
+
+
+# Where the soak test kills the run (each pattern relative to the run folder; the kill comes as soon as a file
+# matching it appears): inside the teacher (its first checkpoint), a pseudo-data part (its first shard of two),
+# the grid student and its finetuning (their first checkpoints), evaluation (its log).
+KILL_MOMENTS = (
+    "resources/resume/builtin_ff/teacher/ckpt_*.pt",
+    "results/builtin_ff/pseudo_data/part_1/shard_*.npz",
+    "resources/resume/builtin_ff/student/ckpt_*.pt",
+    "resources/resume/builtin_ff/finetune/ckpt_*.pt",
+    "logs/builtin_ff/evaluate.log",
+)
+
+
+def _kill_when(workdir: Path, pattern: str, seconds: float = 600) -> bool:
+    """Run the scene's metrics target and SIGKILL Snakemake and its jobs (a closed laptop, a dead node) when a file
+    matching ``pattern`` appears; False when the run ended first."""
+    cmd = snakemake_command(workdir, "results/builtin_ff/metrics.csv", configfiles=(TEST_CONFIG,))
+    job = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + seconds
+    try:
+        while job.poll() is None and time.monotonic() < end:
+            if any(workdir.glob(pattern)):
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+
+
+def _weights(path: Path) -> dict:
+    from r2l.models.load import read_model_file
+
+    return read_model_file(path)["weights"]
+
+
+def test_killed_at_every_stage_the_same_command_ends_as_an_uninterrupted_run(run, tmp_path):
+    """The soak test: the run is killed inside each stage in turn and the same command started again each time; the
+    models, the pseudo-data and the scores equal the uninterrupted run's (``run``) bit for bit."""
+    import torch
+
+    killed = [pattern for pattern in KILL_MOMENTS if _kill_when(tmp_path, pattern)]
+    assert killed == list(KILL_MOMENTS)  # each kill came inside its stage
+    final = snakemake(tmp_path, "results/builtin_ff/metrics.csv")
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    logs = tmp_path / "logs" / "builtin_ff"  # each training stage went on from its checkpoint, the part kept its shard
+    assert "resuming teacher from step 30" in (logs / "train_teacher.log").read_text()
+    assert "resuming student from step 20" in (logs / "train_student.log").read_text()
+    assert re.search(r"resuming student from step 5\d", (logs / "finetune.log").read_text())
+    assert re.search(r"shards 1-2, 1 kept", (logs / "pseudo_data.part_1.log").read_text())
+    got, want = tmp_path / "results" / "builtin_ff", run / "results" / "builtin_ff"
+    for model in ("teacher", "student", "finetuned"):
+        a, b = _weights(got / model / "model.pt"), _weights(want / model / "model.pt")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), model
+    shards = sorted(p.relative_to(want) for p in want.glob("pseudo_data/part_*/shard_*.npz"))
+    assert len(shards) == 3 and shards == sorted(p.relative_to(got) for p in got.glob("pseudo_data/part_*/shard_*.npz"))
+    assert all((got / s).read_bytes() == (want / s).read_bytes() for s in shards)
+    scores = ["model", "family", "psnr", "ssim", "lpips", "mflops_per_ray", "params"]
+    mine, theirs = pd.read_csv(got / "metrics.csv"), pd.read_csv(want / "metrics.csv")
+    pd.testing.assert_frame_equal(mine[scores], theirs[scores])
