@@ -1,4 +1,6 @@
-"""A failed write (full disk, permissions) is one line naming the file and the cause, and leaves nothing."""
+"""A failed write (full disk, permissions) is one line naming the file and the cause, and leaves nothing: on
+/dev/full, and on a real 1 MB file system (a tmpfs, where the test may mount one) filled during a checkpoint and a
+view-store write."""
 
 import errno
 import os
@@ -81,3 +83,63 @@ def test_a_stage_reports_a_failed_write_in_one_line(tmp_path):
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == "r2l: a file of this job: cannot write it: No space left on device"
     assert atomic_write_text(tmp_path / "ok.txt", "fine").read_text() == "fine"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 1 MB (a tmpfs mounted for the test; needs root, skipped where mounting is refused)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as err:
+        pytest.skip(f"cannot mount a small tmpfs here ({type(err).__name__}): the /dev/full tests stand in for it")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False, timeout=30)
+
+
+def _fill(folder, leave: int) -> None:
+    """Fill ``folder``'s file system until ``leave`` bytes or fewer are free."""
+    import shutil
+
+    with open(folder / "filler", "wb") as f:
+        while shutil.disk_usage(folder).free > leave:
+            f.write(b"\0" * min(65536, max(4096, shutil.disk_usage(folder).free - leave)))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def test_a_checkpoint_on_a_full_file_system(small_disk):
+    """torch's own writer on a real full disk: one line naming the file and the space left; no temp file."""
+    _fill(small_disk, 64 * 1024)
+    target = small_disk / "resume" / "ckpt_000000100.pt"
+    target.parent.mkdir()
+    with pytest.raises(R2LError) as err:
+        atomic_torch_save({"weights": {"w": torch.zeros(256 * 1024)}, "step": 100}, target)  # 1 MB of float32
+    assert str(err.value).startswith(f"{target}: cannot write it: no space left on device (")
+    assert list(target.parent.iterdir()) == []
+
+
+def test_a_view_store_on_a_full_file_system_then_the_rerun(small_disk, tmp_path):
+    """A store's shards fill the disk: one line naming the shard, no meta.json (the store is not taken as complete),
+    no temp file; with the space freed the same call writes the bytes an uninterrupted write gives."""
+    from helpers import object_and_forward_scenes
+
+    from r2l.stages.pseudo_data import convert_real_data
+
+    scene = object_and_forward_scenes(tmp_path / "scenes", 64)["ff"]  # 7 training views of 64 x 48: 9 KB each
+    convert_real_data(scene, tmp_path / "whole", views_per_shard=2)
+    _fill(small_disk, 8 * 1024)  # less than a shard of 2 views
+    store = small_disk / "real"
+    with pytest.raises(R2LError) as err:
+        convert_real_data(scene, store, views_per_shard=2)
+    assert str(err.value) == f"{store / 'shard_00000.npz'}: cannot write it: No space left on device"
+    assert not (store / "meta.json").exists() and not [p for p in store.iterdir() if not p.name.startswith("shard_")]
+    (small_disk / "filler").unlink()
+    convert_real_data(scene, store, views_per_shard=2)
+    names = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert names == sorted(p.name for p in store.iterdir()) and "meta.json" in names
+    assert all((store / n).read_bytes() == (tmp_path / "whole" / n).read_bytes() for n in names if n != "meta.json")
