@@ -14,9 +14,12 @@ import yaml
 from r2l.core.slurmfit import (
     STAGE_RULES,
     Node,
+    Setting,
     first_misfit,
+    job_ask,
     option_values,
     parse_gres_gpus,
+    parse_gres_models,
     parse_resource,
     parse_sinfo,
     parse_time_limit,
@@ -56,7 +59,7 @@ def test_gpus_of_a_gres(text, gpus):
 
 def test_sinfo_lines_become_nodes():
     text = "64 512000 gpu:h100:4(S:0-1) 1-00:00:00\n\n8 16000 (null) 2:00:00\n"
-    assert parse_sinfo(text) == [Node(64, 512000, 4, 1440), Node(8, 16000, 0, 120)]
+    assert parse_sinfo(text) == [Node(64, 512000, 4, 1440, (("h100", 4),)), Node(8, 16000, 0, 120)]
     with pytest.raises(ValueError, match="unexpected sinfo line"):
         parse_sinfo("64 512000 gpu:4\n")
 
@@ -250,7 +253,8 @@ def check(tmp_path: Path, config: dict, *argv: str) -> str | None:
     (["--set-resources", "train_teacher:runtime=2h"], "runtime 120", "120 min > 60"),
     (["--set-resources", "train_teacher:runtime=61"], "runtime 61", "61 min > 60"),
     (["--set-resources", "train_teacher:gpu=2"], "gpus 2", "2 GPUs > 1"),
-    (["--set-resources", "train_teacher:gres=gpu:a100:2"], "gpus 2", "2 GPUs > 1"),
+    (["--set-resources", "train_teacher:gres=gpu:2"], "gpus 2", "2 GPUs > 1"),
+    (["--set-resources", "train_teacher:gres=gpu:a100:1"], "gpus 1", "1 a100 GPU > 0, GPU models of the nodes: none named"),
     (["--set-resources", "train_teacher:slurm_extra='--qos=long --gres=gpu:2'"], "gpus 2", "2 GPUs > 1"),
     (["--set-resources", "train_teacher:cpus_per_task=4"], "threads 4", "4 CPUs > 2"),
     (["--set-resources", "train_teacher:cpus_per_gpu=3"], "threads 3", "3 CPUs > 2"),  # x 1 GPU
@@ -426,3 +430,35 @@ def test_each_stage_is_the_rule_the_workflow_submits():
 def test_large_values_are_written_in_full():
     line = first_misfit({"teacher": ask(mem_mb=2000000)}, ["teacher"], parse_sinfo("128 1000000 gpu:8 infinite\n"), "p")
     assert "(2000000 MB > 1000000)." in line, line
+
+
+@pytest.mark.parametrize("text, models", [
+    ("gpu:h100:4(S:0-1)", (("h100", 4),)), ("gpu:2", (("", 2),)), ("gpu:a100:2,gpu:v100:1", (("a100", 2), ("v100", 1))),
+    ("gpu:h100", (("h100", 1),)), ("(null)", ()), ("gpu:a100:2(IDX:0-1),mps:100", (("a100", 2),))])
+def test_gpu_models_of_a_gres(text, models):
+    assert parse_gres_models(text) == models
+
+
+@pytest.mark.parametrize("res, model", [
+    ({"gres": "gpu:a100:1"}, "a100"), ({"gres": "gpu:1"}, None), ({"slurm_extra": "--gres=gpu:v100:2 --qos=x"}, "v100"),
+    ({"slurm_extra": "--gpus=h100:2"}, "h100"), ({"slurm_extra": "-G 2"}, None), ({}, None)])
+def test_the_gpu_model_a_job_asks_for(res, model):
+    settings = {"mem_mb": Setting(1000), "runtime": Setting(60), "gpu": Setting(1)}
+    settings.update({key: Setting(value) for key, value in res.items()})
+    ask, _ = job_ask(settings, Setting(1))
+    assert ask["gpu_model"] == model
+
+
+A100_AND_V100 = "16 64000 gpu:a100:2(S:0) infinite\n16 64000 gpu:v100:4 infinite\n"
+
+
+@pytest.mark.parametrize("gpus, model, fits", [
+    (2, "a100", True), (3, "a100", False), (4, "v100", True), (1, "h100", False), (4, None, True), (5, None, False)])
+def test_a_gpu_model_must_be_on_a_node_in_that_number(gpus, model, fits):
+    job = {**ask(gpus=gpus), "gpu_model": model}
+    line = first_misfit({"teacher": job}, ["teacher"], parse_sinfo(A100_AND_V100), "p")
+    assert (line is None) == fits, line
+    if model == "h100":
+        assert "asks for 1 CPU, 1000 MB, 1 h100 GPU, 60 min" in line, line
+        assert "at most 16 CPUs, 64000 MB, 0 h100 GPUs" in line, line
+        assert "(1 h100 GPU > 0, GPU models of the nodes: a100, v100)." in line, line

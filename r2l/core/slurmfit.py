@@ -14,7 +14,8 @@ config's ``resources.<stage>``: ``threads``, and ``gpu``, ``mem_mb`` and ``runti
 sets, so default ``mem_mb``/``runtime`` never win), then ``--set-resources RULE:KEY=VALUE`` and ``--set-threads
 RULE=N`` (or a profile's ``set-resources``/``set-threads``). Then ``cpus_per_task`` (or ``cpus_per_gpu``) wins
 over the threads, ``mem_mb_per_cpu`` over ``mem_mb``, and the GPUs are the most of ``gpu``, a ``gres`` and a
-``slurm_extra`` ``--gres``/``--gpus``; a rule's ``slurm_partition`` picks the partition its nodes are read from.
+``slurm_extra`` ``--gres``/``--gpus``; a GPU model named there (``gpu:a100:1``, ``--gpus=a100:2``) must be one a
+node has that many of; a rule's ``slurm_partition`` picks the partition its nodes are read from.
 
 The executor, partition and overrides are read from Snakemake's command line and profiles (:func:`run_settings`,
 :func:`run_overrides`), as Snakemake reads them: ``--profile`` (or ``$SNAKEMAKE_PROFILE``), then the workflow
@@ -54,19 +55,24 @@ TIMESPAN = re.compile(r"(\d{1,18}(?:\.\d{1,18})?)\s*([a-z]*)", re.IGNORECASE)  #
 SECONDS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "mins": 60, "minute": 60,
            "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400,
            "w": 604800, "week": 604800, "weeks": 604800, "": 1}
-EXTRA_GPUS = re.compile(r"(?:--gpus(?:-per-node)?[=\s]|-G\s*)(?:[\w.]+:)?(\d{1,9})\b")  # in slurm_extra
+EXTRA_GPUS = re.compile(r"(?:--gpus(?:-per-node)?[=\s]|-G\s*)(?:([\w.]+):)?(\d{1,9})\b")  # in slurm_extra
 EXTRA_GRES = re.compile(r"--gres[=\s](\S+)")
 
 
 @dataclass(frozen=True)
 class Node:
     """What one node of a partition offers a job: CPUs, memory in MB, GPUs, and the partition's time limit in
-    minutes (None: no limit)."""
+    minutes (None: no limit); ``gpu_models``: its GPUs by model, ``((model, count), ...)`` (those its GRES names)."""
 
     cpus: int
     mem_mb: int
     gpus: int
     time_limit: float | None
+    gpu_models: tuple[tuple[str, int], ...] = ()
+
+    def gpus_of(self, model: str) -> int:
+        """How many GPUs of ``model`` the node has."""
+        return sum(count for name, count in self.gpu_models if name == model)
 
 
 def parse_time_limit(text: str) -> float | None:
@@ -88,18 +94,33 @@ def parse_time_limit(text: str) -> float | None:
     return numbers[0] + (numbers[1] / 60 if len(numbers) == 2 else 0)  # minutes[:seconds]
 
 
-def parse_gres_gpus(text: str) -> int:
-    """The GPUs in a node's generic resources as ``sinfo`` prints them (``gpu:h100:4(S:0-1)``, ``gpu:2``,
-    ``gpu:a100:2,gpu:v100:1``, ``(null)``): the sum of its ``gpu`` entries' counts."""
+def parse_gres_models(text: str) -> tuple[tuple[str, int], ...]:
+    """The ``gpu`` entries of generic resources as ``sinfo`` prints them or a job asks them (``gpu:h100:4(S:0-1)``,
+    ``gpu:2``, ``gpu:a100:2,gpu:v100:1``, ``gpu:h100``, ``(null)``): ``((model, count), ...)``, the model ""
+    where none is named, the count 1 where none is given."""
     text = re.sub(r"\([^)]*\)", "", text)  # socket lists: (S:0-1), (S:0,1), (IDX:0-3)
-    total = 0
+    entries = []
     for entry in filter(None, text.split(",")):
         fields = entry.strip().split(":")
         if fields[0] != "gpu":
             continue
         count = fields[-1] if len(fields) > 1 else "1"
-        total += int(count) if re.fullmatch(r"\d{1,9}", count) else 1  # gpu:h100 (a type, no count): one
-    return total
+        if re.fullmatch(r"\d{1,9}", count):
+            entries.append((":".join(fields[1:-1]), int(count)))
+        else:  # gpu:h100 (a model, no count): one
+            entries.append((":".join(fields[1:]), 1))
+    return tuple(entries)
+
+
+def parse_gres_gpus(text: str) -> int:
+    """The GPUs in generic resources (:func:`parse_gres_models`): the sum of its ``gpu`` entries' counts."""
+    return sum(count for _, count in parse_gres_models(text))
+
+
+def gres_model(text: str) -> str | None:
+    """The GPU model generic resources ask for (``gpu:a100:1`` -> ``a100``), None when they name none."""
+    models = [model for model, _ in parse_gres_models(text) if model]
+    return models[0] if models else None
 
 
 def parse_sinfo(text: str) -> list[Node]:
@@ -115,7 +136,7 @@ def parse_sinfo(text: str) -> list[Node]:
         if not (cpus and mem):
             raise ValueError(f"unexpected sinfo line (CPUs and memory are not numbers): {line!r}")
         nodes.append(Node(int(cpus.group()), int(mem.group()), parse_gres_gpus(fields[2]),
-                          parse_time_limit(fields[3])))
+                          parse_time_limit(fields[3]), tuple(m for m in parse_gres_models(fields[2]) if m[0])))
     return nodes
 
 
@@ -170,7 +191,13 @@ def slurm_extra_gpus(text: str) -> int:
     """The GPUs per node that ``slurm_extra`` asks for (``--gres=gpu:a100:2``, ``--gpus=2``, ``-G 2``): the
     most of them, 0 when it asks for none."""
     counts = [parse_gres_gpus(gres) for gres in EXTRA_GRES.findall(text)]
-    return max(counts + [int(count) for count in EXTRA_GPUS.findall(text)], default=0)
+    return max(counts + [int(count) for _, count in EXTRA_GPUS.findall(text)], default=0)
+
+
+def slurm_extra_model(text: str) -> str | None:
+    """The GPU model ``slurm_extra`` asks for (``--gres=gpu:a100:2``, ``--gpus=a100:2``), None when it names none."""
+    models = [gres_model(gres) for gres in EXTRA_GRES.findall(text)] + [m for m, _ in EXTRA_GPUS.findall(text)]
+    return next((m for m in models if m), None)
 
 
 # ----------------------------------------------------------------------------- what a stage's job asks for
@@ -226,24 +253,43 @@ def _cpu_ask(res: dict, threads: Setting, gpus: Setting) -> Setting:
     return threads
 
 
+def _gpu_model(res: dict) -> Setting:
+    """The GPU model a job asks for (``gres``, else ``slurm_extra``): its name, or None for any model."""
+    for key, model in (("gres", gres_model), ("slurm_extra", slurm_extra_model)):
+        setting = res.get(key)
+        if setting is not None and setting.value is not None and model(str(setting.value)):
+            return Setting(model(str(setting.value)), setting.origin)
+    return Setting(None)
+
+
 def job_ask(res: dict, threads: Setting) -> tuple[dict, dict]:
     """What a job with the resources ``res`` (name -> Setting) and ``threads`` asks for, keyed like ``UNITS``
-    (None: a value the check cannot read), and the overrides that set each (ask key -> origin)."""
+    (None: a value the check cannot read) plus ``gpu_model`` (None: any), and the overrides that set each (ask
+    key -> origin)."""
     gpus = _gpu_ask(res)
     cpus = _cpu_ask(res, threads, gpus)
     mem = res["mem_mb"]
     per_cpu = res.get("mem_mb_per_cpu", Setting(0))
     if per_cpu.value is None or per_cpu.value:  # the plugin's --mem-per-cpu wins over --mem
         mem = Setting(None if None in (per_cpu.value, cpus.value) else per_cpu.value * cpus.value, per_cpu.origin)
-    settings = {"threads": cpus, "mem_mb": mem, "gpus": gpus, "runtime": res["runtime"]}
+    model = _gpu_model(res)
+    if model.origin and not gpus.origin:  # an override that names a model decides which GPUs count
+        gpus = Setting(gpus.value, model.origin)
+    settings = {"threads": cpus, "mem_mb": mem, "gpus": gpus, "runtime": res["runtime"], "gpu_model": model}
     ask = {key: setting.value for key, setting in settings.items()}
     return ask, {key: setting.origin for key, setting in settings.items() if setting.origin}
 
 
 def holds(node: Node, ask: dict) -> bool:
     """Whether ``node`` can run a job asking ``ask`` (threads, mem_mb, gpus, runtime; None: not checked)."""
-    most = {"threads": node.cpus, "mem_mb": node.mem_mb, "gpus": node.gpus, "runtime": node.time_limit}
+    most = {"threads": node.cpus, "mem_mb": node.mem_mb, "gpus": _node_gpus(node, ask), "runtime": node.time_limit}
     return all(ask[key] is None or most[key] is None or ask[key] <= most[key] for key in UNITS)
+
+
+def _node_gpus(node: Node, ask: dict) -> int:
+    """The GPUs of ``node`` a job asking ``ask`` can use: those of its model when it names one."""
+    model = ask.get("gpu_model")
+    return node.gpus if model is None else node.gpus_of(model)
 
 
 def _num(value) -> str:
@@ -254,15 +300,26 @@ def _num(value) -> str:
 
 
 def _count(value, unit: str) -> str:
-    """``4 CPUs``, ``1 GPU``, ``4000 MB``, ``60 min``, ``1.5 min``, ``? MB``."""
-    return f"{_num(value)} {unit[:-1] if unit in ('CPUs', 'GPUs') and value == 1 else unit}"
+    """``4 CPUs``, ``1 GPU``, ``1 a100 GPU``, ``4000 MB``, ``60 min``, ``1.5 min``, ``? MB``."""
+    return f"{_num(value)} {unit[:-1] if unit.endswith(('CPUs', 'GPUs')) and value == 1 else unit}"
 
 
-def _largest(nodes: list[Node]) -> dict:
-    """The most of each resource any node offers, keyed like a ``resources:`` entry (runtime: the time limit)."""
+def _largest(nodes: list[Node], ask: dict) -> dict:
+    """The most of each resource any node offers a job asking ``ask``, keyed like a ``resources:`` entry (runtime:
+    the time limit; GPUs: of the model it asks for, if any)."""
     limits = [n.time_limit for n in nodes]
     return {"threads": max(n.cpus for n in nodes), "mem_mb": max(n.mem_mb for n in nodes),
-            "gpus": max(n.gpus for n in nodes), "runtime": None if None in limits else max(limits)}
+            "gpus": max(_node_gpus(n, ask) for n in nodes), "runtime": None if None in limits else max(limits)}
+
+
+def _gpu_unit(ask: dict) -> str:
+    """``GPUs``, or ``a100 GPUs`` when the job asks for a model."""
+    return "GPUs" if ask.get("gpu_model") is None else f"{ask['gpu_model']} GPUs"
+
+
+def _models(nodes: list[Node]) -> str:
+    """The GPU models the nodes name (``h100, v100``), or ``none named``."""
+    return ", ".join(sorted({m for n in nodes for m, _ in n.gpu_models})) or "none named"
 
 
 def _over(ask: dict, most: dict) -> list[str]:
@@ -273,14 +330,16 @@ def _over(ask: dict, most: dict) -> list[str]:
 def shortfall(ask: dict, nodes: list[Node]) -> str:
     """Why no node holds ``ask``: each resource it asks more of than any node offers (``4 CPUs > 2``), or that
     no node has them all at once."""
-    most = _largest(nodes)
-    over = [f"{_count(ask[key], UNITS[key])} > {_num(most[key])}" for key in _over(ask, most)]
+    most, units = _largest(nodes, ask), {**UNITS, "gpus": _gpu_unit(ask)}
+    over = [f"{_count(ask[key], units[key])} > {_num(most[key])}" for key in _over(ask, most)]
+    if ask.get("gpu_model") is not None and "gpus" in _over(ask, most):
+        over.append(f"GPU models of the nodes: {_models(nodes)}")
     return ", ".join(over) or "no single node has all of them"
 
 
 def _to_lower(stage: str, ask: dict, nodes: list[Node], origins: dict, also: str) -> str:
     """What to lower: ``resources.<stage>`` in the config and/or the overrides that set what is too much."""
-    keys = _over(ask, _largest(nodes)) or list(UNITS)
+    keys = _over(ask, _largest(nodes, ask)) or list(UNITS)
     overrides = list(dict.fromkeys(origins[key] for key in keys if key in origins))
     config = [f"resources.{stage}{also} in your config"] if any(key not in origins for key in keys) else []
     return " and ".join(config + overrides) + ("" if config else also)
@@ -297,11 +356,12 @@ def misfit_line(stage: str, ask: dict, nodes: list[Node], partition: str, others
     if not nodes:
         return (f"r2l: SLURM partition {partition!r}{per_rule} has no nodes (sinfo -p {partition} lists none): "
                 f"give an existing partition with {where}slurm_partition=NAME (sinfo -s lists them)")
-    most = _largest(nodes)
-    asked = ", ".join(_count(ask[k], unit) for k, unit in UNITS.items())
+    most = _largest(nodes, ask)
+    asked = ", ".join(_count(ask[k], unit) for k, unit in {**UNITS, "gpus": _gpu_unit(ask)}.items())
     set_by = "; ".join(f"{key} {_num(ask[key])} from {origins[key]}" for key in UNITS if key in origins)
     asks = f"rule {rule} asks for {asked} ({set_by})" if set_by else f"resources.{stage} asks for {asked}"
-    offered = ", ".join(_count(most[k], unit) for k, unit in UNITS.items() if k != "runtime")
+    offered = ", ".join(_count(most[k], unit) for k, unit in {**UNITS, "gpus": _gpu_unit(ask)}.items()
+                        if k != "runtime")
     limit = "no time limit" if most["runtime"] is None else f"a time limit of {_count(most['runtime'], 'min')}"
     also = f" (and {', '.join(others)}, which do not fit either)" if others else ""
     return (f"r2l: stage {stage} cannot run on SLURM partition {partition!r}{per_rule}: {asks}; its nodes have at "
