@@ -367,6 +367,18 @@ def test_the_command_line_wins_over_profiles_and_overrides_over_the_rules_values
     assert run("--set-threads", "train_student=2") is None
 
 
+def test_max_threads_lowers_every_rules_threads(cluster, tmp_path):
+    """As Snakemake does: a rule asking more threads than --max-threads (or a profile's max-threads) gets that many."""
+    cluster(gpu=HOUR_NODE)  # 2 CPUs a node
+    profile = write_profile(tmp_path / "p", {"executor": "slurm", "set-threads": ["train_student=8"]})
+    run = lambda *argv: slurm_misfit(SMALL, tmp_path, ["snakemake", "--profile", str(profile), *argv], {})  # noqa
+    assert "(threads 8 from set-threads train_student=8 in the profile " in run()
+    assert run("--max-threads", "2") is None and run("--max-threads=2") is None
+    assert "(threads 3 from --max-threads 3)" in run("--max-threads", "3")  # it lowers, never raises
+    write_profile(tmp_path / "profiles" / "default", {"max-threads": 2})
+    assert run() is None
+
+
 def test_malformed_override_text_is_skipped(cluster, tmp_path, capsys):
     cluster(gpu=TWO_CPU_NODE)
     argv = ["--set-resources", "train_teacher", "mem_mb=64000", ":mem_mb=64000", "train-teacher:mem_mb=64000",

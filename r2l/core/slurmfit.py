@@ -14,8 +14,9 @@ config's ``resources.<stage>``: ``threads``, and ``gpu``, ``mem_mb`` and ``runti
 sets, so default ``mem_mb``/``runtime`` never win), then ``--set-resources RULE:KEY=VALUE`` and ``--set-threads
 RULE=N`` (or a profile's ``set-resources``/``set-threads``). Then ``cpus_per_task`` (or ``cpus_per_gpu``) wins
 over the threads, ``mem_mb_per_cpu`` over ``mem_mb``, and the GPUs are the most of ``gpu``, a ``gres`` and a
-``slurm_extra`` ``--gres``/``--gpus``; a GPU model named there (``gpu:a100:1``, ``--gpus=a100:2``) must be one a
-node has that many of; a rule's ``slurm_partition`` picks the partition its nodes are read from.
+``slurm_extra`` ``--gres``/``--gpus`` (threads above ``--max-threads`` are lowered to it, as Snakemake does); a
+GPU model named there (``gpu:a100:1``, ``--gpus=a100:2``) must be one a node has that many of; a rule's
+``slurm_partition`` picks the partition its nodes are read from.
 
 The executor, partition and overrides are read from Snakemake's command line and profiles (:func:`run_settings`,
 :func:`run_overrides`), as Snakemake reads them: ``--profile`` (or ``$SNAKEMAKE_PROFILE``), then the workflow
@@ -508,11 +509,13 @@ def run_settings(argv: list[str], environ: dict, workflow_dir: Path, bases: list
 @dataclass(frozen=True)
 class Overrides:
     """What the command line and profiles set over the rules' own values: ``defaults`` (resource ->
-    Setting), ``resources`` (rule -> resource -> Setting) and ``threads`` (rule -> Setting)."""
+    Setting), ``resources`` (rule -> resource -> Setting), ``threads`` (rule -> Setting) and ``max_threads``
+    (``--max-threads``: every rule's threads at most this; Setting(None) when not given)."""
 
     defaults: dict
     resources: dict
     threads: dict
+    max_threads: Setting = Setting(None)
 
 
 def _given(argv: list[str], merged: dict, names: tuple[str, ...], key: str, nested: bool = False) -> list:
@@ -551,7 +554,11 @@ def run_overrides(argv: list[str], merged: dict) -> Overrides:
         if match:
             count = _number(match[2].strip().strip("'\""))
             threads[match[1]] = Setting(count if isinstance(count, int) and count > 0 else None, origin)
-    return Overrides(default_settings(argv, merged), resources, threads)
+    most = Setting(None)
+    for word, origin in _given(argv, merged, ("--max-threads",), "max-threads")[-1:]:
+        count = _number(word.strip().strip("'\""))
+        most = Setting(count, origin) if isinstance(count, int) and count > 0 else most
+    return Overrides(default_settings(argv, merged), resources, threads, most)
 
 
 def stage_jobs(config: dict, stages: list[str], overrides: Overrides) -> list[Job]:
@@ -563,6 +570,9 @@ def stage_jobs(config: dict, stages: list[str], overrides: Overrides) -> list[Jo
         own = {"gpu": Setting(entry["gpus"]), "mem_mb": Setting(entry["mem_mb"]), "runtime": Setting(entry["runtime"])}
         res = {**overrides.defaults, **own, **overrides.resources.get(rule, {})}
         threads = overrides.threads.get(rule, Setting(entry["threads"]))
+        most = overrides.max_threads
+        if most.value is not None and threads.value is not None and threads.value > most.value:
+            threads = most  # Snakemake lowers every rule's threads to --max-threads
         ask, origins = job_ask(res, threads)
         partition = res.get("slurm_partition", Setting(None))
         if "slurm_partition" in overrides.resources.get(rule, {}):
