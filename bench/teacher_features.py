@@ -33,8 +33,8 @@ from torch import nn
 from r2l.core.config import deep_merge, validate_config
 from r2l.core.metrics import psnr
 from r2l.models import students
-from r2l.models.grid import LINE_AXES, PLANE_AXES, GridField
 from r2l.models.contracted import RaySpace
+from r2l.models.grid import LINE_AXES, PLANE_AXES, GridField
 from r2l.models.gridstudent import ADAM_BETAS, GridStudentNet
 from r2l.models.render import pose_rays
 from r2l.models.teacher import load_teacher

@@ -136,8 +136,9 @@ def parse_sinfo(text: str) -> list[Node]:
         cpus, mem = (re.match(r"\d+", field) for field in fields[:2])  # (a grouped count: "2+")
         if not (cpus and mem):
             raise ValueError(f"unexpected sinfo line (CPUs and memory are not numbers): {line!r}")
-        nodes.append(Node(int(cpus.group()), int(mem.group()), parse_gres_gpus(fields[2]),
-                          parse_time_limit(fields[3]), tuple(m for m in parse_gres_models(fields[2]) if m[0])))
+        gres = parse_gres_models(fields[2])
+        nodes.append(Node(int(cpus.group()), int(mem.group()), sum(count for _, count in gres),
+                          parse_time_limit(fields[3]), tuple(entry for entry in gres if entry[0])))
     return nodes
 
 
@@ -258,8 +259,8 @@ def _gpu_model(res: dict) -> Setting:
     """The GPU model a job asks for (``gres``, else ``slurm_extra``): its name, or None for any model."""
     for key, model in (("gres", gres_model), ("slurm_extra", slurm_extra_model)):
         setting = res.get(key)
-        if setting is not None and setting.value is not None and model(str(setting.value)):
-            return Setting(model(str(setting.value)), setting.origin)
+        if setting is not None and setting.value is not None and (name := model(str(setting.value))):
+            return Setting(name, setting.origin)
     return Setting(None)
 
 

@@ -103,8 +103,7 @@ class RaySpace:
         if self.split is None:
             start, step = (rays_o - box[0]) * scale - 1.0, rays_d * scale  # at u = 0, per unit u
             return [start[:, k, None] + u * step[:, k, None] for k in range(3)]
-        pts = self.points(rays_o, rays_d, self.depth(u))
-        return [(pts[..., k] - box[0, k]) * scale[k] - 1.0 for k in range(3)]
+        return list(((self.points(rays_o, rays_d, self.depth(u)) - box[0]) * scale - 1.0).unbind(-1))
 
 
 def ray_space(camera: dict | None) -> RaySpace:

@@ -72,9 +72,9 @@ from r2l.core.runtime import (
 )
 from r2l.data.scene import check_same_scene
 from r2l.data.views import ViewStore, read_meta
+from r2l.models.contracted import RaySpace, ray_space
 from r2l.models.gridstudent import GridStudentConfig, scene_box, surface_depth
 from r2l.models.r2lnet import R2LNetConfig
-from r2l.models.contracted import RaySpace, ray_space
 from r2l.models.load import STUDENT_KINDS, read_model_file
 from r2l.models.students import early_student_config, family, stored_family, stored_network
 from r2l.stages.loop import LoopState, StepOut, common_metrics, cpu_weights, resumed_state, run_loop
