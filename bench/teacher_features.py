@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000, help="distillation steps (and their decay horizon)")
     ap.add_argument("--finetune", type=int, default=1000, help="finetuning steps on the real training views")
     ap.add_argument("--out", type=Path, default=Path("teacher_features_probe"), help="folder for the students")
+    ap.add_argument("--distilled", type=Path, default=None,
+                    help="finetune this distilled student (a probe's student.pt) instead of distilling one")
     args = ap.parse_args()
     torch.set_num_threads(1)
     config = merged_config(args.configfile)
@@ -131,12 +133,13 @@ def main() -> None:
     real = results / "real_data"
     scene = scene_from_config(config, args.scene, args.run / "resources" / "scenes" / args.scene
                               if config["scenes"][args.scene]["format"] == "builtin" else None)
-    start = time.time()
-    train_student([results / "pseudo_data"], cfg, args.out / "student.pt", args.out / "resume_student",
-                  val_store=real / "val")
+    start, distilled = time.time(), args.distilled or args.out / "student.pt"
     near, far = store_bounds(real / "val")
-    print(f"distilled ({(time.time() - start) / 60:.1f} min): test {test_view_psnr(built[-1], scene, near, far):.2f} dB")
-    finetune_student(args.out / "student.pt", real / "train", real / "val", finetune_config(cfg, config["finetune"]),
+    if args.distilled is None:
+        train_student([results / "pseudo_data"], cfg, distilled, args.out / "resume_student", val_store=real / "val")
+        minutes = (time.time() - start) / 60
+        print(f"distilled ({minutes:.1f} min): test {test_view_psnr(built[-1], scene, near, far):.2f} dB")
+    finetune_student(distilled, real / "train", real / "val", finetune_config(cfg, config["finetune"]),
                      args.finetune, args.out / "finetuned.pt", args.out / "resume_finetune")
     built[-1].load_state_dict(torch.load(args.out / "finetuned.pt", weights_only=False)["weights"])
     print(f"finetuned: test {test_view_psnr(built[-1], scene, near, far):.2f} dB")

@@ -45,6 +45,8 @@ Everything is measured in the same run, because absolute times on shared machine
    own render of a frame accounts for (the limit of the stage is the teacher).
 6. The pipeline (``pipeline_dir``): the wall and CPU seconds of every rule from Snakemake's benchmark files
    ``{dir}/{scene}/{rule}.tsv``, and each rule's share of the scene's total.
+7. Photo shrinking: :func:`r2l.core.imageio.area_resize` of a random float32 RGB image at each size of
+   ``RESIZES`` (sizes that no whole factor relates, so the area-weighted path), in ms a photo.
 
 Each rate is the best over short timed segments after one untimed warm-up call. ``quick`` keeps the whole
 run near a minute on two CPU cores; ``smoke`` runs every measurement once at toy sizes (to check that the
@@ -75,6 +77,7 @@ import torch
 import yaml
 
 from r2l.core.config import deep_merge
+from r2l.core.imageio import area_resize
 from r2l.core.runtime import pick_device
 from r2l.data.scene import Scene
 from r2l.geometry.poses import sample_blender_poses
@@ -106,6 +109,9 @@ STUDENT_OF = {None: "default 12x128", "paper.yaml": "paper 88x256", "lego_fast.y
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # the checkout's config files
 FRAME_SIDE = 400  # the paper's evaluation resolution
 LEGO_FOCAL = 0.5 * FRAME_SIDE / math.tan(0.5 * 0.6911112070083618)  # NeRF-synthetic's camera at 400 x 400
+# (height, width) -> (height, width) of the photo shrinks timed: LLFF photos at factor 8 and at half that size,
+# and a NeRF-synthetic view at `resolution: 300`
+RESIZES = (((756, 1008), (94, 126)), ((378, 504), (47, 63)), ((800, 800), (300, 300)))
 TRAIN_METHOD = "r2l.stages.student.train_step (fresh + hard-pool rays, forward, backward, Adam; ray sampling untimed)"
 
 
@@ -158,6 +164,16 @@ def settings_for(device: torch.device, mode: str = "full") -> Settings:
                     teacher_batch, teacher_rays, 100 if quick else FRAME_SIDE, 2, (None,),
                     loop_steps=120 if quick else 300, loop_networks=("default 12x128",),
                     compile_networks=("default 12x128",))
+
+
+def bench_resize(s: Settings) -> list[dict]:
+    """ms per photo of :func:`~r2l.core.imageio.area_resize` for each shrink of ``RESIZES`` (best segment)."""
+    rng, rows = np.random.default_rng(0), []
+    for (h, w), (oh, ow) in RESIZES:
+        img = rng.random((h, w, 3), dtype=np.float32)
+        rate = best_rate(lambda: area_resize(img, oh, ow), torch.device("cpu"), s.seconds, s.segment)
+        rows.append({"from": [h, w], "to": [oh, ow], "ms": 1000.0 / rate})
+    return rows
 
 
 def _sync(device: torch.device) -> None:
@@ -594,6 +610,7 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
     compiled = [bench_render_compiled(name, NETWORKS[name], p, s, peaks) for name in s.compile_networks for p in ps]
     loops = run_student_loops(s, peaks)
     teachers = run_teachers(s, peaks)
+    resize = bench_resize(s)
     last = matmul_peaks(s)
     peaks.update({p: max(first[p], last[p]) for p in first})
     for row in train + loops + render + compiled + teachers["teacher_training"] + teachers["teacher_render"]:
@@ -610,7 +627,7 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
         "teacher_training": teachers["teacher_training"], "teacher_render": teachers["teacher_render"],
         "student_speedup": speedups(render, teachers["teacher_render"]), "pseudo_data": teachers["pseudo_data"],
         "pipeline": None if pipeline_dir is None else pipeline_times(pipeline_dir), "notes": teachers["notes"],
-        "load_average": {"before": load_before, "after": os.getloadavg()[0]},  # 1-minute load of the machine
+        "resize": resize, "load_average": {"before": load_before, "after": os.getloadavg()[0]},  # 1-minute load of the machine
     }
 
 
@@ -659,6 +676,10 @@ def _speed_lines(r: dict) -> list[str]:
         lines += [f"  {x['teacher']} ({x['precision']}): {x['views_per_s']:,.3g} views/s at 400x400 "
                   f"({x['views_timed']} view(s) of {x['side_timed']}x{x['side_timed']} timed, scaled by pixels); "
                   f"teacher render {_share(x['teacher_render_share'])} of it" for x in r["pseudo_data"]]
+    if r.get("resize"):
+        lines += ["", "photo shrink (area_resize, float32 RGB, area-weighted: no whole factor):"]
+        lines += [f"  {x['from'][1]}x{x['from'][0]} -> {x['to'][1]}x{x['to'][0]}: {x['ms']:,.1f} ms"
+                  for x in r["resize"]]
     return lines
 
 

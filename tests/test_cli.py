@@ -369,9 +369,12 @@ def test_bench_writes_json(tmp_path, capsys):
                               "--pipeline-benchmarks", tmp_path / "benchmarks")
     assert code == 0, err
     for line in ("student train", "student loop", "student render", "teacher train", "teacher render", "speed-up",
-                 "pseudo-data", "train_student"):
+                 "pseudo-data", "train_student", "1008x756 -> 126x94", "800x800 -> 300x300"):
         assert line in out
     r = json.loads((tmp_path / "out.json").read_text())
+    assert [(x["from"], x["to"]) for x in r["resize"]] == [([756, 1008], [94, 126]), ([378, 504], [47, 63]),
+                                                           ([800, 800], [300, 300])]
+    assert all(x["ms"] > 0 and math.isfinite(x["ms"]) for x in r["resize"])
     assert r["peak_flops_per_s"]["fp32"] > 0 and math.isfinite(r["peak_flops_per_s"]["fp32"])
     rows = r["student_training"] + r["student_loop"] + r["student_render"]
     assert {row["network"] for row in rows} == {"default 12x128", "paper 88x256", "grid default"}
