@@ -59,8 +59,8 @@ class GridStudentConfig:
     fine_spread: float = 1.0  # the feature points span this many point spacings (the span / n_points)
     resolutions: tuple[int, ...] = (32, 64, 128)  # side of the tri-plane feature grids, one level each
     channels: int = 8  # feature channels per level
-    mlp_width: int = 64  # hidden width of the colour MLP
-    mlp_depth: int = 2  # hidden layers of the colour MLP
+    mlp_width: int = 128  # hidden width of the colour MLP
+    mlp_depth: int = 3  # hidden layers of the colour MLP
     view_freqs: int = 2  # positional-encoding frequencies of the unit view direction (-1: no direction)
     depth_weight: float = 0.05  # weight of the depth loss (cross-entropy of the weights against the teacher's depth)
     lr_geometry_scale: float = 400.0  # the logit grid's and background logit's learning rate: this times the student's lr
