@@ -203,6 +203,21 @@ def test_max_steps_stops_and_resumes(builtin_stores, tmp_path):
     assert done["finished"] and done["final_step"] == 8 and [r[0] for r in done["loss_history"]] == list(range(1, 9))
 
 
+def test_fewer_steps_than_the_checkpoints_start_over(builtin_stores, tmp_path):
+    """Rerun with fewer steps in the folder of a longer run: its checkpoints past the new end are removed (not
+    resumed, not left to crowd out the new run's own), and the result is the fresh short run's."""
+    stores, fn = [builtin_stores["pseudo"]], (lambda m: 1.0)
+    train_student(stores, tiny_student({"ckpt_every": 2}), tmp_path / "long.pt", tmp_path / "r", val_fn=fn)
+    assert sorted(p.name for p in (tmp_path / "r").glob("ckpt_*.pt")) == ["ckpt_000000006.pt", "ckpt_000000008.pt"]
+    short = tiny_student({"ckpt_every": 2, "steps": 5})
+    done = train_student(stores, short, tmp_path / "s.pt", tmp_path / "r", val_fn=fn)
+    fresh = train_student(stores, short, tmp_path / "f.pt", tmp_path / "rf", val_fn=fn)
+    assert done["final_step"] == fresh["final_step"] == 5
+    assert sorted(p.name for p in (tmp_path / "r").glob("ckpt_*.pt")) == ["ckpt_000000004.pt", "ckpt_000000005.pt"]
+    ws, wf = load_checkpoint(tmp_path / "s.pt")["weights"], load_checkpoint(tmp_path / "f.pt")["weights"]
+    assert all(torch.equal(ws[k], wf[k]) for k in wf)
+
+
 @pytest.mark.parametrize("ckpt_every, last_good", [(4, 4), (1, 5)])
 def test_nan_stops_with_checkpoint_kept(builtin_stores, tmp_path, monkeypatch, ckpt_every, last_good):
     """A NaN learning rate from step 5 on poisons the weights: R2LError, the last finite checkpoint stays."""

@@ -96,6 +96,17 @@ def save_checkpoint(resume_dir: str | Path, state: dict, step: int, keep: int = 
     return path
 
 
+def remove_checkpoints_after(resume_dir: str | Path, step: int) -> list[Path]:
+    """Remove the checkpoints of ``resume_dir`` written after ``step`` (by a run of more steps); returns them.
+
+    A run of fewer steps must neither resume one (it would finish past its own end) nor leave it there
+    (:func:`save_checkpoint` keeps the newest by step and would prune the run's own checkpoints instead)."""
+    later = [p for p in Path(resume_dir).glob("ckpt_*.pt") if p.stem[5:].isdigit() and int(p.stem[5:]) > step]
+    for path in later:
+        path.unlink()
+    return sorted(later)
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load one checkpoint safely (``weights_only=True``)."""
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple, Protocol
 import torch
 from tqdm import tqdm
 
-from r2l.core.checkpoint import load_latest_checkpoint, save_checkpoint
+from r2l.core.checkpoint import load_latest_checkpoint, remove_checkpoints_after, save_checkpoint
 from r2l.core.errors import R2LError
 from r2l.core.log import log, progress
 from r2l.core.metrics import psnr_from_mse
@@ -118,6 +118,10 @@ def run_loop(task: Task, log_every: int, val_every: int, ckpt_every: int,
     Returns the task's :meth:`Task.finish` metrics, or ``{"finished": False, "step", "history", "val_history"}``
     when it stopped early. on_step(step, loss): called after every step with the loss tensor, unread.
     """
+    later = remove_checkpoints_after(task.resume_dir, task.end_step)
+    if later:
+        log.warning("%s: %d checkpoint(s) past this run's last step %d (written by a run of more steps) removed",
+                    task.resume_dir, len(later), task.end_step)
     ckpt = load_latest_checkpoint(task.resume_dir, check=lambda c: check_checkpoint(task, c), readers=task.readers)
     if ckpt is not None:
         log.info("resuming %s from step %d of %s (%.0f s trained)", task.stage, ckpt["step"], task.resume_dir,
