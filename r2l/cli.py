@@ -732,7 +732,9 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise R2LError(f"cannot serve on 127.0.0.1:{args.port} ({err.strerror or err})") from None
     print(f"serving {folder} at {url} (Ctrl-C to stop)", flush=True)
     try:
-        threading.Event().wait()
+        stop = threading.Event()
+        while not stop.wait(0.5):  # wakes to run Python's signal handler when Ctrl-C reached another thread
+            pass
     except KeyboardInterrupt:
         print("stopped", flush=True)
     finally:
