@@ -103,7 +103,7 @@ def remove_checkpoints_after(resume_dir: str | Path, step: int) -> list[Path]:
     (:func:`save_checkpoint` keeps the newest by step and would prune the run's own checkpoints instead)."""
     later = [p for p in Path(resume_dir).glob("ckpt_*.pt") if p.stem[5:].isdigit() and int(p.stem[5:]) > step]
     for path in later:
-        path.unlink()
+        path.unlink(missing_ok=True)  # the processes of a multi-GPU run all remove them
     return sorted(later)
 
 
