@@ -627,7 +627,8 @@ def run_bench(device: str | None = None, quick: bool = False, threads: int | Non
         "teacher_training": teachers["teacher_training"], "teacher_render": teachers["teacher_render"],
         "student_speedup": speedups(render, teachers["teacher_render"]), "pseudo_data": teachers["pseudo_data"],
         "pipeline": None if pipeline_dir is None else pipeline_times(pipeline_dir), "notes": teachers["notes"],
-        "resize": resize, "load_average": {"before": load_before, "after": os.getloadavg()[0]},  # 1-minute load of the machine
+        "resize": resize,
+        "load_average": {"before": load_before, "after": os.getloadavg()[0]},  # 1-minute load of the machine
     }
 
 
