@@ -147,8 +147,10 @@ def test_r2l_view_serves_until_interrupted(tmp_path):
     folder.mkdir(parents=True)
     (folder / "index.html").write_text("<html>lego</html>")
     (folder / "scene.json").write_text("{}")
+    # Ctrl-C as in a terminal: a child inherits an ignored SIGINT (other tests' tools may leave it so in pytest)
     proc = subprocess.Popen([sys.executable, "-m", "r2l", "view", str(folder.parent)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         url = line.split(" at ")[1].split()[0]
