@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from r2l.core.atomic import atomic_write_json, write_error
+from r2l.core.checkpoint import CHECKPOINT_GLOB
 from r2l.core.config import scene_identity, scene_settings, scene_source_dir, stage_section
 from r2l.core.digest import file_sha256, files_digest
 from r2l.core.errors import R2LError
@@ -87,7 +88,7 @@ def prepare_resume_dir(resume_dir: str | Path, sections: dict[str, dict], inputs
     }
     identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
     path = resume_dir / "identity.json"
-    stale = sorted(resume_dir.glob("ckpt_*.pt"))
+    stale = sorted(resume_dir.glob(CHECKPOINT_GLOB))
     if stale and (not path.exists() or json.loads(path.read_text()) != identity):
         log.warning("settings or inputs changed since the checkpoints in %s were written (or are unknown): "
                     "starting over (%d checkpoints removed)", resume_dir, len(stale))

@@ -85,13 +85,16 @@ def read_checkpoint_v3(ckpt: dict, path: Path) -> dict:
 CHECKPOINT_READERS: dict[int, Reader] = {3: read_checkpoint_v3}
 
 
+CHECKPOINT_GLOB = "ckpt_*.pt"  # the files of a resume folder, ``ckpt_{step:09d}.pt``: name order is step order
+
+
 def save_checkpoint(resume_dir: str | Path, state: dict, step: int, keep: int = 2) -> Path:
     """Atomically write ``state`` (with its format version) as ``resume_dir/ckpt_{step}.pt``; keep the newest
     ``keep`` files."""
     resume_dir = Path(resume_dir)
     path = resume_dir / f"ckpt_{step:09d}.pt"
     atomic_torch_save(with_format_version(state), path)
-    for old in sorted(resume_dir.glob("ckpt_*.pt"))[:-keep]:
+    for old in sorted(resume_dir.glob(CHECKPOINT_GLOB))[:-keep]:
         old.unlink()
     return path
 
@@ -101,7 +104,7 @@ def remove_checkpoints_after(resume_dir: str | Path, step: int) -> list[Path]:
 
     A run of fewer steps must neither resume one (it would finish past its own end) nor leave it there
     (:func:`save_checkpoint` keeps the newest by step and would prune the run's own checkpoints instead)."""
-    later = [p for p in Path(resume_dir).glob("ckpt_*.pt") if p.stem[5:].isdigit() and int(p.stem[5:]) > step]
+    later = [p for p in Path(resume_dir).glob(CHECKPOINT_GLOB) if p.stem[5:].isdigit() and int(p.stem[5:]) > step]
     for path in later:
         path.unlink(missing_ok=True)  # the processes of a multi-GPU run all remove them
     return sorted(later)
@@ -124,7 +127,7 @@ def load_latest_checkpoint(
     garbled, missing keys) falls back to the one before it with a warning; an R2LError (a deliberate refusal:
     another network, a format this r2l cannot read) is raised.
     """
-    for path in sorted(Path(resume_dir).glob("ckpt_*.pt"), reverse=True):
+    for path in sorted(Path(resume_dir).glob(CHECKPOINT_GLOB), reverse=True):
         try:
             ckpt = load_checkpoint(path, map_location)
             if not isinstance(ckpt, dict):
