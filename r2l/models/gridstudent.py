@@ -244,7 +244,7 @@ class GridStudentNet(nn.Module):
         distances in [near, far] instead (as ``space.draw_t`` draws them; mapped onto each ray's span). Returns
         rgb: (n, 3), or with ``with_depth`` ``(rgb, aux)``: aux ``{"depth": (n,) (a distance along the ray),
         "logits": (n, n_points + 1), "t": (n, n_points) (ray coordinates)}``, what :meth:`depth_loss` reads."""
-        rays_o, rays_d = rays_o.float(), rays_d.float()
+        rays_o, rays_d = rays_o.to(self.box.dtype), rays_d.to(self.box.dtype)  # float32, float64 when made double
         if t is None:
             t = self.space.draw_t(near, far, rays_o.shape[0], self.cfg.n_points, train, generator, rays_o.device)
         u, u_near, u_far = self.space.coordinate(t), self.space.coordinate_of(near), self.space.coordinate_of(far)

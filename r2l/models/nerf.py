@@ -25,14 +25,14 @@ def posenc(x: torch.Tensor, n_freqs: int, include_input: bool = True) -> torch.T
 
     x: (..., d). Returns (..., d * (include_input + 2 * n_freqs)) float32 ordered
     ``[x, sin(2^0 x), cos(2^0 x), sin(2^1 x), cos(2^1 x), ...]`` where each entry is a d-vector. Always
-    computed in float32, whatever the input dtype or autocast (sin(2^9 x) in bf16 would be noise).
+    computed in float32 (float64 for a float64 x), whatever autocast says (sin(2^9 x) in bf16 would be noise).
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return _posenc_fp32(x.float(), n_freqs, include_input)
+        return _posenc_full(x if x.dtype == torch.float64 else x.float(), n_freqs, include_input)
 
 
-def _posenc_fp32(x: torch.Tensor, n_freqs: int, include_input: bool) -> torch.Tensor:
-    """:func:`posenc` on float32 ``x: (..., d)``."""
+def _posenc_full(x: torch.Tensor, n_freqs: int, include_input: bool) -> torch.Tensor:
+    """:func:`posenc` on float32 or float64 ``x: (..., d)``."""
     parts = [x] if include_input else []
     if n_freqs > 0:
         freqs = 2.0 ** torch.arange(n_freqs, dtype=x.dtype, device=x.device)

@@ -119,5 +119,6 @@ class R2LNet(nn.Module):
         """rays_o, rays_d: (n, 3) render-space rays; jittered points if ``train``; t: (n, n_points) given
         distances instead (see :meth:`encode`). Returns rgb: (n, 3) (``(rgb, None)`` with ``with_depth``: the
         family interface, :mod:`r2l.models.students`; this network predicts no depth)."""
-        rgb = self.mlp(self.encode(rays_o.float(), rays_d.float(), near, far, train, generator, t))
+        dtype = self.head.weight.dtype  # float32, float64 when made double
+        rgb = self.mlp(self.encode(rays_o.to(dtype), rays_d.to(dtype), near, far, train, generator, t))
         return (rgb, None) if with_depth else rgb

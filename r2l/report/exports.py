@@ -3,7 +3,8 @@
 :func:`write_deploy_summary` reads the ``check.json`` files the ``export`` rule writes
 (``results/{scene}/export{_NAME}/check.json``, :func:`r2l.models.export_check.export_and_check`) and writes a row
 per (scene, family) with the columns :data:`DEPLOY_COLUMNS`: the ONNX file's size, its largest colour difference
-from torch and the PSNR between them, and onnxruntime's and torch's ms per frame timed in the same job.
+from torch and the PSNR between them, how far each is from a float64 render of the same weights, and
+onnxruntime's and torch's ms per frame timed in the same job.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from r2l.core.errors import DataError
 from r2l.report.tables import _fmt, _md_table
 
 DEPLOY_COLUMNS = ["scene", "family", "fp16", "onnx_mb", "max_abs_diff", "psnr_vs_torch", "onnx_ms_per_frame",
-                  "torch_ms_per_frame", "threads", "H", "W"]
-_HEADER = ["scene", "family", "weights", "ONNX (MB)", "max abs diff", "PSNR vs torch (dB)", "onnxruntime ms/frame",
-           "torch ms/frame", "threads", "view"]
+                  "torch_ms_per_frame", "threads", "H", "W", "onnx_vs_fp64", "torch_vs_fp64"]
+FP64_COLUMNS = DEPLOY_COLUMNS[-2:]  # not in the checks of r2l before they were measured: empty cells there
+_HEADER = ["scene", "family", "weights", "ONNX (MB)", "max abs diff", "PSNR vs torch (dB)",
+           "vs float64: onnxruntime / torch", "onnxruntime ms/frame", "torch ms/frame", "threads", "view"]
 
 
 def deploy_row(path: str | Path) -> dict:
@@ -31,7 +33,8 @@ def deploy_row(path: str | Path) -> dict:
         check = json.loads(path.read_text())
         row = {"scene": path.parent.parent.name, "family": check["family"], "fp16": bool(check["fp16"]),
                "onnx_mb": check["size_bytes"] / 1e6}
-        row.update({key: check[key] for key in DEPLOY_COLUMNS[4:]})
+        row.update({key: check[key] for key in DEPLOY_COLUMNS[4:-2]})
+        row.update({key: check.get(key) for key in FP64_COLUMNS})
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(path, f"not an export check written by r2l ({type(err).__name__}: {err})") from err
     return row
@@ -40,7 +43,8 @@ def deploy_row(path: str | Path) -> dict:
 def deploy_markdown(df: pd.DataFrame) -> str:
     """The table as Markdown, one row per exported student."""
     rows = [[str(r["scene"]), str(r["family"]), "float16" if r["fp16"] else "float32", _fmt(r["onnx_mb"], ".2f"),
-             _fmt(r["max_abs_diff"], ".1e"), _fmt(r["psnr_vs_torch"], ".1f"), _fmt(r["onnx_ms_per_frame"], ".1f"),
+             _fmt(r["max_abs_diff"], ".1e"), _fmt(r["psnr_vs_torch"], ".1f"),
+             f"{_fmt(r['onnx_vs_fp64'], '.1e')} / {_fmt(r['torch_vs_fp64'], '.1e')}", _fmt(r["onnx_ms_per_frame"], ".1f"),
              _fmt(r["torch_ms_per_frame"], ".1f"), _fmt(r["threads"], "d"), f"{r['W']} x {r['H']}"]
             for _, r in df.iterrows()]
     intro = ("Each exported student (ONNX, `r2l export`) against the torch student it came from, on one view of its "
