@@ -3,6 +3,7 @@ layout decision on flower, lego and the built-in scene, the normalisation, the c
 and contracted rendering against hand-computed values."""
 
 import json
+import logging
 import math
 
 import imageio.v3 as iio
@@ -460,8 +461,8 @@ def test_a_walk_around_posed_by_colmap_is_written_and_read_as_unbounded(tmp_path
     assert scene.near <= 0.05 * distance + 1e-9 and scene.sample_split == pytest.approx(distance + 1.0)
 
 
-def test_the_nerf_teacher_trains_in_contracted_space(ub_dir, tmp_path):
-    """A few steps of a tiny NeRF teacher through the teacher stage: its unbounded defaults and its renders."""
+def test_the_nerf_teacher_trains_in_contracted_space(ub_dir, tmp_path, caplog):
+    """A few steps of a tiny NeRF teacher through the teacher stage: its unbounded defaults, its renders, its log."""
     from r2l.models.teacher import load_teacher, teacher_config_from_dict
     from r2l.stages.teacher import train_teacher
 
@@ -470,7 +471,10 @@ def test_the_nerf_teacher_trains_in_contracted_space(ub_dir, tmp_path):
                                     "check_learned": False, "precrop_steps": 0, "nerf": {
                                         "depth": 2, "width": 16, "skip": -1, "pos_freqs": 4, "dir_freqs": 2,
                                         "head_width": 8, "n_coarse": 16, "n_fine": None, "raw_noise_std": None}})
-    train_teacher(scene, cfg, tmp_path / "nerf.pt", tmp_path / "resume")
+    with caplog.at_level(logging.INFO, logger="r2l"):
+        train_teacher(scene, cfg, tmp_path / "nerf.pt", tmp_path / "resume")
+    assert (f"over t in [{scene.near:g}, {scene.far:g}]: evenly in t up to {scene.sample_split:g}, then evenly in "
+            "disparity") in caplog.text
     teacher = load_teacher(tmp_path / "nerf.pt", "cpu")
     assert teacher.cfg.nerf.raw_noise_std == 1.0 and teacher.cfg.nerf.n_fine == 128  # LLFF's noise, Blender's samples
     out = teacher.render_outputs(*scene.rays(scene.poses[0]))

@@ -633,7 +633,8 @@ class BuiltinScene:
         return rgba, t.reshape(spp * spp, H, W).numpy()
 
     def as_teacher(self, background=(1.0, 1.0, 1.0)) -> "AnalyticRenderer":
-        """This scene as a "ray renderer" (see BRIEF): ``render_rays(rays_o, rays_d) -> rgb (n, 3)``, exposure 1."""
+        """This scene as a ray renderer (what the pseudo-data stage asks of a teacher): ``render_rays(rays_o, rays_d)
+        -> rgb (n, 3)``, exposure 1."""
         return AnalyticRenderer(self, background)
 
 

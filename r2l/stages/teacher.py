@@ -413,8 +413,13 @@ def train_step(model, optimizer, cfg: TeacherConfig, info, rays: TrainRays, rngs
 
 
 def log_sampling(cfg: TeacherConfig, info: dict, rays: TrainRays) -> None:
-    """Log the samples per ray and their spacing in the field's space (NDC units for forward-facing scenes)."""
+    """Log the samples per ray and their spacing in the field's space (NDC units for forward-facing scenes; an
+    unbounded scene's spacing changes along the ray, so its split is logged instead)."""
     n = TEACHER_KINDS[cfg.kind].samples_per_ray(cfg)
+    if info.get("unbounded"):
+        log.info("%d samples per ray over t in [%g, %g]: evenly in t up to %g, then evenly in disparity (contracted "
+                 "space)", n, info["near"], info["far"], info["sample_split"])
+        return
     norms = torch.linalg.norm(rays.rays_d[0].float(), dim=-1)
     step = (info["far"] - info["near"]) / max(n - 1, 1)
     lo, med, hi = torch.quantile(norms.cpu(), torch.tensor([0.0, 0.5, 1.0])).tolist()
