@@ -44,8 +44,9 @@ def deploy_markdown(df: pd.DataFrame) -> str:
     """The table as Markdown, one row per exported student."""
     rows = [[str(r["scene"]), str(r["family"]), "float16" if r["fp16"] else "float32", _fmt(r["onnx_mb"], ".2f"),
              _fmt(r["max_abs_diff"], ".1e"), _fmt(r["psnr_vs_torch"], ".1f"),
-             f"{_fmt(r['onnx_vs_fp64'], '.1e')} / {_fmt(r['torch_vs_fp64'], '.1e')}", _fmt(r["onnx_ms_per_frame"], ".1f"),
-             _fmt(r["torch_ms_per_frame"], ".1f"), _fmt(r["threads"], "d"), f"{r['W']} x {r['H']}"]
+             f"{_fmt(r['onnx_vs_fp64'], '.1e')} / {_fmt(r['torch_vs_fp64'], '.1e')}",
+             _fmt(r["onnx_ms_per_frame"], ".1f"), _fmt(r["torch_ms_per_frame"], ".1f"), _fmt(r["threads"], "d"),
+             f"{r['W']} x {r['H']}"]
             for _, r in df.iterrows()]
     intro = ("Each exported student (ONNX, `r2l export`) against the torch student it came from, on one view of its "
              "scene's camera path; both runtimes timed in the same job on the same CPU threads.")
