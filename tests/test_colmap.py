@@ -419,6 +419,9 @@ def test_flower_all_photos_match_the_published_poses(flower, flower_full):
     assert result["n"] == 34 and marker["layout"] == "forward_facing" and marker["n_points"] > 4000
     assert marker["mean_reprojection_error"] < 1.0
     np.testing.assert_allclose(result["hwf"][:2], [378, 504])
+    u = marker["undistorted"]  # SIMPLE_RADIAL: the photos were resampled into pinhole images of the focal hwf gives
+    assert u["k"] == marker["camera"]["params"][3] != 0.0 and result["hwf"][2] == pytest.approx(u["f_out"])
+    assert (u["f_out"] > u["f"]) == (u["k"] > 0.0)
     assert result["rotation_deg"].max() < MAX_ROT_DEG and result["position"].max() < MAX_POS
     # the focal of a forward-facing capture is weakly determined: ours is within FOCAL_TOL of the published one
     assert abs(result["focal_ratio"] - 1) < FOCAL_TOL

@@ -33,8 +33,9 @@ camera convention (x right, y down, z forward): ``x_cam = R @ x_world + t``. So 
 ``C = -R.T @ t``, the columns of ``R.T`` are the camera's x, y, z axes in the world, and a point's depth in
 the image is ``(R @ X + t)[2]`` (positive in front). r2l's poses are OpenGL camera-to-world (x right, y up,
 looking down -z): ``c2w = [R.T[:, 0], -R.T[:, 1], -R.T[:, 2], C]`` (:func:`opencv_w2c_to_opengl_c2w`).
-No undistortion is done: with a SIMPLE_RADIAL camera the radial coefficient is logged and ignored (r2l's
-rays are pinhole); choose ``camera_model: SIMPLE_PINHOLE`` or ``PINHOLE`` to fit a distortion-free camera.
+With a SIMPLE_RADIAL camera (the default) the photos are undistorted before they are written
+(:mod:`r2l.data.undistort`: the pinhole images r2l's rays fit; :func:`with_undistortion`); ``camera_model:
+SIMPLE_PINHOLE`` or ``PINHOLE`` fits a distortion-free camera and the photos are copied as they are.
 
 ``pycolmap`` is imported only when COLMAP runs (``pip install pycolmap``; tested with 4.2.1); everything
 else here is NumPy.
@@ -50,7 +51,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -61,6 +62,7 @@ from r2l.core.config import from_dict
 from r2l.core.errors import DataError, R2LError
 from r2l.core.imageio import area_resize, list_images, read_image, to_uint8
 from r2l.data.llff import split_indices, write_poses_bounds
+from r2l.data.undistort import undistort_image, undistorted_focal
 from r2l.data.unbounded import unbounded_bounds, write_marker
 
 log = logging.getLogger("r2l")
@@ -391,7 +393,8 @@ class SparseModel:
 
     names: (n,) photo file names; w2c: (n, 3, 4) cam_from_world [R | t], OpenCV axes; points: (m, 3);
     obs_image, obs_point: (k,) int, image and point index of each observation; camera: the shared camera
-    (model, params, width, height); focal: its focal in pixels at full resolution (mean of fx, fy).
+    (model, params, width, height); focal: its focal in pixels at full resolution (mean of fx, fy), the pinhole
+    focal of the undistorted photos when ``undistort`` is set (:func:`with_undistortion`).
     """
 
     names: list[str]
@@ -402,6 +405,7 @@ class SparseModel:
     camera: dict
     focal: float
     mean_reprojection_error: float
+    undistort: dict | None = None  # SIMPLE_RADIAL: f, cx, cy, k (photo pixels) and the pinhole focal f_out
 
 
 def _extract_and_match(pc, db: Path, folder: Path, names: list[str], cfg: ColmapConfig, threads: int) -> None:
@@ -528,10 +532,29 @@ def check_registration(rec, folder: Path, names: list[str], cfg: ColmapConfig) -
         log.info("COLMAP registered all %d photos", n)
     log.info("COLMAP: %d 3-D points, mean reprojection error %.3f px; camera %s %s", len(sparse.points),
              sparse.mean_reprojection_error, sparse.camera["model"], [round(p, 4) for p in sparse.camera["params"]])
-    if sparse.camera["model"] == "SIMPLE_RADIAL":
-        log.info("the radial distortion k = %.4g is not undone (r2l's rays are pinhole; camera_model: "
-                 "SIMPLE_PINHOLE fits an undistorted camera)", sparse.camera["params"][-1])
     return sparse
+
+
+def with_undistortion(sparse: SparseModel, size: tuple[int, int]) -> SparseModel:
+    """``sparse`` with ``undistort`` set when its camera is SIMPLE_RADIAL with k != 0 (params scaled to the photos'
+    ``size`` (H, W)) and ``focal`` the undistorted photos' pinhole focal; unchanged otherwise."""
+    cam = sparse.camera
+    if cam["model"] != "SIMPLE_RADIAL" or cam["params"][3] == 0.0:
+        return sparse
+    H, W = size
+    sx, sy = W / cam["width"], H / cam["height"]
+    f, cx, cy, k = cam["params"][0] * sx, cam["params"][1] * sx, cam["params"][2] * sy, cam["params"][3]
+    f_out = undistorted_focal(f, cx, cy, k, H, W)
+    log.info("undoing the radial distortion k = %.4g: the photos are resampled into pinhole images, focal %.2f -> "
+             "%.2f px", k, f, f_out)
+    return replace(sparse, focal=f_out, undistort={"f": f, "cx": cx, "cy": cy, "k": k, "f_out": f_out})
+
+
+def scene_photo(folder: Path, name: str, sparse: SparseModel) -> np.ndarray:
+    """The photo ``name`` as the scene stores it: (H, W, C) float32, undistorted when ``sparse.undistort`` says."""
+    image = read_image(folder / name)
+    u = sparse.undistort
+    return image if u is None else undistort_image(image, u["f"], u["cx"], u["cy"], u["k"], u["f_out"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,7 +577,8 @@ def write_llff(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, in
     names = {}
     for i, name in enumerate(sparse.names):
         names[f"image{i:04d}.png"] = name
-        iio.imwrite(img_dir / f"image{i:04d}.png", to_uint8(area_resize(read_image(folder / name)[..., :3], h, w)))
+        image = area_resize(scene_photo(folder, name, sparse)[..., :3], h, w)
+        iio.imwrite(img_dir / f"image{i:04d}.png", to_uint8(image))
     write_poses_bounds(out, c2w, (H, W, sparse.focal), bounds)
     log.info("wrote an LLFF scene: %d views, images_%d at %dx%d, bounds %.3g .. %.3g (COLMAP units)",
              len(names), factor, w, h, bounds[:, 0].min(), bounds[:, 1].max())
@@ -563,16 +587,30 @@ def write_llff(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, in
 
 def _write_transforms(out: Path, sparse: SparseModel, folder: Path, W: int, hold: int, c2w: np.ndarray) -> float:
     """``transforms_{train,val,test}.json`` with the poses ``c2w: (n, 4, 4)`` + ``images/`` (copies of the
-    registered photos); returns camera_angle_x. The val views are training views
-    (:func:`r2l.data.llff.split_indices`)."""
+    registered photos, or their undistorted PNGs: :func:`scene_files`); returns camera_angle_x. The val views are
+    training views (:func:`r2l.data.llff.split_indices`)."""
     (out / "images").mkdir(parents=True)
-    for name in sparse.names:
-        shutil.copy2(folder / name, out / "images" / name)
+    files = scene_files(sparse)
+    for name, file in zip(sparse.names, files, strict=True):
+        if sparse.undistort is None:
+            shutil.copy2(folder / name, out / "images" / file)
+        else:
+            iio.imwrite(out / "images" / file, to_uint8(scene_photo(folder, name, sparse)))
     angle = 2.0 * math.atan(0.5 * W / sparse.focal)
     for split, idx in split_indices(len(sparse.names), hold).items():
-        frames = [{"file_path": f"./images/{sparse.names[i]}", "transform_matrix": c2w[i].tolist()} for i in idx]
+        frames = [{"file_path": f"./images/{files[i]}", "transform_matrix": c2w[i].tolist()} for i in idx]
         (out / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=2))
     return angle
+
+
+def scene_files(sparse: SparseModel) -> list[str]:
+    """The scene's image file of each registered photo: its own name, or with ``.png`` for an undistorted one
+    (appended when two photos share a stem)."""
+    if sparse.undistort is None:
+        return list(sparse.names)
+    stems = [Path(name).stem for name in sparse.names]
+    unique = len(set(stems)) == len(stems)
+    return [f"{stem}.png" if unique else f"{name}.png" for stem, name in zip(stems, sparse.names, strict=True)]
 
 
 def write_blender(out: Path, sparse: SparseModel, folder: Path, size: tuple[int, int], hold: int) -> dict:
@@ -651,7 +689,7 @@ def photos_to_scene(
         t0 = time.perf_counter()
         (scratch / "colmap").mkdir()
         rec = run_colmap(photos, names, scratch / "colmap", cfg, threads)
-        sparse = check_registration(rec, photos, names, cfg)
+        sparse = with_undistortion(check_registration(rec, photos, names, cfg), size)
         c2w = opencv_w2c_to_opengl_c2w(sparse.w2c)
         chosen, spread = choose_layout(c2w, layout, cfg.forward_facing_max_angle, sparse.points, cfg.unbounded_radius,
                                        cfg.unbounded_share)
@@ -660,6 +698,7 @@ def photos_to_scene(
         marker = {"layout": chosen, "format": "llff" if chosen == "forward_facing" else "blender",
                   "axis_spread_deg": spread, "photos": str(photos), "n_photos": len(names),
                   "registered": sparse.names, "camera": sparse.camera, "focal": sparse.focal,
+                  "undistorted": sparse.undistort,
                   "n_points": len(sparse.points), "mean_reprojection_error": sparse.mean_reprojection_error,
                   "settings": asdict(cfg), "pycolmap": getattr(_pycolmap(), "__version__", "unknown"),
                   "minutes": (time.perf_counter() - t0) / 60.0}
