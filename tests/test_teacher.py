@@ -1,5 +1,6 @@
 """The NeRF network (paper cost numbers) and the teacher training loop: learning, resume, NaN guard, loading."""
 
+import logging
 import math
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from r2l.models.teacher import TeacherConfig, load_teacher, teacher_config_from_
 from r2l.report.curves import read_history
 from r2l.stages.teacher import TrainRays, decay_lr, train_teacher
 
-from helpers import TINY_GRID, TINY_NERF, Killed, default_config, kill_at, tiny_teacher
+from helpers import TINY_GRID, TINY_NERF, Killed, builtin_orbit, default_config, kill_at, tiny_teacher
 
 
 @pytest.fixture(scope="module")
@@ -369,29 +370,60 @@ SHORT_GRID_RUN = {"steps": 300, "batch_rays": 256, "val_every": 0, "val_views": 
                   "grid": {"upsample_steps": [100, 200], "occupancy_warmup": 50}}
 
 
-def short_val(scene, tmp_path) -> dict:
-    """Train the shipped grid teacher settings, shortened to 300 steps of 256 rays; score the val views."""
+def short_val(scene, tmp_path, monkeypatch, recheck: bool = True) -> dict:
+    """Train the shipped grid teacher settings, shortened to 300 steps of 256 rays. Returns the teacher's own
+    scores by split, as its loop computed them (``val``: the final validation; ``test``: the held-out check, for
+    scenes whose val views are training views); ``recheck`` scores the written file's val views again."""
+    scores = {}
+
+    def recording(*args, split: str = "val", **kwargs):
+        scores[split] = validate(*args, split=split, **kwargs)
+        return scores[split]
+
+    validate = teacher_mod.validate
+    monkeypatch.setattr(teacher_mod, "validate", recording)
     cfg = teacher_config_from_dict(shipped_teacher_section({**SHORT_GRID_RUN, "check_learned": False}))
     metrics = train_teacher(scene, cfg, tmp_path / "m.pt", tmp_path / "resume")
-    teacher = load_teacher(tmp_path / "m.pt")
-    val = teacher_mod.validate(teacher.model, teacher.cfg, teacher.info, scene, torch.device("cpu"),
-                               TrainRays(scene, torch.device("cpu")).mean_rgb)
-    assert val["psnr"] == pytest.approx(metrics["val_psnr"], abs=1e-4) and teacher.meta["step"] == 300
-    return val
+    assert scores["val"]["psnr"] == metrics["val_psnr"]
+    if recheck:
+        teacher = load_teacher(tmp_path / "m.pt")
+        again = validate(teacher.model, teacher.cfg, teacher.info, scene, torch.device("cpu"),
+                         TrainRays(scene, torch.device("cpu")).mean_rgb)
+        assert again["psnr"] == pytest.approx(metrics["val_psnr"], abs=1e-4) and teacher.meta["step"] == 300
+    return scores
 
 
-def test_grid_teacher_learns_the_builtin_forward_facing_scene(tmp_path):
+def test_grid_teacher_learns_the_builtin_forward_facing_scene(tmp_path, monkeypatch, caplog):
     """The built-in forward-facing scene (clutter at every depth, no empty background) with the shipped settings.
     Measured (300 steps, one thread): 21.89 dB against a mean-colour image's 13.99 dB; with the Blender-style
-    settings LLFF scenes used to get (softplus(-10) density, L1 8e-5, no TV, PE 2/2, white background) 18.94 dB."""
-    val = short_val(load_scene("llff", write_llff(tmp_path / "ff", seed=0, width=64, height=48, n_views=24)), tmp_path)
+    settings LLFF scenes used to get (softplus(-10) density, L1 8e-5, no TV, PE 2/2, white background) 18.94 dB.
+    Its val views are training views, so the teacher also scores held-out views (measured 20.87 dB against 13.66)."""
+    scene = load_scene("llff", write_llff(tmp_path / "ff", seed=0, width=64, height=48, n_views=24))
+    with caplog.at_level(logging.INFO, logger="r2l"):
+        scores = short_val(scene, tmp_path, monkeypatch)
+    val, held = scores["val"], scores["test"]
     assert val["psnr"] > val["baseline_psnr"] + 6.5, val
+    assert held["psnr"] > held["baseline_psnr"] + teacher_mod.HELD_OUT_MARGIN_DB, held
+    assert f"held-out test views: PSNR {held['psnr']:.2f} dB" in caplog.text and "WARNING" not in caplog.text
+    # the same teacher on the test views with their poses swapped, as a mis-registered capture would have them
+    caplog.clear()
+    test = scene.splits["test"]
+    scene.poses[test] = scene.poses[np.roll(test, 1)]
+    teacher = load_teacher(tmp_path / "m.pt")
+    with caplog.at_level(logging.INFO, logger="r2l"):
+        teacher_mod.check_held_out(teacher.model, teacher.cfg, teacher.info, scene, torch.device("cpu"),
+                                   TrainRays(scene, torch.device("cpu")).mean_rgb)
+    assert f"teacher of scene {scene.name!r}: on held-out views it is only" in caplog.text
+    assert not teacher_mod.val_views_are_trained_on(builtin_orbit(tmp_path / "orbit"))  # its val views are its own
 
 
-def test_grid_teacher_learns_a_real_forward_facing_capture(flower, tmp_path):
+def test_grid_teacher_learns_a_real_forward_facing_capture(flower, tmp_path, monkeypatch):
     """flower (real LLFF, factor 8) with the shipped grid settings, shortened. Measured (300 steps, one thread):
     19.61 dB against a mean-colour image's 12.71 dB, 1.1% of rays hitting nothing; with the Blender-style
-    settings LLFF scenes used to get 17.25 dB (their collapse to 5.3 dB came in a full 1000-step run)."""
-    val = short_val(load_scene("llff", flower, factor=8), tmp_path)
+    settings LLFF scenes used to get 17.25 dB (their collapse to 5.3 dB came in a full 1000-step run). Its
+    held-out views (the test views, scored by the teacher itself) are far above the mean colour too."""
+    scores = short_val(load_scene("llff", flower, factor=8), tmp_path, monkeypatch, recheck=False)
+    val, held = scores["val"], scores["test"]
     assert val["psnr"] > val["baseline_psnr"] + 5.8, val
+    assert held["psnr"] > held["baseline_psnr"] + teacher_mod.HELD_OUT_MARGIN_DB, held
     assert val["miss"] < 0.02, val  # rays end on the scene, not on the background

@@ -6,8 +6,10 @@ validation, NaN guard, finish) on a :class:`TeacherTask`. All training rays are 
 Blender scenes), renders them, and takes an Adam step on the colour MSE (coarse + fine for NeRF; MSE + the field's
 regulariser for the grid) with the NeRF schedule ``lr * 0.1 ** (step / lr_decay_steps)``. What differs between
 the kinds (Adam groups, loss, the grid's occupancy refresh and upsampling after a step) is a kind object of
-:data:`TEACHER_KINDS`. A validation below a mean-colour image stops training (:func:`check_learned`). The trained
-teacher is loaded for inference with :func:`r2l.models.teacher.load_teacher`.
+:data:`TEACHER_KINDS`. A validation below a mean-colour image stops training (:func:`check_learned`); where the
+validation views are training views, held-out views are scored at the end and a weak score warned about
+(:func:`check_held_out`). The trained teacher is loaded for inference with
+:func:`r2l.models.teacher.load_teacher`.
 """
 
 from __future__ import annotations
@@ -190,16 +192,20 @@ def teacher_loss(model: nn.ModuleDict, cfg: TeacherConfig, out: dict, target: to
     return TEACHER_KINDS[cfg.kind].loss(model, out, target, mse), mse
 
 
-def validate(model, cfg: TeacherConfig, info: dict, scene: Scene, device, mean_rgb: torch.Tensor) -> dict | None:
-    """Score ``cfg.val_views`` evenly spread validation views (None without a val split).
+HELD_OUT_MARGIN_DB = 5.0  # a teacher less than this above the mean-colour image on held-out views is warned about
+
+
+def validate(model, cfg: TeacherConfig, info: dict, scene: Scene, device, mean_rgb: torch.Tensor,
+             split: str = "val") -> dict | None:
+    """Score ``cfg.val_views`` evenly spread views of ``split`` (None without one).
 
     mean_rgb: (3,) the training images' mean colour. Returns ``psnr`` (mean per-image PSNR),
     ``baseline_psnr`` (the same for a constant image of ``mean_rgb``) and ``miss`` (fraction of rays whose
     accumulated opacity stays below 0.5, i.e. that hit nothing and show the background).
     """
-    if "val" not in scene.splits or len(scene.splits["val"]) == 0 or cfg.val_views <= 0:
+    if split not in scene.splits or len(scene.splits[split]) == 0 or cfg.val_views <= 0:
         return None
-    images, poses = scene.split("val")
+    images, poses = scene.split(split)
     picks = np.unique(np.linspace(0, len(poses) - 1, min(cfg.val_views, len(poses))).round().astype(int))
     psnrs, baselines, misses = [], [], []
     for i in picks:
@@ -221,6 +227,35 @@ def check_learned(cfg: TeacherConfig, val: dict | None, step: int, scene_name: s
         "Stopping before later stages distil it; check the scene's poses and format, and the log's density and "
         "occupancy lines, then rerun (the last checkpoints are kept)."
     )
+
+
+def val_views_are_trained_on(scene: Scene) -> bool:
+    """Whether every validation view has the pose of a training view (LLFF and photos scenes: the val views are
+    training views, so validation cannot tell a teacher that only learned its training views)."""
+    if "val" not in scene.splits or len(scene.splits["val"]) == 0:
+        return False
+    train = scene.poses[scene.splits["train"]][:, :3, :4].reshape(-1, 12)
+    val = scene.poses[scene.splits["val"]][:, :3, :4].reshape(-1, 12)
+    return bool(np.all([np.abs(train - v).max(axis=1).min() < 1e-6 for v in val]))
+
+
+def check_held_out(model, cfg: TeacherConfig, info: dict, scene: Scene, device, mean_rgb: torch.Tensor) -> None:
+    """When the validation views are training views (:func:`val_views_are_trained_on`), score ``cfg.val_views``
+    held-out test views too (nothing is chosen by them) and warn when the teacher is less than
+    :data:`HELD_OUT_MARGIN_DB` above an image painted in the mean training colour there."""
+    if not val_views_are_trained_on(scene):
+        return
+    held = validate(model, cfg, info, scene, device, mean_rgb, split="test")
+    if held is None:
+        return
+    log.info("held-out test views: PSNR %.2f dB (mean-colour image %.2f dB)", held["psnr"], held["baseline_psnr"])
+    if held["psnr"] < held["baseline_psnr"] + HELD_OUT_MARGIN_DB:
+        log.warning(
+            "teacher of scene %r: on held-out views it is only %.1f dB above an image painted in the mean training "
+            "colour (%.2f against %.2f dB; its validation views are training views). It reproduces the photos it "
+            "trained on but not the scene: check the poses (COLMAP can misplace photos of repeated patterns), "
+            "or take more photos; the later stages distil what it learned.", scene.name,
+            held["psnr"] - held["baseline_psnr"], held["psnr"], held["baseline_psnr"])
 
 
 def field_stats(model: nn.ModuleDict, cfg: TeacherConfig, seed: int) -> str:
@@ -355,6 +390,7 @@ class TeacherTask:
         """Write the teacher file atomically; returns its metrics (``val_psnr``: the final validation's, at
         ``val_step``; the rest: :func:`r2l.stages.loop.common_metrics`)."""
         val_step, val_psnr = state.val_history[-1]
+        check_held_out(self.model, self.cfg, self.info, self.scene, self.device, self.rays.mean_rgb)
         metrics = {"val_psnr": val_psnr, "val_step": val_step, **common_metrics(self, state)}
         out = {"weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                "config": dataclasses.asdict(self.cfg), "kind": self.cfg.kind, "scene": self.info,
