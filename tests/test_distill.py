@@ -366,6 +366,7 @@ def test_llff_finetuning_keeps_the_last_checkpoint_because_its_val_views_are_tra
         m = finetune_student(tmp_path / "s.pt", tmp_path / "train", tmp_path / "val", cfg, 2, tmp_path / "f.pt",
                              tmp_path / "rf", val_fn=lambda model: next(psnrs))
     assert m["val_step"] == 4 and m["val_psnr"] == 18.0  # the last, not the best
+    assert "optimizer" not in load_checkpoint(tmp_path / "f.pt")  # only a distilled student carries it
     assert "are training views" in caplog.text and "keeping the last finetuning checkpoint" in caplog.text
 
 

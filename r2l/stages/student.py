@@ -682,7 +682,7 @@ class StudentTask:
             return {"finished": True, **metrics}
         out = {"weights": chosen["weights"], "config": dataclasses.asdict(self.cfg), "kind": self.kind, **self.geom,
                "scene": store_scene(self.stores[0].meta), "step": int(chosen["step"]), "metrics": metrics}
-        if not self.select_on_val:  # a distilled student carries its optimizer so finetuning can continue it
+        if self.kind == "student":  # a distilled student carries its optimizer so finetuning can continue it
             out["optimizer"] = self.optimizer.state_dict()
         save_model_file(out, self.run.out_path)
         log.info("%s written to %s: val PSNR %.2f dB (step %d; %.2f dB at the start), %.0f s", self.name,
