@@ -16,7 +16,7 @@ FOCAL_SEARCH_STEPS = 60  # bisection steps for the pincushion focal (relative pr
 ROWS_PER_BLOCK = 256  # rows of the undistorted image computed at a time
 
 
-def _sources(f: float, cx: float, cy: float, k: float, f_out: float, H: int, W: int, rows: np.ndarray,
+def _sources(f: float, cx: float, cy: float, k: float, f_out: float, rows: np.ndarray,
              cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where pixels (rows, cols) (...) of the pinhole image of focal ``f_out`` read the photo: its pixel-centre
     coordinates (u, v) (...), 0 at the first pixel's centre."""
@@ -34,7 +34,7 @@ def undistorted_focal(f: float, cx: float, cy: float, k: float, H: int, W: int) 
     cols = np.concatenate([np.zeros(H), np.full(H, W - 1), np.arange(W), np.arange(W)]).astype(np.float64)
 
     def inside(f_out: float) -> bool:
-        u, v = _sources(f, cx, cy, k, f_out, H, W, rows, cols)
+        u, v = _sources(f, cx, cy, k, f_out, rows, cols)
         return bool((u >= 0).all() and (u <= W - 1).all() and (v >= 0).all() and (v <= H - 1).all())
 
     lo, hi = f, f
@@ -56,7 +56,7 @@ def undistort_image(image: np.ndarray, f: float, cx: float, cy: float, k: float,
     cols = np.arange(W, dtype=np.float64)
     for start in range(0, H, ROWS_PER_BLOCK):
         rows, c = np.meshgrid(np.arange(start, min(start + ROWS_PER_BLOCK, H), dtype=np.float64), cols, indexing="ij")
-        u, v = _sources(f, cx, cy, k, f_out, H, W, rows, c)
+        u, v = _sources(f, cx, cy, k, f_out, rows, c)
         out[start : start + rows.shape[0]] = _bilinear(image, np.clip(u, 0.0, W - 1.0), np.clip(v, 0.0, H - 1.0))
     return out
 
