@@ -14,6 +14,7 @@ from r2l.core.imageio import to_uint8
 from r2l.data.builtin import (
     AMBIENT,
     BOX,
+    CELLS,
     CYLINDER,
     DIFFUSE,
     FF_CAMERA_Z,
@@ -21,6 +22,7 @@ from r2l.data.builtin import (
     PLANE,
     SPHERE,
     BuiltinScene,
+    _cell_value,
     _hit_cylinder,
     _texture,
     blender_split_poses,
@@ -172,6 +174,31 @@ def test_texture_has_high_frequency_detail(scene):
     diff = (rgb[:, 1:] - rgb[:, :-1]).abs().amax(-1)[same]
     assert same.sum() > 200
     assert (diff > 0.1).float().mean() > 0.1  # neighbours on one object often differ strongly
+
+
+def _cell_by_hand(x: int, y: int, z: int) -> float:
+    """_cell_value's hash in Python's unbounded integers (int64 never overflows for cells this small)."""
+    h = (x * 73856093) ^ (y * 19349663) ^ (z * 83492791)
+    h = (h ^ (h >> 13)) & 0xFFFFFF
+    h = (h * 1274126177) & 0xFFFFFFFF
+    return ((h ^ (h >> 16)) & 1023) / 1023.0
+
+
+def test_random_cells_by_hand():
+    """CELLS: 0.6 x the value of the cell pi / freq wide plus 0.4 x that of the finer cell (2.37x, shifted half a
+    cell, offset 1000 in the hash); flat inside a cell, and no period: a row of 64 cells has many distinct values."""
+    cells = torch.tensor([[0, 0, 0], [1, 2, 3], [-4, 7, -1], [40, -30, 12]])
+    expected = [_cell_by_hand(*c) for c in cells.tolist()]
+    np.testing.assert_allclose(_cell_value(cells).numpy(), expected, rtol=0, atol=1e-7)
+    freq = math.pi / 0.5  # cells 0.5 wide
+    q = torch.tensor([[0.1, 0.6, 1.3], [0.11, 0.61, 1.31]])  # coarse cell (0, 1, 2); fine cells (0, 3, 6), (1, 3, 6)
+    by_hand = [0.6 * _cell_by_hand(0, 1, 2) + 0.4 * _cell_by_hand(1000, 1003, 1006),
+               0.6 * _cell_by_hand(0, 1, 2) + 0.4 * _cell_by_hand(1001, 1003, 1006)]
+    np.testing.assert_allclose(_texture(CELLS, freq, q).numpy(), by_hand, rtol=0, atol=1e-6)
+    row = torch.stack([torch.arange(64.0) + 0.3, torch.full((64,), 0.3), torch.full((64,), 0.3)], -1)
+    w = _texture(CELLS, math.pi, row)  # one coarse cell per point
+    assert float(w.min()) >= 0.0 and float(w.max()) <= 1.0 and len(set(w.tolist())) > 50
+    assert (w[1:] - w[:-1]).abs().gt(0.1).float().mean() > 0.5  # neighbouring cells mostly differ clearly
 
 
 def test_render_spp1_matches_render_rays(scene):

@@ -16,10 +16,11 @@ drawn from a seed. It has three layouts:
   stems (capped cylinders about one pixel wide at 64x48), near-black and strongly saturated albedos
   besides pastel ones, and the same textures and highlights.
 - ``"unbounded"`` (:func:`write_unbounded`): a walk-around capture of an object with its surroundings. The orbit
-  layout's objects of the same seed, scaled into the unit ball, stand on a checkered floor disc (radius
-  ``UB_FLOOR_RADIUS``) among pillars and blocks 3-9 away, all inside a textured sky dome (radius
-  ``UB_DOME_RADIUS``) on which every ray that misses the rest ends: no pixel is empty, and most of what the
-  cameras see lies far outside the ball they stand in.
+  layout's objects of the same seed, scaled into the unit ball, stand on a floor disc (radius ``UB_FLOOR_RADIUS``)
+  among pillars and blocks 3-9 away, all inside a sky dome (radius ``UB_DOME_RADIUS``) on which every ray that
+  misses the rest ends: no pixel is empty, and most of what the cameras see lies far outside the ball they stand
+  in. Floor and dome wear random cells (``CELLS``: no period, corners at two scales), as a room's clutter gives
+  COLMAP features to register a walk-around by; periodic checkers made it misplace the cameras.
 
 Being analytic, a scene gives exact ground truth at any pose (:meth:`BuiltinScene.render_rays`,
 :meth:`BuiltinScene.render`, :meth:`BuiltinScene.as_teacher`), always at exposure 1.
@@ -89,7 +90,7 @@ UB_CAMERA_HEIGHT = (0.0, 0.8)  # unbounded: the cameras' height
 UB_CAMERA_ANGLE_X = 1.0  # unbounded: horizontal field of view (radians)
 
 SPHERE, BOX, PLANE, CYLINDER = 0, 1, 2, 3
-CHECKER, STRIPES, SINES = 0, 1, 2
+CHECKER, STRIPES, SINES, CELLS = 0, 1, 2, 3
 
 
 @dataclass
@@ -293,11 +294,12 @@ def _z_rotation(angle: float) -> np.ndarray:
 
 
 def _draw_surroundings(rng: np.random.Generator) -> list[Shape]:
-    """The unbounded layout's surroundings: a checkered floor disc (a flat cylinder, top at UB_FLOOR_Z), 8 pillars
-    (upright cylinders, radius 0.12-0.3, 1-3.6 high) and 6 blocks (boxes turned about z) standing on it 3-9 from
-    the centre, and a sky dome (a sphere of radius UB_DOME_RADIUS, seen from inside, no highlight)."""
+    """The unbounded layout's surroundings: a floor disc in random cells (a flat cylinder, top at UB_FLOOR_Z), 8
+    pillars (upright cylinders, radius 0.12-0.3, 1-3.6 high) and 6 blocks (boxes turned about z) standing on it 3-9
+    from the centre, and a sky dome in random cells (a sphere of radius UB_DOME_RADIUS, seen from inside, no
+    highlight; cells of ~1.6, ~12 across a view)."""
     shapes = [Shape(CYLINDER, np.array([0.0, 0.0, UB_FLOOR_Z - 0.05]), np.eye(3),
-                    np.array([UB_FLOOR_RADIUS, UB_FLOOR_RADIUS, 0.05]), _ff_colors(rng, "pastel"), CHECKER,
+                    np.array([UB_FLOOR_RADIUS, UB_FLOOR_RADIUS, 0.05]), _ff_colors(rng, "pastel"), CELLS,
                     float(rng.uniform(2.5, 3.5)), 0.05, 30.0)]
     for i in range(14):
         dist, azimuth = rng.uniform(3.0 if i < 8 else 3.5, 9.0), rng.uniform(0.0, 2.0 * math.pi)
@@ -312,7 +314,7 @@ def _draw_surroundings(rng: np.random.Generator) -> list[Shape]:
             shapes.append(Shape(BOX, foot + [0.0, 0.0, size[2]], _z_rotation(rng.uniform(0.0, math.pi)), size,
                                 colors, texture, float(rng.uniform(8.0, 16.0)), float(rng.uniform(0.1, 0.4)), 40.0))
     shapes.append(Shape(SPHERE, np.zeros(3), _random_rotation(rng), np.full(3, UB_DOME_RADIUS),
-                        _ff_colors(rng, "pastel"), SINES, float(rng.uniform(0.3, 0.5)), 0.0, 1.0))
+                        _ff_colors(rng, "pastel"), CELLS, float(rng.uniform(1.8, 2.2)), 0.0, 1.0))
     return shapes
 
 
@@ -421,12 +423,24 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
+def _cell_value(cell: torch.Tensor) -> torch.Tensor:
+    """A hash of integer lattice cells: (n, 3) int64 -> (n,) values in [0, 1] (1024 levels), no period."""
+    h = (cell[:, 0] * 73856093) ^ (cell[:, 1] * 19349663) ^ (cell[:, 2] * 83492791)
+    h = (h ^ (h >> 13)) & 0xFFFFFF
+    h = (h * 1274126177) & 0xFFFFFFFF
+    return ((h ^ (h >> 16)) & 1023).float() / 1023.0
+
+
 def _texture(kind: int, freq, q: torch.Tensor) -> torch.Tensor:
     """Mix weight in [0, 1] of a procedural texture at object-space points q: (n, 3). Returns (n,).
 
-    freq: a float or a per-point (n,) tensor (radians per unit).
+    freq: a float or a per-point (n,) tensor (radians per unit; a checker or cell is pi / freq wide). CELLS: a
+    random value per cell plus a finer one per cell 2.37x smaller (offset half a cell), weighted 0.6 / 0.4.
     """
     f = torch.as_tensor(freq, dtype=q.dtype)
+    if kind == CELLS:
+        x = q * (f[..., None] / math.pi)
+        return 0.6 * _cell_value(torch.floor(x).long()) + 0.4 * _cell_value(torch.floor(2.37 * x + 0.5).long() + 1000)
     if kind == CHECKER:
         return (torch.floor(q * (f[..., None] / math.pi)).sum(-1) % 2.0).float()
     if kind == STRIPES:
@@ -558,7 +572,7 @@ class BuiltinScene:
         q = ((pts - self._centre[obj])[:, :, None] * self._rot[obj]).sum(1)  # object space
         tex, freq = self._tex[obj], self._freq[obj]
         w = torch.zeros_like(n_dot_l)
-        for kind in (CHECKER, STRIPES, SINES):
+        for kind in (CHECKER, STRIPES, SINES, CELLS):
             sel = (tex == kind).nonzero()[:, 0]
             if len(sel):
                 w[sel] = _texture(kind, freq[sel], q[sel])
