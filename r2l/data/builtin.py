@@ -297,7 +297,7 @@ def _draw_surroundings(rng: np.random.Generator) -> list[Shape]:
     """The unbounded layout's surroundings: a floor disc in random cells (a flat cylinder, top at UB_FLOOR_Z), 8
     pillars (upright cylinders, radius 0.12-0.3, 1-3.6 high) and 6 blocks (boxes turned about z) standing on it 3-9
     from the centre, and a sky dome in random cells (a sphere of radius UB_DOME_RADIUS, seen from inside, no
-    highlight; cells of ~1.6, ~12 across a view)."""
+    highlight; cells about 1.6 wide, 12-15 across a view)."""
     shapes = [Shape(CYLINDER, np.array([0.0, 0.0, UB_FLOOR_Z - 0.05]), np.eye(3),
                     np.array([UB_FLOOR_RADIUS, UB_FLOOR_RADIUS, 0.05]), _ff_colors(rng, "pastel"), CELLS,
                     float(rng.uniform(2.5, 3.5)), 0.05, 30.0)]
