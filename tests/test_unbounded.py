@@ -390,7 +390,7 @@ SMALL_GRID = {"n_samples": 48, "resolution": 40, "resolution_init": 24, "upsampl
 def test_the_grid_teacher_learns_the_builtin_unbounded_scene(tmp_path):
     """32x32, 30 training views, 300 steps of the default config's grid teacher made small (resolution 40, 48
     samples a ray, 256 rays a step), with the unbounded defaults (relu, no L1, no total variation; contracted
-    space): about 35 s of CPU. Measured: test PSNR 21.4 dB against 16.5 for the mean training colour; the
+    space): about 13 s of CPU. Measured: test PSNR 21.4 dB against 16.5 for the mean training colour; the
     teacher's disparity correlates with the truth's at 0.55 (200 steps: 20.5 dB, 0.41; 400: 23.1 dB, 0.73)."""
     from r2l.cli import main
     from r2l.core.metrics import psnr_from_mse
@@ -471,7 +471,7 @@ WALK_PHOTOS, WALK_SIDE = 72, 224  # the COLMAP test's photos: 5 degrees apart; f
 @pytest.mark.slow
 def test_colmap_poses_the_builtin_walk_around_from_its_photos(tmp_path):
     """The photos path end to end on a walk-around: 72 photos of the built-in unbounded scene at 224x224 (one ray a
-    pixel), no poses, default COLMAP settings (about 35 s). Measured (pycolmap 4.2.1; two rays a pixel in brackets):
+    pixel), no poses, default COLMAP settings (about 22 s). Measured (pycolmap 4.2.1; two rays a pixel in brackets):
     all 72 registered; after the best similarity the camera centres are 0.016 (0.015) from the rendering's at the
     median, 0.029 (0.035) at most, the cameras 2.3 from the object; axes within 1.07 (1.14) degrees, up within 0.39
     (0.36); focal 0.5% (0.7%) short; layout auto chose unbounded. (With a checkered floor and a periodic sky the
