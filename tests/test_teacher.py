@@ -414,7 +414,7 @@ def test_grid_teacher_learns_the_builtin_forward_facing_scene(tmp_path, monkeypa
         teacher_mod.check_held_out(teacher.model, teacher.cfg, teacher.info, scene, torch.device("cpu"),
                                    TrainRays(scene, torch.device("cpu")).mean_rgb)
     assert f"teacher of scene {scene.name!r}: on held-out views it is only" in caplog.text
-    assert not teacher_mod.val_views_are_trained_on(builtin_orbit(tmp_path / "orbit"))  # its val views are its own
+    assert not builtin_orbit(tmp_path / "orbit").views_in_train("val")  # its val views are its own
 
 
 def test_grid_teacher_learns_a_real_forward_facing_capture(flower, tmp_path, monkeypatch):

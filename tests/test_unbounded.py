@@ -452,6 +452,7 @@ def test_a_walk_around_posed_by_colmap_is_written_and_read_as_unbounded(tmp_path
     assert scene_format(out) == "blender"
     scene = load_scene("photos", out, resolution=16)
     assert scene.unbounded and scene.images.shape == (14, 12, 16, 3)  # 12 photos and 2 training ones for val
+    assert scene.views_in_train("val") and not scene.views_in_train("test")  # finetuning keeps its last step
     # back in the built-in scene's world up to the scale: up +z, centred where the cameras look (within 0.05)
     frames = {}
     for split in ("train", "test"):

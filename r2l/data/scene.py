@@ -80,6 +80,16 @@ class Scene:
         idx = self.splits[name]
         return self.images[idx], self.poses[idx]
 
+    def views_in_train(self, name: str) -> bool:
+        """Whether every view of split ``name`` has the pose of a training view: LLFF's val views are training
+        views, and a photos scene's object or unbounded layout writes training photos as its val views. False for
+        the training split itself and for a missing or empty split."""
+        if name == "train" or len(self.splits.get(name, ())) == 0:
+            return False
+        train = self.poses[self.splits["train"]][:, :3, :4].reshape(-1, 12)
+        views = self.poses[self.splits[name]][:, :3, :4].reshape(-1, 12)
+        return bool(np.all([np.abs(train - v).max(axis=1).min() < 1e-6 for v in views]))
+
     def size_at_width(self, width: int | None) -> tuple[int, int]:
         """``(H, W)`` of views ``width`` pixels wide, at most the scene's width (None: the scene's), same aspect."""
         W = self.W if width is None else max(1, min(int(width), self.W))

@@ -412,8 +412,7 @@ def convert_real_data(
         write_shard(out_dir / shard_name(i), lo, poses[lo:hi], focals[lo:hi], colors[lo:hi], scene.H, scene.W)
     stats = store_stats([out_dir / shard_name(i) for i in range(n_shards)], n_views, scene.H, scene.W)
     meta = _base_meta(scene, scene.H, scene.W, n_views, views_per_shard, n_shards, "real")
-    in_train = split != "train" and bool(np.isin(scene.splits[split], scene.splits.get("train", [])).any())
     meta.update({"split": split, "teacher": None, "focal": scene.focal, "stats": stats, "depth": False,
-                 "views_in_train": in_train})  # LLFF's val views are training views
+                 "views_in_train": scene.views_in_train(split)})
     atomic_write_json(out_dir / META_NAME, meta)
     return stats

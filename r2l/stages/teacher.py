@@ -229,21 +229,11 @@ def check_learned(cfg: TeacherConfig, val: dict | None, step: int, scene_name: s
     )
 
 
-def val_views_are_trained_on(scene: Scene) -> bool:
-    """Whether every validation view has the pose of a training view (LLFF and photos scenes: the val views are
-    training views, so validation cannot tell a teacher that only learned its training views)."""
-    if "val" not in scene.splits or len(scene.splits["val"]) == 0:
-        return False
-    train = scene.poses[scene.splits["train"]][:, :3, :4].reshape(-1, 12)
-    val = scene.poses[scene.splits["val"]][:, :3, :4].reshape(-1, 12)
-    return bool(np.all([np.abs(train - v).max(axis=1).min() < 1e-6 for v in val]))
-
-
 def check_held_out(model, cfg: TeacherConfig, info: dict, scene: Scene, device, mean_rgb: torch.Tensor) -> None:
-    """When the validation views are training views (:func:`val_views_are_trained_on`), score ``cfg.val_views``
+    """When the validation views are training views (:meth:`Scene.views_in_train`), score ``cfg.val_views``
     held-out test views too (nothing is chosen by them) and warn when the teacher is less than
     :data:`HELD_OUT_MARGIN_DB` above an image painted in the mean training colour there."""
-    if not val_views_are_trained_on(scene):
+    if not scene.views_in_train("val"):
         return
     held = validate(model, cfg, info, scene, device, mean_rgb, split="test")
     if held is None:
