@@ -9,6 +9,7 @@ conftest.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import subprocess
@@ -95,6 +96,15 @@ def tiny_student(over: dict | None = None) -> DistillConfig:
 def builtin_focal(side: int) -> float:
     """The focal length in pixels of the built-in scene's Blender cameras at ``side`` x ``side``."""
     return 0.5 * side / math.tan(0.5 * BUILTIN_ANGLE)
+
+
+def written_poses(folder: Path) -> dict[str, np.ndarray]:
+    """A Blender-format scene's camera-to-world matrices (4, 4) of its train and test frames, by image file name."""
+    poses = {}
+    for split in ("train", "test"):
+        for frame in json.loads((folder / f"transforms_{split}.json").read_text())["frames"]:
+            poses[Path(frame["file_path"]).name] = np.array(frame["transform_matrix"])
+    return poses
 
 
 def builtin_orbit(path: Path, n_train: int = 8, n_val: int = 2, n_test: int = 1, resolution: int = 16, **kw) -> Scene:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from alignment import umeyama
-from helpers import job_counts, run_snakemake
+from helpers import job_counts, run_snakemake, written_poses
 
 from r2l.core.errors import DataError, R2LError
 from r2l.core.imageio import composite, read_image
@@ -496,10 +496,7 @@ def test_an_object_capture_lands_in_nerf_synthetics_frame(lego_400, tmp_path):
     marker = json.loads((out / "r2l_colmap.json").read_text())
     assert marker["layout"] == "object" and marker["format"] == "blender"
     assert len(marker["registered"]) >= 24  # of 40
-    ours = {}
-    for split in ("train", "test"):
-        for frame in json.loads((out / f"transforms_{split}.json").read_text())["frames"]:
-            ours[Path(frame["file_path"]).name] = np.array(frame["transform_matrix"])
+    ours = written_poses(out)
     names = sorted(ours)
     A, B = np.stack([ours[n] for n in names]), np.stack([truth[n] for n in names])
     implied = B[:, :3, :3] @ np.swapaxes(A[:, :3, :3], 1, 2)  # the world rotation each view implies

@@ -5,14 +5,13 @@ and contracted rendering against hand-computed values."""
 import json
 import logging
 import math
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 from alignment import umeyama
-from helpers import default_config
+from helpers import default_config, written_poses
 
 from r2l.core.errors import DataError
 from r2l.core.imageio import to_uint8
@@ -454,10 +453,7 @@ def test_a_walk_around_posed_by_colmap_is_written_and_read_as_unbounded(tmp_path
     assert scene.unbounded and scene.images.shape == (14, 12, 16, 3)  # 12 photos and 2 training ones for val
     assert scene.views_in_train("val") and not scene.views_in_train("test")  # finetuning keeps its last step
     # back in the built-in scene's world up to the scale: up +z, centred where the cameras look (within 0.05)
-    frames = {}
-    for split in ("train", "test"):
-        for frame in json.loads((out / f"transforms_{split}.json").read_text())["frames"]:
-            frames[frame["file_path"].split("/")[-1]] = np.array(frame["transform_matrix"])
+    frames = written_poses(out)
     mine = np.stack([frames[name] for name in names])
     s, Rm, t = umeyama(poses[:, :3, 3], mine[:, :3, 3])
     assert np.degrees(np.arccos(np.clip(Rm[2, 2], -1, 1))) < 1.0 and np.linalg.norm(t) < 0.1 * s
@@ -492,10 +488,7 @@ def test_colmap_poses_the_builtin_walk_around_from_its_photos(tmp_path):
     assert marker["layout"] == "unbounded" and len(marker["registered"]) == WALK_PHOTOS
     assert marker["focal"] == pytest.approx(0.5 * WALK_SIDE / math.tan(0.5), rel=0.02)
     true_c2w = {f"r_{i}.png": c2w for i, c2w in enumerate(unbounded_split_poses(0, WALK_PHOTOS, 0, 1)["train"])}
-    mine = {}
-    for split in ("train", "test"):
-        for frame in json.loads((out / f"transforms_{split}.json").read_text())["frames"]:
-            mine[Path(frame["file_path"]).stem + ".png"] = np.array(frame["transform_matrix"])
+    mine = written_poses(out)
     names = sorted(mine)
     ref, est = np.stack([true_c2w[n] for n in names]), np.stack([mine[n] for n in names])
     s, R, t = umeyama(est[:, :3, 3], ref[:, :3, 3])
