@@ -30,7 +30,7 @@ from r2l.data.unbounded import MARKER, PATH_FRAMES, unbounded_bounds
 from r2l.geometry.capture import capture_path, capture_profile, sample_capture_poses
 from r2l.geometry.poses import llff_to_opengl, look_at
 from r2l.geometry.rays import get_rays, project
-from r2l.models.contracted import contracted_t, contracted_weights, render_rays_grid_contracted
+from r2l.models.contracted import contracted_t, contracted_weights, median_depth, render_rays_grid_contracted
 
 FOCAL_24 = 12.0 / math.tan(0.5)  # focal of a 24-pixel-wide view at the unbounded layout's field of view (1 rad)
 
@@ -325,6 +325,22 @@ def test_grid_rendering_in_contracted_space_by_hand():
     half = render_rays_grid_contracted(ConstantField(math.log(2.0)), rays_o[:1], rays_d[:1], 0.1, 400.0, 4.0, 2048,
                                        (1, 1, 1), False)
     torch.testing.assert_close(half["rgb"], torch.tensor([[0.75, 0.0, 0.25]]), atol=3e-3, rtol=0)
+
+
+def test_median_depth_by_hand():
+    t = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0]])  # split 2: spacing 1, 2, 8/3, 3, 3.96
+    # half the weight is reached inside sample 2's interval (spacing 8/3 .. 3): 0.2 of the 0.7 let through, alpha
+    # 0.3 / 0.7; under a constant density the fraction log(1 - 0.2 / 0.7) / log(1 - 0.3 / 0.7) of it
+    frac = math.log(1.0 - 0.2 / 0.7) / math.log(1.0 - 0.3 / 0.7)
+    u = 8.0 / 3.0 + frac * (3.0 - 8.0 / 3.0)
+    got = median_depth(torch.tensor([[0.1, 0.2, 0.3, 0.1, 0.3]]), t, 2.0)
+    assert float(got[0]) == pytest.approx(4.0 / (4.0 - u), rel=1e-5)  # spacing_inverse: split^2 / (2 split - u)
+    ends = median_depth(torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 0, 0, 1.0], [0, 0.5, 0.5, 0, 0]]), t.expand(3, 5), 2.0)
+    torch.testing.assert_close(ends, torch.tensor([1.0, 100.0, 3.0]))  # an opaque sample: its own depth
+    # a surface that takes 0.6 and leaves 0.4 to the far sample: the median is on the surface (the expected depth,
+    # 0.6 * 2 + 0.4 * 100 = 41.2, is far behind it)
+    surface = median_depth(torch.tensor([[0.0, 0.6, 0.0, 0.0, 0.4]]), t, 2.0)
+    assert 2.0 <= float(surface[0]) < 3.0  # within the surface sample's interval
 
 
 def test_pseudo_data_of_an_unbounded_scene_goes_round_its_cameras(ub_dir):

@@ -11,7 +11,9 @@ Both teachers render an unbounded scene from world rays as follows (their object
   are per unit of contracted length; the last sample, at ``far`` (99% of the way to the contracted ball's edge),
   is opaque: every ray ends on the far background, whose colour the field gives there (its density is not used);
 - colour ``sum_i w_i c_i`` (the background colour only fills the rounding left of ``1 - sum_i w_i``), and depth
-  ``sum_i w_i t_i``, the expected world depth along ``rays_d``.
+  the median (:func:`median_depth`): where half the weight is reached, in the spacing coordinate. Not the
+  expected depth ``sum_i w_i t_i``: the opaque last sample at ``far`` (hundreds of units away) drags that far
+  behind the surface that gives a ray its colour whenever the field leaves a little weight to it.
 
 Shapes: ``rays_o, rays_d: (n_rays, 3)`` world rays; ``t, sigma: (n_rays, n_samples)``.
 """
@@ -136,6 +138,29 @@ def contracted_weights(sigma: torch.Tensor, s: torch.Tensor, noise_std: float = 
     return alpha * trans
 
 
+def median_depth(weights: torch.Tensor, t: torch.Tensor, split: float) -> torch.Tensor:
+    """The depth (n_rays,) at which the weights along each ray reach half their sum (weights that sum to one, as
+    :func:`contracted_weights`'). Within sample i's interval to sample i + 1 (its alpha's; the last sample is a
+    point at far) the light is absorbed as under a constant density, exactly: the fraction ``log(1 - r / T) /
+    log(1 - alpha)`` of it (in :func:`r2l.geometry.contraction.spacing`) when ``r`` is the weight still to reach,
+    ``T`` the transmittance into it and ``alpha = w_i / T``. weights, t: (n_rays, n_samples), t sorted."""
+    u, w = spacing(t.float(), split), weights.float()
+    cdf = torch.cumsum(w, dim=-1)
+    half = 0.5 * cdf[:, -1:]
+    n = t.shape[1]
+    i = torch.searchsorted(cdf.contiguous(), half.contiguous()).clamp(max=n - 1)
+    w_i = w.gather(1, i)
+    before = cdf.gather(1, i) - w_i
+    trans = (cdf[:, -1:] - before).clamp_min(1e-12)
+    alpha = (w_i / trans).clamp(max=1.0)  # 1: log1p(-1) = -inf, and the fraction 0
+    rest = ((half - before) / trans).clamp(0.0, 1.0 - 1e-6)
+    frac = torch.where(alpha > 1e-6, torch.log1p(-rest) / torch.log1p(-alpha), rest / alpha.clamp_min(1e-12))
+    nxt = (i + 1).clamp(max=n - 1)
+    u_i = u.gather(1, i)
+    depth = spacing_inverse(u_i + frac.clamp(0.0, 1.0) * (u.gather(1, nxt) - u_i), split)
+    return torch.minimum(torch.maximum(depth, t.gather(1, i)), t.gather(1, nxt))[:, 0]  # float32 rounding near far
+
+
 def _unit_dirs(rays_d: torch.Tensor, n_samples: int) -> torch.Tensor:
     """The unit direction of each ray repeated for its samples: (n_rays * n_samples, 3)."""
     return F.normalize(rays_d, dim=-1)[:, None, :].expand(-1, n_samples, -1).reshape(-1, 3)
@@ -163,17 +188,18 @@ def render_rays_grid_contracted(
     """
     t = contracted_t(near, far, split, rays_o.shape[0], n_samples, train, generator, rays_o.device)
     pts3 = contracted_points(rays_o, rays_d, t)
-    return shade_grid_samples(field, pts3, rays_d, t, lambda sigma: contracted_weights(sigma, contracted_distances(pts3)),
-                              background, weight_threshold)
+    out = shade_grid_samples(field, pts3, rays_d, t, lambda sigma: contracted_weights(sigma, contracted_distances(pts3)),
+                             background, weight_threshold)
+    return {"rgb": out["rgb"], "acc": out["acc"], "depth": median_depth(out["weights"], t, split)}
 
 
-def _composite_field(field: Field, rays_o, rays_d, t, background, noise_std: float, generator) -> dict:
+def _composite_field(field: Field, rays_o, rays_d, t, split: float, background, noise_std: float, generator) -> dict:
     """``field`` at the contracted points of depths ``t: (n_rays, n_samples)``, composited by
     :func:`contracted_weights`; returns :func:`r2l.models.render.blend`'s dict (with ``weights``)."""
     pts3 = contracted_points(rays_o, rays_d, t)
     sigma, rgb = field(pts3.reshape(-1, 3), _unit_dirs(rays_d, t.shape[1]))
     weights = contracted_weights(sigma.reshape(t.shape), contracted_distances(pts3), noise_std, generator)
-    return blend(weights, rgb.reshape(*t.shape, 3), t, background)
+    return {**blend(weights, rgb.reshape(*t.shape, 3), t, background), "depth": median_depth(weights, t, split)}
 
 
 def render_rays_nerf_contracted(
@@ -199,7 +225,7 @@ def render_rays_nerf_contracted(
     """
     noise = noise_std if train else 0.0
     t = contracted_t(near, far, split, rays_o.shape[0], n_coarse, train, generator, rays_o.device)
-    out_c = _composite_field(coarse, rays_o, rays_d, t, background, noise, generator)
+    out_c = _composite_field(coarse, rays_o, rays_d, t, split, background, noise, generator)
     result = {"rgb_coarse": out_c["rgb"], "rgb": out_c["rgb"], "acc": out_c["acc"], "depth": out_c["depth"]}
     if fine is None or n_fine <= 0:
         return result
@@ -207,6 +233,6 @@ def render_rays_nerf_contracted(
     s_fine = sample_pdf(0.5 * (s[:, 1:] + s[:, :-1]), out_c["weights"][:, 1:-1].detach(), n_fine, not train, generator)
     t_fine = spacing_inverse(s_fine.detach(), split).clamp(near, far)
     t_all, _ = torch.sort(torch.cat([t, t_fine], dim=-1), dim=-1)
-    out_f = _composite_field(fine, rays_o, rays_d, t_all, background, noise, generator)
+    out_f = _composite_field(fine, rays_o, rays_d, t_all, split, background, noise, generator)
     result.update(rgb_fine=out_f["rgb"], rgb=out_f["rgb"], acc=out_f["acc"], depth=out_f["depth"])
     return result

@@ -231,7 +231,8 @@ def shade_grid_samples(field, pts: torch.Tensor, rays_d: torch.Tensor, t: torch.
     """A grid field's density at the samples ``pts: (n_rays, n_samples, 3)`` (at depths ``t: (n_rays,
     n_samples)`` along rays of direction ``rays_d: (n_rays, 3)``) inside its aabb whose occupancy cell is set,
     compositing weights ``weights_of(sigma: (n_rays, n_samples))``, colour only where a weight exceeds
-    ``weight_threshold``, blended over ``background``. Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``.
+    ``weight_threshold``, blended over ``background``. Returns ``rgb: (n_rays, 3)``, ``acc, depth: (n_rays,)``
+    and ``weights: (n_rays, n_samples)``.
     """
     flat_pts = pts.reshape(-1, 3)
     aabb = field.aabb.to(flat_pts.device)
@@ -249,7 +250,7 @@ def shade_grid_samples(field, pts: torch.Tensor, rays_d: torch.Tensor, t: torch.
         dirs = torch.nn.functional.normalize(rays_d, dim=-1)[:, None, :].expand(-1, t.shape[1], -1).reshape(-1, 3)
         rgb = rgb.index_put((seen,), field.color(flat_pts[seen], dirs[seen]).float())
     out = blend(weights, rgb.reshape(*t.shape, 3), t, background)
-    return {"rgb": out["rgb"], "acc": out["acc"], "depth": out["depth"]}
+    return {k: out[k] for k in ("rgb", "acc", "depth", "weights")}
 
 
 def pose_rays(c2w, H: int, W: int, focal: float, ndc: bool, ndc_near: float | None,

@@ -5,7 +5,7 @@ A teacher is either the paper's coarse + fine NeRF (:mod:`r2l.models.nerf`) or a
 :func:`load_teacher` returns a :class:`Teacher`, the shared "ray renderer" interface:
 ``render_rays(rays_o: (n, 3), rays_d: (n, 3)) -> rgb: (n, 3)`` on render-space rays, eval mode,
 deterministic, chunked, no grad, output on CPU; plus ``.model``, ``.meta``, ``.render_image`` and
-``.render_outputs`` (rgb with the expected depth and opacity along each ray).
+``.render_outputs`` (rgb with the depth and opacity along each ray).
 The stage that trains it is :mod:`r2l.stages.teacher`.
 """
 
@@ -154,7 +154,8 @@ class Teacher:
     def render_outputs(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> dict[str, torch.Tensor]:
         """rays_o, rays_d: (n, 3) render-space rays. Returns float32 on CPU: ``rgb: (n, 3)`` in [0, 1] (as
         :meth:`render_rays`), ``acc: (n,)`` the opacity ``sum_i w_i`` and ``depth: (n,)`` the expected distance
-        ``sum_i w_i t_i`` along ``rays_o + t * rays_d`` (no background term)."""
+        ``sum_i w_i t_i`` along ``rays_o + t * rays_d`` (no background term); in an unbounded scene the median
+        depth instead (:func:`r2l.models.contracted.median_depth`)."""
         rays_o, rays_d = torch.as_tensor(rays_o, dtype=torch.float32), torch.as_tensor(rays_d, dtype=torch.float32)
         if rays_o.shape[0] == 0:
             return {"rgb": torch.zeros(0, 3), "acc": torch.zeros(0), "depth": torch.zeros(0)}

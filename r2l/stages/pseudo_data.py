@@ -111,7 +111,8 @@ def _checked(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor
 def render_views(teacher, c2w: np.ndarray, focals: np.ndarray, H: int, W: int, ndc: bool, ndc_near: float,
                  far: float, chunk: int | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Render several views in one pass of a ray renderer; returns on the CPU uint8 ``colors (n_views, H*W, 3)``,
-    float16 ``depths (n_views, H*W)`` (``sum_i w_i t_i + (1 - acc) * far``, far: the render-space far) and uint8
+    float16 ``depths (n_views, H*W)`` (the teacher's depth, ``sum_i w_i t_i`` (the median in an unbounded scene),
+    ``+ (1 - acc) * far``, far: the render-space far) and uint8
     ``alphas (n_views, H*W)`` (``acc``); depths and alphas are None when the renderer has no ``render_outputs``.
 
     c2w: (n_views, 4, 4). focals: (n_views,). Rays come from :func:`r2l.geometry.rays.get_rays` at each view's
