@@ -325,6 +325,9 @@ def test_grid_rendering_in_contracted_space_by_hand():
     half = render_rays_grid_contracted(ConstantField(math.log(2.0)), rays_o[:1], rays_d[:1], 0.1, 400.0, 4.0, 2048,
                                        (1, 1, 1), False)
     torch.testing.assert_close(half["rgb"], torch.tensor([[0.75, 0.0, 0.25]]), atol=3e-3, rtol=0)
+    # its depth is the median: half the light is gone one unit into the ball (the expected depth would be about
+    # 0.25 x 400 = 100 behind it)
+    assert float(half["depth"][0]) == pytest.approx(3.0, abs=0.01)
 
 
 def test_median_depth_by_hand():
