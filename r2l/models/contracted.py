@@ -195,7 +195,8 @@ def render_rays_grid_contracted(
 
 def _composite_field(field: Field, rays_o, rays_d, t, split: float, background, noise_std: float, generator) -> dict:
     """``field`` at the contracted points of depths ``t: (n_rays, n_samples)``, composited by
-    :func:`contracted_weights`; returns :func:`r2l.models.render.blend`'s dict (with ``weights``)."""
+    :func:`contracted_weights`; returns :func:`r2l.models.render.blend`'s dict (with ``weights``), its depth the
+    :func:`median_depth`."""
     pts3 = contracted_points(rays_o, rays_d, t)
     sigma, rgb = field(pts3.reshape(-1, 3), _unit_dirs(rays_d, t.shape[1]))
     weights = contracted_weights(sigma.reshape(t.shape), contracted_distances(pts3), noise_std, generator)
