@@ -409,7 +409,8 @@ def test_the_grid_teacher_learns_the_builtin_unbounded_scene(tmp_path):
     """32x32, 30 training views, 300 steps of the default config's grid teacher made small (resolution 40, 48
     samples a ray, 256 rays a step), with the unbounded defaults (relu, no L1, no total variation; contracted
     space): about 13 s of CPU. Measured: test PSNR 21.4 dB against 16.5 for the mean training colour; the
-    teacher's disparity correlates with the truth's at 0.55 (200 steps: 20.5 dB, 0.41; 400: 23.1 dB, 0.73)."""
+    teacher's disparity (of its median depth) correlates with the truth's at 0.77 (0.55 for its expected depth,
+    which the far sample drags back)."""
     from r2l.cli import main
     from r2l.core.metrics import psnr_from_mse
     from r2l.models.teacher import load_teacher, teacher_config_from_dict
@@ -435,7 +436,7 @@ def test_the_grid_teacher_learns_the_builtin_unbounded_scene(tmp_path):
         baseline.append(psnr_from_mse(float(((mean - target) ** 2).mean())))
         corr.append(np.corrcoef(1.0 / out["depth"].numpy(), 1.0 / truth["depth"].numpy())[0, 1])
     assert np.mean(psnr) > np.mean(baseline) + 4.0, (psnr, baseline)
-    assert np.mean(corr) > 0.4  # it put the near things near and the far things far
+    assert np.mean(corr) > 0.65  # it put the near things near and the far things far
     # r2l render --path follows the capture: the stored path is the loop through the training cameras
     out = tmp_path / "loop.gif"
     assert main(["render", str(tmp_path / "teacher.pt"), "--path", "orbit", "--frames", "3", "--width", "16",
