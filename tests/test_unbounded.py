@@ -5,6 +5,7 @@ and contracted rendering against hand-computed values."""
 import json
 import logging
 import math
+from dataclasses import replace
 
 import imageio.v3 as iio
 import numpy as np
@@ -586,7 +587,7 @@ def test_the_r2l_student_encodes_contracted_points():
     torch.testing.assert_close(net.encode(o, d, 0.2, 100.0, False, t=t), posenc(want.reshape(1, -1), 2))
 
 
-def test_the_grid_student_learns_the_builtin_unbounded_scene_in_contracted_space(tmp_path):
+def test_the_grid_student_learns_the_builtin_unbounded_scene_in_contracted_space(tmp_path, caplog):
     """The built-in unbounded scene at 24x24: pseudo-data rendered by the analytic scene itself (exact colour and
     depth, 40 views round the cameras' path), 300 steps of a small grid student in contracted space (about 10 s).
     Its grids cover the contracted surface points, every ray reaches the far background, the model file brings
@@ -606,7 +607,10 @@ def test_the_grid_student_learns_the_builtin_unbounded_scene_in_contracted_space
                             channels=4, mlp_width=32, mlp_depth=2, view_freqs=1)
     cfg = DistillConfig(steps=300, batch_rays=512, warmup_steps=20, lr=5e-4, lr_decay_steps=300, val_every=0,
                         val_views=2, ckpt_every=1000, log_every=50, device="cpu", chunk=4096, family="grid", grid=net)
-    train_student([tmp_path / "pseudo"], cfg, tmp_path / "model.pt", tmp_path / "resume")
+    assert json.loads((tmp_path / "pseudo" / "meta.json").read_text())["depth_kind"] == "median"
+    with caplog.at_level(logging.INFO, logger="r2l"):
+        train_student([tmp_path / "pseudo"], cfg, tmp_path / "model.pt", tmp_path / "resume")
+    assert "depth loss against the teacher's depth" in caplog.text and "expected depth" not in caplog.text
     student = load_student(tmp_path / "model.pt", "cpu")
     model = student.model
     assert model.space == RaySpace(scene.sample_split) and not model.clip
@@ -623,3 +627,12 @@ def test_the_grid_student_learns_the_builtin_unbounded_scene_in_contracted_space
         psnr.append(psnr_from_mse(float(((rgb - target) ** 2).mean())))
         baseline.append(psnr_from_mse(float(((mean - target) ** 2).mean())))
     assert np.mean(psnr) > np.mean(baseline) + 4.0, (psnr, baseline)
+    # pseudo-data written before r2l stored the median depth: the student says to render it anew
+    meta = json.loads((tmp_path / "pseudo" / "meta.json").read_text())
+    del meta["depth_kind"]
+    (tmp_path / "pseudo" / "meta.json").write_text(json.dumps(meta))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="r2l"):
+        train_student([tmp_path / "pseudo"], replace(cfg, steps=1, warmup_steps=0), tmp_path / "m2.pt",
+                      tmp_path / "resume2")
+    assert f"pseudo-data {tmp_path / 'pseudo'} holds the teacher's expected depth" in caplog.text

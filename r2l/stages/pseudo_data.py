@@ -108,6 +108,14 @@ def _checked(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor
     return x
 
 
+def depth_kind(scene: Scene, teacher) -> str | None:
+    """What the stored depths are (meta ``depth_kind``): ``median`` in an unbounded scene
+    (:func:`r2l.models.contracted.median_depth`), else ``expected``; None for a renderer without depth."""
+    if not has_depth(teacher):
+        return None
+    return "median" if scene.unbounded else "expected"
+
+
 def render_views(teacher, c2w: np.ndarray, focals: np.ndarray, H: int, W: int, ndc: bool, ndc_near: float,
                  far: float, chunk: int | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Render several views in one pass of a ray renderer; returns on the CPU uint8 ``colors (n_views, H*W, 3)``,
@@ -276,7 +284,7 @@ def generate_pseudo_data(
     plan = {"format_version": FORMAT_VERSION, "teacher": _teacher_id(teacher, teacher_path), "H": H, "W": W,
             "seed": seed, "views_per_shard": views_per_shard, "scene": scene.name, "ndc": scene.ndc,
             "ndc_near": scene.ndc_near, "precision": getattr(teacher, "precision", None), "depth": has_depth(teacher),
-            **info}
+            "depth_kind": depth_kind(scene, teacher), **info}
     _reset_if_replanned(out_dir, plan)
     n_shards = math.ceil(n_views / views_per_shard)
     mine = range(n_shards) if part is None else part_shards(n_shards, *part)
@@ -296,7 +304,7 @@ def generate_pseudo_data(
     stats = {**store_stats(files, n_mine, H, W), "seconds": time.time() - start, "views_rendered": n_todo}
     meta = _base_meta(scene, H, W, n_views, views_per_shard, n_shards, "pseudo")
     meta.update({"teacher": None if teacher_path is None else str(teacher_path), "teacher_id": plan["teacher"],
-                 "precision": plan["precision"], "depth": plan["depth"],
+                 "precision": plan["precision"], "depth": plan["depth"], "depth_kind": plan["depth_kind"],
                  "seed": seed, "focal": scene.focal * W / scene.W, **info, "stats": stats})
     if part is not None:
         meta = {"part": part[0], "parts": part[1], "shards": list(mine), "plan": plan, "store": meta}
