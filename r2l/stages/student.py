@@ -507,8 +507,8 @@ def warn_stale_depth(stores: list[ViewStore], space: RaySpace) -> None:
         return
     for store in (s for s in stores if s.has_depth and s.meta.get("depth_kind") != "median"):
         log.warning("pseudo-data %s holds the teacher's expected depth, which in an unbounded scene lies far behind "
-                    "the surfaces (r2l now stores the median depth; measured: a student 1.9 dB worse): delete that "
-                    "folder and run the same command again to render it anew", store.folder)
+                    "the surfaces (r2l now stores the median depth; measured: a student 1.9 dB worse): run the "
+                    "same command with --forcerun pseudo_data_part to render it anew", store.folder)
 
 
 def student_box(stores: list[ViewStore], ndc: bool, space: RaySpace, max_rays: int = 1 << 20) -> torch.Tensor:
