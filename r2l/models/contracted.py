@@ -188,8 +188,8 @@ def render_rays_grid_contracted(
     """
     t = contracted_t(near, far, split, rays_o.shape[0], n_samples, train, generator, rays_o.device)
     pts3 = contracted_points(rays_o, rays_d, t)
-    out = shade_grid_samples(field, pts3, rays_d, t, lambda sigma: contracted_weights(sigma, contracted_distances(pts3)),
-                             background, weight_threshold)
+    weights_of = lambda sigma: contracted_weights(sigma, contracted_distances(pts3))  # noqa: E731
+    out = shade_grid_samples(field, pts3, rays_d, t, weights_of, background, weight_threshold)
     return {"rgb": out["rgb"], "acc": out["acc"], "depth": median_depth(out["weights"], t, split)}
 
 

@@ -776,15 +776,15 @@ def finetune_student(
     on ``val_store`` before and every ``val_every`` steps and writes the best (kind "finetuned") with its val
     PSNR and step. When the validation views are training views (:meth:`Scene.views_in_train`: LLFF's val views
     are every 8th training view, a photos scene's are training photos), choosing the best of them would reward
-    overfitting and could not see it, so the LAST checkpoint is written instead, with a log line saying so. Holding views out of the teacher's and
-    student's training set instead would change what they train on against the authors' protocol.
+    overfitting and could not see it, so the LAST checkpoint is written instead, with a log line saying so.
+    Holding views out of the teacher's and student's training set instead would change what they train on against
+    the authors' protocol.
     max_steps, val_fn, history_path: as in :func:`train_student`.
     """
     select = not read_meta(val_store).get("views_in_train", False)
     if not select:
         log.warning("the validation views of %s are training views (LLFF and photos scenes have no validation "
-                    "split of their own): "
-                    "keeping the last finetuning checkpoint, not the best on them", val_store)
+                    "split of their own): keeping the last finetuning checkpoint, not the best on them", val_store)
     return train_student(
         [Path(real_store)], cfg, out_path, resume_dir, init_from=Path(student_ckpt), val_fn=val_fn,
         max_steps=max_steps, val_store=Path(val_store), n_steps=steps,
